@@ -1,0 +1,5 @@
+import sys
+
+from bilevel_optuna.cli import main
+
+sys.exit(main())

@@ -1,0 +1,115 @@
+"""The chat-model protocol: one request in, one reply out, whatever the backend."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    """What the sampler asks a chat model.
+
+    Args:
+        messages: OpenAI-style messages, each a mapping with ``role`` and ``content``.
+        json_schema: A JSON schema the answer must follow, or ``None`` for free text.
+        temperature: Sampling temperature.
+        max_tokens: Cap on completion tokens.
+        seed: Sampling seed; backends that honour it give the same answer for the same request.
+    """
+
+    messages: tuple[dict[str, str], ...]
+    json_schema: dict[str, Any] | None = None
+    temperature: float = 0.7
+    max_tokens: int = 256
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.messages:
+            raise ValueError("messages must hold at least one message but got none.")
+        for message in self.messages:
+            if set(message) != {"role", "content"}:
+                raise ValueError(
+                    f"Each message must have exactly the keys 'role' and 'content' but got {message}."
+                )
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 but got {self.temperature}.")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1 but got {self.max_tokens}.")
+        # A tuple of dicts keeps the dataclass hashable in spirit and cheap to pass around.
+        object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
+
+    def to_json(self) -> str:
+        """Canonical JSON of the request (sorted keys), the input of :meth:`hash`."""
+        return json.dumps(
+            {
+                "messages": list(self.messages),
+                "json_schema": self.json_schema,
+                "temperature": self.temperature,
+                "max_tokens": self.max_tokens,
+                "seed": self.seed,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    def hash(self) -> str:
+        """A stable SHA-256 of the request; replay looks answers up by it."""
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatReply:
+    """What a chat model answered.
+
+    Args:
+        text: The answer, as the model wrote it.
+        prompt_tokens: Tokens in the prompt, as the backend counted them.
+        completion_tokens: Tokens in the answer.
+        latency_s: Wall-clock seconds the call took, retries included.
+        model: The model's name.
+        finish_reason: ``"stop"``, or ``"length"`` when the answer hit ``max_tokens`` (a JSON
+            answer is then usually cut off); ``None`` where the backend did not say.
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    model: str
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ChatReply":
+        return cls(
+            text=str(data["text"]),
+            prompt_tokens=int(data["prompt_tokens"]),
+            completion_tokens=int(data["completion_tokens"]),
+            latency_s=float(data["latency_s"]),
+            model=str(data["model"]),
+            finish_reason=data.get("finish_reason"),
+        )
+
+
+class ChatModel(abc.ABC):
+    """A chat model backend: one method, :meth:`complete`.
+
+    Implementations must be safe to call from several threads at once and must raise
+    :class:`~bilevel_optuna.exceptions.ChatModelError` subclasses, never a backend's own errors.
+    """
+
+    #: Model name recorded on each trial.
+    name: str = "unknown"
+
+    @abc.abstractmethod
+    def complete(self, request: ChatRequest) -> ChatReply:
+        """Answer ``request``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

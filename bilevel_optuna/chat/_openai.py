@@ -1,0 +1,403 @@
+"""A chat model behind any OpenAI-compatible endpoint: OpenAI, DeepSeek, vLLM, llama.cpp, Ollama.
+
+Retries are left to the ``openai`` client (``max_retries``): it already retries exactly the
+transient failures (429, 408, 409, 5xx, dropped connections and timeouts, or whatever the server
+marks with ``x-should-retry``), with exponential backoff from 0.5 s up to 8 s and jitter, and it
+honours ``retry-after`` / ``retry-after-ms`` when the server sends them. A second loop of our own
+around it would multiply the attempts and ignore ``retry-after``; what is ours is the policy
+(:data:`DEFAULT_MAX_RETRIES`, :data:`DEFAULT_TIMEOUT_S`) and turning the client's final error
+into one of ours that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import threading
+import time
+import urllib.parse
+from typing import Any
+from typing import Literal
+
+import openai
+
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna._logging import redact
+from bilevel_optuna.chat._base import ChatModel
+from bilevel_optuna.chat._base import ChatReply
+from bilevel_optuna.chat._base import ChatRequest
+from bilevel_optuna.chat._validation import Validate
+from bilevel_optuna.chat._validation import _check_validate_mode
+from bilevel_optuna.chat._validation import check_reply
+from bilevel_optuna.exceptions import ChatAnswerError
+from bilevel_optuna.exceptions import ChatAuthenticationError
+from bilevel_optuna.exceptions import ChatConnectionError
+from bilevel_optuna.exceptions import ChatModelError
+from bilevel_optuna.exceptions import ChatModelNotFoundError
+from bilevel_optuna.exceptions import ChatRateLimitError
+from bilevel_optuna.exceptions import ChatServerError
+from bilevel_optuna.exceptions import ChatTimeoutError
+from bilevel_optuna.exceptions import ConfigurationError
+
+_logger = get_logger(__name__)
+
+ResponseFormat = Literal["auto", "json_schema", "json_object", "text"]
+RESPONSE_FORMATS: tuple[str, ...] = ("auto", "json_schema", "json_object", "text")
+
+#: Where requests go when neither ``base_url`` nor ``OPENAI_BASE_URL`` says otherwise.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: Seconds one attempt may take. Generous: a CPU-served model can take tens of seconds.
+DEFAULT_TIMEOUT_S = 60.0
+#: Retries after the first attempt, done by the ``openai`` client with jittered backoff.
+DEFAULT_MAX_RETRIES = 3
+#: Environment variable holding the model name (the base URL and key use the client's own).
+MODEL_ENV = "BILEVEL_OPTUNA_MODEL"
+
+# The formats "auto" tries, in order, when an endpoint answers 400 to the previous one.
+_FALLBACK = {"json_schema": "json_object", "json_object": "text"}
+# Sent as the key to loopback servers (llama.cpp, vLLM, Ollama, `bilevel-optuna serve`), which
+# ignore it; the client refuses to start without one.
+_LOOPBACK_KEY = "no-key-needed-on-loopback"
+# How long listing an endpoint's models may take when explaining a 404.
+_LIST_MODELS_TIMEOUT_S = 10.0
+_MAX_LISTED_MODELS = 30
+_MAX_QUOTED_CHARS = 300
+
+
+def _is_loopback(base_url: str) -> bool:
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _display_url(base_url: str) -> str:
+    """The URL without any password in it, for messages and repr."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.password is None:
+        return base_url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def _with_schema_instruction(
+    messages: list[dict[str, str]], schema: dict[str, Any]
+) -> list[dict[str, str]]:
+    """Put the schema into the prompt, for endpoints that cannot take it as response_format."""
+    instruction = (
+        "Answer with one JSON object and nothing else. It must match this JSON schema:\n"
+        + json.dumps(schema)
+    )
+    if messages and messages[0]["role"] == "system":
+        first = {"role": "system", "content": messages[0]["content"] + "\n\n" + instruction}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def _response_format(fmt: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    if fmt == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    if fmt == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+class OpenAIChatModel(ChatModel):
+    """Ask a model behind an OpenAI-compatible chat-completions endpoint.
+
+    Args:
+        model: The model name; defaults to the ``BILEVEL_OPTUNA_MODEL`` environment variable.
+        base_url: The endpoint, e.g. ``http://127.0.0.1:8000/v1``; defaults to
+            ``OPENAI_BASE_URL``, then to OpenAI's.
+        api_key: The key; defaults to ``OPENAI_API_KEY``. Loopback endpoints need none. It never
+            appears in a log, an exception or the ``repr``.
+        response_format: How a request's JSON schema is sent. ``"json_schema"``: as structured
+            output; ``"json_object"``: JSON mode, the schema in the prompt; ``"text"``: the schema
+            in the prompt only. ``"auto"`` starts with ``"json_schema"`` and steps down when the
+            endpoint rejects the format with a 400, remembering what worked.
+        timeout: Seconds one attempt may take.
+        max_retries: Retries on 429, 5xx, dropped connections and timeouts, with jittered
+            exponential backoff (the ``openai`` client's).
+        validate: ``"schema"``, ``"json"`` or ``"none"``: how answers to JSON requests are
+            checked (see :func:`~bilevel_optuna.chat.validate_answer`).
+
+    Example:
+
+        .. code-block:: python
+
+            model = OpenAIChatModel(model="deepseek-chat", base_url="https://api.deepseek.com")
+            reply = model.complete(ChatRequest(messages=({"role": "user", "content": "Hi"},)))
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        response_format: ResponseFormat = "auto",
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        validate: Validate = "schema",
+    ) -> None:
+        if response_format not in RESPONSE_FORMATS:
+            raise ValueError(
+                f"response_format must be one of {RESPONSE_FORMATS} but got {response_format!r}."
+            )
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 but got {timeout}.")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0 but got {max_retries}.")
+        self._validate = _check_validate_mode(validate)
+
+        model = model or os.environ.get(MODEL_ENV)
+        if not model:
+            raise ConfigurationError(
+                "No model name for the OpenAI-compatible backend: use the spec 'openai:MODEL', "
+                f"pass model=..., or set {MODEL_ENV}."
+            )
+        base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
+            raise ConfigurationError(
+                f"The base URL {_display_url(base_url)!r} must start with http:// or https://, "
+                "e.g. 'http://127.0.0.1:8000/v1'. Fix OPENAI_BASE_URL or the spec "
+                "'openai:MODEL@BASE_URL'."
+            )
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            if not _is_loopback(base_url):
+                raise ConfigurationError(
+                    f"No API key for {_display_url(base_url)}: set OPENAI_API_KEY "
+                    "(export OPENAI_API_KEY=...) or pass api_key=.... Only loopback endpoints "
+                    "(127.0.0.1, localhost) work without a key."
+                )
+            api_key = _LOOPBACK_KEY
+        self._secret = api_key if api_key != _LOOPBACK_KEY else None
+
+        self.name = model
+        self._model = model
+        self._base_url = _display_url(base_url)
+        self._timeout = float(timeout)
+        self._max_retries = int(max_retries)
+        self._auto = response_format == "auto"
+        self._format = "json_schema" if self._auto else response_format
+        self._format_lock = threading.Lock()
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=self._timeout, max_retries=max_retries
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self._model!r}, base_url={self._base_url!r}, "
+            f"response_format={self.response_format!r})"
+        )
+
+    @property
+    def response_format(self) -> str:
+        """The format now in use (``"auto"`` resolves to what the endpoint accepted)."""
+        return self._format
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        start = time.perf_counter()
+        fmt = self._format
+        first_error: openai.BadRequestError | None = None
+        while True:
+            try:
+                completion = self._create(request, fmt)
+                break
+            except openai.BadRequestError as err:
+                self._scrub(err)
+                if self._auto and request.json_schema is not None and fmt in _FALLBACK:
+                    first_error = first_error or err
+                    _logger.info(
+                        "%s rejected response_format %r (%s); trying %r.",
+                        self._base_url,
+                        fmt,
+                        self._error_text(err),
+                        _FALLBACK[fmt],
+                    )
+                    fmt = _FALLBACK[fmt]
+                    continue
+                raise self._wrap(first_error or err) from (first_error or err)
+            except openai.OpenAIError as err:
+                self._scrub(err)
+                raise self._wrap(err) from err
+            except json.JSONDecodeError as err:
+                raise ChatServerError(
+                    f"{self._base_url} answered with a body that is not JSON ({err.msg}): "
+                    f"{err.doc[:_MAX_QUOTED_CHARS]!r}. Check that the base URL points at an "
+                    "OpenAI-compatible API (it usually ends in /v1).",
+                    raw=err.doc,
+                ) from err
+        if fmt != self._format and request.json_schema is not None:
+            with self._format_lock:
+                if self._format != fmt:
+                    _logger.warning(
+                        "%s does not accept response_format %r; using %r from now on.",
+                        self._base_url,
+                        self._format,
+                        fmt,
+                    )
+                    self._format = fmt
+        reply = self._to_reply(completion, time.perf_counter() - start)
+        return check_reply(reply, request, self._validate)
+
+    def _create(self, request: ChatRequest, fmt: str) -> Any:
+        messages = [dict(m) for m in request.messages]
+        kwargs: dict[str, Any] = {}
+        if request.json_schema is not None:
+            response_format = _response_format(fmt, request.json_schema)
+            if response_format is not None:
+                kwargs["response_format"] = response_format
+            if fmt != "json_schema":
+                messages = _with_schema_instruction(messages, request.json_schema)
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        return self._client.chat.completions.create(
+            model=self._model,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+            **kwargs,
+        )
+
+    def _to_reply(self, completion: Any, latency_s: float) -> ChatReply:
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list):
+            raw = completion if isinstance(completion, str) else repr(completion)
+            raise ChatServerError(
+                f"{self._base_url} answered something that is not a chat completion: "
+                f"{raw[:_MAX_QUOTED_CHARS]!r}. Check that the base URL points at an "
+                "OpenAI-compatible API (it usually ends in /v1).",
+                raw=raw,
+            )
+        request_id = getattr(completion, "_request_id", None)
+        if not choices:
+            raise ChatAnswerError(
+                f"{self._base_url} returned no answer (no choices) for model {self._model!r}. "
+                "Retry, or check the server's log.",
+                request_id=request_id,
+            )
+        choice = choices[0]
+        text = choice.message.content
+        if text is None:
+            refusal = getattr(choice.message, "refusal", None)
+            raise ChatAnswerError(
+                f"{self._base_url} returned no text (finish reason {choice.finish_reason!r}"
+                + (f", refusal {refusal!r}" if refusal else "")
+                + "). Rephrase the prompt or use another model.",
+                request_id=request_id,
+                raw=refusal,
+            )
+        usage = completion.usage
+        return ChatReply(
+            text=text,
+            prompt_tokens=int(usage.prompt_tokens) if usage is not None else 0,
+            completion_tokens=int(usage.completion_tokens) if usage is not None else 0,
+            latency_s=latency_s,
+            model=completion.model or self._model,
+            finish_reason=choice.finish_reason,
+        )
+
+    # --- errors ---------------------------------------------------------------------------
+
+    def _clean(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return redact(text)
+
+    def _scrub(self, err: BaseException) -> None:
+        """Take the key out of the client's exception too: it is chained to ours (``from``)."""
+        if self._secret and self._secret in str(err):
+            err.args = tuple(self._clean(a) if isinstance(a, str) else a for a in err.args)
+            if isinstance(getattr(err, "message", None), str):
+                err.message = self._clean(err.message)  # type: ignore[attr-defined]
+
+    def _error_text(self, err: openai.APIError) -> str:
+        body = err.body
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            text = body["message"]
+        elif isinstance(body, str) and body:
+            text = body
+        else:
+            text = err.message
+        return self._clean(text)[:_MAX_QUOTED_CHARS]
+
+    def _available_models(self) -> str:
+        """One sentence listing the endpoint's models, for a 404's message."""
+        client = self._client.with_options(max_retries=0, timeout=_LIST_MODELS_TIMEOUT_S)
+        try:
+            ids = sorted(m.id for m in client.models.list())
+        except openai.NotFoundError:
+            return (
+                "The endpoint has no model list either: check the base URL (it usually ends in "
+                "/v1)."
+            )
+        except (openai.OpenAIError, ValueError, TypeError, AttributeError):
+            return "The endpoint did not list its models."
+        if not ids:
+            return "The endpoint lists no models."
+        listed = ", ".join(ids[:_MAX_LISTED_MODELS])
+        if len(ids) > _MAX_LISTED_MODELS:
+            listed += f", ... ({len(ids)} in all)"
+        return f"It serves: {listed}."
+
+    def _wrap(self, err: openai.OpenAIError) -> ChatModelError:
+        where = self._base_url
+        retries = f"{self._max_retries} retries"
+        if isinstance(err, openai.APITimeoutError):
+            return ChatTimeoutError(
+                f"No answer from {where} within {self._timeout:g} s (after {retries}). Raise "
+                "timeout=..., lower max_tokens, or check that the server is not overloaded."
+            )
+        if isinstance(err, openai.APIConnectionError):
+            cause = self._clean(str(err.__cause__ or err))[:_MAX_QUOTED_CHARS]
+            return ChatConnectionError(
+                f"Cannot reach {where} ({cause}; after {retries}). Check that the server runs "
+                "and the base URL is right (OPENAI_BASE_URL, or the spec "
+                "'openai:MODEL@BASE_URL'); 'bilevel-optuna serve' serves the embedded model."
+            )
+        if not isinstance(err, openai.APIStatusError):
+            return ChatModelError(f"The OpenAI client failed talking to {where}: {err}")
+        context: dict[str, Any] = {
+            "status_code": err.status_code,
+            "request_id": err.request_id,
+            "raw": self._clean(err.response.text),
+        }
+        detail = f"{err.status_code}: {self._error_text(err)}"
+        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            return ChatAuthenticationError(
+                f"{where} refused the API key ({detail}). Set OPENAI_API_KEY to a valid key "
+                "for this endpoint (export OPENAI_API_KEY=...), or pass api_key=....",
+                **context,
+            )
+        if isinstance(err, openai.NotFoundError):
+            return ChatModelNotFoundError(
+                f"{where} does not serve model {self._model!r} ({detail}). "
+                f"{self._available_models()} Name the model in the spec 'openai:MODEL' or in "
+                f"{MODEL_ENV}.",
+                **context,
+            )
+        if isinstance(err, openai.RateLimitError):
+            return ChatRateLimitError(
+                f"{where} is still rate-limiting ({detail}) after {retries}. Run fewer workers "
+                "at once, raise max_retries, or check the account's quota.",
+                **context,
+            )
+        if isinstance(err, openai.InternalServerError):
+            return ChatServerError(
+                f"{where} kept failing ({detail}) after {retries}. Check the server's log, "
+                "or try again later.",
+                **context,
+            )
+        if isinstance(err, openai.BadRequestError):
+            return ChatModelError(
+                f"{where} rejected the request ({detail}). If the prompt is too long, shorten "
+                "the history; if the response format is refused, use response_format='auto'.",
+                **context,
+            )
+        return ChatModelError(f"{where} answered an error ({detail}).", **context)

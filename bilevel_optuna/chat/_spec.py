@@ -1,0 +1,75 @@
+"""Turn a short spec string ("local", "openai:MODEL@URL", ...) into a chat model."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from bilevel_optuna.chat._base import ChatModel
+from bilevel_optuna.exceptions import ConfigurationError
+
+#: Environment variable holding the spec used when none is given.
+CHAT_MODEL_ENV = "BILEVEL_OPTUNA_CHAT_MODEL"
+DEFAULT_SPEC = "local"
+
+SPEC_FORMS = (
+    "'local' (the embedded SmolLM2-135M-Instruct)",
+    "'local:/path/to/model.gguf'",
+    "'openai' or 'openai:MODEL' (base URL from OPENAI_BASE_URL, model from BILEVEL_OPTUNA_MODEL)",
+    "'openai:MODEL@BASE_URL' (e.g. 'openai:smollm2@http://127.0.0.1:8000/v1')",
+    "'replay:STORAGE_URL#STUDY' (answers recorded in a study)",
+)
+
+# "openai:MODEL@http(s)://...": the URL starts at the first "@http://" or "@https://".
+_OPENAI = re.compile(r"^openai(?::(?P<model>.*?))?(?:@(?P<base_url>https?://.+))?$", re.DOTALL)
+
+
+def get_chat_model(spec: str | ChatModel | None = None) -> ChatModel:
+    """Return the chat model a spec names.
+
+    Args:
+        spec: A :class:`ChatModel` (returned as is), a spec string (one of
+            :data:`SPEC_FORMS`), or ``None`` for ``$BILEVEL_OPTUNA_CHAT_MODEL``, else
+            ``"local"``.
+
+    Raises:
+        ConfigurationError: The spec matches no form, or the backend it names is misconfigured.
+
+    Example:
+
+        .. code-block:: python
+
+            model = get_chat_model("openai:deepseek-chat@https://api.deepseek.com")
+            model = get_chat_model()  # the embedded model unless the environment says otherwise
+    """
+    if isinstance(spec, ChatModel):
+        return spec
+    if spec is None:
+        spec = os.environ.get(CHAT_MODEL_ENV) or DEFAULT_SPEC
+    if not isinstance(spec, str):
+        raise ConfigurationError(
+            f"A chat model spec must be a string or a ChatModel but got {type(spec).__name__}."
+        )
+    text = spec.strip()
+    kind, _, rest = text.partition(":")
+    if kind == "local":
+        from bilevel_optuna.chat._local import LocalChatModel
+
+        return LocalChatModel(model_path=rest or None)
+    if kind == "openai":
+        match = _OPENAI.match(text)
+        if match is not None:
+            from bilevel_optuna.chat._openai import OpenAIChatModel
+
+            return OpenAIChatModel(
+                model=match.group("model") or None, base_url=match.group("base_url")
+            )
+    if kind == "replay":
+        storage, sep, study = rest.rpartition("#")
+        if sep and storage and study:
+            from bilevel_optuna.chat._replay import ReplayChatModel
+
+            return ReplayChatModel.from_storage(storage, study)
+    raise ConfigurationError(
+        f"Unknown chat model spec {spec!r}. Valid forms: {'; '.join(SPEC_FORMS)}."
+    )

@@ -1,0 +1,89 @@
+"""Exceptions of bilevel-optuna: one root, one subclass per failure users handle differently."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bilevel_optuna.chat._base import ChatReply
+
+
+class BilevelOptunaError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigurationError(BilevelOptunaError, ValueError):
+    """A setting, spec or argument is wrong; the message names it and says how to fix it."""
+
+
+class ChatModelError(BilevelOptunaError):
+    """A chat model could not answer.
+
+    Attributes:
+        status_code: HTTP status where there was one.
+        request_id: The endpoint's request id where it gave one.
+        raw: The raw text of the answer or error body, where there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        raw: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.request_id = request_id
+        self.raw = raw
+
+
+class ChatConnectionError(ChatModelError):
+    """The endpoint could not be reached (refused, DNS, dropped connection)."""
+
+
+class ChatTimeoutError(ChatModelError):
+    """The endpoint did not answer within the timeout."""
+
+
+class ChatRateLimitError(ChatModelError):
+    """The endpoint kept answering 429 after every retry."""
+
+
+class ChatAuthenticationError(ChatModelError):
+    """The endpoint refused the key (401/403)."""
+
+
+class ChatModelNotFoundError(ChatModelError):
+    """The endpoint does not serve the requested model (404)."""
+
+
+class ChatServerError(ChatModelError):
+    """The endpoint kept failing with 5xx after every retry."""
+
+
+class ChatAnswerError(ChatModelError):
+    """The answer was not valid JSON or did not match the requested schema.
+
+    Attributes:
+        raw: The answer's text as the model wrote it (also for repairs).
+        reply: The whole reply (token usage, latency, finish reason), so a caller can still
+            account for the call and record or repair the answer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        raw: str | None = None,
+        reply: ChatReply | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, request_id=request_id, raw=raw)
+        self.reply = reply
+
+
+class ReplayMissError(ChatModelError):
+    """A replay model was asked a request that was never recorded."""

@@ -1,0 +1,65 @@
+"""Statistics across repeats: every claim is a test on trial values read from the storage.
+
+:func:`compare` is the entry point; the building blocks (tests, effect size, anytime curves,
+noise floor) are public too, so they can be used on plain arrays.
+"""
+
+from __future__ import annotations
+
+from bilevel_optuna.stats._anytime import AnytimeCurve
+from bilevel_optuna.stats._anytime import anytime_curve
+from bilevel_optuna.stats._anytime import best_so_far
+from bilevel_optuna.stats._anytime import normalized_auc
+from bilevel_optuna.stats._compare import ArmSummary
+from bilevel_optuna.stats._compare import CompareResult
+from bilevel_optuna.stats._compare import PairwiseComparison
+from bilevel_optuna.stats._compare import compare
+from bilevel_optuna.stats._effect import A12Result
+from bilevel_optuna.stats._effect import vargha_delaney_a12
+from bilevel_optuna.stats._hypothesis import NemenyiResult
+from bilevel_optuna.stats._hypothesis import SignificanceResult
+from bilevel_optuna.stats._hypothesis import friedman_test
+from bilevel_optuna.stats._hypothesis import holm
+from bilevel_optuna.stats._hypothesis import kruskal_test
+from bilevel_optuna.stats._hypothesis import nemenyi_test
+from bilevel_optuna.stats._hypothesis import paired_test
+from bilevel_optuna.stats._hypothesis import unpaired_test
+from bilevel_optuna.stats._load import TRUE_VALUE
+from bilevel_optuna.stats._load import StudyRecord
+from bilevel_optuna.stats._load import load_arms
+from bilevel_optuna.stats._noise import NoiseFloorResult
+from bilevel_optuna.stats._noise import noise_floor
+from bilevel_optuna.stats._summary import Summary
+from bilevel_optuna.stats._summary import summarize
+from bilevel_optuna.stats._warnings import DegenerateDataWarning
+from bilevel_optuna.stats._warnings import NoPowerWarning
+
+__all__ = [
+    "A12Result",
+    "AnytimeCurve",
+    "ArmSummary",
+    "CompareResult",
+    "DegenerateDataWarning",
+    "NemenyiResult",
+    "NoPowerWarning",
+    "NoiseFloorResult",
+    "PairwiseComparison",
+    "SignificanceResult",
+    "StudyRecord",
+    "Summary",
+    "TRUE_VALUE",
+    "anytime_curve",
+    "best_so_far",
+    "compare",
+    "friedman_test",
+    "holm",
+    "kruskal_test",
+    "load_arms",
+    "nemenyi_test",
+    "noise_floor",
+    "normalized_auc",
+    "paired_test",
+    "summarize",
+    "unpaired_test",
+    "vargha_delaney_a12",
+]

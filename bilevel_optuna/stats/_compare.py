@@ -1,0 +1,664 @@
+"""compare(): every statistic of a comparison of arms, from values stored in a storage."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
+
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.stats._anytime import AnytimeCurve
+from bilevel_optuna.stats._anytime import anytime_curve
+from bilevel_optuna.stats._anytime import best_so_far
+from bilevel_optuna.stats._anytime import normalized_auc
+from bilevel_optuna.stats._effect import A12Result
+from bilevel_optuna.stats._effect import vargha_delaney_a12
+from bilevel_optuna.stats._hypothesis import NemenyiResult
+from bilevel_optuna.stats._hypothesis import SignificanceResult
+from bilevel_optuna.stats._hypothesis import friedman_test
+from bilevel_optuna.stats._hypothesis import holm
+from bilevel_optuna.stats._hypothesis import kruskal_test
+from bilevel_optuna.stats._hypothesis import nemenyi_test
+from bilevel_optuna.stats._hypothesis import paired_test
+from bilevel_optuna.stats._hypothesis import unpaired_test
+from bilevel_optuna.stats._load import ArmsSpec
+from bilevel_optuna.stats._load import StudyRecord
+from bilevel_optuna.stats._load import load_arms
+from bilevel_optuna.stats._load import open_storage
+from bilevel_optuna.stats._noise import NoiseFloorResult
+from bilevel_optuna.stats._noise import noise_floor as _noise_floor
+from bilevel_optuna.stats._summary import Summary
+from bilevel_optuna.stats._summary import summarize
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import optuna
+
+_logger = get_logger(__name__)
+
+_METRICS = ("auto", "best", "regret", "auc")
+_PAIRED = ("auto", True, False)
+NoiseFloorSpec = NoiseFloorResult | float | Sequence[float] | np.ndarray | str | None
+
+
+@dataclass(frozen=True)
+class ArmSummary(Summary):
+    """:class:`Summary` of one arm's per-study metric, plus how its studies were counted.
+
+    Attributes:
+        label: The arm.
+        values: Per-study metric, in the order of ``study_names`` (NaN for a missing study).
+        study_names: The arm's studies.
+        n_studies: Studies selected for the arm.
+        n_missing: Studies with no complete trial within the budget: they have no value and are
+            left out of every statistic.
+        n_complete: Complete trials over the arm's studies, within the budget.
+        n_failed: Failed trials (counted in the budget, never as values).
+        n_pruned: Pruned trials (likewise).
+        n_unfinished: Running or waiting trials (likewise).
+        min_trials: Fewest trials a study of the arm has within the budget.
+        max_trials: Most trials.
+        auc_median: Median over studies of the normalized area under the anytime curve.
+        n_true_values: Studies whose regret used stored true values.
+    """
+
+    label: str = ""
+    values: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
+    study_names: list[str] = field(default_factory=list, repr=False)
+    n_studies: int = 0
+    n_missing: int = 0
+    n_complete: int = 0
+    n_failed: int = 0
+    n_pruned: int = 0
+    n_unfinished: int = 0
+    min_trials: int = 0
+    max_trials: int = 0
+    auc_median: float = float("nan")
+    n_true_values: int = 0
+
+
+@dataclass(frozen=True)
+class PairwiseComparison:
+    """One comparison between two arms.
+
+    Attributes:
+        statistic: The test statistic (see :class:`SignificanceResult`).
+        pvalue: The raw two-sided p-value (NaN with no power or degenerate data).
+        pvalue_holm: The Holm-adjusted p-value across all comparisons of the result.
+        arm_a: First arm.
+        arm_b: Second arm.
+        test: ``"wilcoxon"`` (paired by seed) or ``"mannwhitneyu"``.
+        paired: Whether the studies were paired by (objective, seed).
+        n_a: Values of ``arm_a`` used (pairs, when paired).
+        n_b: Values of ``arm_b`` used.
+        n_dropped: Studies of the two arms left out: missing, or without a partner when paired.
+        a12: Vargha-Delaney A12 of ``arm_a`` over ``arm_b`` (above 0.5: ``arm_a`` better).
+        median_a: Median of ``arm_a``'s values used.
+        median_b: Median of ``arm_b``'s values used.
+        difference: ``median_a - median_b``.
+        inside_noise_floor: Whether ``|difference|`` is below the noise-floor threshold; None
+            without a noise floor.
+        significant: ``pvalue_holm < alpha``.
+        better: The better arm when significant and outside the noise floor, else None.
+        verdict: One line for tables: "tpe better", "no significant difference", "no power",
+            "inside noise floor", ...
+        result: The underlying :class:`SignificanceResult` (n, smallest attainable p, note).
+    """
+
+    statistic: float
+    pvalue: float
+    pvalue_holm: float
+    arm_a: str
+    arm_b: str
+    test: str
+    paired: bool
+    n_a: int
+    n_b: int
+    n_dropped: int
+    a12: A12Result
+    median_a: float
+    median_b: float
+    difference: float
+    inside_noise_floor: bool | None
+    significant: bool
+    better: str | None
+    verdict: str
+    result: SignificanceResult = field(repr=False)
+
+    @property
+    def no_power(self) -> bool:
+        return self.result.no_power
+
+    @property
+    def degenerate(self) -> bool:
+        return self.result.degenerate
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """Outcome of :func:`compare`.
+
+    Attributes:
+        statistic: The omnibus statistic: Friedman (paired, 3+ arms), Kruskal-Wallis (unpaired,
+            3+ arms), or the single pairwise test (2 arms). NaN with one arm.
+        pvalue: Its p-value.
+        test: Its name, or ``"none"``.
+        arms: Per-arm summaries, by label.
+        comparisons: Pairwise comparisons, Holm-adjusted together.
+        posthoc: Nemenyi test and critical difference after Friedman, else None.
+        curves: Anytime curve per arm (best so far, or regret, by trial number).
+        noise_floor: The noise floor used, or None.
+        studies: Every study read, in arm order.
+        metric: The metric compared: ``"best"``, ``"regret"`` or ``"auc"``.
+        direction: Direction of the metric (regret is always minimized).
+        curve_quantity: What the curves and AUC are in: ``"value"`` or ``"regret"``.
+        alpha: Significance level.
+        n_trials: The trial budget, or None for all trials.
+        notes: Sentences on how data were counted and what limits the conclusions.
+        settings: The options of the call (the storage URL without its password).
+    """
+
+    statistic: float
+    pvalue: float
+    test: str
+    arms: dict[str, ArmSummary]
+    comparisons: list[PairwiseComparison]
+    posthoc: NemenyiResult | None
+    curves: dict[str, AnytimeCurve]
+    noise_floor: NoiseFloorResult | None
+    studies: list[StudyRecord] = field(repr=False)
+    metric: str
+    direction: str
+    curve_quantity: str
+    alpha: float
+    n_trials: int | None
+    notes: list[str]
+    settings: dict[str, Any] = field(repr=False)
+    omnibus: SignificanceResult | None = field(default=None, repr=False)
+
+    def comparison(self, arm_a: str, arm_b: str) -> PairwiseComparison:
+        """The comparison of two arms, in either order (A12 and the difference follow the order
+        stored: check ``arm_a``)."""
+        for c in self.comparisons:
+            if {c.arm_a, c.arm_b} == {arm_a, arm_b}:
+                return c
+        raise KeyError(f"No comparison between {arm_a!r} and {arm_b!r}.")
+
+    @property
+    def claims(self) -> list[str]:
+        """Sentences for the comparisons that show an improvement (see :meth:`to_markdown`)."""
+        from bilevel_optuna.stats._report import claims
+
+        return claims(self)
+
+    def to_text(self) -> str:
+        """Aligned plain-text tables for a terminal."""
+        from bilevel_optuna.stats._report import to_text
+
+        return to_text(self)
+
+    def to_markdown(self, *, plots: Mapping[str, str | Path] | None = None) -> str:
+        """A Markdown report; ``plots`` maps figure names to image paths to link."""
+        from bilevel_optuna.stats._report import to_markdown
+
+        return to_markdown(self, plots=plots)
+
+    def plot(
+        self,
+        directory: str | Path,
+        *,
+        formats: Sequence[str] = ("png", "html"),
+        plotlyjs: str = "embed",
+    ) -> dict[str, Path]:
+        """Write the figures (anytime curves, distributions, critical difference diagram).
+
+        PNG needs matplotlib and HTML needs plotly (``pip install matplotlib plotly``). Returns
+        ``{name: path}`` of the files written.
+        """
+        from bilevel_optuna.stats._plots import write_plots
+
+        return write_plots(self, directory, formats=formats, plotlyjs=plotlyjs)
+
+
+def _storage_label(storage: Any) -> str:
+    if isinstance(storage, str):
+        try:
+            from sqlalchemy.engine import make_url
+
+            return make_url(storage).render_as_string(hide_password=True)
+        except Exception:  # not an SQLAlchemy URL: say only what kind it is
+            return storage.split(":", 1)[0] + ":..."
+    return type(storage).__name__
+
+
+def _validate(metric: str, paired: Any, alpha: float, noise_factor: float) -> None:
+    if metric not in _METRICS:
+        raise ValueError(f"`metric` must be one of {set(_METRICS)} but got {metric!r}.")
+    if paired not in _PAIRED:
+        raise ValueError(f"`paired` must be one of {set(map(str, _PAIRED))} but got {paired!r}.")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1 (exclusive) but got {alpha}.")
+    if not noise_factor > 0:
+        raise ValueError(f"noise_factor must be positive but got {noise_factor}.")
+
+
+def _resolve_metric(metric: str, records: list[StudyRecord]) -> tuple[str, str]:
+    """(metric, curve quantity): regret when every study knows its optimum."""
+    no_optimum = [r.name for r in records if r.optimum is None]
+    if metric == "regret" and no_optimum:
+        raise ConfigurationError(
+            f"metric='regret' needs the bilevel:optimum attribute, missing on "
+            f"{len(no_optimum)} studies (e.g. {no_optimum[:3]}). Use metric='best'."
+        )
+    quantity = "value" if no_optimum else "regret"
+    if metric == "auto":
+        metric = "regret" if quantity == "regret" else "best"
+    if metric == "best":
+        quantity = "value"
+    return metric, quantity
+
+
+def _study_curve(record: StudyRecord, quantity: str) -> np.ndarray:
+    if quantity == "value":
+        return best_so_far(record.values, direction=record.direction)
+    curve = best_so_far(record.values, direction=record.direction, true_values=record.true_values)
+    assert record.optimum is not None
+    return curve - record.optimum if record.direction == "minimize" else record.optimum - curve
+
+
+def _study_metric(curve: np.ndarray, metric: str) -> float:
+    if metric == "auc":
+        return normalized_auc(curve)
+    finite = curve[~np.isnan(curve)]
+    return float(finite[-1]) if finite.size else float("nan")
+
+
+def _resolve_noise_floor(
+    spec: NoiseFloorSpec,
+    noise_factor: float,
+    storage: str | optuna.storages.BaseStorage,
+) -> NoiseFloorResult | None:
+    if spec is None:
+        return None
+    if isinstance(spec, NoiseFloorResult):
+        return spec
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        sd = float(spec)
+        if not sd >= 0:
+            raise ValueError(f"noise_floor as a standard deviation must be >= 0 but got {spec}.")
+        nan = float("nan")
+        return NoiseFloorResult(sd, nan, nan, 0, nan, noise_factor, "given")
+    if isinstance(spec, str):
+        from optuna.trial import TrialState
+
+        backend = open_storage(storage)
+        try:
+            study_id = backend.get_study_id_from_name(spec)
+        except KeyError as err:
+            raise ConfigurationError(
+                f"noise_floor={spec!r}: no such study in the storage. Pass the name of a study "
+                "whose trials all evaluate one configuration, or a list of values."
+            ) from err
+        trials = backend.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        values = [t.values[0] for t in trials if t.values]
+        return _noise_floor(values, noise_factor=noise_factor, source=f"study {spec}")
+    return _noise_floor(np.asarray(spec, dtype=float), noise_factor=noise_factor)
+
+
+def _pairing(a: list[StudyRecord], b: list[StudyRecord]) -> list[Any] | None:
+    """Common (objective, seed) keys when the arms can be paired, else None.
+
+    Pairable: every study carries a seed, keys are unique within each arm, and one arm's keys
+    are a subset of the other's (so no study of the smaller arm is dropped for lack of partner).
+    """
+    keys_a = [r.key for r in a]
+    keys_b = [r.key for r in b]
+    if any(r.seed is None for r in a + b):
+        return None
+    if len(set(keys_a)) != len(keys_a) or len(set(keys_b)) != len(keys_b):
+        return None
+    common = set(keys_a) & set(keys_b)
+    if not common or not (common == set(keys_a) or common == set(keys_b)):
+        return None
+    return sorted(common, key=repr)
+
+
+def _by_key(records: list[StudyRecord], metric_values: dict[str, float], keys: list[Any]) -> np.ndarray:
+    lookup = {r.key: metric_values[r.name] for r in records}
+    return np.array([lookup[k] for k in keys], dtype=float)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return x[~np.isnan(x)]
+
+
+def compare(
+    storage: str | optuna.storages.BaseStorage,
+    *,
+    run: str | None = None,
+    arms: ArmsSpec = None,
+    kind: str | Sequence[str] | None = None,
+    metric: str = "auto",
+    n_trials: int | None = None,
+    paired: str | bool = "auto",
+    control: str | None = None,
+    alpha: float = 0.05,
+    noise_floor: NoiseFloorSpec = None,
+    noise_factor: float = 2.0,
+    confidence_level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int | None = 0,
+) -> CompareResult:
+    """Compare arms of studies stored in one storage.
+
+    Per study, the metric is the best value found within the trial budget, its regret when the
+    study knows its optimum, or the normalized area under its anytime curve. Per arm: n,
+    median, IQR, mean with a bootstrap interval, anytime curve. Between arms: Wilcoxon
+    signed-rank where the studies pair by (objective, seed), Mann-Whitney U where not; Friedman
+    (paired) or Kruskal-Wallis (unpaired) across three or more arms, with Nemenyi's critical
+    difference after Friedman; Holm's correction across all pairwise comparisons;
+    Vargha-Delaney A12 with a bootstrap interval.
+
+    Args:
+        storage: Storage URL (``sqlite:///...``, ``postgresql://...``) or optuna storage.
+        run: Compare the studies of this bilevel run, grouped by their ``bilevel:arm``
+            attribute.
+        arms: With ``run``: a list of arm names or glob patterns to keep. Without: a mapping
+            ``{label: "glob-pattern-of-study-names"}`` or ``{label: ["study", ...]}``.
+        kind: Keep only studies whose ``bilevel:kind`` is this (or one of these); by default
+            every kind but ``"outer"``.
+        metric: ``"best"``, ``"regret"`` (needs ``bilevel:optimum`` on every study),
+            ``"auc"`` (of regret where every study knows its optimum, else of values), or
+            ``"auto"``: regret where every study knows its optimum, else best.
+        n_trials: Count only trials numbered below this (failed and pruned trials use the
+            budget too), so arms of unequal length are compared at equal budgets. None: all.
+        paired: ``"auto"`` pairs two arms when every study has a seed, keys are unique and one
+            arm's keys include the other's; True requires that; False never pairs.
+        control: Compare every arm with this one only (fewer comparisons, more power), instead
+            of every pair.
+        alpha: Significance level, applied to Holm-adjusted p-values.
+        noise_floor: Repeated evaluations of one configuration: a list of values, the name of a
+            study in ``storage`` whose complete trials all evaluate one configuration, a
+            standard deviation, or a :class:`NoiseFloorResult`.
+        noise_factor: A difference of medians below ``noise_factor * sd`` of the noise floor is
+            labelled "inside noise floor" and never claimed as an improvement.
+        confidence_level: Level of the bootstrap intervals.
+        n_resamples: Bootstrap resamples.
+        seed: Seed of the bootstraps, so a report is reproducible.
+
+    Returns:
+        A :class:`CompareResult`.
+
+    Example:
+        .. code-block:: python
+
+            from bilevel_optuna.stats import compare
+
+            result = compare("sqlite:///runs.db", arms={"tpe": "tpe-*", "random": "random-*"})
+            print(result.to_text())
+    """
+    _validate(metric, paired, alpha, noise_factor)
+    if isinstance(arms, str):
+        arms = [arms]
+    loaded = load_arms(storage, run=run, arms=arms, kind=kind, n_trials=n_trials)
+    if control is not None and control not in loaded:
+        raise ConfigurationError(f"control={control!r} is not an arm; arms: {sorted(loaded)}.")
+    records = [r for group in loaded.values() for r in group]
+    directions = {r.direction for r in records}
+    if len(directions) > 1:
+        raise ConfigurationError(
+            "The studies mix directions (minimize and maximize); compare arms of one direction."
+        )
+    study_direction = directions.pop()
+    metric, quantity = _resolve_metric(metric, records)
+    direction = "minimize" if quantity == "regret" else study_direction
+    notes: list[str] = []
+
+    curves_by_study = {r.name: _study_curve(r, quantity) for r in records}
+    metric_values = {r.name: _study_metric(curves_by_study[r.name], metric) for r in records}
+
+    arm_summaries: dict[str, ArmSummary] = {}
+    curves: dict[str, AnytimeCurve] = {}
+    for label, group in loaded.items():
+        values = np.array([metric_values[r.name] for r in group], dtype=float)
+        aucs = [normalized_auc(curves_by_study[r.name]) for r in group if not r.missing]
+        lengths = [len(r.values) for r in group]
+        summary = summarize(
+            _finite(values), confidence_level=confidence_level, n_resamples=n_resamples, seed=seed
+        )
+        arm_summaries[label] = ArmSummary(
+            **vars(summary),
+            label=label,
+            values=values,
+            study_names=[r.name for r in group],
+            n_studies=len(group),
+            n_missing=sum(r.missing for r in group),
+            n_complete=sum(r.n_complete for r in group),
+            n_failed=sum(r.n_failed for r in group),
+            n_pruned=sum(r.n_pruned for r in group),
+            n_unfinished=sum(r.n_unfinished for r in group),
+            min_trials=min(lengths),
+            max_trials=max(lengths),
+            auc_median=float(np.median(aucs)) if aucs else float("nan"),
+            n_true_values=sum(r.true_values is not None for r in group) if quantity == "regret" else 0,
+        )
+        curves[label] = anytime_curve([curves_by_study[r.name] for r in group if not r.missing])
+
+    labels = list(loaded)
+    # --- pairwise comparisons, Holm-adjusted as one family ---
+    if control is not None:
+        pairs = [(control, other) for other in labels if other != control]
+    else:
+        pairs = list(itertools.combinations(labels, 2))
+    raw: list[tuple[str, str, SignificanceResult, bool, np.ndarray, np.ndarray, int]] = []
+    for a, b in pairs:
+        keys = None if paired is False else _pairing(loaded[a], loaded[b])
+        if paired is True and keys is None:
+            raise ConfigurationError(
+                f"paired=True but arms {a!r} and {b!r} cannot be paired: every study needs a "
+                "bilevel:seed, unique per arm, and one arm's (objective, seed) keys must include "
+                "the other's. Use paired='auto'."
+            )
+        if keys is not None:
+            xa = _by_key(loaded[a], metric_values, keys)
+            xb = _by_key(loaded[b], metric_values, keys)
+            keep = ~(np.isnan(xa) | np.isnan(xb))
+            xa, xb = xa[keep], xb[keep]
+            test = paired_test(xa, xb, alpha=alpha)
+        else:
+            xa = _finite(arm_summaries[a].values)
+            xb = _finite(arm_summaries[b].values)
+            test = unpaired_test(xa, xb, alpha=alpha)
+        dropped = len(loaded[a]) + len(loaded[b]) - xa.size - xb.size
+        raw.append((a, b, test, keys is not None, xa, xb, dropped))
+
+    adjusted = holm([t.pvalue for _, _, t, *_ in raw]) if raw else np.empty(0)
+    comparisons: list[PairwiseComparison] = []
+    for (a, b, test, is_paired, xa, xb, dropped), p_holm in zip(raw, adjusted):
+        a12 = vargha_delaney_a12(
+            xa, xb, direction=direction, paired=is_paired, confidence_level=confidence_level,
+            n_resamples=n_resamples, seed=seed,
+        )
+        med_a = float(np.median(xa)) if xa.size else float("nan")
+        med_b = float(np.median(xb)) if xb.size else float("nan")
+        difference = med_a - med_b
+        comparisons.append(
+            PairwiseComparison(
+                statistic=test.statistic, pvalue=test.pvalue, pvalue_holm=float(p_holm),
+                arm_a=a, arm_b=b, test=test.test, paired=is_paired, n_a=int(xa.size),
+                n_b=int(xb.size), n_dropped=int(dropped), a12=a12, median_a=med_a,
+                median_b=med_b, difference=difference, inside_noise_floor=None,
+                significant=False, better=None, verdict="", result=test,
+            )
+        )
+
+    floor = _resolve_noise_floor(noise_floor, noise_factor, storage)
+    comparisons = [_judge(c, floor, alpha, direction) for c in comparisons]
+
+    # --- omnibus test ---
+    omnibus: SignificanceResult | None = None
+    posthoc: NemenyiResult | None = None
+    if len(labels) == 2 and comparisons:
+        omnibus = comparisons[0].result
+    elif len(labels) >= 3:
+        blocks = _friedman_blocks(loaded, metric_values, labels) if paired is not False else None
+        if blocks is not None and blocks.shape[0] >= 2:
+            omnibus = friedman_test(blocks, alpha=alpha)
+            if not omnibus.degenerate:
+                sign = 1.0 if direction == "minimize" else -1.0  # Nemenyi ranks: lower is better
+                posthoc = nemenyi_test(sign * blocks, arms=labels, alpha=alpha)
+            dropped = sum(len(g) for g in loaded.values()) - blocks.size
+            if dropped:
+                notes.append(
+                    f"Friedman used the {blocks.shape[0]} seeds complete in every arm; "
+                    f"{dropped} studies outside those blocks were left out of it."
+                )
+        else:
+            omnibus = kruskal_test(*[_finite(arm_summaries[l].values) for l in labels], alpha=alpha)
+
+    notes.extend(_notes(arm_summaries, records, comparisons, quantity, metric, n_trials, alpha))
+    settings = {
+        "storage": _storage_label(storage),
+        "run": run,
+        "arms": arms if not isinstance(arms, Mapping) else dict(arms),
+        "kind": kind,
+        "metric": metric,
+        "n_trials": n_trials,
+        "paired": paired,
+        "control": control,
+        "alpha": alpha,
+        "noise_factor": noise_factor,
+        "confidence_level": confidence_level,
+        "n_resamples": n_resamples,
+        "seed": seed,
+    }
+    _logger.info("Compared %d arms over %d studies (%s).", len(labels), len(records), metric)
+    return CompareResult(
+        statistic=omnibus.statistic if omnibus else float("nan"),
+        pvalue=omnibus.pvalue if omnibus else float("nan"),
+        test=omnibus.test if omnibus else "none",
+        arms=arm_summaries,
+        comparisons=comparisons,
+        posthoc=posthoc,
+        curves=curves,
+        noise_floor=floor,
+        studies=records,
+        metric=metric,
+        direction=direction,
+        curve_quantity=quantity,
+        alpha=alpha,
+        n_trials=n_trials,
+        notes=notes,
+        settings=settings,
+        omnibus=omnibus,
+    )
+
+
+def _friedman_blocks(
+    loaded: dict[str, list[StudyRecord]], metric_values: dict[str, float], labels: list[str]
+) -> np.ndarray | None:
+    """``(seeds, arms)`` table over the keys every arm has, or None if the arms do not pair."""
+    for a, b in itertools.combinations(labels, 2):
+        if _pairing(loaded[a], loaded[b]) is None:
+            return None
+    common = set.intersection(*[{r.key for r in loaded[l]} for l in labels])
+    keys = sorted(common, key=repr)
+    table = np.column_stack([_by_key(loaded[l], metric_values, keys) for l in labels])
+    return table[~np.isnan(table).any(axis=1)]
+
+
+def _judge(
+    c: PairwiseComparison, floor: NoiseFloorResult | None, alpha: float, direction: str
+) -> PairwiseComparison:
+    """Fill in the noise-floor label, significance, the better arm and the verdict."""
+    from dataclasses import replace
+
+    inside = None if floor is None or math.isnan(floor.sd) else floor.contains(c.difference)
+    significant = bool(not math.isnan(c.pvalue_holm) and c.pvalue_holm < alpha)
+    better = None
+    if c.degenerate:
+        verdict = "no test: " + c.result.note
+    elif c.no_power:
+        verdict = "no power"
+    elif significant:
+        a_better = c.a12.statistic > 0.5
+        if c.a12.statistic == 0.5:  # A12 cannot tell: use the medians
+            a_better = (c.difference < 0) == (direction == "minimize")
+        winner = c.arm_a if a_better else c.arm_b
+        if inside:
+            verdict = f"{winner} ahead, but inside noise floor"
+        else:
+            better = winner
+            verdict = f"{winner} better"
+    else:
+        verdict = "inside noise floor" if inside else "no significant difference"
+    return replace(c, inside_noise_floor=inside, significant=significant, better=better,
+                   verdict=verdict)
+
+
+def _notes(
+    arms: dict[str, ArmSummary],
+    records: list[StudyRecord],
+    comparisons: list[PairwiseComparison],
+    quantity: str,
+    metric: str,
+    n_trials: int | None,
+    alpha: float,
+) -> list[str]:
+    notes = [
+        "Failed, pruned and unfinished trials are never values; they count toward the trial "
+        "budget. A study with no complete trial within the budget is missing: it is left out "
+        "of every statistic (and its partner with it, when paired)."
+    ]
+    missing = sum(a.n_missing for a in arms.values())
+    if missing:
+        notes.append(f"{missing} studies had no complete trial and are counted as missing.")
+    low = min(a.min_trials for a in arms.values())
+    high = max(a.max_trials for a in arms.values())
+    if n_trials is None and low != high:
+        notes.append(
+            f"Studies have unequal lengths ({low} to {high} trials) and no budget was set: "
+            f"arms with longer studies had more chances. Set n_trials={low} to compare at an "
+            "equal budget."
+        )
+    elif n_trials is not None and low < n_trials:
+        notes.append(f"Some studies have fewer trials ({low}) than the budget n_trials={n_trials}.")
+    if quantity == "regret":
+        with_true = sum(a.n_true_values for a in arms.values())
+        if with_true:
+            notes.append(
+                f"Regret of {with_true} of {len(records)} studies uses the stored noise-free "
+                "value (trial user attribute bilevel:true_value) of the incumbent, the trial "
+                "with the best observed value."
+            )
+        if any(np.nanmin(a.values) < 0 for a in arms.values() if np.any(~np.isnan(a.values))):
+            notes.append(
+                "Some regrets are negative: an observed noisy value beat the known optimum."
+            )
+    testable = [c for c in comparisons if not math.isnan(c.pvalue)]
+    if testable:
+        m = len(testable)
+        smallest = min(c.result.min_pvalue for c in testable)
+        if smallest > alpha / m:
+            notes.append(
+                f"With {m} comparisons Holm's first threshold is alpha/{m} = {alpha / m:.3g}, "
+                f"below the smallest attainable p-value {smallest:.3g}: no comparison can be "
+                "significant. More repeats (seeds), or fewer comparisons (control=...), are "
+                "needed."
+            )
+    no_power = [c for c in comparisons if c.no_power]
+    if no_power:
+        notes.append(
+            f"{len(no_power)} comparisons have no power (too few values for any outcome to "
+            f"reach p < {alpha:g}); their p-values are reported as NaN, not as evidence."
+        )
+    return notes

@@ -1,0 +1,259 @@
+"""Choose studies from a storage and read their trial values: the input of :func:`compare`.
+
+Values always come from the storage (never from a Study object a caller holds), so a report
+describes exactly what was stored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
+
+from bilevel_optuna import _attrs
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    import optuna
+
+_logger = get_logger(__name__)
+
+# Trial user attribute with the noise-free value of a noisy objective, where one is known.
+TRUE_VALUE = getattr(_attrs, "TRUE_VALUE", "bilevel:true_value")
+
+ArmsSpec = Sequence[str] | Mapping[str, str | Sequence[str]] | None
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """What :func:`compare` read from one study.
+
+    Attributes:
+        name: Study name.
+        arm: Arm label the study was assigned to.
+        direction: ``"minimize"`` or ``"maximize"``, the study's own direction.
+        objective: ``bilevel:objective`` user attribute, or None.
+        seed: ``bilevel:seed`` user attribute, or None; equal (objective, seed) pairs studies.
+        optimum: ``bilevel:optimum`` user attribute, or None.
+        values: Objective value per trial, in trial-number order, within the budget; NaN for a
+            trial that is not complete (failed, pruned, running).
+        true_values: ``bilevel:true_value`` per trial where any trial stores one, else None.
+        n_complete: Complete trials within the budget.
+        n_failed: Failed trials within the budget.
+        n_pruned: Pruned trials within the budget.
+        n_unfinished: Running or waiting trials within the budget.
+        n_stored: All trials of the study, budget or not.
+    """
+
+    name: str
+    arm: str
+    direction: str
+    objective: str | None
+    seed: Any
+    optimum: float | None
+    values: np.ndarray = field(repr=False)
+    true_values: np.ndarray | None = field(repr=False)
+    n_complete: int
+    n_failed: int
+    n_pruned: int
+    n_unfinished: int
+    n_stored: int
+
+    @property
+    def key(self) -> tuple[Any, Any]:
+        """The pairing key: studies of different arms with the same key are paired."""
+        return (self.objective, self.seed)
+
+    @property
+    def missing(self) -> bool:
+        """True when the study has no complete trial within the budget."""
+        return self.n_complete == 0
+
+
+def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """An RDB storage for a URL; a storage object is returned as is."""
+    import optuna
+
+    if isinstance(storage, str):
+        return optuna.storages.RDBStorage(storage)
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    raise ConfigurationError(
+        f"storage must be a URL or an optuna storage but got {type(storage).__name__}."
+    )
+
+
+def _kinds(kind: str | Sequence[str] | None) -> set[str] | None:
+    if kind is None:
+        return None
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def select_studies(
+    storage: optuna.storages.BaseStorage,
+    *,
+    run: str | None = None,
+    arms: ArmsSpec = None,
+    kind: str | Sequence[str] | None = None,
+) -> dict[str, list[optuna.study.FrozenStudy]]:
+    """Group the storage's studies into arms.
+
+    Three ways to choose, as :func:`compare` documents: ``run`` (arms from the ``bilevel:arm``
+    attribute, optionally restricted by a list of arm names or glob patterns), a mapping of
+    labels to a glob pattern on study names, or a mapping of labels to lists of study names.
+    Outer studies (``bilevel:kind == "outer"``) are never arms unless ``kind`` asks for them.
+    """
+    kinds = _kinds(kind)
+    studies = storage.get_all_studies()
+
+    def kind_ok(study: optuna.study.FrozenStudy) -> bool:
+        k = study.user_attrs.get(_attrs.KIND)
+        return k != "outer" if kinds is None else k in kinds
+
+    groups: dict[str, list[optuna.study.FrozenStudy]] = {}
+    if run is not None:
+        if isinstance(arms, Mapping):
+            raise ConfigurationError(
+                "With run=..., arms must be a list of arm names (or glob patterns), not a mapping."
+            )
+        in_run = [s for s in studies if s.user_attrs.get(_attrs.RUN) == run and kind_ok(s)]
+        if not in_run:
+            known = sorted({str(s.user_attrs[_attrs.RUN]) for s in studies if _attrs.RUN in s.user_attrs})
+            raise ConfigurationError(
+                f"No studies of run {run!r} in the storage. Runs found: {known or 'none'}."
+            )
+        for s in in_run:
+            arm = s.user_attrs.get(_attrs.ARM)
+            if arm is None:
+                _logger.info("Study %s of run %s has no %s; skipped.", s.study_name, run, _attrs.ARM)
+                continue
+            arm = str(arm)
+            if arms is not None and not any(fnmatch.fnmatchcase(arm, p) for p in arms):
+                continue
+            groups.setdefault(arm, []).append(s)
+        if arms is not None:
+            for pattern in arms:
+                if not any(fnmatch.fnmatchcase(a, pattern) for a in groups):
+                    found = sorted({str(s.user_attrs.get(_attrs.ARM)) for s in in_run})
+                    raise ConfigurationError(
+                        f"No arm of run {run!r} matches {pattern!r}. Arms found: {found}."
+                    )
+    elif isinstance(arms, Mapping):
+        by_name = {s.study_name: s for s in studies}
+        for label, spec in arms.items():
+            if isinstance(spec, str):
+                chosen = [
+                    s for s in studies if fnmatch.fnmatchcase(s.study_name, spec) and kind_ok(s)
+                ]
+                if not chosen:
+                    raise ConfigurationError(
+                        f"Arm {label!r}: no study name matches the pattern {spec!r}."
+                    )
+            else:
+                absent = [name for name in spec if name not in by_name]
+                if absent:
+                    raise ConfigurationError(
+                        f"Arm {label!r}: studies not in the storage: {absent}."
+                    )
+                chosen = [by_name[name] for name in spec]
+            groups[str(label)] = chosen
+    else:
+        raise ConfigurationError(
+            "Choose studies with run='NAME' (arms from the bilevel:arm attribute) or "
+            "arms={'label': 'glob-pattern' or ['study', ...], ...}."
+        )
+    return dict(sorted(groups.items()))
+
+
+def _direction(study: optuna.study.FrozenStudy) -> str:
+    directions = study.directions
+    if len(directions) != 1:
+        raise ConfigurationError(
+            f"Study {study.study_name!r} has {len(directions)} objectives; compare() handles "
+            "single-objective studies only."
+        )
+    return "maximize" if directions[0].name == "MAXIMIZE" else "minimize"
+
+
+def read_study(
+    storage: optuna.storages.BaseStorage,
+    study: optuna.study.FrozenStudy,
+    *,
+    arm: str,
+    n_trials: int | None = None,
+) -> StudyRecord:
+    """Read one study's trial values from the storage (one ``get_all_trials`` call).
+
+    Only trials numbered below ``n_trials`` count (all trials when None): the budget counts
+    failed and pruned trials too, because they spent an evaluation.
+    """
+    from optuna.trial import TrialState
+
+    # FrozenStudy keeps the storage id privately; fall back to a lookup where it does not.
+    study_id = getattr(study, "_study_id", None)
+    if study_id is None:
+        study_id = storage.get_study_id_from_name(study.study_name)
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    n_stored = len(trials)
+    trials = sorted(trials, key=lambda t: t.number)
+    if n_trials is not None:
+        trials = [t for t in trials if t.number < n_trials]
+    length = trials[-1].number + 1 if trials else 0
+    values = np.full(length, np.nan)
+    true_values = np.full(length, np.nan)
+    counts = {"complete": 0, "failed": 0, "pruned": 0, "unfinished": 0}
+    for t in trials:
+        if t.state == TrialState.COMPLETE and t.values is not None and len(t.values) == 1:
+            values[t.number] = t.values[0]
+            counts["complete"] += 1
+            true = t.user_attrs.get(TRUE_VALUE)
+            if true is not None:
+                true_values[t.number] = float(true)
+        elif t.state == TrialState.FAIL:
+            counts["failed"] += 1
+        elif t.state == TrialState.PRUNED:
+            counts["pruned"] += 1
+        else:
+            counts["unfinished"] += 1
+    optimum = study.user_attrs.get(_attrs.OPTIMUM)
+    return StudyRecord(
+        name=study.study_name,
+        arm=arm,
+        direction=_direction(study),
+        objective=study.user_attrs.get(_attrs.OBJECTIVE),
+        seed=study.user_attrs.get(_attrs.SEED),
+        optimum=None if optimum is None else float(optimum),
+        values=values,
+        true_values=true_values if not np.all(np.isnan(true_values)) else None,
+        n_complete=counts["complete"],
+        n_failed=counts["failed"],
+        n_pruned=counts["pruned"],
+        n_unfinished=counts["unfinished"],
+        n_stored=n_stored,
+    )
+
+
+def load_arms(
+    storage: str | optuna.storages.BaseStorage,
+    *,
+    run: str | None = None,
+    arms: ArmsSpec = None,
+    kind: str | Sequence[str] | None = None,
+    n_trials: int | None = None,
+) -> dict[str, list[StudyRecord]]:
+    """Select studies and read them: ``{arm label: [StudyRecord, ...]}``."""
+    if n_trials is not None and n_trials < 1:
+        raise ValueError(f"n_trials must be a positive integer but got {n_trials}.")
+    backend = open_storage(storage)
+    groups = select_studies(backend, run=run, arms=arms, kind=kind)
+    return {
+        label: [read_study(backend, s, arm=label, n_trials=n_trials) for s in chosen]
+        for label, chosen in groups.items()
+    }

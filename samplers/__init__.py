@@ -1,0 +1,35 @@
+"""LLMSampler and the mechanism samplers injected into it."""
+
+from bilevel_optuna.samplers._answer import answer_schema
+from bilevel_optuna.samplers._answer import repair_params
+from bilevel_optuna.samplers._llm_sampler import LLMSampler
+from bilevel_optuna.samplers._loading import get_mechanism_class
+from bilevel_optuna.samplers._loading import load_mechanism
+from bilevel_optuna.samplers._loading import load_mechanism_source
+from bilevel_optuna.samplers._loading import mechanism_names
+from bilevel_optuna.samplers._loading import register_mechanism
+from bilevel_optuna.samplers._mechanism import Mechanism
+from bilevel_optuna.samplers._mechanism import ProposalContext
+from bilevel_optuna.samplers._mechanism import Review
+from bilevel_optuna.samplers._mechanism import distance
+from bilevel_optuna.samplers._mechanism import normalize
+from bilevel_optuna.samplers._prompt import TEMPLATES
+from bilevel_optuna.samplers._prompt import PromptTemplate
+
+__all__ = [
+    "LLMSampler",
+    "Mechanism",
+    "PromptTemplate",
+    "ProposalContext",
+    "Review",
+    "TEMPLATES",
+    "answer_schema",
+    "distance",
+    "get_mechanism_class",
+    "load_mechanism",
+    "load_mechanism_source",
+    "mechanism_names",
+    "normalize",
+    "register_mechanism",
+    "repair_params",
+]

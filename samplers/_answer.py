@@ -1,0 +1,206 @@
+"""The answer the model must give: its JSON schema, parsing, validation and repair.
+
+The schema encodes each parameter's type and bounds, but llama.cpp's grammar does not enforce a
+number's minimum and maximum, so every value is checked and repaired here: clamped into range,
+snapped to the step, rounded to an integer, a near-miss categorical matched. Each repair is
+recorded, so a trial shows how far the model's answer was from what was evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+from optuna.distributions import CategoricalDistribution
+from optuna.distributions import FloatDistribution
+from optuna.distributions import IntDistribution
+
+#: Longest rationale kept; the embedded model can repeat a free-text field until the token cap.
+RATIONALE_MAX_CHARS = 160
+
+
+class AnswerError(ValueError):
+    """The answer cannot be used; the message is fed back to the model."""
+
+
+@dataclasses.dataclass
+class ParsedAnswer:
+    candidates: list[dict[str, Any]]
+    rationale: str
+    repairs: list[list[str]]  # per candidate
+
+
+def check_search_space(search_space: Mapping[str, BaseDistribution]) -> None:
+    """Raise ``ValueError`` for a distribution the sampler cannot express in a prompt."""
+    for name, dist in search_space.items():
+        if not isinstance(dist, (FloatDistribution, IntDistribution, CategoricalDistribution)):
+            raise ValueError(
+                f"LLMSampler cannot express parameter {name!r} of type {type(dist).__name__}; "
+                "use FloatDistribution, IntDistribution or CategoricalDistribution."
+            )
+
+
+def _param_schema(dist: BaseDistribution) -> dict[str, Any]:
+    if isinstance(dist, CategoricalDistribution):
+        return {"enum": list(dist.choices)}
+    if isinstance(dist, IntDistribution):
+        return {"type": "integer", "minimum": dist.low, "maximum": dist.high}
+    assert isinstance(dist, FloatDistribution)
+    return {"type": "number", "minimum": dist.low, "maximum": dist.high}
+
+
+def answer_schema(search_space: Mapping[str, BaseDistribution], n_candidates: int) -> dict[str, Any]:
+    """JSON schema of an answer holding ``n_candidates`` configurations and a short rationale."""
+    candidate = {
+        "type": "object",
+        "properties": {name: _param_schema(d) for name, d in search_space.items()},
+        "required": list(search_space),
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "rationale": {"type": "string", "maxLength": RATIONALE_MAX_CHARS},
+            "candidates": {
+                "type": "array",
+                "items": candidate,
+                "minItems": n_candidates,
+                "maxItems": n_candidates,
+            },
+        },
+        "required": ["rationale", "candidates"],
+        "additionalProperties": False,
+    }
+
+
+def _repair_float(name: str, value: Any, dist: FloatDistribution, repairs: list[str]) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(str(value).strip())
+        except ValueError:
+            raise AnswerError(f"{name} must be a number but got {value!r}.") from None
+        repairs.append(f"{name}: parsed from text")
+    value = float(value)
+    if not math.isfinite(value):
+        raise AnswerError(f"{name} must be a finite number but got {value}.")
+    if value < dist.low or value > dist.high:
+        clamped = min(max(value, dist.low), dist.high)
+        repairs.append(f"{name}: clamped {value:g} to {clamped:g}")
+        value = clamped
+    if dist.step is not None:
+        snapped = dist.low + round((value - dist.low) / dist.step) * dist.step
+        snapped = min(max(snapped, dist.low), dist.high)
+        if not math.isclose(snapped, value, rel_tol=0, abs_tol=1e-12):
+            repairs.append(f"{name}: snapped {value:g} to step {dist.step:g}")
+        value = float(snapped)
+    return value
+
+
+def _repair_int(name: str, value: Any, dist: IntDistribution, repairs: list[str]) -> int:
+    number = _repair_float(name, value, FloatDistribution(dist.low, dist.high), repairs)
+    rounded = int(round(number))
+    if rounded != number:
+        repairs.append(f"{name}: rounded {number:g} to {rounded}")
+    if dist.step != 1:
+        snapped = dist.low + round((rounded - dist.low) / dist.step) * dist.step
+        snapped = min(snapped, dist.high - (dist.high - dist.low) % dist.step)
+        if snapped != rounded:
+            repairs.append(f"{name}: snapped {rounded} to step {dist.step}")
+        rounded = int(snapped)
+    return rounded
+
+
+def _repair_categorical(
+    name: str, value: Any, dist: CategoricalDistribution, repairs: list[str]
+) -> Any:
+    for choice in dist.choices:
+        if value == choice and type(value) is type(choice):
+            return choice
+    # Near misses: same text ignoring case, equal numbers of another type, close spellings.
+    text = str(value).strip().lower()
+    for choice in dist.choices:
+        if str(choice).lower() == text:
+            repairs.append(f"{name}: matched {value!r} to {choice!r}")
+            return choice
+    close = difflib.get_close_matches(text, [str(c).lower() for c in dist.choices], n=1, cutoff=0.75)
+    if close:
+        choice = next(c for c in dist.choices if str(c).lower() == close[0])
+        repairs.append(f"{name}: matched {value!r} to {choice!r}")
+        return choice
+    raise AnswerError(f"{name} must be one of {list(dist.choices)} but got {value!r}.")
+
+
+def repair_params(
+    raw: Mapping[str, Any], search_space: Mapping[str, BaseDistribution]
+) -> tuple[dict[str, Any], list[str]]:
+    """Return the configuration inside ``search_space`` closest to ``raw``, and the repairs."""
+    if not isinstance(raw, Mapping):
+        raise AnswerError(f"Each candidate must be a JSON object but got {raw!r}.")
+    missing = [name for name in search_space if name not in raw]
+    if missing:
+        raise AnswerError(f"The candidate lacks {missing}; give a value for every parameter.")
+    repairs: list[str] = []
+    unknown = sorted(set(raw) - set(search_space))
+    if unknown:
+        repairs.append(f"dropped unknown {unknown}")
+    params: dict[str, Any] = {}
+    for name, dist in search_space.items():
+        if isinstance(dist, CategoricalDistribution):
+            params[name] = _repair_categorical(name, raw[name], dist, repairs)
+        elif isinstance(dist, IntDistribution):
+            params[name] = _repair_int(name, raw[name], dist, repairs)
+        else:
+            assert isinstance(dist, FloatDistribution)
+            params[name] = _repair_float(name, raw[name], dist, repairs)
+    return params, repairs
+
+
+def _extract_json(text: str) -> Any:
+    text = text.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    # Plain-text endpoints wrap JSON in prose or code fences: take the outermost object.
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        try:
+            return json.loads(text[start : end + 1])
+        except json.JSONDecodeError:
+            pass
+    raise AnswerError("The answer is not valid JSON; answer with one JSON object only.")
+
+
+def parse_answer(
+    text: str, search_space: Mapping[str, BaseDistribution], n_candidates: int
+) -> tuple[ParsedAnswer, list[str]]:
+    """Parse the model's text into repaired candidates; return also the per-candidate errors.
+
+    Raises:
+        AnswerError: If nothing usable is in the answer.
+    """
+    data = _extract_json(text)
+    if isinstance(data, Mapping) and "candidates" not in data and set(search_space) <= set(data):
+        data = {"rationale": "", "candidates": [data]}  # a bare configuration
+    if not isinstance(data, Mapping) or not isinstance(data.get("candidates"), list):
+        raise AnswerError('The answer must be an object with a "candidates" list.')
+    rationale = str(data.get("rationale", "")).strip()
+    if len(rationale) > RATIONALE_MAX_CHARS:
+        rationale = rationale[: RATIONALE_MAX_CHARS - 1] + "…"
+    candidates, all_repairs, errors = [], [], []
+    for raw in data["candidates"][:n_candidates]:
+        try:
+            params, repairs = repair_params(raw, search_space)
+        except AnswerError as err:
+            errors.append(str(err))
+            continue
+        candidates.append(params)
+        all_repairs.append(repairs)
+    if not candidates:
+        raise AnswerError(" ".join(errors) or "The answer holds no candidate configuration.")
+    return ParsedAnswer(candidates=candidates, rationale=rationale, repairs=all_repairs), errors

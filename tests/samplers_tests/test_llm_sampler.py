@@ -1,0 +1,263 @@
+"""LLMSampler's protocol with a scripted chat model: retries, fallback, queueing, records.
+
+Behaviour on real studies with the embedded model is in test_llm_sampler_behaviour.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+from chat_doubles import ScriptedChatModel
+from chat_doubles import answer_json
+from optuna.distributions import CategoricalDistribution
+from optuna.distributions import FloatDistribution
+from optuna.distributions import IntDistribution
+
+from bilevel_optuna import _attrs
+from bilevel_optuna.chat._base import ChatRequest
+from bilevel_optuna.exceptions import ChatAuthenticationError
+from bilevel_optuna.exceptions import ChatTimeoutError
+from bilevel_optuna.samplers import LLMSampler
+
+SPACE = {
+    "x": FloatDistribution(-5.0, 5.0),
+    "n": IntDistribution(1, 10),
+    "c": CategoricalDistribution(["a", "b"]),
+}
+
+
+def objective(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", -5.0, 5.0)
+    n = trial.suggest_int("n", 1, 10)
+    c = trial.suggest_categorical("c", ["a", "b"])
+    return x**2 + n + (c == "b")
+
+
+def test_model_proposal_is_evaluated_and_recorded() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 1.5, "n": 2, "c": "a"}))
+    sampler = LLMSampler(model=model, search_space=SPACE, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.params == {"x": 1.5, "n": 2, "c": "a"}
+    assert t.user_attrs[_attrs.SOURCE] == "llm"
+    assert t.user_attrs[_attrs.ATTEMPTS] == 1
+    assert t.user_attrs[_attrs.RATIONALE] == "because"
+    assert t.user_attrs[_attrs.PROMPT_TOKENS] == 100
+    assert t.user_attrs[_attrs.MODEL] == "scripted"
+    assert t.user_attrs[_attrs.REQUEST_HASH] == model.requests[0].hash()
+    exchanges = t.system_attrs[_attrs.EXCHANGES]
+    assert exchanges[0]["hash"] == model.requests[0].hash()
+    assert json.loads(exchanges[0]["reply"]["text"])["candidates"][0]["x"] == 1.5
+
+
+def test_out_of_range_answer_is_repaired_and_marked() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 20, "n": 2.4, "c": "B"}))
+    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.params == {"x": 5.0, "n": 2, "c": "b"}
+    assert t.user_attrs[_attrs.SOURCE] == "repaired"
+    assert len(t.user_attrs[_attrs.REPAIRS]) == 3
+
+
+def test_invalid_answer_is_fed_back_then_accepted() -> None:
+    answers = ["no json here", answer_json({"x": 0.5, "n": 1, "c": "a"})]
+    model = ScriptedChatModel(lambda r, i: answers[i])
+    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study.optimize(objective, n_trials=1)
+    t = study.trials[0]
+    assert t.user_attrs[_attrs.SOURCE] == "llm"
+    assert t.user_attrs[_attrs.ATTEMPTS] == 2
+    second = model.requests[1].messages
+    assert second[-2] == {"role": "assistant", "content": "no json here"}
+    assert "not valid JSON" in second[-1]["content"]
+
+
+def test_model_that_never_answers_validly_falls_back_and_study_goes_on() -> None:
+    model = ScriptedChatModel(lambda r, i: '{"candidates": [{"x": "?"}]}')
+    sampler = LLMSampler(model=model, search_space=SPACE, max_attempts=2, seed=1)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=3)
+    assert len(model.requests) == 6
+    for t in study.trials:
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.user_attrs[_attrs.SOURCE] == "fallback"
+        assert "lacks" in t.user_attrs[_attrs.ERROR]
+        for name, dist in SPACE.items():
+            assert dist._contains(dist.to_internal_repr(t.params[name]))
+
+
+def test_unreachable_endpoint_falls_back_without_retrying() -> None:
+    model = ScriptedChatModel(lambda r, i: ChatTimeoutError("no answer in 1 s"))
+    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study.optimize(objective, n_trials=2)
+    assert len(model.requests) == 2
+    assert all(t.user_attrs[_attrs.SOURCE] == "fallback" for t in study.trials)
+    assert "ChatTimeoutError" in study.trials[0].user_attrs[_attrs.ERROR]
+
+
+def test_wrong_key_stops_the_study_with_our_error() -> None:
+    model = ScriptedChatModel(lambda r, i: ChatAuthenticationError("401: set OPENAI_API_KEY"))
+    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    with pytest.raises(ChatAuthenticationError, match="OPENAI_API_KEY"):
+        study.optimize(objective, n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_extra_candidates_are_queued_and_evaluated_once_each() -> None:
+    def answer(request: ChatRequest, i: int) -> str:
+        base = 0.5 * i
+        return answer_json(*({"x": base + 0.1 * j, "n": 1 + j, "c": "a"} for j in range(4)))
+
+    model = ScriptedChatModel(answer)
+    study = optuna.create_study(
+        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=4)
+    )
+    study.optimize(objective, n_trials=8)
+    assert len(model.requests) == 2
+    configs = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(configs)) == 8
+    queued = [t for t in study.trials if "llm:queued_by" in t.user_attrs]
+    assert len(queued) == 6
+    assert all(t.user_attrs[_attrs.SOURCE] == "llm" for t in queued)
+
+
+def test_candidates_equal_to_pending_ones_are_dropped() -> None:
+    same = {"x": 1.0, "n": 1, "c": "a"}
+    model = ScriptedChatModel(lambda r, i: answer_json(same, same, {"x": 2.0, "n": 1, "c": "a"}))
+    study = optuna.create_study(
+        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=3)
+    )
+    study.optimize(objective, n_trials=2)
+    assert [t.params["x"] for t in study.trials] == [1.0, 2.0]
+
+
+def test_history_window_keeps_the_prompt_bounded() -> None:
+    def answer(request: ChatRequest, i: int) -> str:
+        return answer_json({"x": -5 + (i % 100) * 0.1, "n": 1 + i % 10, "c": "ab"[i % 2]})
+
+    model = ScriptedChatModel(answer)
+    sampler = LLMSampler(model=model, search_space=SPACE, history_size=10, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    lengths = []
+    for _ in range(60):
+        study.optimize(objective, n_trials=1)
+        lengths.append(len(model.requests[-1].messages[-1]["content"]))
+    assert max(lengths[15:]) <= max(lengths[10:15]) + 20
+    prompt = model.requests[-1].messages[-1]["content"]
+    assert "Evaluated (10 of 59, best first)" in prompt
+
+
+def test_prompt_states_types_bounds_scale_and_direction() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"lr": 0.01, "k": 3}))
+    space = {"lr": FloatDistribution(1e-5, 1e-1, log=True), "k": IntDistribution(1, 9, step=2)}
+    sampler = LLMSampler(
+        model=model, search_space=space, description="Train a net.", metric_name="val loss"
+    )
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("lr", 1e-5, 1e-1, log=True), n_trials=1)
+    prompt = model.requests[0].messages[1]["content"]
+    assert "Task: Train a net." in prompt
+    assert "Goal: maximize val loss." in prompt
+    assert "- lr: float in [1.000e-05, 0.1], log scale" in prompt
+    assert "- k: integer in [1, 9], step 2" in prompt
+
+
+def test_failed_trials_and_their_reason_reach_the_prompt() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": float(i), "n": 1, "c": "a"}))
+    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+
+    def crashing(trial: optuna.Trial) -> float:
+        value = objective(trial)
+        if trial.params["x"] == 0.0:
+            trial.set_user_attr(_attrs.FAILURE_REASON, "exit code 1: out of memory")
+            raise RuntimeError("boom")
+        return value
+
+    study.optimize(crashing, n_trials=2, catch=(RuntimeError,))
+    prompt = model.requests[1].messages[1]["content"]
+    assert '{"x": 0, "n": 1, "c": "a"} -> failed: exit code 1: out of memory' in prompt
+
+
+def test_nan_and_inf_objective_values_do_not_stop_the_study() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": float(i % 3), "n": 1, "c": "a"}))
+    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    values = iter([math.nan, math.inf, 1.0, 2.0])
+    study.optimize(lambda t: objective(t) * 0 + next(values), n_trials=4)
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert study.best_value == 1.0
+
+
+def test_multi_objective_gets_a_clear_error() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 1.0, "n": 1, "c": "a"}))
+    study = optuna.create_study(
+        sampler=LLMSampler(model=model, search_space=SPACE), directions=["minimize"] * 2
+    )
+    with pytest.raises(ValueError, match="single-objective"):
+        study.optimize(lambda t: (objective(t), 1.0), n_trials=1)
+
+
+def test_without_declared_space_first_trial_uses_base_sampler() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.25, "n": 4, "c": "b"}))
+    study = optuna.create_study(sampler=LLMSampler(model=model, seed=3))
+    study.optimize(objective, n_trials=2)
+    assert _attrs.SOURCE not in study.trials[0].user_attrs
+    assert study.trials[1].params == {"x": 0.25, "n": 4, "c": "b"}
+
+
+def test_conditional_parameters_go_to_the_base_sampler() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5, "n": 2, "c": "a"}))
+    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE, seed=0))
+
+    def conditional(trial: optuna.Trial) -> float:
+        value = objective(trial)
+        if trial.params["c"] == "a":
+            value += trial.suggest_float("extra", 0.0, 1.0)
+        return value
+
+    study.optimize(conditional, n_trials=2)
+    assert all(0.0 <= t.params["extra"] <= 1.0 for t in study.trials)
+
+
+def test_threads_share_one_sampler_without_duplicate_queue_pops() -> None:
+    def answer(request: ChatRequest, i: int) -> str:
+        return answer_json(*({"x": -4.5 + 0.2 * i + 0.01 * j, "n": 1, "c": "a"} for j in range(3)))
+
+    model = ScriptedChatModel(answer)
+    study = optuna.create_study(
+        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=3)
+    )
+    study.optimize(objective, n_trials=24, n_jobs=4)
+    configs = [tuple(sorted(t.params.items())) for t in study.trials if t.params]
+    assert len(configs) == len(set(configs))
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"temperature": -1}, "temperature must be >= 0"),
+        ({"history_order": "random"}, "history_order must be one of"),
+        ({"template": "fancy"}, "template must be one of"),
+        ({"n_candidates": 0}, "n_candidates must be >= 1"),
+        ({"max_attempts": 0}, "max_attempts must be >= 1"),
+        ({"hook_timeout": 0}, "hook_timeout must be > 0"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        LLMSampler(model=ScriptedChatModel(lambda r, i: ""), **kwargs)
+
+
+def test_same_seed_same_requests() -> None:
+    def run() -> list[str]:
+        model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.1 * i, "n": 1, "c": "a"}))
+        study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE, seed=7))
+        study.optimize(objective, n_trials=5)
+        return [r.hash() for r in model.requests]
+
+    assert run() == run()
