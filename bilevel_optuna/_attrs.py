@@ -43,3 +43,6 @@ MECHANISM_SOURCE_PREFIX = "bilevel_optuna:mechanism:"  # + sha256 -> {source, or
 
 # --- Failed trials: why, in one short line the LLM prompt can show ---
 FAILURE_REASON = "bilevel:failure"  # e.g. "exit code 1: CUDA out of memory"
+
+# --- Noisy objectives: the noise-free value of a trial's configuration, for regret ---
+TRUE_VALUE = "bilevel:true_value"

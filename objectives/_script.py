@@ -120,14 +120,19 @@ def _placeholders(text: str) -> set[str]:
     return {m.group(1) for m in _PLACEHOLDER.finditer(text) if m.group(1)}
 
 
-def _substitute(text: str, values: Mapping[str, str]) -> str:
-    """Replace ``{name}`` by ``values[name]``; ``{{`` and ``}}`` stand for literal braces."""
+def _substitute(text: str, values: Mapping[str, str], *, partial: bool = False) -> str:
+    """Replace ``{name}`` by ``values[name]``; ``{{`` and ``}}`` stand for literal braces.
+
+    With ``partial``, placeholders missing from ``values`` are left as they are.
+    """
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "{{":
             return "{"
         if match.group(0) == "}}":
             return "}"
+        if partial and match.group(1) not in values:
+            return match.group(0)
         return values[match.group(1)]
 
     return _PLACEHOLDER.sub(replace, text)
@@ -213,9 +218,12 @@ def rewrite_constants(source: str, values: Mapping[str, Any], *, filename: str =
     missing = [name for name in values if name not in constants]
     if missing:
         available = ", ".join(sorted(constants)) or "none"
+        folded = {constant.lower(): constant for constant in constants}
+        hints = {name: folded[name.lower()] for name in missing if name.lower() in folded}
+        hint = "".join(f" Did you mean {close!r} for {name!r}?" for name, close in hints.items())
         raise ConfigurationError(
             f"{filename} has no module-level assignment of {missing} (a line `NAME = value` at "
-            f"the top level of the file). Names assigned there: {available}."
+            f"the top level of the file). Names assigned there: {available}.{hint}"
         )
     # AST columns count UTF-8 bytes, so splice the encoded text.
     data = source.encode("utf-8")
@@ -684,7 +692,7 @@ class ScriptObjective(Objective):
             self._check_constants()
 
     def _check_executable(self) -> None:
-        program = _substitute(self.command[0], self._static_values())
+        program = _substitute(self.command[0], self._static_values(), partial=True)
         if _placeholders(program):
             return  # Known only per trial.
         if os.sep in program or (os.altsep and os.altsep in program):

@@ -74,7 +74,8 @@ class TrustRegionMechanism(Mechanism):
     (the first proposal after a restart is unconstrained), as TuRBO restarts from fresh data.
 
     The radius is a half-width in normalized coordinates: the box is ``incumbent +- radius``
-    per numeric parameter, clipped to the range. The state is rebuilt on every call by replaying
+    per numeric parameter, clipped to the range (on a grid, the values nearest its edges are
+    inside). The state is rebuilt on every call by replaying
     the completed trials in number order, so nothing is kept in memory. ``prepare`` tells the
     model the box; ``review`` replaces a candidate outside it by its projection into it (clipped
     in normalized space and mapped back to the grid); on projection, each categorical that
@@ -235,8 +236,12 @@ class TrustRegionMechanism(Mechanism):
             if name not in box:
                 continue
             lo, hi = box[name]
-            if u[i] < lo - 1e-12 or u[i] > hi + 1e-12:
-                projected[name] = denormalize(min(max(u[i], lo), hi), dist)
+            if lo - 1e-12 <= u[i] <= hi + 1e-12:
+                continue
+            # On a grid, the box holds the grid values nearest its edges (the note says so).
+            value = denormalize(min(max(u[i], lo), hi), dist)
+            if value != candidate[name]:
+                projected[name] = value
                 moved.append(name)
         if not moved:
             return Review.accept()

@@ -1,0 +1,25 @@
+"""Inner and outer study orchestration, and the TOML study specs."""
+
+from bilevel_optuna.studies._bilevel import BilevelResult
+from bilevel_optuna.studies._bilevel import run_bilevel_study
+from bilevel_optuna.studies._config import LEVEL0
+from bilevel_optuna.studies._config import OuterSpace
+from bilevel_optuna.studies._config import ProposerConfig
+from bilevel_optuna.studies._inner import InnerResult
+from bilevel_optuna.studies._single import run_spec_study
+from bilevel_optuna.studies._spec import BilevelSpec
+from bilevel_optuna.studies._spec import StudySpec
+from bilevel_optuna.studies._spec import load_spec
+
+__all__ = [
+    "BilevelResult",
+    "BilevelSpec",
+    "InnerResult",
+    "LEVEL0",
+    "OuterSpace",
+    "ProposerConfig",
+    "StudySpec",
+    "load_spec",
+    "run_bilevel_study",
+    "run_spec_study",
+]

@@ -21,8 +21,6 @@ _SUBCOMMAND_MODULES = (
     "bilevel_optuna.cli._run",
     "bilevel_optuna.cli._status",
     "bilevel_optuna.cli._compare",
-    "bilevel_optuna.cli._research",
-    "bilevel_optuna.cli._worker",
     "bilevel_optuna.cli._serve",
     "bilevel_optuna.cli._dashboard",
 )

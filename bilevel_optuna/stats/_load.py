@@ -22,6 +22,7 @@ from bilevel_optuna.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.study._frozen import FrozenStudy
 
 _logger = get_logger(__name__)
 
@@ -102,7 +103,7 @@ def select_studies(
     run: str | None = None,
     arms: ArmsSpec = None,
     kind: str | Sequence[str] | None = None,
-) -> dict[str, list[optuna.study.FrozenStudy]]:
+) -> dict[str, list[FrozenStudy]]:
     """Group the storage's studies into arms.
 
     Three ways to choose, as :func:`compare` documents: ``run`` (arms from the ``bilevel:arm``
@@ -113,11 +114,11 @@ def select_studies(
     kinds = _kinds(kind)
     studies = storage.get_all_studies()
 
-    def kind_ok(study: optuna.study.FrozenStudy) -> bool:
+    def kind_ok(study: FrozenStudy) -> bool:
         k = study.user_attrs.get(_attrs.KIND)
         return k != "outer" if kinds is None else k in kinds
 
-    groups: dict[str, list[optuna.study.FrozenStudy]] = {}
+    groups: dict[str, list[FrozenStudy]] = {}
     if run is not None:
         if isinstance(arms, Mapping):
             raise ConfigurationError(
@@ -172,7 +173,7 @@ def select_studies(
     return dict(sorted(groups.items()))
 
 
-def _direction(study: optuna.study.FrozenStudy) -> str:
+def _direction(study: FrozenStudy) -> str:
     directions = study.directions
     if len(directions) != 1:
         raise ConfigurationError(
@@ -184,7 +185,7 @@ def _direction(study: optuna.study.FrozenStudy) -> str:
 
 def read_study(
     storage: optuna.storages.BaseStorage,
-    study: optuna.study.FrozenStudy,
+    study: FrozenStudy,
     *,
     arm: str,
     n_trials: int | None = None,

@@ -257,7 +257,7 @@ def to_markdown(result: CompareResult, *, plots: Mapping[str, str | Path] | None
             if path.endswith(".png"):
                 out += [f"![{name}]({path})", ""]
             else:
-                out += [f"- [{name} (interactive)]({path})", ""]
+                out += [f"- [{name}: every figure, interactive (HTML)]({path})", ""]
     out += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     out += [
         "## Method",

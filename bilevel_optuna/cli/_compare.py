@@ -1,0 +1,142 @@
+"""``bilevel-optuna compare``: statistics across stored studies, as a table, a report, plots."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from bilevel_optuna.exceptions import ConfigurationError
+
+_EXAMPLES = """\
+examples:
+  bilevel-optuna compare --storage sqlite:///runs.db --run branin-01
+  bilevel-optuna compare --storage sqlite:///runs.db --run branin-01 --arm tpe --arm 'outer-*'
+  bilevel-optuna compare --storage sqlite:///runs.db \\
+      --arms tpe='tpe-*' random='random-*' --n-trials 50 --report report.md --plots plots/
+  bilevel-optuna compare --storage sqlite:///runs.db --arms a=s1,s2,s3 b=s4,s5,s6
+"""
+
+
+def _parse_arm_spec(text: str) -> tuple[str, str | list[str]]:
+    """``label=PATTERN`` (a glob on study names) or ``label=s1,s2,...`` (exact study names)."""
+    label, sep, spec = text.partition("=")
+    if not sep or not label or not spec:
+        raise argparse.ArgumentTypeError(
+            f"--arms takes label=PATTERN or label=study1,study2 but got {text!r}."
+        )
+    if "," in spec:
+        return label, [name for name in spec.split(",") if name]
+    return label, spec
+
+
+def _parse_noise_floor(text: str) -> Any:
+    """A number is a standard deviation; a comma list is values; anything else a study name."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    if "," in text:
+        try:
+            return [float(v) for v in text.split(",") if v]
+        except ValueError:
+            pass
+    return text
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="compare arms of stored studies (tests, effect sizes, report, plots)",
+        description=(
+            "Compare arms of studies stored in one storage: per-arm summaries, Wilcoxon or "
+            "Mann-Whitney tests with Holm's correction, Friedman across 3+ arms, "
+            "Vargha-Delaney A12, anytime curves, a noise floor. Values are read from the "
+            "storage."
+        ),
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///runs.db")
+    choose = parser.add_mutually_exclusive_group(required=True)
+    choose.add_argument("--run", help="bilevel run name: arms from each study's bilevel:arm")
+    choose.add_argument(
+        "--arms", nargs="+", type=_parse_arm_spec, metavar="LABEL=PATTERN",
+        help="arms by study name: label=GLOB or label=study1,study2,...",
+    )
+    parser.add_argument(
+        "--arm", action="append", dest="arm_filter", metavar="ARM",
+        help="with --run: keep this arm (name or glob; repeat the option)",
+    )
+    parser.add_argument("--kind", action="append",
+                        help="keep studies of this bilevel:kind (repeatable); default all but outer")
+    parser.add_argument("--metric", choices=("auto", "best", "regret", "auc"), default="auto",
+                        help="per-study metric (default auto: regret when the optimum is known)")
+    parser.add_argument("--n-trials", type=int, help="trial budget: count trials numbered below N")
+    parser.add_argument("--paired", choices=("auto", "yes", "no"), default="auto",
+                        help="pair studies by (objective, seed) (default auto)")
+    parser.add_argument("--control", help="compare every arm with this one only")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    parser.add_argument(
+        "--noise-floor", type=_parse_noise_floor, metavar="STUDY|SD|V1,V2,...",
+        help="repeated evaluations of one configuration: a study name, an sd, or values",
+    )
+    parser.add_argument("--noise-factor", type=float, default=2.0,
+                        help="differences below this many noise sds are inside the floor")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
+    parser.add_argument("--report", type=Path, help="write a Markdown report here")
+    parser.add_argument("--plots", type=Path, metavar="DIR",
+                        help="write PNG and HTML plots into this directory")
+    parser.add_argument("--plot-format", action="append", choices=("png", "html"),
+                        help="only this format (repeatable; default both)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from bilevel_optuna.stats import compare
+    from bilevel_optuna.stats import DegenerateDataWarning
+    from bilevel_optuna.stats import NoPowerWarning
+
+    if args.arm_filter and not args.run:
+        raise ConfigurationError("--arm filters the arms of --run; with --arms list labels there.")
+    arms: Any = dict(args.arms) if args.arms else args.arm_filter
+    paired: Any = {"auto": "auto", "yes": True, "no": False}[args.paired]
+    try:
+        with warnings.catch_warnings():
+            # The table and report state no power and degenerate data in words.
+            warnings.simplefilter("ignore", NoPowerWarning)
+            warnings.simplefilter("ignore", DegenerateDataWarning)
+            result = compare(
+                args.storage, run=args.run, arms=arms, kind=args.kind, metric=args.metric,
+                n_trials=args.n_trials, paired=paired, control=args.control, alpha=args.alpha,
+                noise_floor=args.noise_floor, noise_factor=args.noise_factor, seed=args.seed,
+            )
+    except ValueError as err:
+        if isinstance(err, ConfigurationError):
+            raise
+        raise ConfigurationError(str(err)) from err
+    sys.stdout.write(result.to_text())
+    plots: dict[str, Path] = {}
+    if args.plots is not None:
+        try:
+            plots = result.plot(args.plots, formats=tuple(args.plot_format or ("png", "html")))
+        except ImportError as err:
+            raise ConfigurationError(str(err)) from err
+        for path in plots.values():
+            print(f"wrote {path}")
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        links = {name: _relative(path, args.report.parent) for name, path in plots.items()}
+        args.report.write_text(result.to_markdown(plots=links), encoding="utf-8")
+        print(f"wrote {args.report}")
+    return 0
+
+
+def _relative(path: Path, start: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+

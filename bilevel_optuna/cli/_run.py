@@ -1,0 +1,80 @@
+"""``bilevel-optuna run SPEC``: run or resume the study a TOML spec describes."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from typing import Any
+
+from bilevel_optuna.studies import BilevelSpec
+from bilevel_optuna.studies import load_spec
+from bilevel_optuna.studies import run_bilevel_study
+from bilevel_optuna.studies import run_spec_study
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run or resume a study described by a TOML spec",
+        description=(
+            "Run the study a spec describes. Running the same command again resumes it; "
+            "running it on another server with the same --storage URL joins it as a worker."
+        ),
+    )
+    parser.add_argument("spec", help="path to a TOML spec, e.g. studies/demo.toml")
+    parser.add_argument("--storage", help="database URL overriding the spec's")
+    parser.add_argument("--model", help="chat model spec overriding the spec's (local, openai:MODEL@URL)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    start = time.perf_counter()
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"[{time.perf_counter() - start:7.1f}s] {line}", flush=True)
+
+    if not isinstance(spec, BilevelSpec):
+        if args.model:
+            spec.model = args.model
+        study = run_spec_study(spec, storage=args.storage)
+        print(f"study {study.study_name}: best value {study.best_value:.6g} with {study.best_params}")
+        return 0
+    kwargs = dict(spec.kwargs)
+    if args.storage:
+        kwargs["storage"] = args.storage
+    if args.model:
+        kwargs["model"] = args.model
+    result = run_bilevel_study(**kwargs, progress=progress)
+    print()
+    print(f"run {kwargs['run_name']} finished in {time.perf_counter() - start:.0f} s; storage {result.storage_url}")
+    if result.best_config is None:
+        print("No outer trial completed.")
+        return 1
+    print(f"best proposer configuration (outer value {result.best_value:.4g}):")
+    for key, value in result.best_config.to_dict().items():
+        print(f"  {key}: {value}")
+    print()
+    objectives = sorted({o for arm in result.arm_scores.values() for o in arm})
+    header = f"{'arm':<14}" + "".join(f"{o:>22}" for o in objectives)
+    print("median score per arm (lower is better; regret scores: 1.0 = random search's median)")
+    print(header)
+    for arm, per_objective in result.arm_scores.items():
+        cells = []
+        for o in objectives:
+            values = [v for v in per_objective.get(o, []) if not math.isnan(v)]
+            cells.append(f"{statistics.median(values):>22.4g}" if values else f"{'-':>22}")
+        print(f"{arm:<14}" + "".join(cells))
+    if result.comparison is not None:
+        print()
+        print(result.comparison)
+    print()
+    print(f"Inspect: optuna-dashboard {result.storage_url}")
+    print(f"Compare: bilevel-optuna compare --storage {result.storage_url} --run {kwargs['run_name']}")
+    sys.stdout.flush()
+    return 0

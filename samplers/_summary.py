@@ -1,0 +1,208 @@
+"""Verified injection: what each configured mechanism did, read back from the stored trials.
+
+LLMSampler stores, on every trial it proposes, a record per configured mechanism under the
+trial user attribute :data:`bilevel_optuna._attrs.MECHANISMS`: hook call counts, how many times
+it changed the proposal, its errors, and whether it was switched off. This module adds the
+records up per mechanism, and says loudly (a :class:`MechanismInactiveWarning` and a logger
+warning) when a configured mechanism never ran or never changed anything: an injected class
+that is never called must not pass for an ablation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from typing import Any
+
+from bilevel_optuna import _attrs
+from bilevel_optuna._logging import get_logger
+
+if TYPE_CHECKING:
+    import optuna
+
+_logger = get_logger(__name__)
+
+#: User attribute naming the mechanism that took a trial over in ``prepare``.
+TAKEN_BY = "llm:taken_by"
+
+
+class MechanismInactiveWarning(UserWarning):
+    """A configured mechanism never ran, or ran and never changed a proposal."""
+
+
+@dataclasses.dataclass
+class MechanismSummary:
+    """What one mechanism did over a study's trials.
+
+    Attributes:
+        name: The mechanism's registry name.
+        status: ``"ok"`` (it ran and changed at least one proposal), ``"never_ran"`` (no hook
+            was ever called) or ``"never_changed"`` (hooks ran, nothing changed).
+        n_trials: Trials carrying a record for it (it was configured on their sampler).
+        n_active: Trials on which at least one of its hooks was called.
+        n_changed: Trials on which it changed the proposal (a note, the history, a rejection,
+            a replacement, an order or a take-over).
+        changes: Changes summed over trials.
+        n_taken: Trials it took over entirely (``prepare`` set the parameters).
+        calls: Calls per hook, summed over trials.
+        n_errors: Errors summed over trials (raised or timed-out hooks).
+        errors: ``(trial number, message)`` per error.
+        n_off: Trials on which it was switched off after an error.
+        versions: The versions recorded.
+    """
+
+    name: str
+    status: str
+    n_trials: int
+    n_active: int
+    n_changed: int
+    changes: int
+    n_taken: int
+    calls: dict[str, int]
+    n_errors: int
+    errors: list[tuple[int, str]]
+    n_off: int
+    versions: list[str]
+
+    @property
+    def verified(self) -> bool:
+        """Whether the mechanism provably ran and changed at least one proposal."""
+        return self.status == "ok"
+
+
+def _studies(study: Any) -> list[Any]:
+    if isinstance(study, Iterable) and not isinstance(study, (str, bytes)):
+        return list(study)
+    return [study]
+
+
+def summarize_mechanisms(
+    study: "optuna.Study | Iterable[optuna.Study]",
+    *,
+    mechanisms: Iterable[str] | None = None,
+    warn: bool = True,
+) -> dict[str, MechanismSummary]:
+    """Add up the stored per-trial records of each mechanism.
+
+    Args:
+        study: A study, or several (for instance the inner studies of one outer trial), read
+            from their storage.
+        mechanisms: Names that were configured; a name with no record at all is reported as
+            ``"never_ran"``. By default, every name found in the records.
+        warn: Warn with :class:`MechanismInactiveWarning` (and log) for each mechanism that
+            never ran or never changed anything.
+
+    Returns:
+        A :class:`MechanismSummary` per mechanism, by name.
+
+    Example:
+
+        .. code-block:: python
+
+            from bilevel_optuna.samplers import summarize_mechanisms
+
+            for name, s in summarize_mechanisms(study).items():
+                print(name, s.status, s.n_changed, "of", s.n_trials, s.calls)
+    """
+    acc: dict[str, dict[str, Any]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        return acc.setdefault(
+            name,
+            {
+                "n_trials": 0,
+                "n_active": 0,
+                "n_changed": 0,
+                "changes": 0,
+                "n_taken": 0,
+                "calls": {},
+                "errors": [],
+                "n_off": 0,
+                "versions": [],
+            },
+        )
+
+    for name in mechanisms or ():
+        entry(name)
+    for s in _studies(study):
+        for trial in s.get_trials(deepcopy=False):
+            records = trial.user_attrs.get(_attrs.MECHANISMS)
+            if not isinstance(records, dict):
+                continue
+            for name, record in records.items():
+                if not isinstance(record, dict):
+                    continue
+                e = entry(name)
+                e["n_trials"] += 1
+                hooks = record.get("hooks") or {}
+                for hook, n in hooks.items():
+                    e["calls"][hook] = e["calls"].get(hook, 0) + int(n)
+                if any(int(n) > 0 for n in hooks.values()):
+                    e["n_active"] += 1
+                changed = int(record.get("changed", 0))
+                e["changes"] += changed
+                taken = trial.user_attrs.get(TAKEN_BY) == name
+                e["n_taken"] += taken
+                e["n_changed"] += changed > 0 or taken
+                e["errors"].extend((trial.number, str(m)) for m in record.get("errors", []))
+                e["n_off"] += bool(record.get("off", False))
+                version = str(record.get("version", ""))
+                if version and version not in e["versions"]:
+                    e["versions"].append(version)
+
+    out: dict[str, MechanismSummary] = {}
+    for name, e in acc.items():
+        if sum(e["calls"].values()) == 0:
+            status = "never_ran"
+        elif e["n_changed"] == 0:
+            status = "never_changed"
+        else:
+            status = "ok"
+        out[name] = MechanismSummary(
+            name=name,
+            status=status,
+            n_trials=e["n_trials"],
+            n_active=e["n_active"],
+            n_changed=e["n_changed"],
+            changes=e["changes"],
+            n_taken=e["n_taken"],
+            calls=e["calls"],
+            n_errors=len(e["errors"]),
+            errors=e["errors"],
+            n_off=e["n_off"],
+            versions=e["versions"],
+        )
+        if e["errors"]:
+            _logger.warning(
+                "Mechanism %r raised or timed out %d time(s); first: trial %d: %s",
+                name,
+                len(e["errors"]),
+                *e["errors"][0],
+            )
+        if warn and status != "ok":
+            message = _inactive_message(out[name])
+            _logger.warning(message)
+            warnings.warn(message, MechanismInactiveWarning, stacklevel=2)
+    return out
+
+
+def _inactive_message(s: MechanismSummary) -> str:
+    if s.status == "never_ran":
+        if s.n_trials == 0:
+            what = "has no record on any trial: it was not configured on this study's sampler"
+        else:
+            what = f"was configured on {s.n_trials} trial(s) but none of its hooks ever ran"
+        hint = (
+            " (a choose hook runs only when a call returns 2 or more accepted candidates: "
+            "set n_candidates >= 2)"
+            if set(s.calls) == {"choose"}
+            else ""
+        )
+    else:
+        what = (
+            f"ran on {s.n_active} trial(s) ({s.calls}) but never changed a proposal"
+        )
+        hint = ""
+    return f"Mechanism {s.name!r} {what}{hint}; it had no effect on this study."

@@ -1,0 +1,185 @@
+"""The proposer configuration searched by the outer study, and its search space."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.distributions import CategoricalDistribution
+from optuna.distributions import FloatDistribution
+from optuna.distributions import IntDistribution
+
+from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.objectives._base import suggest_all
+from bilevel_optuna.samplers import TEMPLATES
+from bilevel_optuna.samplers import get_mechanism_class
+from bilevel_optuna.samplers._loading import load_mechanism
+from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
+
+#: Prefix of the outer parameters that switch a mechanism on, and of their own parameters.
+MECHANISM_PREFIX = "mech."
+
+#: Mechanisms the outer study offers by default. Hybrid is left out: it hands trials to another
+#: sampler, so a win would not be the proposer's; users add it with `mechanisms=[..., "hybrid"]`.
+DEFAULT_MECHANISMS = ("tabu", "orthogonal", "trust_region", "restart", "candidate_choice")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProposerConfig:
+    """One configuration of LLMSampler: what an outer trial evaluates.
+
+    ``mechanisms`` is a tuple of ``(name, params)`` in hook order.
+    """
+
+    temperature: float = 0.7
+    history_size: int = 15
+    history_order: str = "best"
+    template: str = "default"
+    n_candidates: int = 1
+    mechanisms: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["mechanisms"] = [[n, dict(p)] for n, p in self.mechanisms]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ProposerConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown proposer settings {unknown}; valid ones are {sorted(fields)}."
+            )
+        values = dict(data)
+        values["mechanisms"] = tuple(
+            (str(n), dict(p)) for n, p in values.get("mechanisms", ())
+        )
+        return cls(**values)
+
+    def key(self) -> str:
+        """A short stable hash naming this configuration's inner studies (so reruns reuse them)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`~bilevel_optuna.samplers.LLMSampler`."""
+        return {
+            "temperature": self.temperature,
+            "history_size": self.history_size,
+            "history_order": self.history_order,
+            "template": self.template,
+            "n_candidates": self.n_candidates,
+            "mechanisms": [load_mechanism(n, **p) for n, p in self.mechanisms],
+        }
+
+
+#: The Level-0 proposer: the default configuration, no mechanism.
+LEVEL0 = ProposerConfig()
+
+
+class OuterSpace:
+    """The outer study's search space over :class:`ProposerConfig`.
+
+    Args:
+        temperature, history_size, history_order, template, n_candidates: A distribution to
+            search that setting over (narrowing or widening the default), or a plain value to fix
+            it.
+        mechanisms: Mechanisms the outer study may switch on, each with its own parameters as
+            conditional parameters (``mech.tabu`` -> ``mech.tabu.radius``). Names, classes, paths
+            or source text of generated mechanisms. ``[]`` searches the bare proposer only.
+        max_mechanisms: At most this many switched on at once (more are dropped, last first).
+
+    Example:
+
+        .. code-block:: python
+
+            OuterSpace(temperature=0.7, history_size=IntDistribution(5, 20), mechanisms=["tabu"])
+    """
+
+    def __init__(
+        self,
+        *,
+        temperature: float | BaseDistribution = FloatDistribution(0.0, 1.2),
+        history_size: int | BaseDistribution = IntDistribution(0, 30),
+        history_order: str | BaseDistribution = CategoricalDistribution(list(HISTORY_ORDERS)),
+        template: str | BaseDistribution = CategoricalDistribution(sorted(TEMPLATES)),
+        n_candidates: int | BaseDistribution = IntDistribution(1, 4),
+        mechanisms: Sequence[str | type] = DEFAULT_MECHANISMS,
+        max_mechanisms: int = 3,
+    ) -> None:
+        self.settings: dict[str, Any] = {
+            "temperature": temperature,
+            "history_size": history_size,
+            "history_order": history_order,
+            "template": template,
+            "n_candidates": n_candidates,
+        }
+        if max_mechanisms < 0:
+            raise ValueError(f"max_mechanisms must be >= 0 but got {max_mechanisms}.")
+        self.max_mechanisms = max_mechanisms
+        self.mechanisms: dict[str, type] = {}
+        for spec in mechanisms:
+            cls = spec if isinstance(spec, type) else type(load_mechanism(spec))
+            if isinstance(spec, str) and "\n" not in spec and not spec.endswith(".py"):
+                cls = get_mechanism_class(spec)
+            self.mechanisms[cls.name] = cls
+        # Validate fixed values now rather than in the middle of a study.
+        try:
+            ProposerConfig(
+                **{k: v for k, v in self.settings.items() if not isinstance(v, BaseDistribution)}
+            ).sampler_kwargs()
+        except (TypeError, ValueError) as err:
+            raise ConfigurationError(f"Invalid fixed proposer setting: {err}") from err
+        for key, value in self.settings.items():
+            if key in ("history_order", "template") and not isinstance(value, BaseDistribution):
+                valid = HISTORY_ORDERS if key == "history_order" else sorted(TEMPLATES)
+                if value not in valid:
+                    raise ConfigurationError(f"{key} must be one of {list(valid)} but got {value!r}.")
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        """The unconditional distributions (for describing the space)."""
+        out = {k: v for k, v in self.settings.items() if isinstance(v, BaseDistribution)}
+        for name in self.mechanisms:
+            out[MECHANISM_PREFIX + name] = CategoricalDistribution([False, True])
+        return out
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> ProposerConfig:
+        """Suggest one configuration on an outer trial."""
+        values: dict[str, Any] = {}
+        for key, value in self.settings.items():
+            values[key] = _suggest(trial, key, value) if isinstance(value, BaseDistribution) else value
+        chosen: list[tuple[str, dict[str, Any]]] = []
+        for name, cls in self.mechanisms.items():
+            on = trial.suggest_categorical(MECHANISM_PREFIX + name, [False, True])
+            if not on:
+                continue
+            params = {
+                p: _suggest(trial, f"{MECHANISM_PREFIX}{name}.{p}", d)
+                for p, d in cls.search_space().items()
+            }
+            chosen.append((name, params))
+        values["mechanisms"] = tuple(chosen[: self.max_mechanisms])
+        return ProposerConfig(**values)
+
+    def params_of(self, config: ProposerConfig) -> dict[str, Any]:
+        """Outer-trial parameters that reproduce ``config`` (to enqueue it)."""
+        params = {k: getattr(config, k) for k, v in self.settings.items() if isinstance(v, BaseDistribution)}
+        on = dict(config.mechanisms)
+        for name in self.mechanisms:
+            params[MECHANISM_PREFIX + name] = name in on
+            if name in on:
+                for p, value in on[name].items():
+                    params[f"{MECHANISM_PREFIX}{name}.{p}"] = value
+        return params
+
+
+
+def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:
+    return suggest_all(trial, {name: dist})[name]

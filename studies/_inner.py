@@ -1,0 +1,146 @@
+"""One inner study: an objective optimized by one sampler with one seed, resumable by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.samplers import BaseSampler
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+
+from bilevel_optuna import _attrs
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna.objectives._base import Objective
+
+_logger = get_logger(__name__)
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerResult:
+    """The outcome of one inner study, read back from the storage.
+
+    Attributes:
+        study_name: The inner study's name.
+        best_value: Best observed value (``nan`` when no trial completed).
+        incumbent_true_value: Noise-free value of the best observed trial's configuration.
+        regret: ``incumbent_true_value``'s distance to the optimum, or ``nan`` when unknown.
+        curve: Regret (or best value when the optimum is unknown) of the incumbent after each
+            finished trial, by trial number.
+        n_complete: Completed trials.
+        tokens: Prompt plus completion tokens the LLM spent (0 for other samplers).
+    """
+
+    study_name: str
+    best_value: float
+    incumbent_true_value: float
+    regret: float
+    curve: list[float]
+    n_complete: int
+    tokens: int
+
+
+def _has_true_value(objective: Objective) -> bool:
+    return type(objective).true_value is not Objective.true_value
+
+
+def _objective_with_true_value(objective: Objective) -> Callable[[optuna.Trial], float]:
+    if not _has_true_value(objective):
+        return objective
+
+    def wrapped(trial: optuna.Trial) -> float:
+        value = objective(trial)
+        trial.set_user_attr(_attrs.TRUE_VALUE, float(objective.true_value(dict(trial.params))))
+        return value
+
+    return wrapped
+
+
+def run_inner_study(
+    *,
+    storage: BaseStorage,
+    study_name: str,
+    objective: Objective,
+    sampler: BaseSampler,
+    n_trials: int,
+    user_attrs: dict[str, Any],
+    catch: tuple[type[Exception], ...] = (),
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+) -> InnerResult:
+    """Create or resume ``study_name`` and run it until ``n_trials`` trials have finished.
+
+    A study that already holds ``n_trials`` finished trials is not touched: reruns after a crash
+    or Ctrl-C continue where they stopped and never recompute finished work.
+    """
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        sampler=sampler,
+        direction=objective.direction,
+        load_if_exists=True,
+    )
+    for key, value in user_attrs.items():
+        if study.user_attrs.get(key) != value:
+            study.set_user_attr(key, value)
+    done = len(study.get_trials(deepcopy=False, states=_FINISHED))
+    if done < n_trials:
+        if done:
+            _logger.info("Resuming %s at %d of %d trials.", study_name, done, n_trials)
+        remaining = n_trials - done
+        study.optimize(
+            _objective_with_true_value(objective),
+            n_trials=remaining,
+            catch=catch,
+            callbacks=callbacks,
+            gc_after_trial=False,
+        )
+    return read_inner_result(study, objective, n_trials=n_trials)
+
+
+def read_inner_result(
+    study: optuna.Study, objective: Objective, *, n_trials: int | None = None
+) -> InnerResult:
+    """Summarize an inner study from its stored trials (the first ``n_trials`` finished ones:
+    two workers racing on one study may have run a few more)."""
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    best: float | None = None
+    incumbent_true = math.nan
+    curve: list[float] = []
+    tokens = 0
+    n_complete = 0
+    trials = sorted(study.get_trials(deepcopy=False, states=_FINISHED), key=lambda t: t.number)
+    trials = trials[:n_trials] if n_trials is not None else trials
+    for t in trials:
+        tokens += int(t.user_attrs.get(_attrs.PROMPT_TOKENS, 0)) + int(
+            t.user_attrs.get(_attrs.COMPLETION_TOKENS, 0)
+        )
+        if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value):
+            n_complete += 1
+            if best is None or (t.value < best if minimize else t.value > best):
+                best = t.value
+                incumbent_true = float(t.user_attrs.get(_attrs.TRUE_VALUE, t.value))
+        if best is None:
+            curve.append(math.nan)
+        elif objective.optimum is not None:
+            curve.append(objective.regret(incumbent_true))
+        else:
+            curve.append(incumbent_true)
+    regret = (
+        objective.regret(incumbent_true)
+        if objective.optimum is not None and best is not None
+        else math.nan
+    )
+    return InnerResult(
+        study_name=study.study_name,
+        best_value=math.nan if best is None else float(best),
+        incumbent_true_value=incumbent_true,
+        regret=regret,
+        curve=curve,
+        n_complete=n_complete,
+        tokens=tokens,
+    )
