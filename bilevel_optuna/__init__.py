@@ -1,0 +1,31 @@
+"""bilevel-optuna: an LLM proposes Optuna trials; a second Optuna loop tunes the proposer."""
+
+from bilevel_optuna import exceptions
+from bilevel_optuna._version import __version__
+from bilevel_optuna.chat._base import ChatModel
+from bilevel_optuna.chat._spec import get_chat_model
+from bilevel_optuna.objectives._base import Objective
+from bilevel_optuna.objectives._base import as_objective
+from bilevel_optuna.samplers import LLMSampler
+from bilevel_optuna.samplers import Mechanism
+from bilevel_optuna.samplers import Review
+from bilevel_optuna.studies import BilevelResult
+from bilevel_optuna.studies import OuterSpace
+from bilevel_optuna.studies import ProposerConfig
+from bilevel_optuna.studies import run_bilevel_study
+
+__all__ = [
+    "BilevelResult",
+    "ChatModel",
+    "LLMSampler",
+    "Mechanism",
+    "Objective",
+    "OuterSpace",
+    "ProposerConfig",
+    "Review",
+    "__version__",
+    "as_objective",
+    "exceptions",
+    "get_chat_model",
+    "run_bilevel_study",
+]

@@ -7,20 +7,23 @@ last ``order`` symbols can do better on average than the source's own conditiona
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
-
 __all__ = ["MarkovSource"]
+
+_DIRECT_SOLVE_MAX_STATES = 1024
+_POWER_ITERATION_MAX_STEPS = 100_000
 
 
 def _entropy_bits(probs: np.ndarray) -> np.ndarray:
     """Shannon entropy in bits along the last axis (0 log 0 = 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(probs > 0, -probs * np.log2(probs), 0.0)
-    return terms.sum(axis=-1)
+    return np.asarray(terms.sum(axis=-1), dtype=np.float64)
 
 
 class MarkovSource:
@@ -81,7 +84,9 @@ class MarkovSource:
                     f"{arr.shape}."
                 )
             if np.any(arr < 0) or not np.allclose(arr.sum(axis=-1), 1.0, atol=1e-9):
-                raise ValueError("transitions must be non-negative and sum to 1 over the last axis.")
+                raise ValueError(
+                    "transitions must be non-negative and sum to 1 over the last axis."
+                )
             table = arr.reshape(vocab_size**order, vocab_size)
         self.vocab_size = int(vocab_size)
         self.order = int(order)
@@ -106,34 +111,55 @@ class MarkovSource:
         n = self._table.shape[0]
         if self.order == 0:
             return np.ones(1)
+        if n <= _DIRECT_SOLVE_MAX_STATES:
+            pi = self._solve_direct()
+        else:
+            pi = self._solve_by_iteration()
+        if pi is None or not np.all(np.isfinite(pi)) or np.any(pi < -1e-9):
+            raise ValueError(
+                "The chain has no unique stationary distribution (it is reducible or periodic); "
+                "give every context a path to every other, e.g. with strictly positive "
+                "transitions."
+            )
+        pi = np.clip(pi, 0.0, None)
+        return np.asarray(pi / pi.sum(), dtype=np.float64)
+
+    def _shift(self, pi: np.ndarray) -> np.ndarray:
+        """One step of the context chain: (a1..ak) -> (a2..ak, b) with P(b | a1..ak)."""
         v = self.vocab_size
-        # Context s = (a1..ak) moves to (a2..ak, b) with probability table[s, b].
+        joint = pi[:, None] * self._table  # (V**k, V): P(a1..ak, b)
+        # Sum out a1: what is left is indexed by (a2..ak, b).
+        return np.asarray(joint.reshape(v, -1).sum(axis=0), dtype=np.float64)
+
+    def _solve_direct(self) -> np.ndarray | None:
+        n, v = self._table.shape[0], self.vocab_size
         rows = np.repeat(np.arange(n), v)
         cols = ((np.arange(n) % (v ** (self.order - 1))) * v)[:, None] + np.arange(v)[None, :]
         step = scipy.sparse.csr_matrix((self._table.ravel(), (rows, cols.ravel())), shape=(n, n))
         # Solve pi (I - P) = 0 with sum(pi) = 1: replace one equation by the normalization.
         system = (scipy.sparse.identity(n, format="csr") - step).T.tocoo()
         keep = system.row != n - 1
-        system = scipy.sparse.coo_matrix(
-            (
-                np.concatenate([system.data[keep], np.ones(n)]),
-                (np.concatenate([system.row[keep], np.full(n, n - 1)]),
-                 np.concatenate([system.col[keep], np.arange(n)])),
-            ),
-            shape=(n, n),
-        )
+        data = np.concatenate([system.data[keep], np.ones(n)])
+        row = np.concatenate([system.row[keep], np.full(n, n - 1)])
+        col = np.concatenate([system.col[keep], np.arange(n)])
         rhs = np.zeros(n)
         rhs[n - 1] = 1.0
-        with np.errstate(all="ignore"):
-            pi = scipy.sparse.linalg.spsolve(system.tocsc(), rhs)
-        pi = np.atleast_1d(np.asarray(pi, dtype=np.float64))
-        if not np.all(np.isfinite(pi)) or np.any(pi < -1e-9):
-            raise ValueError(
-                "The chain has no unique stationary distribution (it is reducible); give every "
-                "context a path to every other, e.g. with strictly positive transitions."
-            )
-        pi = np.clip(pi, 0.0, None)
-        return pi / pi.sum()
+        matrix = scipy.sparse.csc_matrix((data, (row, col)), shape=(n, n))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.sparse.linalg.MatrixRankWarning)
+            pi = scipy.sparse.linalg.spsolve(matrix, rhs)
+        return np.atleast_1d(np.asarray(pi, dtype=np.float64))
+
+    def _solve_by_iteration(self) -> np.ndarray | None:
+        # Large context spaces: power iteration to machine precision (the direct solve fills in).
+        n = self._table.shape[0]
+        pi = np.full(n, 1.0 / n)
+        for _ in range(_POWER_ITERATION_MAX_STEPS):
+            nxt = self._shift(pi)
+            if np.abs(nxt - pi).sum() < 1e-14:
+                return nxt
+            pi = nxt
+        return None
 
     def sample(self, num_sequences: int, length: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``num_sequences`` independent stationary sequences of ``length`` symbols."""
@@ -171,7 +197,7 @@ class MarkovSource:
         for t in range(k, seqs.shape[1]):
             total -= float(np.sum(np.log2(self._table[context, seqs[:, t]])))
             context = (context % wrap) * v + seqs[:, t] if k > 0 else context
-        return total / (seqs.shape[0] * (seqs.shape[1] - k))
+        return total / float(seqs.shape[0] * (seqs.shape[1] - k))
 
     def __repr__(self) -> str:
         return (

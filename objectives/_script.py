@@ -166,18 +166,22 @@ def _toml_dumps(params: Mapping[str, Any]) -> str:
     return "".join(lines)
 
 
-def _module_constants(tree: ast.Module) -> dict[str, list[ast.expr]]:
-    """Module-level ``NAME = value`` assignments: name to the value nodes, in file order."""
+def _module_constants(tree: ast.Module) -> tuple[dict[str, list[ast.expr]], set[str]]:
+    """Module-level ``NAME = value`` assignments: name to the value nodes, in file order; and
+    the names assigned only together with others (``A = B = 1``, ``A, B = 1, 2``)."""
     found: dict[str, list[ast.expr]] = collections.defaultdict(list)
+    shared: set[str] = set()
     for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-            if isinstance(target, ast.Name):
-                found[target.id].append(node.value)
+        if isinstance(node, ast.Assign):
+            if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                found[node.targets[0].id].append(node.value)
+            else:
+                for target in node.targets:
+                    shared.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
             if isinstance(node.target, ast.Name):
                 found[node.target.id].append(node.value)
-    return dict(found)
+    return dict(found), shared - set(found)
 
 
 def _parse_python(source: str, filename: str) -> ast.Module:
@@ -214,7 +218,13 @@ def rewrite_constants(source: str, values: Mapping[str, Any], *, filename: str =
         'LR = 0.02  # learning rate\\n'
     """
     tree = _parse_python(source, filename)
-    constants = _module_constants(tree)
+    constants, shared = _module_constants(tree)
+    together = [name for name in values if name in shared]
+    if together:
+        raise ConfigurationError(
+            f"{filename} assigns {together} only together with other names on one line "
+            "(`A = B = 1` or `A, B = 1, 2`); give each constant a line `NAME = value` of its own."
+        )
     missing = [name for name in values if name not in constants]
     if missing:
         available = ", ".join(sorted(constants)) or "none"
@@ -259,18 +269,16 @@ class _DevicePool:
 
 
 class _Tail:
-    """The last lines of the output, bounded in characters."""
+    """The last lines of the output, enough of them to fill ``chars`` characters."""
 
     def __init__(self, chars: int) -> None:
         self._chars = chars
-        self._lines: collections.deque[str] = collections.deque()
-        self._size = 0
+        # Each line takes at least one character with its line break.
+        self._lines: collections.deque[str] = collections.deque(maxlen=chars)
 
-    def add(self, line: str) -> None:
-        self._lines.append(line)
-        self._size += len(line) + 1
-        while self._size > 2 * self._chars and len(self._lines) > 1:
-            self._size -= len(self._lines.popleft()) + 1
+    def extend(self, batch: list[str]) -> None:
+        limit = self._chars
+        self._lines.extend(line if len(line) <= limit else line[-limit:] for line in batch)
 
     def lines(self) -> list[str]:
         return list(self._lines)
@@ -279,8 +287,9 @@ class _Tail:
         return "\n".join(self._lines)[-self._chars :]
 
 
-def _read_lines(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
-    """Put each line of ``stream`` on ``lines`` as it arrives (``\\r`` ends a line too)."""
+def _read_lines(stream: IO[bytes], lines: queue.Queue[list[str] | None]) -> None:
+    """Put the lines of ``stream`` on ``lines`` as they arrive, a list per read; ``None`` at
+    the end. ``\\r`` ends a line too, so that progress bars redrawn in place count as lines."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     fd = stream.fileno()
@@ -292,18 +301,18 @@ def _read_lines(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
                 parts = _LINE_BREAK.split(pending + text)
                 # A "\r\n" split across two reads leaves an empty line: harmless.
                 pending = parts.pop()
-                for part in parts:
-                    lines.put(part)
                 if len(pending) > _MAX_LINE_CHARS:
-                    lines.put(pending)
+                    parts.append(pending)
                     pending = ""
+                if parts:
+                    lines.put(parts)
             if not chunk:
                 break
     except OSError:  # The pipe was closed under us: the trial is over.
         pass
     finally:
         if pending:
-            lines.put(pending)
+            lines.put([pending])
         lines.put(None)
 
 
@@ -420,7 +429,7 @@ class ScriptObjective(Objective):
         .. code-block:: python
 
             objective = ScriptObjective(
-                command=["python", "train.py"],
+                command=["{template}/.venv/bin/python", "train.py"],
                 template="~/autoresearch",
                 params_via="constants",
                 constants_file="train.py",
@@ -610,7 +619,7 @@ class ScriptObjective(Objective):
     def check(self) -> None:
         """Check up front what can be checked before the first trial.
 
-        Called by the constructor; call it again on a worker machine to check its files.
+        Called by the constructor; call it again after changing the files it names.
 
         Raises:
             ConfigurationError: The message names the problem and what to do about it.
@@ -668,7 +677,8 @@ class ScriptObjective(Objective):
                     f"{' '.join('{' + m + '}' for m in missing)} to it."
                 )
         elif self.params_via == "env":
-            inherited = set(os.environ) | set(self.env)
+            # Without a prefix a parameter could silently replace PATH or HOME.
+            inherited = set(os.environ) | set(self.env) if not self.env_prefix else set(self.env)
             for name in names:
                 var = self._env_name(name)
                 if not _ENV_NAME.match(var):
@@ -802,7 +812,9 @@ class ScriptObjective(Objective):
 
     # --- one trial -----------------------------------------------------------------------
 
-    def evaluate(self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None) -> float:
+    def evaluate(
+        self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None
+    ) -> float:
         """Run the script on ``params``; ``nan`` (or :class:`ScriptFailedError`) on failure."""
         missing = [name for name in self.search_space if name not in params]
         if missing:
@@ -827,7 +839,9 @@ class ScriptObjective(Objective):
                 self._pool.release(device)
             if workdir is not None:
                 failed = outcome is not None and outcome.reason is not None
-                keep = self.keep_workdirs == "always" or (self.keep_workdirs == "failed" and failed)
+                keep = self.keep_workdirs == "always" or (
+                    self.keep_workdirs == "failed" and failed
+                )
                 if keep and trial is not None:
                     trial.set_user_attr(WORKDIR_ATTR, str(workdir))
                 if not keep:
@@ -856,13 +870,18 @@ class ScriptObjective(Objective):
         prefix = f"{label}-trial{number}-" if number is not None else f"{label}-"
         workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir_root))
         if self.template is not None:
-            shutil.copytree(
-                self.template,
-                workdir,
-                symlinks=True,
-                dirs_exist_ok=True,
-                ignore=shutil.ignore_patterns(*self.template_ignore),
-            )
+            try:
+                shutil.copytree(
+                    self.template,
+                    workdir,
+                    symlinks=True,
+                    dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(*self.template_ignore),
+                )
+            except BaseException:
+                # A full disk or an unreadable template stops the study, not just this trial.
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
         return workdir
 
     def _prepare(
@@ -935,7 +954,7 @@ class ScriptObjective(Objective):
         except OSError as err:
             return _Outcome(reason=f"could not start {command[0]!r}: {err.strerror or err}")
         assert proc.stdout is not None
-        lines: queue.Queue[str | None] = queue.Queue()
+        lines: queue.Queue[list[str] | None] = queue.Queue()
         reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
         reader.start()
 
@@ -997,7 +1016,7 @@ class ScriptObjective(Objective):
     def _watch(
         self,
         proc: subprocess.Popen[bytes],
-        lines: queue.Queue[str | None],
+        lines: queue.Queue[list[str] | None],
         deadline: float | None,
         tail: _Tail,
         log: IO[str] | None,
@@ -1012,23 +1031,24 @@ class ScriptObjective(Objective):
                 return metric_text, True
             wait = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
             try:
-                line = lines.get(timeout=max(wait, 0.0))
+                batch = lines.get(timeout=max(wait, 0.0))
             except queue.Empty:
                 if proc.poll() is not None:
                     # The script is gone but something it started holds the pipe open.
                     _kill_group(proc, signal.SIGKILL)
                 continue
-            if line is None:
+            if batch is None:
                 break
-            tail.add(line)
             if log is not None:
-                log.write(line + "\n")
-            if self._metric_re is not None:
-                match = self._metric_re.search(line)
-                if match:
-                    metric_text = self._group(match)
-            if self._intermediate_re is not None and trial is not None:
-                self._report(line, trial, reported)
+                log.writelines(line + "\n" for line in batch)
+            tail.extend(batch)
+            for line in batch:
+                if self._metric_re is not None:
+                    match = self._metric_re.search(line)
+                    if match:
+                        metric_text = self._group(match)
+                if self._intermediate_re is not None and trial is not None:
+                    self._report(line, trial, reported)
         # End of output; the script may still be finishing.
         try:
             proc.wait(timeout=None if deadline is None else max(deadline - time.monotonic(), 0.0))

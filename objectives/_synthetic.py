@@ -21,7 +21,6 @@ from optuna.distributions import IntDistribution
 
 from bilevel_optuna.objectives._base import Objective
 
-
 __all__ = [
     "Ackley",
     "Branin",
@@ -56,7 +55,9 @@ class SyntheticObjective(Objective):
     def true_value(self, params: dict[str, Any]) -> float:
         return float(self._function(params))
 
-    def evaluate(self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None) -> float:
+    def evaluate(
+        self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None
+    ) -> float:
         value = self.true_value(params)
         if self.noise_std > 0:
             number = getattr(trial, "number", None)
@@ -82,7 +83,10 @@ class Branin(SyntheticObjective):
 
     def __init__(self, *, noise_std: float = 0.0, seed: int = 0) -> None:
         super().__init__(noise_std=noise_std, seed=seed)
-        self.search_space = {"x0": FloatDistribution(-5.0, 10.0), "x1": FloatDistribution(0.0, 15.0)}
+        self.search_space = {
+            "x0": FloatDistribution(-5.0, 10.0),
+            "x1": FloatDistribution(0.0, 15.0),
+        }
         self.description = (
             "Minimize the Branin function of two real numbers x0 in [-5, 10] and x1 in [0, 15]. "
             "It has three global minima of equal value in separate valleys; smooth, no noise "
@@ -186,9 +190,9 @@ class Rosenbrock(_AnyDimension):
     ) -> None:
         super().__init__(dim=dim, shift_seed=shift_seed, noise_std=noise_std, seed=seed)
         self.description = (
-            f"Minimize the {self.dim}-dimensional Rosenbrock function of x0..x{self.dim - 1}, each "
-            "in [-5, 10]. The minimum of 0 lies at the bottom of a narrow, curved, flat-floored "
-            "valley: finding the valley is easy, following it is hard." + self._where()
+            f"Minimize the {self.dim}-dimensional Rosenbrock function of x0..x{self.dim - 1}, "
+            "each in [-5, 10]. The minimum of 0 lies at the bottom of a narrow, curved, "
+            "flat-floored valley: finding the valley is easy, following it is hard." + self._where()
         )
 
     def _closed_form(self, x: np.ndarray) -> float:

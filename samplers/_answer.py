@@ -21,7 +21,7 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
 #: Longest rationale kept; the embedded model can repeat a free-text field until the token cap.
-RATIONALE_MAX_CHARS = 160
+RATIONALE_MAX_CHARS = 80
 
 
 class AnswerError(ValueError):
@@ -64,16 +64,19 @@ def answer_schema(search_space: Mapping[str, BaseDistribution], n_candidates: in
     }
     return {
         "type": "object",
+        # Candidates first: a small model that rambles in the rationale has then already
+        # answered what matters before it reaches the token cap.
         "properties": {
-            "rationale": {"type": "string", "maxLength": RATIONALE_MAX_CHARS},
             "candidates": {
                 "type": "array",
                 "items": candidate,
                 "minItems": n_candidates,
                 "maxItems": n_candidates,
             },
+            "rationale": {"type": "string", "maxLength": RATIONALE_MAX_CHARS},
         },
-        "required": ["rationale", "candidates"],
+        # The rationale is optional: the grammar then lets a model close the answer early.
+        "required": ["candidates"],
         "additionalProperties": False,
     }
 
@@ -173,6 +176,19 @@ def _extract_json(text: str) -> Any:
             return json.loads(text[start : end + 1])
         except json.JSONDecodeError:
             pass
+    # An answer cut off at the token cap (in the rationale, which comes last) still holds a
+    # complete candidates list.
+    key = text.find('"candidates"')
+    open_at = text.find("[", key) if key != -1 else -1
+    if open_at != -1:
+        depth = 0
+        for i in range(open_at, len(text)):
+            depth += {"[": 1, "]": -1}.get(text[i], 0)
+            if depth == 0:
+                try:
+                    return {"candidates": json.loads(text[open_at : i + 1])}
+                except json.JSONDecodeError:
+                    break
     raise AnswerError("The answer is not valid JSON; answer with one JSON object only.")
 
 

@@ -23,6 +23,7 @@ from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
+from bilevel_optuna.exceptions import ChatAnswerError
 from bilevel_optuna.exceptions import ChatAuthenticationError
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ChatModelNotFoundError
@@ -181,7 +182,7 @@ class LLMSampler(BaseSampler):
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
-                    from bilevel_optuna.chat import get_chat_model
+                    from bilevel_optuna.chat._spec import get_chat_model
 
                     self._model = get_chat_model(self._model_spec)  # type: ignore[arg-type]
         return self._model
@@ -374,12 +375,18 @@ class _Proposal:
                 reply = sampler.model.complete(request)
             except _FATAL_CHAT_ERRORS:
                 raise
+            except ChatAnswerError as err:
+                if err.reply is None:
+                    last_error = f"{type(err).__name__}: {err}"
+                    messages = messages + self._feedback(err.raw or "", str(err))
+                    continue
+                # The backend checks the schema strictly (bounds included); the sampler repairs
+                # what it can, so the answer goes on to parsing like any other.
+                reply = err.reply
             except ChatModelError as err:
+                # The endpoint is down, slow or overloaded: asking again at once won't help.
                 last_error = f"{type(err).__name__}: {err}"
-                if err.raw is None:  # the endpoint is down or slow: asking again won't help
-                    break
-                messages = messages + self._feedback(err.raw, str(err))
-                continue
+                break
             self._account(request, reply)
             try:
                 parsed, errors = parse_answer(reply.text, self.space, k)

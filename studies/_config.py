@@ -18,6 +18,7 @@ from optuna.distributions import IntDistribution
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import suggest_all
 from bilevel_optuna.samplers import TEMPLATES
+from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import get_mechanism_class
 from bilevel_optuna.samplers._loading import load_mechanism
 from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
@@ -130,18 +131,12 @@ class OuterSpace:
             if isinstance(spec, str) and "\n" not in spec and not spec.endswith(".py"):
                 cls = get_mechanism_class(spec)
             self.mechanisms[cls.name] = cls
-        # Validate fixed values now rather than in the middle of a study.
+        # Validate fixed values now rather than in the middle of a study (the model is lazy).
+        fixed = {k: v for k, v in self.settings.items() if not isinstance(v, BaseDistribution)}
         try:
-            ProposerConfig(
-                **{k: v for k, v in self.settings.items() if not isinstance(v, BaseDistribution)}
-            ).sampler_kwargs()
+            LLMSampler(model="local", **ProposerConfig(**fixed).sampler_kwargs())
         except (TypeError, ValueError) as err:
             raise ConfigurationError(f"Invalid fixed proposer setting: {err}") from err
-        for key, value in self.settings.items():
-            if key in ("history_order", "template") and not isinstance(value, BaseDistribution):
-                valid = HISTORY_ORDERS if key == "history_order" else sorted(TEMPLATES)
-                if value not in valid:
-                    raise ConfigurationError(f"{key} must be one of {list(valid)} but got {value!r}.")
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """The unconditional distributions (for describing the space)."""

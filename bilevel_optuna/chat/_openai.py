@@ -54,8 +54,10 @@ DEFAULT_MAX_RETRIES = 3
 #: Environment variable holding the model name (the base URL and key use the client's own).
 MODEL_ENV = "BILEVEL_OPTUNA_MODEL"
 
-# The formats "auto" tries, in order, when an endpoint answers 400 to the previous one.
+# The formats "auto" tries, in order, when an endpoint refuses the previous one: with a 400, or
+# a 422 from servers that validate the request body (FastAPI-based, e.g. llama_cpp.server).
 _FALLBACK = {"json_schema": "json_object", "json_object": "text"}
+_FORMAT_REFUSED = (openai.BadRequestError, openai.UnprocessableEntityError)
 # Sent as the key to loopback servers (llama.cpp, vLLM, Ollama, `bilevel-optuna serve`), which
 # ignore it; the client refuses to start without one.
 _LOOPBACK_KEY = "no-key-needed-on-loopback"
@@ -172,8 +174,8 @@ class OpenAIChatModel(ChatModel):
             if not _is_loopback(base_url):
                 raise ConfigurationError(
                     f"No API key for {_display_url(base_url)}: set OPENAI_API_KEY "
-                    "(export OPENAI_API_KEY=...) or pass api_key=.... Only loopback endpoints "
-                    "(127.0.0.1, localhost) work without a key."
+                    "(export OPENAI_API_KEY=...) or pass api_key to OpenAIChatModel. Only "
+                    "loopback endpoints (127.0.0.1, localhost) work without a key."
                 )
             api_key = _LOOPBACK_KEY
         self._secret = api_key if api_key != _LOOPBACK_KEY else None
@@ -184,7 +186,7 @@ class OpenAIChatModel(ChatModel):
         self._timeout = float(timeout)
         self._max_retries = int(max_retries)
         self._auto = response_format == "auto"
-        self._format = "json_schema" if self._auto else response_format
+        self._format: str = "json_schema" if self._auto else response_format
         self._format_lock = threading.Lock()
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, timeout=self._timeout, max_retries=max_retries
@@ -203,23 +205,25 @@ class OpenAIChatModel(ChatModel):
 
     def complete(self, request: ChatRequest) -> ChatReply:
         start = time.perf_counter()
-        fmt = self._format
-        first_error: openai.BadRequestError | None = None
+        fmt: str = self._format
+        refused: list[str] = []
+        first_error: openai.APIStatusError | None = None
         while True:
             try:
                 completion = self._create(request, fmt)
                 break
-            except openai.BadRequestError as err:
+            except _FORMAT_REFUSED as err:
                 self._scrub(err)
                 if self._auto and request.json_schema is not None and fmt in _FALLBACK:
                     first_error = first_error or err
                     _logger.info(
-                        "%s rejected response_format %r (%s); trying %r.",
+                        "%s refused the request with response_format %r (%s); trying %r.",
                         self._base_url,
                         fmt,
                         self._error_text(err),
                         _FALLBACK[fmt],
                     )
+                    refused.append(fmt)
                     fmt = _FALLBACK[fmt]
                     continue
                 raise self._wrap(first_error or err) from (first_error or err)
@@ -233,18 +237,46 @@ class OpenAIChatModel(ChatModel):
                     "OpenAI-compatible API (it usually ends in /v1).",
                     raw=err.doc,
                 ) from err
-        if fmt != self._format and request.json_schema is not None:
-            with self._format_lock:
-                if self._format != fmt:
-                    _logger.warning(
-                        "%s does not accept response_format %r; using %r from now on.",
-                        self._base_url,
-                        self._format,
-                        fmt,
-                    )
-                    self._format = fmt
+        if refused:
+            self._remember_refused(refused)
         reply = self._to_reply(completion, time.perf_counter() - start)
         return check_reply(reply, request, self._validate)
+
+    def _remember_refused(self, refused: list[str]) -> None:
+        """Step the format down for good only where the endpoint refuses the format itself.
+
+        A 400 may be about this request's schema rather than the format (llama.cpp cannot
+        express every schema), so each refused format is tried once more with a trivial schema.
+        """
+        fmt = self._format
+        for candidate in refused:
+            if self._format_supported(candidate):
+                break
+            fmt = _FALLBACK[candidate]
+        with self._format_lock:
+            if RESPONSE_FORMATS.index(fmt) > RESPONSE_FORMATS.index(self._format):
+                _logger.warning(
+                    "%s does not accept response_format %r; using %r from now on.",
+                    self._base_url,
+                    self._format,
+                    fmt,
+                )
+                self._format = fmt
+
+    def _format_supported(self, fmt: str) -> bool:
+        probe = ChatRequest(
+            messages=({"role": "user", "content": "Reply with the JSON object {}."},),
+            json_schema={"type": "object"},
+            temperature=0.0,
+            max_tokens=1,
+        )
+        try:
+            self._create(probe, fmt)
+        except _FORMAT_REFUSED:
+            return False
+        except (openai.OpenAIError, json.JSONDecodeError):
+            return True  # another failure says nothing about the format: keep it
+        return True
 
     def _create(self, request: ChatRequest, fmt: str) -> Any:
         messages = [dict(m) for m in request.messages]
@@ -372,7 +404,8 @@ class OpenAIChatModel(ChatModel):
         if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
             return ChatAuthenticationError(
                 f"{where} refused the API key ({detail}). Set OPENAI_API_KEY to a valid key "
-                "for this endpoint (export OPENAI_API_KEY=...), or pass api_key=....",
+                "for this endpoint (export OPENAI_API_KEY=...), or pass api_key to "
+                "OpenAIChatModel.",
                 **context,
             )
         if isinstance(err, openai.NotFoundError):
@@ -394,7 +427,7 @@ class OpenAIChatModel(ChatModel):
                 "or try again later.",
                 **context,
             )
-        if isinstance(err, openai.BadRequestError):
+        if isinstance(err, _FORMAT_REFUSED):
             return ChatModelError(
                 f"{where} rejected the request ({detail}). If the prompt is too long, shorten "
                 "the history; if the response format is refused, use response_format='auto'.",

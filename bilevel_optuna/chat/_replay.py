@@ -125,7 +125,9 @@ class ReplayChatModel(ChatModel):
                     continue
                 answers[key] = reply
         if not answers:
-            _logger.warning("Study %r in %s holds no recorded answers to replay.", study_name, shown)
+            _logger.warning(
+                "Study %r in %s holds no recorded answers to replay.", study_name, shown
+            )
         if conflicts:
             _logger.warning(
                 "Study %r recorded %d requests more than once with different answers; "

@@ -56,9 +56,10 @@ def get_chat_model(spec: str | ChatModel | None = None) -> ChatModel:
         from bilevel_optuna.chat._local import LocalChatModel
 
         return LocalChatModel(model_path=rest or None)
-    if kind == "openai":
+    if kind == "openai" or text.startswith("openai@"):
         match = _OPENAI.match(text)
-        if match is not None:
+        # A "://" left in the model name is a base URL that is not http(s): reject it below.
+        if match is not None and "://" not in (match.group("model") or ""):
             from bilevel_optuna.chat._openai import OpenAIChatModel
 
             return OpenAIChatModel(

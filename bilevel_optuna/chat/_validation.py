@@ -16,6 +16,7 @@ from typing import Literal
 
 import jsonschema.exceptions
 import jsonschema.validators
+import referencing.exceptions
 
 from bilevel_optuna.exceptions import ChatAnswerError
 from bilevel_optuna.exceptions import ConfigurationError
@@ -147,7 +148,15 @@ def _validate(
     if json_schema is None:
         return value
     validator = _validator(json.dumps(json_schema, sort_keys=True))
-    errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+    try:
+        errors = sorted(
+            validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path]
+        )
+    except referencing.exceptions.Unresolvable as err:  # never fetched from the network
+        raise ConfigurationError(
+            f"json_schema refers to {err.ref!r}, which cannot be resolved: keep every $ref "
+            "inside the schema (#/$defs/...)."
+        ) from err
     if errors:
         listed = "; ".join(f"at {_path(e)}: {e.message}" for e in errors[:_MAX_LISTED_VIOLATIONS])
         more = len(errors) - _MAX_LISTED_VIOLATIONS

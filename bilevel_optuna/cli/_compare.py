@@ -62,43 +62,71 @@ def register(subparsers: Any) -> None:
     choose = parser.add_mutually_exclusive_group(required=True)
     choose.add_argument("--run", help="bilevel run name: arms from each study's bilevel:arm")
     choose.add_argument(
-        "--arms", nargs="+", type=_parse_arm_spec, metavar="LABEL=PATTERN",
+        "--arms",
+        nargs="+",
+        type=_parse_arm_spec,
+        metavar="LABEL=PATTERN",
         help="arms by study name: label=GLOB or label=study1,study2,...",
     )
     parser.add_argument(
-        "--arm", action="append", dest="arm_filter", metavar="ARM",
+        "--arm",
+        action="append",
+        dest="arm_filter",
+        metavar="ARM",
         help="with --run: keep this arm (name or glob; repeat the option)",
     )
-    parser.add_argument("--kind", action="append",
-                        help="keep studies of this bilevel:kind (repeatable); default all but outer")
-    parser.add_argument("--metric", choices=("auto", "best", "regret", "auc"), default="auto",
-                        help="per-study metric (default auto: regret when the optimum is known)")
+    parser.add_argument(
+        "--kind",
+        action="append",
+        help="keep studies of this bilevel:kind (repeatable); default all but outer",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=("auto", "best", "regret", "auc"),
+        default="auto",
+        help="per-study metric (default auto: regret when the optimum is known)",
+    )
     parser.add_argument("--n-trials", type=int, help="trial budget: count trials numbered below N")
-    parser.add_argument("--paired", choices=("auto", "yes", "no"), default="auto",
-                        help="pair studies by (objective, seed) (default auto)")
+    parser.add_argument(
+        "--paired",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="pair studies by (objective, seed) (default auto)",
+    )
     parser.add_argument("--control", help="compare every arm with this one only")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
     parser.add_argument(
-        "--noise-floor", type=_parse_noise_floor, metavar="STUDY|SD|V1,V2,...",
+        "--noise-floor",
+        type=_parse_noise_floor,
+        metavar="STUDY|SD|V1,V2,...",
         help="repeated evaluations of one configuration: a study name, an sd, or values",
     )
-    parser.add_argument("--noise-factor", type=float, default=2.0,
-                        help="differences below this many noise sds are inside the floor")
+    parser.add_argument(
+        "--noise-factor",
+        type=float,
+        default=2.0,
+        help="differences below this many noise sds are inside the floor",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
     parser.add_argument("--report", type=Path, help="write a Markdown report here")
-    parser.add_argument("--plots", type=Path, metavar="DIR",
-                        help="write PNG and HTML plots into this directory")
-    parser.add_argument("--plot-format", action="append", choices=("png", "html"),
-                        help="only this format (repeatable; default both)")
+    parser.add_argument(
+        "--plots", type=Path, metavar="DIR", help="write PNG and HTML plots into this directory"
+    )
+    parser.add_argument(
+        "--plot-format",
+        action="append",
+        choices=("png", "html"),
+        help="only this format (repeatable; default both)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from bilevel_optuna.stats import compare
     from bilevel_optuna.stats import DegenerateDataWarning
     from bilevel_optuna.stats import NoPowerWarning
+    from bilevel_optuna.stats import compare
 
     if args.arm_filter and not args.run:
         raise ConfigurationError("--arm filters the arms of --run; with --arms list labels there.")
@@ -110,9 +138,18 @@ def run(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore", NoPowerWarning)
             warnings.simplefilter("ignore", DegenerateDataWarning)
             result = compare(
-                args.storage, run=args.run, arms=arms, kind=args.kind, metric=args.metric,
-                n_trials=args.n_trials, paired=paired, control=args.control, alpha=args.alpha,
-                noise_floor=args.noise_floor, noise_factor=args.noise_factor, seed=args.seed,
+                args.storage,
+                run=args.run,
+                arms=arms,
+                kind=args.kind,
+                metric=args.metric,
+                n_trials=args.n_trials,
+                paired=paired,
+                control=args.control,
+                alpha=args.alpha,
+                noise_floor=args.noise_floor,
+                noise_factor=args.noise_factor,
+                seed=args.seed,
             )
     except ValueError as err:
         if isinstance(err, ConfigurationError):
@@ -139,4 +176,3 @@ def _relative(path: Path, start: Path) -> str:
     import os
 
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
-

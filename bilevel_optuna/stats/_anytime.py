@@ -109,6 +109,10 @@ def anytime_curve(
         q = np.nanquantile(table[:, has], [low_q, 0.5, high_q], axis=0)
         low[has], median[has], high[has] = q[0], q[1], q[2]
     return AnytimeCurve(
-        trials=np.arange(1, length + 1), median=median, low=low, high=high, n=n,
+        trials=np.arange(1, length + 1),
+        median=median,
+        low=low,
+        high=high,
+        n=n,
         quantiles=(low_q, high_q),
     )

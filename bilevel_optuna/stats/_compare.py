@@ -283,9 +283,7 @@ def _study_metric(curve: np.ndarray, metric: str) -> float:
 
 
 def _resolve_noise_floor(
-    spec: NoiseFloorSpec,
-    noise_factor: float,
-    storage: str | optuna.storages.BaseStorage,
+    spec: NoiseFloorSpec, noise_factor: float, backend: optuna.storages.BaseStorage
 ) -> NoiseFloorResult | None:
     if spec is None:
         return None
@@ -300,7 +298,6 @@ def _resolve_noise_floor(
     if isinstance(spec, str):
         from optuna.trial import TrialState
 
-        backend = open_storage(storage)
         try:
             study_id = backend.get_study_id_from_name(spec)
         except KeyError as err:
@@ -332,13 +329,15 @@ def _pairing(a: list[StudyRecord], b: list[StudyRecord]) -> list[Any] | None:
     return sorted(common, key=repr)
 
 
-def _by_key(records: list[StudyRecord], metric_values: dict[str, float], keys: list[Any]) -> np.ndarray:
+def _by_key(
+    records: list[StudyRecord], metric_values: dict[str, float], keys: list[Any]
+) -> np.ndarray:
     lookup = {r.key: metric_values[r.name] for r in records}
     return np.array([lookup[k] for k in keys], dtype=float)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
-    return x[~np.isnan(x)]
+    return np.asarray(x[~np.isnan(x)])
 
 
 def compare(
@@ -409,7 +408,8 @@ def compare(
     _validate(metric, paired, alpha, noise_factor)
     if isinstance(arms, str):
         arms = [arms]
-    loaded = load_arms(storage, run=run, arms=arms, kind=kind, n_trials=n_trials)
+    backend = open_storage(storage)
+    loaded = load_arms(backend, run=run, arms=arms, kind=kind, n_trials=n_trials)
     if control is not None and control not in loaded:
         raise ConfigurationError(f"control={control!r} is not an arm; arms: {sorted(loaded)}.")
     records = [r for group in loaded.values() for r in group]
@@ -449,7 +449,9 @@ def compare(
             min_trials=min(lengths),
             max_trials=max(lengths),
             auc_median=float(np.median(aucs)) if aucs else float("nan"),
-            n_true_values=sum(r.true_values is not None for r in group) if quantity == "regret" else 0,
+            n_true_values=(
+                sum(r.true_values is not None for r in group) if quantity == "regret" else 0
+            ),
         )
         curves[label] = anytime_curve([curves_by_study[r.name] for r in group if not r.missing])
 
@@ -485,23 +487,42 @@ def compare(
     comparisons: list[PairwiseComparison] = []
     for (a, b, test, is_paired, xa, xb, dropped), p_holm in zip(raw, adjusted):
         a12 = vargha_delaney_a12(
-            xa, xb, direction=direction, paired=is_paired, confidence_level=confidence_level,
-            n_resamples=n_resamples, seed=seed,
+            xa,
+            xb,
+            direction=direction,
+            paired=is_paired,
+            confidence_level=confidence_level,
+            n_resamples=n_resamples,
+            seed=seed,
         )
         med_a = float(np.median(xa)) if xa.size else float("nan")
         med_b = float(np.median(xb)) if xb.size else float("nan")
         difference = med_a - med_b
         comparisons.append(
             PairwiseComparison(
-                statistic=test.statistic, pvalue=test.pvalue, pvalue_holm=float(p_holm),
-                arm_a=a, arm_b=b, test=test.test, paired=is_paired, n_a=int(xa.size),
-                n_b=int(xb.size), n_dropped=int(dropped), a12=a12, median_a=med_a,
-                median_b=med_b, difference=difference, inside_noise_floor=None,
-                significant=False, better=None, verdict="", result=test,
+                statistic=test.statistic,
+                pvalue=test.pvalue,
+                pvalue_holm=float(p_holm),
+                arm_a=a,
+                arm_b=b,
+                test=test.test,
+                paired=is_paired,
+                n_a=int(xa.size),
+                n_b=int(xb.size),
+                n_dropped=int(dropped),
+                a12=a12,
+                median_a=med_a,
+                median_b=med_b,
+                difference=difference,
+                inside_noise_floor=None,
+                significant=False,
+                better=None,
+                verdict="",
+                result=test,
             )
         )
 
-    floor = _resolve_noise_floor(noise_floor, noise_factor, storage)
+    floor = _resolve_noise_floor(noise_floor, noise_factor, backend)
     comparisons = [_judge(c, floor, alpha, direction) for c in comparisons]
 
     # --- omnibus test ---
@@ -511,7 +532,7 @@ def compare(
         omnibus = comparisons[0].result
     elif len(labels) >= 3:
         blocks = _friedman_blocks(loaded, metric_values, labels) if paired is not False else None
-        if blocks is not None and blocks.shape[0] >= 2:
+        if blocks is not None:
             omnibus = friedman_test(blocks, alpha=alpha)
             if not omnibus.degenerate:
                 sign = 1.0 if direction == "minimize" else -1.0  # Nemenyi ranks: lower is better
@@ -523,9 +544,11 @@ def compare(
                     f"{dropped} studies outside those blocks were left out of it."
                 )
         else:
-            omnibus = kruskal_test(*[_finite(arm_summaries[l].values) for l in labels], alpha=alpha)
+            omnibus = kruskal_test(
+                *[_finite(arm_summaries[label].values) for label in labels], alpha=alpha
+            )
 
-    notes.extend(_notes(arm_summaries, records, comparisons, quantity, metric, n_trials, alpha))
+    notes[:0] = _notes(arm_summaries, records, comparisons, quantity, metric, n_trials, alpha)
     settings = {
         "storage": _storage_label(storage),
         "run": run,
@@ -570,10 +593,10 @@ def _friedman_blocks(
     for a, b in itertools.combinations(labels, 2):
         if _pairing(loaded[a], loaded[b]) is None:
             return None
-    common = set.intersection(*[{r.key for r in loaded[l]} for l in labels])
+    common = set.intersection(*[{r.key for r in loaded[label]} for label in labels])
     keys = sorted(common, key=repr)
-    table = np.column_stack([_by_key(loaded[l], metric_values, keys) for l in labels])
-    return table[~np.isnan(table).any(axis=1)]
+    table = np.column_stack([_by_key(loaded[label], metric_values, keys) for label in labels])
+    return np.asarray(table[~np.isnan(table).any(axis=1)])
 
 
 def _judge(
@@ -588,7 +611,7 @@ def _judge(
     if c.degenerate:
         verdict = "no test: " + c.result.note
     elif c.no_power:
-        verdict = "no power"
+        verdict = "no power, inside noise floor" if inside else "no power"
     elif significant:
         a_better = c.a12.statistic > 0.5
         if c.a12.statistic == 0.5:  # A12 cannot tell: use the medians
@@ -601,8 +624,9 @@ def _judge(
             verdict = f"{winner} better"
     else:
         verdict = "inside noise floor" if inside else "no significant difference"
-    return replace(c, inside_noise_floor=inside, significant=significant, better=better,
-                   verdict=verdict)
+    return replace(
+        c, inside_noise_floor=inside, significant=significant, better=better, verdict=verdict
+    )
 
 
 def _notes(
@@ -621,7 +645,8 @@ def _notes(
     ]
     missing = sum(a.n_missing for a in arms.values())
     if missing:
-        notes.append(f"{missing} studies had no complete trial and are counted as missing.")
+        studies = "1 study has" if missing == 1 else f"{missing} studies have"
+        notes.append(f"{studies} no complete trial and counted as missing.")
     low = min(a.min_trials for a in arms.values())
     high = max(a.max_trials for a in arms.values())
     if n_trials is None and low != high:
@@ -631,7 +656,9 @@ def _notes(
             "equal budget."
         )
     elif n_trials is not None and low < n_trials:
-        notes.append(f"Some studies have fewer trials ({low}) than the budget n_trials={n_trials}.")
+        notes.append(
+            f"Some studies have fewer trials ({low}) than the budget n_trials={n_trials}."
+        )
     if quantity == "regret":
         with_true = sum(a.n_true_values for a in arms.values())
         if with_true:
@@ -658,7 +685,8 @@ def _notes(
     no_power = [c for c in comparisons if c.no_power]
     if no_power:
         notes.append(
-            f"{len(no_power)} comparisons have no power (too few values for any outcome to "
-            f"reach p < {alpha:g}); their p-values are reported as NaN, not as evidence."
+            f"Comparisons without power: {len(no_power)} of {len(comparisons)} (too few values "
+            f"for any outcome to reach p < {alpha:g}); their p-values are reported as NaN, not "
+            "as evidence."
         )
     return notes

@@ -96,7 +96,9 @@ def vargha_delaney_a12(
     y = np.asarray(b, dtype=float).ravel()
     if paired:
         if x.shape != y.shape:
-            raise ValueError(f"Paired samples must have equal lengths but got {x.size} and {y.size}.")
+            raise ValueError(
+                f"Paired samples must have equal lengths but got {x.size} and {y.size}."
+            )
         keep = ~(np.isnan(x) | np.isnan(y))
         x, y = x[keep], y[keep]
     else:

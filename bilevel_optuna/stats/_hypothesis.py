@@ -129,16 +129,14 @@ def _clean_pairs(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(a, dtype=float).ravel()
     y = np.asarray(b, dtype=float).ravel()
     if x.shape != y.shape:
-        raise ValueError(
-            f"Paired samples must have equal lengths but got {x.size} and {y.size}."
-        )
+        raise ValueError(f"Paired samples must have equal lengths but got {x.size} and {y.size}.")
     keep = ~(np.isnan(x) | np.isnan(y))
     return x[keep], y[keep]
 
 
 def _clean(a: ArrayLike) -> np.ndarray:
     x = np.asarray(a, dtype=float).ravel()
-    return x[~np.isnan(x)]
+    return np.asarray(x[~np.isnan(x)])
 
 
 def paired_test(a: ArrayLike, b: ArrayLike, *, alpha: float = 0.05) -> SignificanceResult:
@@ -190,7 +188,13 @@ def unpaired_test(a: ArrayLike, b: ArrayLike, *, alpha: float = 0.05) -> Signifi
     res = scipy.stats.mannwhitneyu(x, y, alternative="two-sided")
     min_p = mannwhitneyu_min_pvalue(x.size, y.size)
     return _finish(
-        "mannwhitneyu", res.statistic, res.pvalue, n, min_p, alpha, f"samples of {x.size} and {y.size}"
+        "mannwhitneyu",
+        res.statistic,
+        res.pvalue,
+        n,
+        min_p,
+        alpha,
+        f"samples of {x.size} and {y.size}",
     )
 
 
@@ -215,7 +219,9 @@ def friedman_test(blocks: ArrayLike, *, alpha: float = 0.05) -> SignificanceResu
         return _degenerate("friedman", n, "every block ties all arms")
     res = scipy.stats.friedmanchisquare(*table.T)
     min_p = friedman_min_pvalue(n, k)
-    return _finish("friedman", res.statistic, res.pvalue, n, min_p, alpha, f"{n} blocks of {k} arms")
+    return _finish(
+        "friedman", res.statistic, res.pvalue, n, min_p, alpha, f"{n} blocks of {k} arms"
+    )
 
 
 def kruskal_test(*samples: ArrayLike, alpha: float = 0.05) -> SignificanceResult:

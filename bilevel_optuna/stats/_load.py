@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -79,11 +80,37 @@ class StudyRecord:
 
 
 def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
-    """An RDB storage for a URL; a storage object is returned as is."""
+    """An RDB storage for a URL; a storage object is returned as is.
+
+    A comparison only reads: an SQLite URL naming a file that does not exist is an error here,
+    not a new empty database.
+    """
     import optuna
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     if isinstance(storage, str):
-        return optuna.storages.RDBStorage(storage)
+        try:
+            url = make_url(storage)
+        except ArgumentError as err:
+            raise ConfigurationError(
+                f"{storage!r} is not a storage URL; expected e.g. sqlite:///runs.db or "
+                "postgresql+psycopg2://user@host/db."
+            ) from err
+        database = url.database or ""
+        if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+            if not Path(database).exists():
+                raise ConfigurationError(
+                    f"No SQLite file at {database!r}; check the path in the storage URL."
+                )
+        try:
+            return optuna.storages.RDBStorage(storage)
+        except ImportError as err:
+            raise ConfigurationError(
+                f"The driver for {url.drivername} is not installed ({err}). For PostgreSQL, "
+                "pip install psycopg2-binary and use postgresql+psycopg2://...; for MySQL, "
+                "pip install pymysql and use mysql+pymysql://..."
+            ) from err
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
     raise ConfigurationError(
@@ -126,14 +153,18 @@ def select_studies(
             )
         in_run = [s for s in studies if s.user_attrs.get(_attrs.RUN) == run and kind_ok(s)]
         if not in_run:
-            known = sorted({str(s.user_attrs[_attrs.RUN]) for s in studies if _attrs.RUN in s.user_attrs})
+            known = sorted(
+                {str(s.user_attrs[_attrs.RUN]) for s in studies if _attrs.RUN in s.user_attrs}
+            )
             raise ConfigurationError(
                 f"No studies of run {run!r} in the storage. Runs found: {known or 'none'}."
             )
         for s in in_run:
             arm = s.user_attrs.get(_attrs.ARM)
             if arm is None:
-                _logger.info("Study %s of run %s has no %s; skipped.", s.study_name, run, _attrs.ARM)
+                _logger.info(
+                    "Study %s of run %s has no %s; skipped.", s.study_name, run, _attrs.ARM
+                )
                 continue
             arm = str(arm)
             if arms is not None and not any(fnmatch.fnmatchcase(arm, p) for p in arms):
@@ -170,7 +201,8 @@ def select_studies(
             "Choose studies with run='NAME' (arms from the bilevel:arm attribute) or "
             "arms={'label': 'glob-pattern' or ['study', ...], ...}."
         )
-    return dict(sorted(groups.items()))
+    # Arms of a run come sorted by name; a mapping keeps the caller's order.
+    return dict(sorted(groups.items())) if run is not None else groups
 
 
 def _direction(study: FrozenStudy) -> str:

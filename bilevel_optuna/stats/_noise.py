@@ -92,8 +92,9 @@ def noise_floor(
             DegenerateDataWarning,
         )
         nan = float("nan")
-        return NoiseFloorResult(nan, nan, nan, n, float(np.mean(x)) if n else nan,
-                                noise_factor, source)
+        return NoiseFloorResult(
+            nan, nan, nan, n, float(np.mean(x)) if n else nan, noise_factor, source
+        )
     sd = float(np.std(x, ddof=1))
     tail = (1.0 - confidence_level) / 2.0
     dof = n - 1

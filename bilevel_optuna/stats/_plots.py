@@ -23,8 +23,16 @@ _logger = get_logger(__name__)
 _FORMATS = ("png", "html")
 _PLOTLYJS = ("embed", "cdn")
 _COLORS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
 )
 
 
@@ -92,8 +100,9 @@ def _png_anytime(result: CompareResult, path: Path) -> None:
     ax = fig.add_subplot()
     for i, (label, curve) in enumerate(result.curves.items()):
         ax.plot(curve.trials, curve.median, color=_color(i), label=f"{label} (median)")
-        ax.fill_between(curve.trials, curve.low, curve.high, color=_color(i), alpha=0.2,
-                        linewidth=0)
+        ax.fill_between(
+            curve.trials, curve.low, curve.high, color=_color(i), alpha=0.2, linewidth=0
+        )
     q_low, q_high = next(iter(result.curves.values())).quantiles if result.curves else (0.25, 0.75)
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{_y_label(result)} so far")
@@ -152,13 +161,20 @@ def _png_critical_difference(result: CompareResult, path: Path) -> None:
         row = -(i + 1) if left else -(k - i)
         x_text = 0.6 if left else k + 0.4
         ax.plot([r, r, x_text], [0, row, row], color="black", linewidth=0.8)
-        ax.text(x_text, row + 0.1, f"{name} ({r:.2f})", ha="left" if left else "right",
-                va="bottom", fontsize=9)
+        ax.text(
+            x_text,
+            row + 0.1,
+            f"{name} ({r:.2f})",
+            ha="left" if left else "right",
+            va="bottom",
+            fontsize=9,
+        )
     for n, (i, j) in enumerate(cd_groups(ranks, ph.statistic)):
         y = -0.35 - 0.18 * n
         ax.plot([ranks[i] - 0.03, ranks[j] + 0.03], [y, y], color="#444444", linewidth=3)
-    ax.set_title(f"Critical difference diagram (Nemenyi, alpha = {ph.alpha:g}); rank 1 is best",
-                 fontsize=10)
+    ax.set_title(
+        f"Critical difference diagram (Nemenyi, alpha = {ph.alpha:g}); rank 1 is best", fontsize=10
+    )
     fig.savefig(path)
 
 
@@ -170,21 +186,52 @@ def _plotly_anytime(result: CompareResult) -> Any:
     fig = go.Figure()
     for i, (label, curve) in enumerate(result.curves.items()):
         x = curve.trials.tolist()
-        fig.add_trace(go.Scatter(x=x, y=curve.high.tolist(), mode="lines", line={"width": 0},
-                                 legendgroup=label, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=curve.low.tolist(), mode="lines", line={"width": 0},
-                                 fill="tonexty", fillcolor=_rgba(_color(i), 0.2),
-                                 legendgroup=label, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(
-            x=x, y=curve.median.tolist(), mode="lines", name=label, legendgroup=label,
-            line={"color": _color(i)}, customdata=np.column_stack(
-                [curve.low, curve.high, curve.n]).tolist(),
-            hovertemplate=(f"{label}<br>trial %{{x}}<br>median %{{y:.4g}}<br>"
-                           "band %{customdata[0]:.4g} to %{customdata[1]:.4g}<br>"
-                           "studies %{customdata[2]}<extra></extra>"),
-        ))
-    fig.update_layout(title="Anytime curves: median and 25-75% band", xaxis_title="trial",
-                      yaxis_title=f"{_y_label(result)} so far", template="plotly_white")
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=curve.high.tolist(),
+                mode="lines",
+                line={"width": 0},
+                legendgroup=label,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=curve.low.tolist(),
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor=_rgba(_color(i), 0.2),
+                legendgroup=label,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=curve.median.tolist(),
+                mode="lines",
+                name=label,
+                legendgroup=label,
+                line={"color": _color(i)},
+                customdata=np.column_stack([curve.low, curve.high, curve.n]).tolist(),
+                hovertemplate=(
+                    f"{label}<br>trial %{{x}}<br>median %{{y:.4g}}<br>"
+                    "band %{customdata[0]:.4g} to %{customdata[1]:.4g}<br>"
+                    "studies %{customdata[2]}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_layout(
+        title="Anytime curves: median and 25-75% band",
+        xaxis_title="trial",
+        yaxis_title=f"{_y_label(result)} so far",
+        template="plotly_white",
+    )
     if result.curve_quantity == "regret" and _all_positive(result):
         fig.update_yaxes(type="log")
     return fig
@@ -196,12 +243,24 @@ def _plotly_distributions(result: CompareResult) -> Any:
     for i, (label, arm) in enumerate(result.arms.items()):
         finite = ~np.isnan(arm.values)
         names = [n for n, f in zip(arm.study_names, finite) if f]
-        fig.add_trace(go.Box(y=arm.values[finite].tolist(), name=label, boxpoints="all",
-                             jitter=0.4, pointpos=0, marker={"color": _color(i)},
-                             text=names, hovertemplate="%{text}: %{y:.4g}<extra></extra>"))
-    fig.update_layout(title=f"Per-study {_metric_label(result)}",
-                      yaxis_title=_metric_label(result), template="plotly_white",
-                      showlegend=False)
+        fig.add_trace(
+            go.Box(
+                y=arm.values[finite].tolist(),
+                name=label,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                marker={"color": _color(i)},
+                text=names,
+                hovertemplate="%{text}: %{y:.4g}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title=f"Per-study {_metric_label(result)}",
+        yaxis_title=_metric_label(result),
+        template="plotly_white",
+        showlegend=False,
+    )
     return fig
 
 
@@ -217,27 +276,56 @@ def _plotly_critical_difference(result: CompareResult) -> Any:
     fig = go.Figure()
     line = {"color": "black", "width": 1}
     fig.add_trace(go.Scatter(x=[1, k], y=[0, 0], mode="lines", line=line, hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=[1, 1 + ph.statistic], y=[1, 1], mode="lines",
-                             line={"color": "black", "width": 3}, hoverinfo="skip"))
-    fig.add_annotation(x=1 + ph.statistic / 2, y=1.3, text=f"CD = {ph.statistic:.2f}",
-                       showarrow=False)
+    fig.add_trace(
+        go.Scatter(
+            x=[1, 1 + ph.statistic],
+            y=[1, 1],
+            mode="lines",
+            line={"color": "black", "width": 3},
+            hoverinfo="skip",
+        )
+    )
+    fig.add_annotation(
+        x=1 + ph.statistic / 2, y=1.3, text=f"CD = {ph.statistic:.2f}", showarrow=False
+    )
     for r in range(1, k + 1):
         fig.add_annotation(x=r, y=0.3, text=str(r), showarrow=False)
     for i, (name, r) in enumerate(zip(names, ranks)):
         left = i < half
         row = -(i + 1) if left else -(k - i)
         x_text = 0.6 if left else k + 0.4
-        fig.add_trace(go.Scatter(x=[r, r, x_text], y=[0, row, row], mode="lines", line=line,
-                                 hovertemplate=f"{name}: average rank {r:.3f}<extra></extra>"))
-        fig.add_annotation(x=x_text, y=row + 0.25, text=f"{name} ({r:.2f})", showarrow=False,
-                           xanchor="left" if left else "right")
+        fig.add_trace(
+            go.Scatter(
+                x=[r, r, x_text],
+                y=[0, row, row],
+                mode="lines",
+                line=line,
+                hovertemplate=f"{name}: average rank {r:.3f}<extra></extra>",
+            )
+        )
+        fig.add_annotation(
+            x=x_text,
+            y=row + 0.25,
+            text=f"{name} ({r:.2f})",
+            showarrow=False,
+            xanchor="left" if left else "right",
+        )
     for n, (i, j) in enumerate(cd_groups(ranks, ph.statistic)):
         y = -0.35 - 0.18 * n
-        fig.add_trace(go.Scatter(x=[ranks[i] - 0.03, ranks[j] + 0.03], y=[y, y], mode="lines",
-                                 line={"color": "#444444", "width": 5}, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=[ranks[i] - 0.03, ranks[j] + 0.03],
+                y=[y, y],
+                mode="lines",
+                line={"color": "#444444", "width": 5},
+                hoverinfo="skip",
+            )
+        )
     fig.update_layout(
         title=f"Critical difference diagram (Nemenyi, alpha = {ph.alpha:g}); rank 1 is best",
-        showlegend=False, template="plotly_white", height=220 + 30 * half,
+        showlegend=False,
+        template="plotly_white",
+        height=220 + 30 * half,
         xaxis={"visible": False, "range": [0.3, k + 0.7]},
         yaxis={"visible": False, "range": [-(half + 1), 1.6]},
     )
@@ -258,7 +346,9 @@ def write_plots(
     """
     unknown = set(formats) - set(_FORMATS)
     if unknown:
-        raise ValueError(f"`formats` must be a subset of {set(_FORMATS)} but got {sorted(unknown)}.")
+        raise ValueError(
+            f"`formats` must be a subset of {set(_FORMATS)} but got {sorted(unknown)}."
+        )
     if plotlyjs not in _PLOTLYJS:
         raise ValueError(f"`plotlyjs` must be one of {set(_PLOTLYJS)} but got {plotlyjs!r}.")
     out = Path(directory)
@@ -282,7 +372,7 @@ def write_plots(
             include: str | bool = (True if plotlyjs == "embed" else "cdn") if i == 0 else False
             parts.append(build(result).to_html(full_html=False, include_plotlyjs=include))
         html = (
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
             "<title>bilevel-optuna comparison</title></head><body>\n"
             + "\n".join(parts)
             + "\n</body></html>\n"

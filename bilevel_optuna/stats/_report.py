@@ -23,6 +23,7 @@ _TEST_NAMES = {
     "kruskal": "Kruskal-Wallis",
     "none": "none",
 }
+_SHORT_METRIC = {"best": "best value", "regret": "regret", "auc": "AUC"}
 _METRIC_NAMES = {
     "best": "best value",
     "regret": "regret",
@@ -47,8 +48,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: b
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
 
     def line(cells: Sequence[str]) -> str:
         # First column (labels) left-aligned, numbers right-aligned.
@@ -80,45 +82,72 @@ def _metric_label(result: CompareResult) -> str:
 def _arm_rows(result: CompareResult) -> list[list[str]]:
     rows = []
     for label, arm in result.arms.items():
-        rows.append([
-            label,
-            str(arm.n),
-            str(arm.n_missing),
-            _num(arm.median),
-            f"{_num(arm.q25)} to {_num(arm.q75)}",
-            f"{_num(arm.mean)} [{_num(arm.mean_ci_low)}, {_num(arm.mean_ci_high)}]",
-            _num(arm.auc_median),
-            f"{arm.min_trials}" if arm.min_trials == arm.max_trials
-            else f"{arm.min_trials}-{arm.max_trials}",
-            f"{arm.n_failed}/{arm.n_pruned}",
-        ])
+        rows.append(
+            [
+                label,
+                str(arm.n),
+                str(arm.n_missing),
+                _num(arm.median),
+                f"{_num(arm.q25)} to {_num(arm.q75)}",
+                f"{_num(arm.mean)} [{_num(arm.mean_ci_low)}, {_num(arm.mean_ci_high)}]",
+                _num(arm.auc_median),
+                (
+                    f"{arm.min_trials}"
+                    if arm.min_trials == arm.max_trials
+                    else f"{arm.min_trials}-{arm.max_trials}"
+                ),
+                f"{arm.n_failed}/{arm.n_pruned}",
+            ]
+        )
     return rows
 
 
-_ARM_HEADERS = ["arm", "n", "missing", "median", "IQR (q25 to q75)", "mean [95% CI]",
-                "AUC median", "trials", "failed/pruned"]
+_ARM_HEADERS = [
+    "arm",
+    "n",
+    "missing",
+    "median",
+    "IQR (q25 to q75)",
+    "mean [95% CI]",
+    "AUC median",
+    "trials",
+    "failed/pruned",
+]
 
 
 def _comparison_rows(result: CompareResult) -> list[list[str]]:
     rows = []
     for c in result.comparisons:
         n = f"{c.n_a} pairs" if c.paired else f"{c.n_a}+{c.n_b}"
-        rows.append([
-            f"{c.arm_a} vs {c.arm_b}",
-            _TEST_NAMES[c.test],
-            n,
-            _num(c.difference),
-            _p(c.pvalue),
-            _p(c.pvalue_holm),
-            f"{c.a12.statistic:.2f} [{c.a12.ci_low:.2f}, {c.a12.ci_high:.2f}]"
-            if not math.isnan(c.a12.statistic) else "-",
-            c.verdict,
-        ])
+        rows.append(
+            [
+                f"{c.arm_a} vs {c.arm_b}",
+                _TEST_NAMES[c.test],
+                n,
+                _num(c.difference),
+                _p(c.pvalue),
+                _p(c.pvalue_holm),
+                (
+                    f"{c.a12.statistic:.2f} [{c.a12.ci_low:.2f}, {c.a12.ci_high:.2f}]"
+                    if not math.isnan(c.a12.statistic)
+                    else "-"
+                ),
+                c.verdict,
+            ]
+        )
     return rows
 
 
-_COMPARISON_HEADERS = ["comparison", "test", "n", "median diff", "p", "p (Holm)",
-                       "A12 [95% CI]", "verdict"]
+_COMPARISON_HEADERS = [
+    "comparison",
+    "test",
+    "n",
+    "median diff",
+    "p",
+    "p (Holm)",
+    "A12 [95% CI]",
+    "verdict",
+]
 
 
 def _omnibus_line(result: CompareResult) -> str:
@@ -142,13 +171,18 @@ def claims(result: CompareResult) -> list[str]:
             continue
         loser = c.arm_b if c.better == c.arm_a else c.arm_a
         a12 = c.a12.statistic if c.better == c.arm_a else 1.0 - c.a12.statistic
-        low, high = ((c.a12.ci_low, c.a12.ci_high) if c.better == c.arm_a
-                     else (1.0 - c.a12.ci_high, 1.0 - c.a12.ci_low))
-        med_w, med_l = ((c.median_a, c.median_b) if c.better == c.arm_a
-                        else (c.median_b, c.median_a))
+        low, high = (
+            (c.a12.ci_low, c.a12.ci_high)
+            if c.better == c.arm_a
+            else (1.0 - c.a12.ci_high, 1.0 - c.a12.ci_low)
+        )
+        med_w, med_l = (
+            (c.median_a, c.median_b) if c.better == c.arm_a else (c.median_b, c.median_a)
+        )
         n = f"n = {c.n_a} pairs" if c.paired else f"n = {c.n_a} and {c.n_b}"
         out.append(
-            f"{c.better} beats {loser}: median {result.metric} {_num(med_w)} vs {_num(med_l)} "
+            f"{c.better} beats {loser}: median {_SHORT_METRIC[result.metric]} {_num(med_w)} vs "
+            f"{_num(med_l)} "
             f"({n}, {_TEST_NAMES[c.test]}, p = {_p(c.pvalue)}, Holm-adjusted p = "
             f"{_p(c.pvalue_holm)}, A12 = {a12:.2f} [{low:.2f}, {high:.2f}], {c.a12.magnitude})."
         )
@@ -175,8 +209,14 @@ def to_text(result: CompareResult) -> str:
     if result.noise_floor is not None:
         parts += ["", _noise_line(result)]
     found = claims(result)
-    parts += ["", "Claims:" if found else "Claims: none (no significant difference outside "
-              "the noise floor)."]
+    parts += [
+        "",
+        (
+            "Claims:"
+            if found
+            else "Claims: none (no significant difference outside " "the noise floor)."
+        ),
+    ]
     parts += [f"  - {c}" for c in found]
     parts += ["", "Notes:"] + [f"  - {n}" for n in result.notes]
     return "\n".join(parts) + "\n"
@@ -246,9 +286,11 @@ def to_markdown(result: CompareResult, *, plots: Mapping[str, str | Path] | None
         out += [_noise_line(result), ""]
     found = claims(result)
     out += ["## Claims", ""]
-    out += [f"- {c}" for c in found] if found else [
-        "No arm is better than another at this significance level outside the noise floor."
-    ]
+    out += (
+        [f"- {c}" for c in found]
+        if found
+        else ["No arm is better than another at this significance level outside the noise floor."]
+    )
     out += [""]
     if plots:
         out += ["## Plots", ""]
@@ -278,12 +320,27 @@ def to_markdown(result: CompareResult, *, plots: Mapping[str, str | Path] | None
         "difference of medians is outside the noise floor (when one is given).",
         "",
     ]
-    out += ["## Studies", "", _table(
-        ["arm", "study", "objective", "seed", "complete", "failed", "pruned", result.metric],
-        [[r.arm, r.name, str(r.objective), str(r.seed), str(r.n_complete), str(r.n_failed),
-          str(r.n_pruned), _num(result.arms[r.arm].values[i])]
-         for r in result.studies
-         for i in [result.arms[r.arm].study_names.index(r.name)]],
-        markdown=True,
-    ), ""]
+    out += [
+        "## Studies",
+        "",
+        _table(
+            ["arm", "study", "objective", "seed", "complete", "failed", "pruned", result.metric],
+            [
+                [
+                    r.arm,
+                    r.name,
+                    str(r.objective),
+                    str(r.seed),
+                    str(r.n_complete),
+                    str(r.n_failed),
+                    str(r.n_pruned),
+                    _num(result.arms[r.arm].values[i]),
+                ]
+                for r in result.studies
+                for i in [result.arms[r.arm].study_names.index(r.name)]
+            ],
+            markdown=True,
+        ),
+        "",
+    ]
     return "\n".join(out)

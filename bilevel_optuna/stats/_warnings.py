@@ -31,9 +31,7 @@ def _warn(message: str, category: type[Warning]) -> None:
     """Warn with the stack level of the first frame outside this package, the user's line."""
     frame = sys._getframe(1)  # the caller of _warn is stacklevel 2
     level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-        _PACKAGE_DIR
-    ):
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     warnings.warn(message, category, stacklevel=level)

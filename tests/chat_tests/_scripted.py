@@ -81,7 +81,7 @@ class ScriptedEndpoint:
                 with endpoint._lock:
                     index = len(endpoint.requests)
                     endpoint.requests.append(payload)
-                    endpoint.headers.append(dict(self.headers))
+                    endpoint.headers.append({k.lower(): v for k, v in self.headers.items()})
                 step = endpoint.steps[min(index, len(endpoint.steps) - 1)]
                 if step.hang_s:
                     endpoint._stop.wait(step.hang_s)
@@ -101,7 +101,9 @@ class ScriptedEndpoint:
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 

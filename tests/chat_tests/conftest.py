@@ -6,7 +6,6 @@ from collections.abc import Callable
 from collections.abc import Iterator
 
 import pytest
-
 from chat_tests._scripted import ScriptedEndpoint
 from chat_tests._scripted import Step
 

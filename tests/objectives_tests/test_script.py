@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import sys
 import time
@@ -83,7 +84,9 @@ def _run_one(objective: ScriptObjective, params: dict[str, Any], **kwargs: Any) 
     [
         {"command": ["{python}", str(SCRIPTS / "quadratic.py")], "params_via": "args"},
         {
-            "command": f"{{python}} {SCRIPTS / 'quadratic.py'} --x={{x}} --y {{y}} --kind {{kind}}",
+            # One string, split like a shell would; "--x={x}" is a placeholder inside an argument.
+            "command": f"{{python}} '{SCRIPTS / 'quadratic.py'}' "
+            "--x={x} --y {y} --kind {kind}",
             "params_via": "args",
         },
         {
@@ -199,12 +202,13 @@ def test_rewrite_constants(source: str, values: dict[str, Any], expected: str) -
     [
         ("LR = 1\n", {"lr": 2}, "Did you mean 'LR' for 'lr'?"),
         ("def f():\n    LR = 1\n", {"LR": 2}, "no module-level assignment of ['LR']"),
-        ("A = B = 1\n", {"A": 2}, "no module-level assignment"),
+        ("A = B = 1\n", {"A": 2}, "assigns ['A'] only together with other names"),
+        ("A, B = 1, 2\n", {"B": 2}, "assigns ['B'] only together with other names"),
         ("LR = = 1\n", {"LR": 2}, "is not valid Python"),
     ],
 )
 def test_rewrite_constants_rejects(source: str, values: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
         rewrite_constants(source, values)
 
 
@@ -288,6 +292,9 @@ def test_carriage_return_progress_lines_are_lines(tmp_path: Path) -> None:
 # --- failures -----------------------------------------------------------------------
 
 
+_BPB = r"^val_bpb:\s*(\S+)"
+
+
 def _crash_objective(**kwargs: Any) -> ScriptObjective:
     return ScriptObjective(
         command=["{python}", str(SCRIPTS / "crash.py"), "--mode", "{mode}", "--x", "{x}"],
@@ -295,7 +302,7 @@ def _crash_objective(**kwargs: Any) -> ScriptObjective:
             "mode": ["ok", "raise", "exit3", "segv", "nan", "text", "none", "secret"],
             "x": {"type": "float", "low": 0.0, "high": 1.0},
         },
-        metric=r"^val_bpb:\s*(\S+)",
+        metric=_BPB,
         **kwargs,
     )
 
@@ -306,9 +313,9 @@ def _crash_objective(**kwargs: Any) -> ScriptObjective:
         ("raise", "exit code 1: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", 1),
         ("exit3", "exit code 3: loss exploded", 3),
         ("segv", "killed by SIGKILL (out of memory?): training ...", -9),
-        ("nan", "the metric from pattern '^val_bpb:\\\\s*(\\\\S+)' is NaN", 0),
-        ("text", "the metric 'diverged' from pattern '^val_bpb:\\\\s*(\\\\S+)' is not a number", 0),
-        ("none", "no metric: the pattern '^val_bpb:\\\\s*(\\\\S+)' matched no line of the output", 0),
+        ("nan", f"the metric from pattern {_BPB!r} is NaN", 0),
+        ("text", f"the metric 'diverged' from pattern {_BPB!r} is not a number", 0),
+        ("none", f"no metric: the pattern {_BPB!r} matched no line of the output", 0),
         ("secret", "exit code 2: using key *** for the endpoint", 2),
     ],
 )
@@ -355,7 +362,7 @@ def test_on_failure_raise() -> None:
 @pytest.mark.parametrize("ignore_term", [False, True])
 def test_timeout_stops_the_process_group(tmp_path: Path, ignore_term: bool) -> None:
     objective = ScriptObjective(
-        command=["{python}", str(SCRIPTS / "hang.py")] + (["--ignore-term"] if ignore_term else []),
+        command=["{python}", str(SCRIPTS / "hang.py"), *(["--ignore-term"] * ignore_term)],
         search_space={"lr": {"type": "float", "low": 0.1, "high": 0.9}},
         metric=r"^val_bpb:\s*(\S+)",
         timeout=1.5,
@@ -368,7 +375,8 @@ def test_timeout_stops_the_process_group(tmp_path: Path, ignore_term: bool) -> N
     assert trial.user_attrs[_attrs.FAILURE_REASON] == "timeout after 1.5 s"
     assert trial.user_attrs[EXIT_CODE_ATTR] is None
     assert "started; hanging" in trial.user_attrs[OUTPUT_TAIL_ATTR]
-    pids = [int(pid) for pid in (Path(trial.user_attrs[WORKDIR_ATTR]) / "pids.txt").read_text().split()]
+    pids_file = Path(trial.user_attrs[WORKDIR_ATTR]) / "pids.txt"
+    pids = [int(pid) for pid in pids_file.read_text().split()]
     assert len(pids) == 2
     assert not any(_alive(pid) for pid in pids)
 
@@ -701,3 +709,61 @@ def _autoresearch_default(name: str) -> Any:
         "DEVICE_BATCH_SIZE": 128, "ASPECT_RATIO": 64, "HEAD_DIM": 128,
     }
     return defaults[name]
+
+
+def test_long_output_keeps_a_bounded_tail(tmp_path: Path) -> None:
+    script = tmp_path / "chatty.py"
+    script.write_text(
+        "import sys\n"
+        "sys.stdout.write(''.join(f'step {i} loss: {i}\\n' for i in range(50_000)))\n"
+        "sys.stdout.write('x' * 1_500_000 + '\\n')\n"  # a line over 1 MB
+        "print('val_bpb: 1.5')\n"
+        "sys.exit(int(sys.argv[1]))\n"
+    )
+    objective = ScriptObjective(
+        command=["{python}", str(script), "{code}"],
+        search_space={"code": [0, 1]},
+        metric=r"^val_bpb:\s*(\S+)",
+    )
+    done = _run_one(objective, {"code": 0})
+    assert done.value == 1.5
+    failed = _run_one(objective, {"code": 1})
+    tail = failed.user_attrs[OUTPUT_TAIL_ATTR]
+    assert len(tail) == 2000 and tail.endswith("xxx\nval_bpb: 1.5")
+    assert failed.user_attrs[_attrs.FAILURE_REASON] == "exit code 1: val_bpb: 1.5"
+
+
+# --- the torch LM task, run as a script ----------------------------------------------
+
+
+@pytest.mark.slow
+def test_lm_task_run_as_a_script_matches_the_in_process_task() -> None:
+    from bilevel_optuna.objectives._lm_task import LMObjective
+
+    lm = LMObjective(steps=40, eval_every=20)
+    objective = ScriptObjective(
+        command=[
+            "{python}", "-m", "bilevel_optuna.objectives.lm_train",
+            "--steps", "40", "--eval-every", "20", "--seed", "{trial_number}",
+            "--lr", "{lr}", "--width", "{width}",
+        ],
+        search_space={"lr": lm.search_space["lr"], "width": [64, 50]},
+        metric=r"^val_bpb:\s*(\S+)",
+        intermediate=r"^step (?P<step>\d+) val_bpb: (?P<value>\S+)",
+        timeout=300,
+        description=lm.description,
+    )
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    study.enqueue_trial({"lr": 3e-3, "width": 64})
+    study.enqueue_trial({"lr": 3e-3, "width": 50})  # not divisible by the 4 heads
+    study.optimize(objective, n_trials=2)
+    done, failed = study.trials
+
+    expected = lm.run({"lr": 3e-3, "width": 64}, seed=0)
+    assert done.state == TrialState.COMPLETE
+    assert done.value == pytest.approx(expected.val_bpb, abs=1e-6)  # printed with 6 decimals
+    assert done.intermediate_values == pytest.approx(dict(expected.history), abs=1e-6)
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs[_attrs.FAILURE_REASON] == (
+        "exit code 2: error: width (50) must be divisible by heads (4)."
+    )

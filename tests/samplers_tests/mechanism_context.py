@@ -73,3 +73,50 @@ def make_context(
 
 def config(x: float = 0.0, lr: float = 1e-2, n: int = 5, c: str = "a") -> dict[str, Any]:
     return {"x": x, "lr": lr, "n": n, "c": c}
+
+
+# ------------------------------------------------- studies with the embedded model (slow tests)
+
+BRANIN_SPACE: dict[str, BaseDistribution] = {
+    "x1": FloatDistribution(-5.0, 10.0),
+    "x2": FloatDistribution(0.0, 15.0),
+}
+
+
+def branin(trial: optuna.Trial) -> float:
+    import math
+
+    x1 = trial.suggest_float("x1", -5.0, 10.0)
+    x2 = trial.suggest_float("x2", 0.0, 15.0)
+    b, c, t = 5.1 / (4 * math.pi**2), 5 / math.pi, 1 / (8 * math.pi)
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+_EMBEDDED: dict[str, optuna.Study] = {}
+
+
+def embedded_study(
+    mechanisms: Sequence[Any] = (), *, n_trials: int, seed: int = 0, **kwargs: Any
+) -> optuna.Study:
+    """A Branin study proposed by the embedded model; cached per process, so several test files
+    can compare against the same bare run."""
+    from bilevel_optuna.samplers import LLMSampler
+
+    key = repr((list(mechanisms), n_trials, seed, sorted(kwargs.items())))
+    if key not in _EMBEDDED:
+        sampler = LLMSampler(
+            model="local",
+            description="Minimize the Branin function of two real numbers x1 and x2.",
+            search_space=BRANIN_SPACE,
+            mechanisms=mechanisms,
+            seed=seed,
+            **kwargs,
+        )
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(branin, n_trials=n_trials)
+        _EMBEDDED[key] = study
+    return _EMBEDDED[key]
+
+
+def n_distinct(study: optuna.Study) -> int:
+    return len({tuple(sorted(t.params.items())) for t in study.trials})

@@ -36,6 +36,7 @@ def test_schema_encodes_types_bounds_and_choices() -> None:
     assert props["opt"] == {"enum": ["adam", "sgd", "rmsprop"]}
     assert props["flag"] == {"enum": [True, False, None]}
     assert cand["items"]["required"] == list(SPACE)
+    assert list(schema["properties"]) == ["candidates", "rationale"]
     assert schema["properties"]["rationale"]["maxLength"] == RATIONALE_MAX_CHARS
     json.dumps(schema)  # serializable
 
@@ -92,6 +93,12 @@ def test_parse_answer_takes_json_from_prose_and_truncates_rationale() -> None:
     assert parsed.candidates == [GOOD]
     assert len(parsed.rationale) == RATIONALE_MAX_CHARS
     assert len(errors) == 1 and "must be one of" in errors[0]
+
+
+def test_answer_cut_off_in_the_rationale_keeps_its_candidates() -> None:
+    text = '{"candidates": [' + json.dumps(GOOD) + '], "rationale": "this goes on and o'
+    parsed, _ = parse_answer(text, SPACE, 1)
+    assert parsed.candidates == [GOOD]
 
 
 def test_parse_answer_accepts_a_bare_configuration() -> None:

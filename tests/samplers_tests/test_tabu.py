@@ -162,3 +162,15 @@ def test_bare_sampler_repeats_and_tabu_does_not() -> None:
     assert any("repeats trial 0" in f and "tabu radius" in f for f in feedback)
     record = study.trials[1].user_attrs[_attrs.MECHANISMS]["tabu"]
     assert record["hooks"]["review"] >= 2 and record["rejected"] >= 1 and record["changed"] >= 1
+
+
+@pytest.mark.slow
+def test_embedded_model_repeats_itself_and_tabu_stops_it() -> None:
+    from mechanism_context import embedded_study
+    from mechanism_context import n_distinct
+
+    bare = embedded_study(n_trials=8)
+    assert n_distinct(bare) < 8  # the small model copies its history
+    study = embedded_study(["tabu"], n_trials=8)
+    assert n_distinct(study) == 8
+    assert sum(t.user_attrs[_attrs.MECHANISMS]["tabu"]["rejected"] for t in study.trials) >= 1

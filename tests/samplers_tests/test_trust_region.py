@@ -206,3 +206,22 @@ def test_proposals_stay_within_the_recorded_radius_of_the_incumbent() -> None:
     assert projected >= 10
     radii = {t.user_attrs[_attrs.MECHANISMS]["trust_region"]["radius"] for t in study.trials}
     assert len(radii) > 1 and not math.isnan(min(radii))  # it grew or shrank
+
+
+@pytest.mark.slow
+def test_embedded_model_proposals_stay_within_the_radius() -> None:
+    from mechanism_context import BRANIN_SPACE
+    from mechanism_context import embedded_study
+
+    study = embedded_study([("trust_region", {"initial_radius": 0.02})], n_trials=8)
+    projected = 0
+    for t in study.trials[1:]:
+        record = t.user_attrs[_attrs.MECHANISMS]["trust_region"]
+        if record["center"] is None:
+            continue
+        center = study.trials[record["center"]]
+        gap = np.abs(normalize(t.params, BRANIN_SPACE) - normalize(center.params, BRANIN_SPACE))
+        if t.user_attrs[_attrs.SOURCE] != "fallback":
+            assert gap.max() <= record["radius"] + 1e-9
+        projected += record["projected"]
+    assert projected >= 1

@@ -58,8 +58,6 @@ def add_study(
             attrs_t = {}
             if true_values is not None and true_values[i] is not None:
                 attrs_t[TRUE_VALUE] = true_values[i]
-            trials.append(
-                optuna.trial.create_trial(value=float(v), user_attrs=attrs_t, **common)
-            )
+            trials.append(optuna.trial.create_trial(value=float(v), user_attrs=attrs_t, **common))
     study.add_trials(trials)
     return study

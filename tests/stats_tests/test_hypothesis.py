@@ -248,8 +248,9 @@ def test_nemenyi_pvalues() -> None:
     assert res.critical_difference == pytest.approx(2.3437 * math.sqrt(0.5), abs=1e-3)
     # The p-value at a difference equal to CD is alpha by construction.
     se = math.sqrt(0.5)
-    at_cd = scipy.stats.studentized_range.sf(res.critical_difference / se * math.sqrt(2), 3,
-                                             np.inf)
+    at_cd = scipy.stats.studentized_range.sf(
+        res.critical_difference / se * math.sqrt(2), 3, np.inf
+    )
     assert at_cd == pytest.approx(0.05, abs=1e-4)
     assert res.pvalue[0, 2] == pytest.approx(
         scipy.stats.studentized_range.sf(1.5 / se * math.sqrt(2), 3, np.inf)

@@ -1,0 +1,79 @@
+"""``bilevel-optuna serve``: the embedded model as an OpenAI-compatible endpoint on loopback.
+
+Several workers on one machine then share one loaded model instead of loading one each:
+``--chat-model openai:NAME@http://127.0.0.1:8000/v1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from typing import Any
+
+from bilevel_optuna.chat._server import DEFAULT_HOST
+from bilevel_optuna.chat._server import DEFAULT_PORT
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the embedded chat model as an OpenAI-compatible endpoint",
+        description=(
+            "Serve the embedded chat model (or a GGUF file) at /v1/chat/completions so that "
+            "several workers share one model. No authentication: keep it on loopback."
+        ),
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help="address to bind (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help="port (default %(default)s; 0 picks a free one)",
+    )
+    parser.add_argument("--model-path", help="a GGUF file (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: every core)")
+    parser.add_argument("--n-ctx", type=int, help="context window in tokens")
+    parser.set_defaults(func=_serve)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bilevel_optuna.chat._local import LocalChatModel
+    from bilevel_optuna.chat._server import make_server
+
+    kwargs: dict[str, Any] = {}
+    if args.n_ctx is not None:
+        kwargs["n_ctx"] = args.n_ctx
+    model = LocalChatModel(
+        model_path=args.model_path, n_threads=args.threads, validate="none", **kwargs
+    )
+    seconds = model.load()  # fail now, not on the first request
+    server = make_server(model, host=args.host, port=args.port)
+    host, port = str(server.server_address[0]), server.server_address[1]
+    shown = f"[{host}]" if ":" in str(host) else host
+    url = f"http://{shown}:{port}/v1"
+    if not _is_loopback(args.host):
+        print(
+            f"warning: serving on {args.host} without authentication: anyone who reaches "
+            "this port can use the model."
+        )
+    print(f"Serving {model.name} (loaded in {seconds:.2f} s) at {url}")
+    print(f"Use it with the chat model spec: openai:{model.name}@{url}")
+    print("Press Ctrl+C to stop.", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("Stopped.")
+    finally:
+        server.server_close()
+    return 0

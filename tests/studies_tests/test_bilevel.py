@@ -1,0 +1,151 @@
+"""A small bilevel run end to end with the embedded model, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from bilevel_optuna import _attrs
+from bilevel_optuna.studies import OuterSpace
+from bilevel_optuna.studies import run_bilevel_study
+
+TINY = dict(
+    n_outer_trials=2,
+    n_inner_trials=4,
+    n_repeats=2,
+    outer_space=OuterSpace(
+        temperature=0.7, history_size=10, history_order="best", template="default",
+        n_candidates=1, mechanisms=["tabu"],
+    ),
+)
+
+
+def _inner_trial_counts(url: str) -> dict[str, int]:
+    return {
+        s.study_name: s.n_trials
+        for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)
+        if s.user_attrs.get(_attrs.KIND) in ("inner", "baseline", "heldout")
+    }
+
+
+def _check_run(url: str, run: str) -> None:
+    result = run_bilevel_study("branin", heldout_objectives=["rosenbrock"], storage=url, run_name=run, **TINY)
+    outer = result.outer_study
+    assert outer.user_attrs[_attrs.KIND] == "outer"
+    finished = outer.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(finished) == 2
+    # The first outer trial is the Level-0 configuration, reusing the llm-level0 baseline.
+    assert outer.trials[0].user_attrs[_attrs.ARM] == "llm-level0"
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)}
+    for t in finished:
+        names = t.user_attrs[_attrs.INNER_STUDIES]
+        assert names
+        for name in names:
+            attrs = summaries[name].user_attrs
+            assert attrs[_attrs.RUN] == run
+            assert attrs[_attrs.OBJECTIVE] == "branin"
+            assert attrs[_attrs.SEED] in (0, 1)
+            assert summaries[name].n_trials >= 4
+    arms = {s.user_attrs.get(_attrs.ARM) for s in summaries.values() if s.user_attrs.get(_attrs.RUN) == run}
+    assert {"random", "tpe", "llm-level0"} <= arms
+    assert set(result.arm_scores) >= {"random", "tpe", "llm-level0", "best"}
+    for arm in result.arm_scores.values():
+        assert set(arm) == {"branin", "rosenbrock"}
+        assert all(len(v) == 2 for v in arm.values())
+    heldout = [s for s in summaries.values() if s.user_attrs.get(_attrs.KIND) == "heldout"]
+    assert heldout and all(s.user_attrs[_attrs.OBJECTIVE] == "rosenbrock" for s in heldout)
+    # Inner trials carry the proposer's record.
+    inner = optuna.load_study(study_name=outer.trials[0].user_attrs[_attrs.INNER_STUDIES][0], storage=url)
+    assert all(_attrs.SOURCE in t.user_attrs for t in inner.trials)
+    # Running again resumes: nothing is recomputed.
+    before = _inner_trial_counts(url)
+    again = run_bilevel_study("branin", heldout_objectives=["rosenbrock"], storage=url, run_name=run, **TINY)
+    assert _inner_trial_counts(url) == before
+    assert again.best_config == result.best_config
+
+
+@pytest.mark.slow
+def test_bilevel_run_on_sqlite(tmp_path: Path) -> None:
+    _check_run(f"sqlite:///{tmp_path}/bilevel.db", "tiny")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bilevel_run_on_postgresql(postgres_url: str) -> None:
+    run = f"tiny-{uuid.uuid4().hex[:6]}"
+    try:
+        _check_run(postgres_url, run)
+    finally:
+        for s in optuna.get_all_study_summaries(storage=postgres_url, include_best_trial=False):
+            if s.study_name == run or s.user_attrs.get(_attrs.RUN) == run:
+                optuna.delete_study(study_name=s.study_name, storage=postgres_url)
+
+
+SPEC = """
+[run]
+name = "killed"
+storage = "sqlite:///{db}"
+model = "local"
+
+[inner]
+objectives = ["branin"]
+n_trials = 4
+n_repeats = 2
+
+[outer]
+n_trials = 2
+baselines = ["random", "tpe", "llm-level0"]
+
+[outer.space]
+temperature = 0.7
+history_size = 10
+history_order = "best"
+template = "default"
+n_candidates = 1
+mechanisms = []
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
+    db = tmp_path / "killed.db"
+    spec = tmp_path / "killed.toml"
+    spec.write_text(SPEC.format(db=db))
+    cmd = [sys.executable, "-m", "bilevel_optuna", "run", str(spec)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    url = f"sqlite:///{db}"
+    deadline = time.time() + 300
+    # Kill it once the first LLM study has some finished trials but is not done.
+    while time.time() < deadline:
+        time.sleep(1)
+        if not db.exists():
+            continue
+        try:
+            counts = _inner_trial_counts(url)
+        except Exception:
+            continue
+        if any("llm-level0" in name and n >= 2 for name, n in counts.items()):
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = {
+        s.study_name: [(t.number, t.params, t.value) for t in optuna.load_study(study_name=s.study_name, storage=url).get_trials(states=(TrialState.COMPLETE,))]
+        for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)
+        if s.user_attrs.get(_attrs.KIND) == "baseline"
+    }
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "best proposer configuration" in done.stdout
+    for name, trials in finished_before.items():
+        now = optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,))
+        assert [(t.number, t.params, t.value) for t in now][: len(trials)] == trials
+        assert len(now) >= 4

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.distributions import IntDistribution
+
+from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.samplers import LLMSampler
+from bilevel_optuna.studies import LEVEL0
+from bilevel_optuna.studies import OuterSpace
+from bilevel_optuna.studies import ProposerConfig
+
+
+def test_config_round_trips_and_hash_is_stable() -> None:
+    config = ProposerConfig(temperature=0.3, mechanisms=(("tabu", {"radius": 0.1, "tenure": 5}),))
+    again = ProposerConfig.from_dict(config.to_dict())
+    assert again == config
+    assert again.key() == config.key()
+    assert config.key() != LEVEL0.key()
+
+
+def test_config_builds_a_sampler_with_its_mechanisms() -> None:
+    config = ProposerConfig(mechanisms=(("tabu", {"radius": 0.2}),))
+    sampler = LLMSampler(model="local", **config.sampler_kwargs())
+    assert [m.name for m in sampler.mechanisms] == ["tabu"]
+    assert sampler.mechanisms[0].radius == 0.2
+
+
+def test_unknown_setting_lists_valid_ones() -> None:
+    with pytest.raises(ConfigurationError, match="valid ones are"):
+        ProposerConfig.from_dict({"temprature": 0.5})
+
+
+def test_space_suggests_conditional_mechanism_parameters() -> None:
+    space = OuterSpace(mechanisms=["tabu", "trust_region"], max_mechanisms=2)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_on = set()
+    for _ in range(20):
+        trial = study.ask()
+        config = space.suggest(trial)
+        study.tell(trial, 0.0)
+        for name, params in config.mechanisms:
+            seen_on.add(name)
+            prefix = f"mech.{name}."
+            assert {k[len(prefix):] for k in trial.params if k.startswith(prefix)} == set(params)
+        off = {"tabu", "trust_region"} - {n for n, _ in config.mechanisms}
+        for name in off:
+            assert not any(k.startswith(f"mech.{name}.") for k in trial.params)
+    assert seen_on == {"tabu", "trust_region"}
+
+
+def test_fixed_and_narrowed_settings() -> None:
+    space = OuterSpace(temperature=0.5, history_size=IntDistribution(3, 4), mechanisms=[])
+    trial = optuna.create_study().ask()
+    config = space.suggest(trial)
+    assert config.temperature == 0.5
+    assert 3 <= config.history_size <= 4
+    assert "temperature" not in trial.params
+
+
+def test_params_of_reproduces_a_config() -> None:
+    space = OuterSpace(mechanisms=["tabu"])
+    config = ProposerConfig(temperature=0.9, mechanisms=(("tabu", {"radius": 0.05, "tenure": 3}),))
+    study = optuna.create_study()
+    study.enqueue_trial(space.params_of(config))
+    assert space.suggest(study.ask()) == config
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [
+        ({"history_order": "sideways"}, "history_order must be one of"),
+        ({"template": "nope"}, "template must be one of"),
+        ({"mechanisms": ["warp_drive"]}, "Unknown mechanism 'warp_drive'"),
+        ({"temperature": -1.0}, "temperature must be >= 0"),
+    ],
+)
+def test_bad_space_is_refused(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        OuterSpace(**kwargs)

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies import BilevelSpec
+from bilevel_optuna.studies import StudySpec
+from bilevel_optuna.studies import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD = """
+[run]
+name = "t"
+storage = "sqlite:///t.db"
+
+[inner]
+objectives = ["branin"]
+heldout = ["rosenbrock"]
+n_trials = 5
+n_repeats = 2
+
+[outer]
+n_trials = 3
+
+[outer.space]
+temperature = {type = "float", low = 0.2, high = 1.0}
+history_order = ["best", "chronological"]
+template = "default"
+mechanisms = ["tabu"]
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo.toml", "full.toml", "autoresearch.toml"])
+def test_shipped_specs_load(name: str) -> None:
+    spec = load_spec(REPO / "studies" / name)
+    assert isinstance(spec, (BilevelSpec, StudySpec))
+
+
+def test_good_spec_gives_run_bilevel_study_arguments(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, GOOD))
+    assert isinstance(spec, BilevelSpec)
+    kwargs = spec.kwargs
+    assert [o.name for o in kwargs["objective"]] == ["branin"]
+    assert [o.name for o in kwargs["heldout_objectives"]] == ["rosenbrock"]
+    assert kwargs["n_inner_trials"] == 5 and kwargs["n_repeats"] == 2
+    space = kwargs["outer_space"]
+    assert space.settings["template"] == "default"
+    assert list(space.mechanisms) == ["tabu"]
+
+
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        (("n_repeats = 2", "n_repets = 2"), "Unknown key(s) ['n_repets'] in [inner] ('n_repets': did you mean 'n_repeats'?)"),
+        (("n_trials = 3", 'n_trials = "three"'), "`n_trials` in [outer] must be int but got str 'three'"),
+        (('objectives = ["branin"]', 'objectives = ["brannin"]'), "brannin"),
+        (('mechanisms = ["tabu"]', 'mechanisms = ["taboo"]'), "Unknown mechanism 'taboo'; valid names are"),
+        (('template = "default"', 'template = "verbose"'), "template must be one of"),
+        (("[outer]", "[outter]"), "Unknown table(s) ['outter']"),
+        (('name = "t"\n', ""), "[run] needs `name`"),
+        (("n_trials = 3", "n_trials = true"), "must be int but got bool"),
+    ],
+)
+def test_bad_specs_name_the_problem(tmp_path: Path, change: tuple[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_spec(_write(tmp_path, GOOD.replace(*change, 1)))
+    assert fragment in str(info.value)
+
+
+def test_unknown_objective_lists_valid_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_spec(_write(tmp_path, GOOD.replace('["branin"]', '["no_such_function"]')))
+    assert "branin" in str(info.value)  # the valid names are listed
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        load_spec(_write(tmp_path, "[run\nname="))
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_spec(tmp_path / "nope.toml")
+
+
+def test_single_study_spec(tmp_path: Path) -> None:
+    text = """
+[study]
+name = "one"
+n_trials = 4
+sampler = "tpe"
+
+[study.proposer]
+temperature = 0.3
+
+[objective]
+name = "branin"
+"""
+    spec = load_spec(_write(tmp_path, text))
+    assert isinstance(spec, StudySpec)
+    assert spec.objective.name == "branin" and spec.proposer == {"temperature": 0.3}
