@@ -206,7 +206,7 @@ def main() -> None:
     print()
     print(
         "| path | requests | prompt tokens | completion tokens | p50 latency (s) "
-        "| p95 latency (s) | completion tokens/s |"
+        "| p95 latency (s) | completion tokens/s (prompt included) |"
     )
     print("|---|---|---|---|---|---|---|")
     print(row("in process", in_process))

@@ -12,8 +12,8 @@ objective) and Vargha-Delaney A12 (the probability that the arm's regret is lowe
 
 Usage (the embedded model takes about 1 to 10 s per proposal on 2 shared cores):
 
-    nohup python benchmarks/mechanisms.py --storage sqlite:////tmp/mech_bench.db \
-        --seeds 10 --trials 30 --jobs 2 > /tmp/mech_bench.log 2>&1 &
+    nohup nice -n 10 python benchmarks/mechanisms.py --storage sqlite:////tmp/mech_bench.db \
+        --seeds 10 --trials 30 --jobs 2 --threads 1 > /tmp/mech_bench.log 2>&1 &
     python benchmarks/mechanisms.py --storage sqlite:////tmp/mech_bench.db --report
 
 Arms: ``llm`` (LLMSampler, default configuration, no mechanism); one per built-in mechanism
@@ -50,7 +50,9 @@ def study_name(objective: str, arm: str, seed: int) -> str:
     return f"{PREFIX}/{objective}/{arm}/seed{seed:03d}"
 
 
-def make_sampler(arm: str, seed: int, objective: Any) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    arm: str, seed: int, objective: Any, threads: int = 1
+) -> optuna.samplers.BaseSampler:
     if arm == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if arm == "random":
@@ -63,8 +65,13 @@ def make_sampler(arm: str, seed: int, objective: Any) -> optuna.samplers.BaseSam
         kwargs["n_candidates"] = 3
     if arm != "llm":
         mechanisms.append(arm)
+    model: Any = os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL")
+    if not model:
+        from bilevel_optuna.chat._local import LocalChatModel
+
+        model = LocalChatModel(n_threads=threads)  # one thread: jobs run side by side
     return LLMSampler(
-        model=os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL") or "local",
+        model=model,
         description=objective.description,
         search_space=objective.search_space,
         mechanisms=mechanisms,
@@ -79,7 +86,9 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages.RDBStorage(url)
 
 
-def run_one(url: str, objective_name: str, arm: str, seed: int, n_trials: int) -> str:
+def run_one(
+    url: str, objective_name: str, arm: str, seed: int, n_trials: int, threads: int = 1
+) -> str:
     """Run (or finish) one study; return a one-line status."""
     from bilevel_optuna.objectives import get_objective
 
@@ -92,7 +101,7 @@ def run_one(url: str, objective_name: str, arm: str, seed: int, n_trials: int) -
         storage=storage,
         study_name=name,
         direction=objective.direction,
-        sampler=make_sampler(arm, seed, objective),
+        sampler=make_sampler(arm, seed, objective, threads),
         load_if_exists=True,
     )
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -124,15 +133,25 @@ def run_one(url: str, objective_name: str, arm: str, seed: int, n_trials: int) -
 def study_metrics(study: optuna.Study, objective: Any) -> dict[str, float]:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
-        return {"n": 0, "distinct": math.nan, "regret": math.nan, "wall": math.nan}
+        return {
+            "n": 0,
+            "distinct": math.nan,
+            "regret": math.nan,
+            "wall": math.nan,
+            "model": math.nan,
+            "fallback": math.nan,
+        }
     sign = 1.0 if objective.direction == "minimize" else -1.0
     best = min(complete, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
     true = best.user_attrs.get(TRUE_VALUE)
     true = objective.true_value(best.params) if true is None else float(true)
     distinct = len({tuple(sorted(t.params.items())) for t in complete}) / len(complete)
+    sources = [t.user_attrs.get(_attrs.SOURCE) for t in complete]
     return {
         "n": len(complete),
         "distinct": distinct,
+        "model": sum(s in ("llm", "repaired") for s in sources) / len(complete),
+        "fallback": sum(s == "fallback" for s in sources) / len(complete),
         "regret": objective.regret(true),
         "wall": float(study.user_attrs.get("bench:wall_s", math.nan)),
     }
@@ -144,7 +163,9 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
 
 
-def report(url: str, objectives: list[str], arms: list[str], seeds: list[int], n_trials: int) -> str:
+def report(
+    url: str, objectives: list[str], arms: list[str], seeds: list[int], n_trials: int
+) -> str:
     from bilevel_optuna.objectives import get_objective
     from bilevel_optuna.samplers._summary import summarize_mechanisms
 
@@ -159,8 +180,9 @@ def report(url: str, objectives: list[str], arms: list[str], seeds: list[int], n
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     lines = [
         "| objective | arm | n | distinct rate, median [IQR] | final regret, median [IQR] "
-        "| vs llm: Wilcoxon p (Holm) | A12 (P arm better) | mechanism changed trials |",
-        "|---|---|---|---|---|---|---|---|",
+        "| vs llm: Wilcoxon p (Holm) | A12 (P arm better) | model / fallback share "
+        "| mechanism changed trials | wall s/study |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for objective_name in objectives:
         objective = get_objective(objective_name)
@@ -208,6 +230,10 @@ def report(url: str, objectives: list[str], arms: list[str], seeds: list[int], n
             dq = np.percentile(d, [25, 50, 75])
             rq = np.percentile(r, [25, 50, 75])
             p, a12 = tests.get(arm, (math.nan, math.nan))
+            share = "-"
+            if arm not in ("tpe", "random"):
+                model = np.mean([r["model"] for r in rows])
+                share = f"{model:.2f} / {np.mean([r['fallback'] for r in rows]):.2f}"
             changed = "-"
             if arm in MECHANISM_ARMS:
                 with warnings.catch_warnings():
@@ -216,9 +242,11 @@ def report(url: str, objectives: list[str], arms: list[str], seeds: list[int], n
                 if s is not None:
                     changed = f"{s.n_changed}/{s.n_trials} ({s.status})"
             lines.append(
-                f"| {objective_name} | {arm} | {len(rows)} | {dq[1]:.2f} [{dq[0]:.2f}, {dq[2]:.2f}] "
+                f"| {objective_name} | {arm} | {len(rows)} "
+                f"| {dq[1]:.2f} [{dq[0]:.2f}, {dq[2]:.2f}] "
                 f"| {_fmt(rq[1])} [{_fmt(rq[0])}, {_fmt(rq[2])}] "
-                f"| {_fmt(adjusted.get(arm, p))} | {_fmt(a12)} | {changed} |"
+                f"| {_fmt(adjusted.get(arm, p))} | {_fmt(a12)} "
+                f"| {share} | {changed} | {np.median([r['wall'] for r in rows]):.0f} |"
             )
     return "\n".join(lines)
 
@@ -231,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
     parser.add_argument("--arms", default="all", help=f"comma list of {ALL_ARMS} or 'all'")
     parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per job")
     parser.add_argument("--report", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
 
@@ -245,15 +274,20 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [(o, a, s) for s in seeds for o in objectives for a in arms]
         # Cheap arms first within a seed, so the baselines are always there to compare with.
         tasks.sort(key=lambda t: (t[2], t[0], t[1] not in ("tpe", "random")))
+        _storage(args.storage)  # create the tables once, before the workers race to
         start = time.perf_counter()
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_one, args.storage, o, a, s, args.trials) for o, a, s in tasks]
+            futures = [
+                pool.submit(run_one, args.storage, o, a, s, args.trials) for o, a, s in tasks
+            ]
             for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 try:
                     status = future.result()
                 except Exception as err:  # noqa: BLE001 - report and go on with the others
                     status = f"ERROR {type(err).__name__}: {err}"
-                print(f"[{i}/{len(tasks)} {time.perf_counter() - start:.0f} s] {status}", flush=True)
+                print(
+                    f"[{i}/{len(tasks)} {time.perf_counter() - start:.0f} s] {status}", flush=True
+                )
     print(
         f"\nMechanisms benchmark: {args.trials} trials, seeds 0..{args.seeds - 1}, "
         f"storage {args.storage}\n"

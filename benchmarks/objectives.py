@@ -3,9 +3,10 @@ median regret of Optuna's TPE and random search at 30 trials over 10 seeds on ea
 
 Usage (from the repository root):
 
-    python benchmarks/objectives.py                 # quick: ~5 min on 2 cores, no LM regret row
-    python benchmarks/objectives.py --full          # every objective and the LM row (~45 min)
-    python benchmarks/objectives.py --only lm       # just the LM timing and regret row
+    python benchmarks/objectives.py                 # quick: a few minutes, no LM regret row
+    python benchmarks/objectives.py --full          # every objective and the LM row (~1 h)
+    python benchmarks/objectives.py --only lm       # just the LM timing
+    python benchmarks/objectives.py --only lm --lm-seeds 10 --timing-threads   # LM row only
 
 Regret is that of the incumbent (the trial with the best observed value): its noise-free value
 for the synthetic and tabular objectives (the tabular ones' seed-averaged table value), its
@@ -159,6 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seeds of the LM regret row (default: --seeds with --full, else 0)",
     )
     parser.add_argument("--timing-repeats", type=int, default=3)
+    parser.add_argument(
+        "--timing-threads",
+        type=int,
+        nargs="*",
+        default=[1, 2],
+        help="CPU thread counts of the LM timing (none: skip the timing)",
+    )
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     families = args.only or ["synthetic", "tabular", "lm"]
@@ -168,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"Command: python benchmarks/objectives.py {' '.join(sys.argv[1:])}".rstrip())
 
-    if "lm" in families:
-        lm_timing(repeats=args.timing_repeats, threads=[1, 2], steps=DEFAULT_STEPS)
+    if "lm" in families and args.timing_threads:
+        lm_timing(repeats=args.timing_repeats, threads=args.timing_threads, steps=DEFAULT_STEPS)
 
     rows: list[dict[str, Any]] = []
     for family in ("synthetic", "tabular"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pathlib
 from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
@@ -94,7 +95,7 @@ class MarkovCorpus:
         self.context = context
         self.vocab_size = source.vocab_size
         self.floor: float | None = source.entropy_rate
-        # Held out: drawn with its own seed, never used for training batches.
+        # Held out: its own random stream, apart from the training batches' streams.
         rng = np.random.default_rng([int(source.seed), 0x5EED])
         self.val = source.sample(_VAL_SEQUENCES, context + 1, rng)
         # First predicted target with a full context: target index t >= order -> input index t-1.
@@ -123,7 +124,7 @@ class TextCorpus:
 
     def __init__(self, path: str | os.PathLike[str], *, context: int = DEFAULT_CONTEXT) -> None:
         try:
-            data = open(path, "rb").read()
+            data = pathlib.Path(path).read_bytes()
         except OSError as err:
             raise ConfigurationError(f"Cannot read the corpus file {str(path)!r}: {err}.") from err
         if not data.strip():

@@ -62,10 +62,14 @@ class _Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    """A decoder-only transformer small enough to train in seconds on a CPU."""
+    """A decoder-only transformer small enough to train in seconds on a CPU.
+
+    Its weights are drawn from a generator seeded with ``seed``, not from torch's global random
+    state, so two trials trained at once in threads of one process stay reproducible.
+    """
 
     def __init__(
-        self, *, vocab_size: int, context: int, depth: int, width: int, heads: int
+        self, *, vocab_size: int, context: int, depth: int, width: int, heads: int, seed: int
     ) -> None:
         super().__init__()
         self.tok = nn.Embedding(vocab_size, width)
@@ -74,13 +78,16 @@ class TinyGPT(nn.Module):
         self.ln = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied
+        generator = torch.Generator().manual_seed(seed)
         residual_std = 0.02 / math.sqrt(2 * depth)
         for name, p in self.named_parameters():
             if p.dim() >= 2:
                 std = residual_std if name.endswith(("proj.weight", "out.weight")) else 0.02
-                nn.init.normal_(p, mean=0.0, std=std)
+                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
+            else:
+                nn.init.ones_(p)  # LayerNorm gains
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(idx.shape[1], device=idx.device)
@@ -191,12 +198,8 @@ def run_training(
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
     try:
-        # Seed a private copy of torch's RNG: the caller's random state is left as it was.
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
-            return _train(config, corpus, steps, seconds, seed, dev, eval_every, callback)
+        return _train(config, corpus, steps, seconds, seed, dev, eval_every, callback)
     finally:
         if threads is not None:
             torch.set_num_threads(previous_threads)
@@ -213,13 +216,18 @@ def _train(
     callback: Callable[[int, float], None] | None,
 ) -> LMRunResult:
     start = time.perf_counter()
-    model = TinyGPT(
-        vocab_size=corpus.vocab_size,
-        context=corpus.context,
-        depth=int(config["depth"]),
-        width=int(config["width"]),
-        heads=int(config["heads"]),
-    ).to(dev)
+    # The layers' default initialization draws from torch's global random state before ours
+    # overwrites it: build the model on a forked copy so the caller's state is left alone.
+    with torch.random.fork_rng(devices=[]):
+        model = TinyGPT(
+            vocab_size=corpus.vocab_size,
+            context=corpus.context,
+            depth=int(config["depth"]),
+            width=int(config["width"]),
+            heads=int(config["heads"]),
+            seed=seed,
+        )
+    model.to(dev)
     lr = float(config["lr"])
     optimizer = _AdamW(model, weight_decay=float(config["weight_decay"]))
     val = torch.from_numpy(corpus.val).to(dev)

@@ -45,7 +45,7 @@ def gp_posterior_mean(
     k_train = np.exp(-distance_matrix(x_train, x_train, search_space) ** 2 / (2 * length_scale**2))
     k_test = np.exp(-distance_matrix(x_test, x_train, search_space) ** 2 / (2 * length_scale**2))
     alpha = np.linalg.solve(k_train + noise * np.eye(len(z)), z)
-    return mean + std * (k_test @ alpha)
+    return np.asarray(mean + std * (k_test @ alpha), dtype=float)
 
 
 class CandidateChoiceMechanism(Mechanism):
@@ -97,7 +97,9 @@ class CandidateChoiceMechanism(Mechanism):
             "length_scale": FloatDistribution(0.05, 1.0, log=True),
         }
 
-    def scores(self, candidates: list[dict[str, Any]], context: ProposalContext) -> tuple[str, np.ndarray]:
+    def scores(
+        self, candidates: list[dict[str, Any]], context: ProposalContext
+    ) -> tuple[str, np.ndarray]:
         """The criterion used and each candidate's score (higher is better)."""
         space = dict(context.search_space)
         x = encode(candidates, space)
@@ -105,8 +107,9 @@ class CandidateChoiceMechanism(Mechanism):
             complete = context.complete_trials
             if len(complete) >= 3:
                 sign = 1.0 if context.minimize else -1.0
-                best = sorted(complete, key=lambda t: sign * float(t.value))[:MAX_SURROGATE_TRIALS]  # type: ignore[arg-type]
-                y = np.array([float(t.value) for t in best])  # type: ignore[arg-type]
+                best = sorted(complete, key=lambda t: sign * float(t.value))
+                best = best[:MAX_SURROGATE_TRIALS]
+                y = np.array([float(t.value) for t in best])
                 finite = np.isfinite(y)
                 if finite.sum() >= 3:
                     x_train = encode([t.params for t, ok in zip(best, finite) if ok], space)

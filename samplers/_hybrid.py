@@ -77,6 +77,11 @@ class HybridMechanism(Mechanism):
             raise ValueError(f"fraction must be between 0 and 1 but got {fraction}.")
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None but got {seed}.")
+        if sampler == "qmc":
+            # QMCSampler imports scipy.stats.qmc on first use: do it now, not inside a hook
+            # where a slow first import could overrun the sampler's hook_timeout.
+            import scipy.stats.qmc  # noqa: F401
+
         self.sampler = sampler
         self.n_warmup = int(n_warmup)
         self.fraction = float(fraction)
@@ -137,8 +142,6 @@ class HybridMechanism(Mechanism):
         params: dict[str, Any] = dict(sampler.sample_relative(context.study, context.trial, space))
         for name, dist in space.items():
             if name not in params:
-                params[name] = sampler.sample_independent(
-                    context.study, context.trial, name, dist
-                )
+                params[name] = sampler.sample_independent(context.study, context.trial, name, dist)
         record["sampler"] = self.sampler
         context.params = {name: params[name] for name in space}

@@ -11,6 +11,7 @@ from optuna.distributions import BaseDistribution
 from optuna.distributions import CategoricalDistribution
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
+from scipy.stats import qmc  # imported here, not in a hook, where it could overrun hook_timeout
 
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
@@ -141,8 +142,6 @@ class StagnationRestartMechanism(Mechanism):
         space = context.search_space
         d = len(space)
         if self.action == "sobol":
-            from scipy.stats import qmc
-
             seed = int(context.rng.integers(2**63))
             points = qmc.Sobol(d, scramble=True, rng=np.random.default_rng(seed)).random(N_POOL)
         else:

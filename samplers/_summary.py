@@ -201,8 +201,6 @@ def _inactive_message(s: MechanismSummary) -> str:
             else ""
         )
     else:
-        what = (
-            f"ran on {s.n_active} trial(s) ({s.calls}) but never changed a proposal"
-        )
+        what = f"ran on {s.n_active} trial(s) ({s.calls}) but never changed a proposal"
         hint = ""
     return f"Mechanism {s.name!r} {what}{hint}; it had no effect on this study."

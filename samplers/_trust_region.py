@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import numpy as np
-
 from optuna.distributions import BaseDistribution
 from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
@@ -48,7 +47,9 @@ def denormalize(u: float, dist: BaseDistribution) -> Any:
 
 
 def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    return (
+        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 1)
+    )
 
 
 @dataclasses.dataclass
@@ -125,11 +126,13 @@ class TrustRegionMechanism(Mechanism):
             )
         if failure_tolerance is not None and not _is_positive_int(failure_tolerance):
             raise ValueError(
-                f"failure_tolerance must be a positive integer or None but got {failure_tolerance}."
+                "failure_tolerance must be a positive integer or None but got "
+                f"{failure_tolerance}."
             )
         if not 0.0 <= categorical_probability <= 1.0:
             raise ValueError(
-                f"categorical_probability must be between 0 and 1 but got {categorical_probability}."
+                "categorical_probability must be between 0 and 1 but got "
+                f"{categorical_probability}."
             )
         self.initial_radius = float(initial_radius)
         self.min_radius = float(min_radius)
@@ -155,11 +158,11 @@ class TrustRegionMechanism(Mechanism):
         for t in sorted(context.complete_trials, key=lambda t: t.number):
             if t.number == context.trial.number:
                 continue
-            value = float(t.value)  # type: ignore[arg-type]
+            value = float(t.value)
             if state.center is None:
                 state.center = t
                 continue
-            best = float(state.center.value)  # type: ignore[arg-type]
+            best = float(state.center.value)
             margin = 1e-3 * abs(best)
             improved = value < best - margin if context.minimize else value > best + margin
             if improved:

@@ -14,18 +14,18 @@ import dataclasses
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.samplers import RandomSampler
 from optuna.samplers import TPESampler
 from optuna.storages import BaseStorage
 from optuna.storages import RDBStorage
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
@@ -103,7 +103,7 @@ def make_storage(url: str | BaseStorage | None) -> tuple[BaseStorage, str]:
         url,
         heartbeat_interval=15,
         grace_period=45,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
     )
     return storage, url
 
@@ -124,8 +124,10 @@ def _score(result: InnerResult, objective: Objective, aggregate: str, scale: flo
     return best if objective.direction == "minimize" else -best
 
 
-def _in_space(params: dict[str, Any], space: dict[str, BaseDistribution]) -> bool:
-    for name, dist in space.items():
+def _represents(space: OuterSpace, params: dict[str, Any], config: ProposerConfig) -> bool:
+    """Whether ``params`` lie in ``space`` and suggest exactly ``config`` there."""
+    distributions = space.distributions()
+    for name, dist in distributions.items():
         if name not in params:
             return False
         try:
@@ -133,7 +135,10 @@ def _in_space(params: dict[str, Any], space: dict[str, BaseDistribution]) -> boo
                 return False
         except (ValueError, TypeError):
             return False
-    return True
+    try:
+        return space.suggest(optuna.trial.FixedTrial(params)) == config
+    except (ValueError, TypeError):
+        return False
 
 
 class _Bilevel:
@@ -305,6 +310,33 @@ class _Bilevel:
             return (mean, tokens / len(self.seeds)) if cost else mean
 
         return objective
+
+
+def _compare(
+    storage: BaseStorage,
+    run_name: str,
+    arms: list[str],
+    objectives: list[Objective],
+    kinds: tuple[str, ...],
+    n_trials: int,
+) -> Any:
+    """The arms compared on stored values, the chosen configuration as the control."""
+    from bilevel_optuna.stats import compare
+
+    if len(arms) < 2:
+        return None
+    with warnings.catch_warnings():
+        # Too few repeats and ties are stated in the result's notes; no need to warn twice.
+        warnings.simplefilter("ignore")
+        return compare(
+            storage,
+            run=run_name,
+            arms=arms,
+            kind=kinds,
+            objective=[o.name for o in objectives],
+            n_trials=n_trials,
+            control=arms[0],
+        )
 
 
 def _requeue_interrupted(study: optuna.Study) -> None:
@@ -483,7 +515,7 @@ def run_bilevel_study(
 
     _requeue_interrupted(outer)
     level0_params = space.params_of(LEVEL0)
-    if not outer.trials and _in_space(level0_params, space.distributions()):
+    if not outer.trials and _represents(space, level0_params, LEVEL0):
         # The Level-0 configuration as the first outer trial: a reference point for the outer
         # sampler, and free, since its inner studies are the llm-level0 baseline's.
         outer.enqueue_trial(level0_params, user_attrs={"bilevel:reference": "llm-level0"})
@@ -535,7 +567,16 @@ def run_bilevel_study(
             scores["best"][obj.name] = [bilevel.score(r, obj) for r in results]
         outer.set_user_attr("bilevel:best_arm", best_arm)
 
+    comparison = heldout_comparison = None
+    if best_config is not None:
+        compared = list(dict.fromkeys([bilevel.arm_of(best_config), *base_arms]))
+        comparison = _compare(storage_obj, run_name, compared, objectives, ("inner", "baseline"), n_inner_trials)
+        if heldout:
+            heldout_comparison = _compare(storage_obj, run_name, compared, heldout, ("heldout", "baseline"), n_inner_trials)
+
     return BilevelResult(
+        comparison=comparison,
+        heldout_comparison=heldout_comparison,
         outer_study=outer,
         best_config=best_config,
         best_value=best_value,

@@ -54,6 +54,7 @@ _OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 _LOOSE_STRING_CHAR = r'char ::= [^"\\] |'
 _STRICT_STRING_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 _PROBE_CACHE_NAME = "llama-cpu-check.json"
+_PROBE_LOCK = threading.Lock()
 # Seconds the child process that checks the CPU's AMX instructions may take.
 _PROBE_TIMEOUT_S = 120.0
 # Loads one model and evaluates a few tokens: on machines whose CPU lists AMX but whose
@@ -150,6 +151,11 @@ def _extra_buffers_work(model_path: str) -> bool:
         return True
     if "amx_tile" not in cpuinfo:
         return True
+    with _PROBE_LOCK:  # threads arriving together check once: the others read the file
+        return _cached_probe(model_path, cpuinfo)
+
+
+def _cached_probe(model_path: str, cpuinfo: str) -> bool:
     _import_llama_cpp()
     key = _probe_key(model_path, cpuinfo)
     cache = _probe_cache_path()

@@ -231,15 +231,16 @@ class OpenAIChatModel(ChatModel):
                 self._scrub(err)
                 raise self._wrap(err) from err
             except json.JSONDecodeError as err:
+                body = self._clean(err.doc)
                 raise ChatServerError(
                     f"{self._base_url} answered with a body that is not JSON ({err.msg}): "
-                    f"{err.doc[:_MAX_QUOTED_CHARS]!r}. Check that the base URL points at an "
+                    f"{body[:_MAX_QUOTED_CHARS]!r}. Check that the base URL points at an "
                     "OpenAI-compatible API (it usually ends in /v1).",
-                    raw=err.doc,
+                    raw=body,
                 ) from err
+        reply = self._to_reply(completion, time.perf_counter() - start)
         if refused:
             self._remember_refused(refused)
-        reply = self._to_reply(completion, time.perf_counter() - start)
         return check_reply(reply, request, self._validate)
 
     def _remember_refused(self, refused: list[str]) -> None:

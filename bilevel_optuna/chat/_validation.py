@@ -179,6 +179,9 @@ def check_reply(reply: ChatReply, request: ChatRequest, validate: Validate) -> C
     """
     if request.json_schema is None or validate == "none":
         return reply
+    unwrapped = _strip_fence(reply.text)
+    if unwrapped != reply.text:
+        reply = dataclasses.replace(reply, text=unwrapped)
     _validate(
         reply.text,
         request.json_schema if validate == "schema" else None,
@@ -186,5 +189,4 @@ def check_reply(reply: ChatReply, request: ChatRequest, validate: Validate) -> C
         max_tokens=request.max_tokens,
         reply=reply,
     )
-    unwrapped = _strip_fence(reply.text)
-    return reply if unwrapped == reply.text else dataclasses.replace(reply, text=unwrapped)
+    return reply

@@ -81,6 +81,11 @@ def register(subparsers: Any) -> None:
         help="keep studies of this bilevel:kind (repeatable); default all but outer",
     )
     parser.add_argument(
+        "--objective",
+        action="append",
+        help="keep studies of this bilevel:objective (repeatable); default all",
+    )
+    parser.add_argument(
         "--metric",
         choices=("auto", "best", "regret", "auc"),
         default="auto",
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 run=args.run,
                 arms=arms,
                 kind=args.kind,
+                objective=args.objective,
                 metric=args.metric,
                 n_trials=args.n_trials,
                 paired=paired,

@@ -70,9 +70,14 @@ def _run(args: argparse.Namespace) -> int:
             values = [v for v in per_objective.get(o, []) if not math.isnan(v)]
             cells.append(f"{statistics.median(values):>22.4g}" if values else f"{'-':>22}")
         print(f"{arm:<14}" + "".join(cells))
-    if result.comparison is not None:
-        print()
-        print(result.comparison)
+    for title, comparison in (
+        ("on the training objectives", result.comparison),
+        ("on the held-out objectives", result.heldout_comparison),
+    ):
+        if comparison is not None:
+            print()
+            print(f"The chosen configuration against the baselines {title}:")
+            print(comparison.to_text())
     print()
     print(f"Inspect: optuna-dashboard {result.storage_url}")
     print(f"Compare: bilevel-optuna compare --storage {result.storage_url} --run {kwargs['run_name']}")

@@ -346,6 +346,7 @@ def compare(
     run: str | None = None,
     arms: ArmsSpec = None,
     kind: str | Sequence[str] | None = None,
+    objective: str | Sequence[str] | None = None,
     metric: str = "auto",
     n_trials: int | None = None,
     paired: str | bool = "auto",
@@ -375,6 +376,7 @@ def compare(
             ``{label: "glob-pattern-of-study-names"}`` or ``{label: ["study", ...]}``.
         kind: Keep only studies whose ``bilevel:kind`` is this (or one of these); by default
             every kind but ``"outer"``.
+        objective: Keep only studies of this objective (``bilevel:objective``), or of these.
         metric: ``"best"``, ``"regret"`` (needs ``bilevel:optimum`` on every study),
             ``"auc"`` (of regret where every study knows its optimum, else of values), or
             ``"auto"``: regret where every study knows its optimum, else best.
@@ -409,7 +411,9 @@ def compare(
     if isinstance(arms, str):
         arms = [arms]
     backend = open_storage(storage)
-    loaded = load_arms(backend, run=run, arms=arms, kind=kind, n_trials=n_trials)
+    loaded = load_arms(
+        backend, run=run, arms=arms, kind=kind, objective=objective, n_trials=n_trials
+    )
     if control is not None and control not in loaded:
         raise ConfigurationError(f"control={control!r} is not an arm; arms: {sorted(loaded)}.")
     records = [r for group in loaded.values() for r in group]
@@ -554,6 +558,7 @@ def compare(
         "run": run,
         "arms": arms if not isinstance(arms, Mapping) else dict(arms),
         "kind": kind,
+        "objective": objective,
         "metric": metric,
         "n_trials": n_trials,
         "paired": paired,

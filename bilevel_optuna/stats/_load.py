@@ -130,6 +130,7 @@ def select_studies(
     run: str | None = None,
     arms: ArmsSpec = None,
     kind: str | Sequence[str] | None = None,
+    objective: str | Sequence[str] | None = None,
 ) -> dict[str, list[FrozenStudy]]:
     """Group the storage's studies into arms.
 
@@ -137,11 +138,15 @@ def select_studies(
     attribute, optionally restricted by a list of arm names or glob patterns), a mapping of
     labels to a glob pattern on study names, or a mapping of labels to lists of study names.
     Outer studies (``bilevel:kind == "outer"``) are never arms unless ``kind`` asks for them.
+    ``objective`` keeps only studies whose ``bilevel:objective`` is that name (or one of those).
     """
     kinds = _kinds(kind)
+    objectives = None if objective is None else ({objective} if isinstance(objective, str) else set(objective))
     studies = storage.get_all_studies()
 
     def kind_ok(study: FrozenStudy) -> bool:
+        if objectives is not None and study.user_attrs.get(_attrs.OBJECTIVE) not in objectives:
+            return False
         k = study.user_attrs.get(_attrs.KIND)
         return k != "outer" if kinds is None else k in kinds
 
@@ -279,13 +284,14 @@ def load_arms(
     run: str | None = None,
     arms: ArmsSpec = None,
     kind: str | Sequence[str] | None = None,
+    objective: str | Sequence[str] | None = None,
     n_trials: int | None = None,
 ) -> dict[str, list[StudyRecord]]:
     """Select studies and read them: ``{arm label: [StudyRecord, ...]}``."""
     if n_trials is not None and n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer but got {n_trials}.")
     backend = open_storage(storage)
-    groups = select_studies(backend, run=run, arms=arms, kind=kind)
+    groups = select_studies(backend, run=run, arms=arms, kind=kind, objective=objective)
     return {
         label: [read_study(backend, s, arm=label, n_trials=n_trials) for s in chosen]
         for label, chosen in groups.items()

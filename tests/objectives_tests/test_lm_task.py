@@ -210,3 +210,20 @@ def test_cuda_device_without_a_gpu_says_so() -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigurationError, match="no CUDA device"):
         LMObjective(steps=1, device="cuda").run(DEFAULT_PARAMS)
+
+
+def test_trials_in_threads_of_one_process_stay_reproducible() -> None:
+    import concurrent.futures
+
+    objective = LMObjective(steps=6, eval_every=100, threads=None)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = [objective.run(DEFAULT_PARAMS, seed=s).val_bpb for s in (1, 2)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            together = list(
+                pool.map(lambda s: objective.run(DEFAULT_PARAMS, seed=s).val_bpb, (1, 2))
+            )
+    finally:
+        torch.set_num_threads(previous)
+    assert together == alone

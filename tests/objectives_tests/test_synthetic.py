@@ -68,7 +68,7 @@ def test_values_away_from_optimum(
 
 @pytest.mark.parametrize(
     "objective",
-    [Branin(), Hartmann6(), Rosenbrock(dim=4), Ackley(dim=4), Levy(dim=4)],
+    [Branin(), Hartmann6(), Rosenbrock(dim=3), Ackley(dim=4), Levy(dim=4)],
 )
 def test_no_point_beats_the_optimum(objective: SyntheticObjective) -> None:
     # A local optimizer started from many points never goes below the stated optimum.
@@ -80,9 +80,12 @@ def test_no_point_beats_the_optimum(objective: SyntheticObjective) -> None:
         return objective.true_value(dict(zip(names, x)))
 
     best = math.inf
-    for _ in range(20):
+    for _ in range(8):
         x0 = [rng.uniform(lo, hi) for lo, hi in bounds]
-        best = min(best, scipy.optimize.minimize(f, x0, bounds=bounds, method="L-BFGS-B").fun)
+        found = scipy.optimize.minimize(
+            f, x0, bounds=bounds, method="L-BFGS-B", options={"maxiter": 100}
+        )
+        best = min(best, found.fun)
     assert objective.optimum is not None
     assert best >= objective.optimum - 1e-7
 

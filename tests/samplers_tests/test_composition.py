@@ -79,7 +79,11 @@ def test_review_hooks_run_in_the_given_order(
     order: list[str], params: dict[str, float], attempts: int
 ) -> None:
     mechanisms = [
-        ("trust_region", {"initial_radius": 0.1}) if n == "trust_region" else ("tabu", {"radius": 0.0})
+        (
+            ("trust_region", {"initial_radius": 0.1})
+            if n == "trust_region"
+            else ("tabu", {"radius": 0.0})
+        )
         for n in order
     ]
     model = ScriptedChatModel(_far_then_near)

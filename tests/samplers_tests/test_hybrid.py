@@ -34,7 +34,10 @@ def test_invalid_arguments_name_the_argument(kwargs: dict[str, Any], arg: str) -
 
 
 def _rows(n: int) -> list[tuple[dict[str, Any], float]]:
-    return [(config(x=-4.5 + 0.6 * i, n=1 + i % 10, c="abc"[i % 3]), float((i * 7) % 5)) for i in range(n)]
+    return [
+        (config(x=-4.5 + 0.6 * i, n=1 + i % 10, c="abc"[i % 3]), float((i * 7) % 5))
+        for i in range(n)
+    ]
 
 
 def _in_space(params: dict[str, Any]) -> bool:
@@ -110,6 +113,19 @@ def test_tpe_works_on_an_rdb_storage(tmp_path: Path) -> None:
     ctx = make_context(loaded)
     HybridMechanism(n_warmup=100, seed=0).prepare(ctx)
     assert _in_space(ctx.params)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sampler", ["tpe", "qmc"])
+def test_samplers_work_on_postgresql(postgres_url: str, sampler: str) -> None:
+    study = make_study(_rows(12), storage=postgres_url)
+    try:
+        loaded = optuna.load_study(study_name=study.study_name, storage=postgres_url)
+        ctx = make_context(loaded)
+        HybridMechanism(sampler=sampler, n_warmup=100, seed=0).prepare(ctx)
+        assert _in_space(ctx.params)
+    finally:
+        optuna.delete_study(study_name=study.study_name, storage=postgres_url)
 
 
 def test_qmc_walks_one_sequence_per_study() -> None:

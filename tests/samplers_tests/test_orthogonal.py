@@ -17,9 +17,11 @@ from optuna.distributions import IntDistribution
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
+from bilevel_optuna.samplers import normalize
 from bilevel_optuna.samplers._orthogonal import OrthogonalExplorationMechanism
 from bilevel_optuna.samplers._orthogonal import ParameterBins
 from bilevel_optuna.samplers._orthogonal import coverage
+from bilevel_optuna.samplers._trust_region import denormalize
 
 
 @pytest.mark.parametrize(
@@ -78,6 +80,24 @@ def test_a_value_sampled_from_a_bin_lies_in_it(dist: BaseDistribution) -> None:
             assert dist._contains(dist.to_internal_repr(v))
 
 
+@pytest.mark.parametrize(
+    "dist",
+    [
+        FloatDistribution(-5.0, 5.0),
+        FloatDistribution(1e-4, 1e-1, log=True),
+        IntDistribution(16, 1024, log=True),
+        IntDistribution(0, 100, step=10),
+    ],
+)
+def test_bins_cut_the_normalized_range(dist: BaseDistribution) -> None:
+    bins = ParameterBins.build("p", dist, 7)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        value = denormalize(rng.random(), dist)
+        u = normalize({"p": value}, {"p": dist})[0]
+        assert bins.bin_of(value) == min(int(u * bins.n), bins.n - 1)
+
+
 def test_coverage_counts_trials_per_bin() -> None:
     bins = ParameterBins.build("x", FloatDistribution(-5.0, 5.0), 5)
     assert coverage(bins, [-5.0, -4.0, 0.0, 4.9]).tolist() == [2, 0, 1, 0, 1]
@@ -125,8 +145,10 @@ def test_reject_mode_names_the_parameter_and_the_sub_ranges() -> None:
 
 
 def test_evenly_explored_parameters_are_never_targets() -> None:
-    rows = [(config(x=x, n=n, lr=lr, c=c), 1.0) for x, n, lr, c in
-            [(-4.0, 1, 1e-4, "a"), (4.0, 10, 1e-1, "b")]]
+    rows = [
+        (config(x=x, n=n, lr=lr, c=c), 1.0)
+        for x, n, lr, c in [(-4.0, 1, 1e-4, "a"), (4.0, 10, 1e-1, "b")]
+    ]
     ctx = make_context(make_study(rows))
     mech = OrthogonalExplorationMechanism(n_bins=2)
     mech.prepare(ctx)
@@ -183,7 +205,9 @@ def test_covers_a_parameter_the_model_never_varies() -> None:
     assert _y_bins_covered(study) == 5
     replaced = [t for t in study.trials if t.user_attrs[_attrs.SOURCE] == "mechanism"]
     assert len(replaced) >= 4
-    assert all("replaced by orthogonal" in r for t in replaced for r in t.user_attrs[_attrs.REPAIRS][-1:])
+    assert all(
+        "replaced by orthogonal" in r for t in replaced for r in t.user_attrs[_attrs.REPAIRS][-1:]
+    )
 
 
 @pytest.mark.slow
@@ -193,7 +217,11 @@ def test_embedded_model_covers_more_bins_with_orthogonal_exploration() -> None:
 
     def covered(study: optuna.Study) -> int:
         return sum(
-            int((coverage(ParameterBins.build(n, d, 5), [t.params[n] for t in study.trials]) > 0).sum())
+            int(
+                (
+                    coverage(ParameterBins.build(n, d, 5), [t.params[n] for t in study.trials]) > 0
+                ).sum()
+            )
             for n, d in BRANIN_SPACE.items()
         )
 

@@ -74,9 +74,11 @@ def test_an_improvement_resets_the_count() -> None:
 
 def test_min_improvement_ignores_tiny_gains() -> None:
     study = _values_study([5.0, 4.99, 4.98, 4.97])
-    assert StagnationRestartMechanism(patience=3, min_improvement=0.01).state(
-        make_context(study)
-    ).burst
+    assert (
+        StagnationRestartMechanism(patience=3, min_improvement=0.01)
+        .state(make_context(study))
+        .burst
+    )
     assert not StagnationRestartMechanism(patience=3).state(make_context(study)).burst
 
 
@@ -99,7 +101,10 @@ def test_burst_takes_the_trial_over_far_from_evaluated_configurations(action: st
     nearest = min(distance(ctx.params, p, SPACE) for p, _ in rows)
     assert nearest > 0.5
     assert ctx.record["restart"] == {
-        "since_improvement": 4, "burst": True, "burst_index": 1, "action": action,
+        "since_improvement": 4,
+        "burst": True,
+        "burst_index": 1,
+        "action": action,
     }
 
 

@@ -69,7 +69,9 @@ def test_a_mechanism_whose_hooks_never_ran_is_reported_loudly(
 ) -> None:
     study = _run(["candidate_choice"])  # n_candidates=1: choose is never called
     with caplog.at_level(logging.WARNING, logger="bilevel_optuna"):
-        with pytest.warns(MechanismInactiveWarning, match="none of its hooks ever ran.*n_candidates"):
+        with pytest.warns(
+            MechanismInactiveWarning, match="none of its hooks ever ran.*n_candidates"
+        ):
             summary = summarize_mechanisms(study)["candidate_choice"]
     assert summary.status == "never_ran" and not summary.verified
     assert summary.n_trials == 4 and summary.n_active == 0 and summary.calls == {"choose": 0}
@@ -101,7 +103,10 @@ def test_errors_and_switched_off_trials_are_counted() -> None:
     study = _run([_Flaky()])
     summary = summarize_mechanisms(study)["flaky"]
     assert summary.n_off == 2 and summary.n_errors == 2
-    assert summary.errors == [(1, "review: ValueError: odd trial"), (3, "review: ValueError: odd trial")]
+    assert summary.errors == [
+        (1, "review: ValueError: odd trial"),
+        (3, "review: ValueError: odd trial"),
+    ]
     assert summary.status == "ok"  # it did reject on even trials
 
 

@@ -158,7 +158,9 @@ def test_bare_sampler_repeats_and_tabu_does_not() -> None:
     study.optimize(_objective, n_trials=6)
     assert _distinct(study) == 6
     # The rejection went back to the model, naming the trial and the distance.
-    feedback = [m["content"] for r in model.requests for m in r.messages[2:] if m["role"] == "user"]
+    feedback = [
+        m["content"] for r in model.requests for m in r.messages[2:] if m["role"] == "user"
+    ]
     assert any("repeats trial 0" in f and "tabu radius" in f for f in feedback)
     record = study.trials[1].user_attrs[_attrs.MECHANISMS]["tabu"]
     assert record["hooks"]["review"] >= 2 and record["rejected"] >= 1 and record["changed"] >= 1

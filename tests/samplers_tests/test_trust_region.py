@@ -200,9 +200,9 @@ def test_proposals_stay_within_the_recorded_radius_of_the_incumbent() -> None:
         gap = np.abs(normalize(t.params, _FLOATS) - normalize(center.params, _FLOATS))
         assert gap.max() <= record["radius"] + 1e-9
         projected += record["projected"]
-        assert record["center"] == min(
-            study.trials[: t.number], key=lambda s: s.value
-        ).number  # no restart in 25 trials at these tolerances
+        assert (
+            record["center"] == min(study.trials[: t.number], key=lambda s: s.value).number
+        )  # no restart in 25 trials at these tolerances
     assert projected >= 10
     radii = {t.user_attrs[_attrs.MECHANISMS]["trust_region"]["radius"] for t in study.trials}
     assert len(radii) > 1 and not math.isnan(min(radii))  # it grew or shrank

@@ -23,7 +23,7 @@ TINY = dict(
     n_inner_trials=4,
     n_repeats=2,
     outer_space=OuterSpace(
-        temperature=0.7, history_size=10, history_order="best", template="default",
+        temperature=0.7, history_size=15, history_order="best", template="default",
         n_candidates=1, mechanisms=["tabu"],
     ),
 )
@@ -107,7 +107,7 @@ baselines = ["random", "tpe", "llm-level0"]
 
 [outer.space]
 temperature = 0.7
-history_size = 10
+history_size = 15
 history_order = "best"
 template = "default"
 n_candidates = 1

@@ -79,3 +79,12 @@ def test_params_of_reproduces_a_config() -> None:
 def test_bad_space_is_refused(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment):
         OuterSpace(**kwargs)
+
+
+def test_level0_is_enqueued_only_where_the_space_holds_it() -> None:
+    from bilevel_optuna.studies._bilevel import _represents
+
+    wide = OuterSpace()
+    assert _represents(wide, wide.params_of(LEVEL0), LEVEL0)
+    narrow = OuterSpace(history_size=10)  # Level 0 shows 15 trials
+    assert not _represents(narrow, narrow.params_of(LEVEL0), LEVEL0)

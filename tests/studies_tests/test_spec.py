@@ -39,10 +39,18 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "full.toml", "autoresearch.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "full.toml"])
 def test_shipped_specs_load(name: str) -> None:
     spec = load_spec(REPO / "studies" / name)
-    assert isinstance(spec, (BilevelSpec, StudySpec))
+    assert isinstance(spec, BilevelSpec)
+
+
+def test_autoresearch_spec_says_where_the_checkout_must_be() -> None:
+    if (Path.home() / "autoresearch").is_dir():
+        assert isinstance(load_spec(REPO / "studies" / "autoresearch.toml"), StudySpec)
+        return
+    with pytest.raises(ConfigurationError, match="autoresearch' is not a folder"):
+        load_spec(REPO / "studies" / "autoresearch.toml")
 
 
 def test_good_spec_gives_run_bilevel_study_arguments(tmp_path: Path) -> None:
