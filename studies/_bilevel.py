@@ -38,6 +38,7 @@ from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
+from bilevel_optuna.studies._inner import INTERRUPTED
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import run_inner_study
 
@@ -47,7 +48,6 @@ DEFAULT_STORAGE = "sqlite:///bilevel_optuna.db"
 BASELINES = ("random", "tpe", "llm-level0")
 AGGREGATES = ("auto", "regret", "best", "auc")
 OUTER_SAMPLERS = ("tpe", "random", "llm")
-INTERRUPTED = "bilevel:interrupted"
 
 ObjectiveLike = Objective | str | Callable[[optuna.Trial], float]
 
@@ -157,6 +157,7 @@ class _Bilevel:
         model: ChatModel | str | None,
         aggregate: str,
         progress: Callable[[str], None] | None,
+        progress_bar: bool = False,
     ) -> None:
         self.objectives = objectives
         self.heldout = heldout
@@ -168,6 +169,7 @@ class _Bilevel:
         self.model = model
         self.aggregate = aggregate
         self.progress = progress or (lambda message: None)
+        self.progress_bar = progress_bar
         self.scales: dict[str, float] = {}
 
     # -------------------------------------------------------------- naming
@@ -229,6 +231,7 @@ class _Bilevel:
             sampler=self.sampler_for(arm, objective, seed, config),
             n_trials=self.n_inner_trials,
             user_attrs=attrs,
+            progress_bar=self.progress_bar,
         )
         shown = "regret" if objective.optimum is not None else "best"
         value = result.regret if objective.optimum is not None else result.best_value
@@ -389,6 +392,7 @@ def run_bilevel_study(
     baselines: Sequence[str] = BASELINES,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    show_progress_bar: bool = False,
 ) -> BilevelResult:
     """Tune LLMSampler's configuration with an outer Optuna study.
 
@@ -415,7 +419,9 @@ def run_bilevel_study(
         cost_objective: Add the LLM tokens spent as a second outer objective (no pruning then).
         baselines: Baseline arms run with the same seeds: ``"random"``, ``"tpe"``, ``"llm-level0"``.
         seed: Seed of the outer sampler and the default repeat seeds.
-        progress: Called with one line of text per finished inner study.
+        progress: Called with one line of text per finished inner study and outer trial.
+        show_progress_bar: Show tqdm bars on stderr: the outer trials, and the running inner
+            study's trials.
 
     Returns:
         A :class:`BilevelResult`.
@@ -459,6 +465,7 @@ def run_bilevel_study(
         model=model,
         aggregate=aggregate,
         progress=progress,
+        progress_bar=show_progress_bar,
     )
 
     # Baselines first: random search's regret sets the scale of the outer value.
@@ -523,6 +530,11 @@ def run_bilevel_study(
     counted = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(outer.get_trials(deepcopy=False, states=counted))
     if done < n_outer_trials:
+        outer_bar = None
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            outer_bar = tqdm(total=n_outer_trials, initial=done, desc=f"{run_name} outer", unit="trial")
         outer.optimize(
             bilevel.outer_objective(space, prune, cost_objective),
             n_trials=n_outer_trials - done,
@@ -532,8 +544,11 @@ def run_bilevel_study(
                     f"outer trial {trial.number} {trial.state.name.lower()}: "
                     f"{trial.user_attrs.get(_attrs.ARM, '')} value {trial.values}"
                 ),
+                lambda study, trial: outer_bar.update(1) if outer_bar is not None else None,
             ],
         )
+        if outer_bar is not None:
+            outer_bar.close()
 
     complete = outer.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     best_config: ProposerConfig | None = None

@@ -19,6 +19,8 @@ from bilevel_optuna.objectives._base import Objective
 _logger = get_logger(__name__)
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+#: Trial user attribute set on a trial stopped by Ctrl-C.
+INTERRUPTED = "bilevel:interrupted"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,15 +52,29 @@ def _has_true_value(objective: Objective) -> bool:
 
 
 def _objective_with_true_value(objective: Objective) -> Callable[[optuna.Trial], float]:
-    if not _has_true_value(objective):
-        return objective
+    """The objective, recording the noise-free value where it differs, and marking a trial
+    stopped by Ctrl-C so that a resumed study does not count it as done."""
+    noisy = _has_true_value(objective)
 
     def wrapped(trial: optuna.Trial) -> float:
-        value = objective(trial)
-        trial.set_user_attr(_attrs.TRUE_VALUE, float(objective.true_value(dict(trial.params))))
+        try:
+            value = objective(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED, True)
+            raise
+        if noisy:
+            trial.set_user_attr(_attrs.TRUE_VALUE, float(objective.true_value(dict(trial.params))))
         return value
 
     return wrapped
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Finished trials by number, less those stopped by Ctrl-C (they are run again)."""
+    trials = study.get_trials(deepcopy=False, states=_FINISHED)
+    return sorted(
+        (t for t in trials if not t.user_attrs.get(INTERRUPTED)), key=lambda t: t.number
+    )
 
 
 def run_inner_study(
@@ -70,12 +86,13 @@ def run_inner_study(
     n_trials: int,
     user_attrs: dict[str, Any],
     catch: tuple[type[Exception], ...] = (),
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    progress_bar: bool = False,
 ) -> InnerResult:
     """Create or resume ``study_name`` and run it until ``n_trials`` trials have finished.
 
     A study that already holds ``n_trials`` finished trials is not touched: reruns after a crash
-    or Ctrl-C continue where they stopped and never recompute finished work.
+    or Ctrl-C continue where they stopped and never recompute finished work. ``progress_bar``
+    shows a tqdm bar of this study's trials on stderr.
     """
     study = optuna.create_study(
         storage=storage,
@@ -87,18 +104,28 @@ def run_inner_study(
     for key, value in user_attrs.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
-    done = len(study.get_trials(deepcopy=False, states=_FINISHED))
+    done = len(_finished(study))
     if done < n_trials:
         if done:
             _logger.info("Resuming %s at %d of %d trials.", study_name, done, n_trials)
-        remaining = n_trials - done
-        study.optimize(
-            _objective_with_true_value(objective),
-            n_trials=remaining,
-            catch=catch,
-            callbacks=callbacks,
-            gc_after_trial=False,
-        )
+        bar = None
+        callbacks = []
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_trials, initial=done, desc=study_name, leave=False, unit="trial")
+            callbacks.append(lambda study, trial: bar.update(1))
+        try:
+            study.optimize(
+                _objective_with_true_value(objective),
+                n_trials=n_trials - done,
+                catch=catch,
+                callbacks=callbacks,
+                gc_after_trial=False,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
     return read_inner_result(study, objective, n_trials=n_trials)
 
 
@@ -113,7 +140,7 @@ def read_inner_result(
     curve: list[float] = []
     tokens = 0
     n_complete = 0
-    trials = sorted(study.get_trials(deepcopy=False, states=_FINISHED), key=lambda t: t.number)
+    trials = _finished(study)
     trials = trials[:n_trials] if n_trials is not None else trials
     for t in trials:
         tokens += int(t.user_attrs.get(_attrs.PROMPT_TOKENS, 0)) + int(

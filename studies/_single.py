@@ -6,11 +6,11 @@ import optuna
 from optuna.samplers import BaseSampler
 from optuna.samplers import RandomSampler
 from optuna.samplers import TPESampler
-from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.studies._bilevel import make_storage
+from bilevel_optuna.studies._inner import _finished
 from bilevel_optuna.studies._inner import _objective_with_true_value
 from bilevel_optuna.studies._spec import StudySpec
 
@@ -42,8 +42,7 @@ def run_spec_study(spec: StudySpec, *, storage: str | None = None) -> optuna.Stu
     study.set_user_attr(_attrs.OBJECTIVE, spec.objective.name)
     if spec.objective.optimum is not None:
         study.set_user_attr(_attrs.OPTIMUM, spec.objective.optimum)
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    done = len(study.get_trials(deepcopy=False, states=finished))
+    done = len(_finished(study))
     if done < spec.n_trials:
         study.optimize(
             _objective_with_true_value(spec.objective),

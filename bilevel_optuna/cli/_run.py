@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--storage", help="database URL overriding the spec's")
     parser.add_argument("--model", help="chat model spec overriding the spec's (local, openai:MODEL@URL)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.set_defaults(func=_run)
 
 
@@ -50,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         kwargs["storage"] = args.storage
     if args.model:
         kwargs["model"] = args.model
-    result = run_bilevel_study(**kwargs, progress=progress)
+    bars = not args.no_progress and not args.quiet and sys.stderr.isatty()
+    result = run_bilevel_study(**kwargs, progress=progress, show_progress_bar=bars)
     print()
     print(f"run {kwargs['run_name']} finished in {time.perf_counter() - start:.0f} s; storage {result.storage_url}")
     if result.best_config is None:
