@@ -137,7 +137,7 @@ def lm_timing(*, repeats: int, threads: list[int], steps: int) -> None:
         )
     print(
         f"\nDefault configuration: {DEFAULT_PARAMS}; order-2 Markov source over 16 symbols, "
-        "context 32, seeds 0..{}.".format(repeats - 1)
+        f"context 32, seeds 0..{repeats - 1}, after one untimed warm-up trial."
     )
 
 

@@ -4,11 +4,15 @@ from bilevel_optuna import exceptions
 from bilevel_optuna._version import __version__
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._spec import get_chat_model
-from bilevel_optuna.objectives._base import Objective
-from bilevel_optuna.objectives._base import as_objective
+from bilevel_optuna.objectives import Objective
+from bilevel_optuna.objectives import ScriptObjective
+from bilevel_optuna.objectives import as_objective
+from bilevel_optuna.objectives import get_objective
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import Mechanism
 from bilevel_optuna.samplers import Review
+from bilevel_optuna.samplers import summarize_mechanisms
+from bilevel_optuna.stats import compare
 from bilevel_optuna.studies import BilevelResult
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import ProposerConfig
@@ -23,9 +27,13 @@ __all__ = [
     "OuterSpace",
     "ProposerConfig",
     "Review",
+    "ScriptObjective",
     "__version__",
     "as_objective",
+    "compare",
     "exceptions",
     "get_chat_model",
+    "get_objective",
     "run_bilevel_study",
+    "summarize_mechanisms",
 ]

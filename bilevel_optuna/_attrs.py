@@ -33,6 +33,8 @@ LATENCY = "llm:latency_s"
 MODEL = "llm:model"
 REQUEST_HASH = "llm:request_hash"
 ERROR = "llm:error"  # last error when the proposal fell back
+TAKEN_BY = "llm:taken_by"  # the mechanism that took the trial over (source "mechanism")
+QUEUED_BY = "llm:queued_by"  # number of the trial whose model call proposed this queued one
 MECHANISMS = "llm:mechanisms"  # {name: {"hook": calls, ..., "changed": n, "errors": [...]}}
 
 # --- Inner trial system attributes (not shown on the dashboard) ---

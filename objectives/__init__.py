@@ -20,6 +20,10 @@ from bilevel_optuna.objectives._registry import get_objective
 from bilevel_optuna.objectives._registry import list_objectives
 from bilevel_optuna.objectives._registry import objective_family
 from bilevel_optuna.objectives._registry import register_objective
+from bilevel_optuna.objectives._script import ScriptFailedError
+from bilevel_optuna.objectives._script import ScriptObjective
+from bilevel_optuna.objectives._script import rewrite_constants
+from bilevel_optuna.objectives._space_config import distributions_from_config
 from bilevel_optuna.objectives._synthetic import Ackley
 from bilevel_optuna.objectives._synthetic import Branin
 from bilevel_optuna.objectives._synthetic import Hartmann6
@@ -42,14 +46,18 @@ __all__ = [
     "MixedSpace",
     "Objective",
     "Rosenbrock",
+    "ScriptFailedError",
+    "ScriptObjective",
     "SyntheticObjective",
     "TabularObjective",
     "TextCorpus",
     "as_objective",
+    "distributions_from_config",
     "get_objective",
     "list_objectives",
     "objective_family",
     "register_objective",
+    "rewrite_constants",
     "suggest_all",
     "train_lm",
 ]

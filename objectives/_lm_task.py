@@ -402,7 +402,7 @@ class LMObjective(Objective):
         )
         self.noise = (
             "Each trial trains from its own seed (the objective's seed plus the trial number), "
-            "so repeats of one configuration differ: by about 0.07 bits (standard deviation) "
+            "so repeats of one configuration differ: by 0.03 to 0.07 bits (standard deviation) "
             "for the default configuration at 300 steps."
             if steps is not None
             else "Wall-clock budget: the number of steps depends on the machine's speed."

@@ -192,7 +192,8 @@ class Rosenbrock(_AnyDimension):
         self.description = (
             f"Minimize the {self.dim}-dimensional Rosenbrock function of x0..x{self.dim - 1}, "
             "each in [-5, 10]. The minimum of 0 lies at the bottom of a narrow, curved, "
-            "flat-floored valley: finding the valley is easy, following it is hard." + self._where()
+            "flat-floored valley: finding the valley is easy, following it is hard."
+            + self._where()
         )
 
     def _closed_form(self, x: np.ndarray) -> float:

@@ -329,7 +329,7 @@ class _Proposal:
                     ctx.params = None
                     continue
                 self.attrs[_attrs.REPAIRS] = repairs
-                self.attrs["llm:taken_by"] = mechanism.name
+                self.attrs[_attrs.TAKEN_BY] = mechanism.name
                 return params, "mechanism"
             if before != (len(ctx.notes), [t.number for t in ctx.history]):
                 self.runner.changed(mechanism)
@@ -502,7 +502,7 @@ class _Proposal:
                     _attrs.RATIONALE: rationale,
                     _attrs.REQUEST_HASH: self.attrs.get(_attrs.REQUEST_HASH, ""),
                     _attrs.MODEL: self.sampler.model.name,
-                    "llm:queued_by": self.trial.number,
+                    _attrs.QUEUED_BY: self.trial.number,
                 },
             )
 

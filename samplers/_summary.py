@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _logger = get_logger(__name__)
 
 #: User attribute naming the mechanism that took a trial over in ``prepare``.
-TAKEN_BY = "llm:taken_by"
+TAKEN_BY = _attrs.TAKEN_BY
 
 
 class MechanismInactiveWarning(UserWarning):

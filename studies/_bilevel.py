@@ -35,6 +35,7 @@ from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.objectives._base import as_objective
 from bilevel_optuna.samplers import LLMSampler
+from bilevel_optuna.samplers import summarize_mechanisms
 from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
@@ -306,10 +307,17 @@ class _Bilevel:
                 trial.set_user_attr(INTERRUPTED, True)
                 raise
             mean = statistics.fmean(per_repeat)
-            trial.set_user_attr(
-                _attrs.SUMMARY,
-                {"per_repeat": per_repeat, "mean": mean, "tokens": tokens, "aggregate": self.aggregate},
-            )
+            summary: dict[str, Any] = {
+                "per_repeat": per_repeat, "mean": mean, "tokens": tokens, "aggregate": self.aggregate
+            }
+            if config.mechanisms:
+                # Proof of injection: a mechanism that never ran or never changed a proposal is
+                # named here and warned about.
+                studies = [optuna.load_study(study_name=n, storage=self.storage) for n in names]
+                summary["mechanisms"] = {
+                    name: s.status for name, s in summarize_mechanisms(studies).items()
+                }
+            trial.set_user_attr(_attrs.SUMMARY, summary)
             return (mean, tokens / len(self.seeds)) if cost else mean
 
         return objective
