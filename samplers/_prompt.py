@@ -48,8 +48,8 @@ TEMPLATES: dict[str, PromptTemplate] = {
             "evaluate next. Answer with one JSON object only."
         ),
         ask=(
-            "Propose {k} new configuration(s). Do not repeat an evaluated or pending "
-            "configuration. Give a short rationale."
+            "Propose {k} new configuration(s), different from each other. Do not repeat an "
+            "evaluated or pending configuration. Give a short rationale."
         ),
     ),
     "explore": PromptTemplate(
@@ -85,10 +85,15 @@ TEMPLATES: dict[str, PromptTemplate] = {
 HISTORY_ORDERS = ("best", "chronological", "worst")
 
 
+#: Significant digits of numbers in the prompt: SmolLM2's tokenizer spends a token per digit,
+#: and four digits tell a model as much as seventeen.
+SIGNIFICANT_DIGITS = 4
+
+
 def _format_number(value: float) -> str:
     if value == 0 or (1e-3 <= abs(value) < 1e5):
-        return f"{value:.6g}"
-    return f"{value:.3e}"
+        return f"{value:.{SIGNIFICANT_DIGITS}g}"
+    return f"{value:.{SIGNIFICANT_DIGITS - 1}e}"
 
 
 def format_value(value: Any) -> str:
