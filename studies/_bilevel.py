@@ -234,6 +234,8 @@ class _Bilevel:
             user_attrs=attrs,
             progress_bar=self.progress_bar,
         )
+        if not result.n_new:  # finished before (a rerun, or a reused baseline): nothing new
+            return result
         shown = "regret" if objective.optimum is not None else "best"
         value = result.regret if objective.optimum is not None else result.best_value
         self.progress(

@@ -36,6 +36,7 @@ class InnerResult:
             finished trial, by trial number.
         n_complete: Completed trials.
         tokens: Prompt plus completion tokens the LLM spent (0 for other samplers).
+        n_new: Trials this call ran (0 when the study was finished already).
     """
 
     study_name: str
@@ -45,6 +46,7 @@ class InnerResult:
     curve: list[float]
     n_complete: int
     tokens: int
+    n_new: int = 0
 
 
 def _has_true_value(objective: Objective) -> bool:
@@ -126,7 +128,8 @@ def run_inner_study(
         finally:
             if bar is not None:
                 bar.close()
-    return read_inner_result(study, objective, n_trials=n_trials)
+    result = read_inner_result(study, objective, n_trials=n_trials)
+    return dataclasses.replace(result, n_new=max(n_trials - done, 0))
 
 
 def read_inner_result(

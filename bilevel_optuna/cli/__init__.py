@@ -56,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     # The console script is an application, so configuring logging here is fine.
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import optuna
+
+    # Optuna logs every trial at INFO; the subcommands print their own progress.
+    optuna.logging.set_verbosity(logging.INFO if args.verbose >= 2 else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except BilevelOptunaError as err:

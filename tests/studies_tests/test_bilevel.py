@@ -73,12 +73,10 @@ def _check_run(url: str, run: str) -> None:
     assert again.best_config == result.best_config
 
 
-@pytest.mark.slow
 def test_bilevel_run_on_sqlite(tmp_path: Path) -> None:
     _check_run(f"sqlite:///{tmp_path}/bilevel.db", "tiny")
 
 
-@pytest.mark.slow
 @pytest.mark.postgres
 def test_bilevel_run_on_postgresql(postgres_url: str) -> None:
     run = f"tiny-{uuid.uuid4().hex[:6]}"
@@ -115,7 +113,6 @@ mechanisms = []
 """
 
 
-@pytest.mark.slow
 def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
     db = tmp_path / "killed.db"
     spec = tmp_path / "killed.toml"
