@@ -47,7 +47,10 @@ def mixed(trial: optuna.Trial) -> float:
 
 
 def _check_trials(study: optuna.Study, space: dict) -> None:
-    for t in study.trials:
+    # Candidates queued by the last call wait for the next run of the study; all else finished.
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) < max(study.sampler.n_candidates, 1)
+    for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)):
         assert t.state == TrialState.COMPLETE
         assert t.user_attrs[_attrs.SOURCE] in ("llm", "repaired", "fallback")
         for name, dist in space.items():
@@ -82,6 +85,7 @@ def test_mixed_int_categorical_log_space_with_the_embedded_model() -> None:
     study = optuna.create_study(sampler=sampler)
     study.optimize(mixed, n_trials=10)
     _check_trials(study, MIXED_SPACE)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 10
     assert any("llm:queued_by" in t.user_attrs for t in study.trials)
 
 
@@ -141,3 +145,12 @@ def test_parallel_workers_on_postgresql(postgres_url: str) -> None:
         _check_workers(study)
     finally:
         optuna.delete_study(study_name=study.study_name, storage=postgres_url)
+
+
+@pytest.mark.mysql
+def test_parallel_workers_on_mariadb(mysql_url: str) -> None:
+    study = _run_workers(mysql_url)
+    try:
+        _check_workers(study)
+    finally:
+        optuna.delete_study(study_name=study.study_name, storage=mysql_url)
