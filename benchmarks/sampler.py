@@ -87,7 +87,9 @@ def _study_with(n: int, seed: int = 0) -> optuna.Study:
     return study
 
 
-def _time_ask(study: optuna.Study, sampler: optuna.samplers.BaseSampler, repeats: int) -> list[float]:
+def _time_ask(
+    study: optuna.Study, sampler: optuna.samplers.BaseSampler, repeats: int
+) -> list[float]:
     study.sampler = sampler
     times = []
     for _ in range(repeats):
@@ -104,9 +106,13 @@ def overhead_table(repeats: int) -> None:
     print("| finished trials | LLMSampler own overhead, median ms | TPESampler, median ms |")
     print("|---|---|---|")
     for n in (100, 1000):
-        llm = _time_ask(_study_with(n), LLMSampler(model=InstantModel(), search_space=SPACE, seed=0), repeats)
+        llm = _time_ask(
+            _study_with(n), LLMSampler(model=InstantModel(), search_space=SPACE, seed=0), repeats
+        )
         tpe = _time_ask(_study_with(n), optuna.samplers.TPESampler(seed=0), repeats)
-        print(f"| {n} | {1000 * statistics.median(llm):.2f} | {1000 * statistics.median(tpe):.2f} |")
+        print(
+            f"| {n} | {1000 * statistics.median(llm):.2f} | {1000 * statistics.median(tpe):.2f} |"
+        )
 
 
 def prompt_table() -> None:
@@ -125,12 +131,23 @@ def prompt_table() -> None:
         trial = study.ask()
         proposal = _Proposal(sampler, study, study._storage.get_trial(trial._trial_id), SPACE)
         inputs = PromptInputs(
-            description="Train a small network.", metric_name="validation loss", minimize=True,
-            search_space=SPACE, history=proposal.context.history, n_complete=n, failed=[],
-            pending=[], notes=[], prior_knowledge="", n_candidates=1, history_order="best",
+            description="Train a small network.",
+            metric_name="validation loss",
+            minimize=True,
+            search_space=SPACE,
+            history=proposal.context.history,
+            n_complete=n,
+            failed=[],
+            pending=[],
+            notes=[],
+            prior_knowledge="",
+            n_candidates=1,
+            history_order="best",
         )
         messages = build_messages(sampler.template, inputs)
-        request = ChatRequest(messages=tuple(messages), json_schema=answer_schema(SPACE, 1), max_tokens=16, seed=0)
+        request = ChatRequest(
+            messages=tuple(messages), json_schema=answer_schema(SPACE, 1), max_tokens=16, seed=0
+        )
         try:
             tokens = local.complete(request).prompt_tokens
         except Exception as err:  # a 16-token answer is cut off; its usage is still there
@@ -143,11 +160,17 @@ def throughput_table(n_trials: int) -> None:
     print("| candidates per call (k) | trials | model calls | wall s | proposals per second |")
     print("|---|---|---|---|---|")
     for k in (1, 8):
-        sampler = LLMSampler(model="local", search_space=SPACE, n_candidates=k, seed=0, history_size=10)
+        sampler = LLMSampler(
+            model="local", search_space=SPACE, n_candidates=k, seed=0, history_size=10
+        )
         study = optuna.create_study(sampler=sampler)
-        study.optimize(lambda t: _value({n: t._suggest(n, d) for n, d in SPACE.items()}), n_trials=1)
+        study.optimize(
+            lambda t: _value({n: t._suggest(n, d) for n, d in SPACE.items()}), n_trials=1
+        )
         start = time.perf_counter()
-        study.optimize(lambda t: _value({n: t._suggest(n, d) for n, d in SPACE.items()}), n_trials=n_trials)
+        study.optimize(
+            lambda t: _value({n: t._suggest(n, d) for n, d in SPACE.items()}), n_trials=n_trials
+        )
         wall = time.perf_counter() - start
         calls = sum(1 for t in study.trials[1:] if t.user_attrs.get("llm:attempts"))
         print(f"| {k} | {n_trials} | {calls} | {wall:.1f} | {n_trials / wall:.2f} |")
@@ -160,7 +183,9 @@ def main() -> None:
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    print(f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, optuna {optuna.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, python {platform.python_version()}, optuna {optuna.__version__}"
+    )
     print()
     overhead_table(args.repeats)
     if not args.skip_model:

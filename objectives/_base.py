@@ -26,7 +26,9 @@ def suggest_all(
                 name, dist.low, dist.high, log=dist.log, step=dist.step
             )
         elif isinstance(dist, IntDistribution):
-            params[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log, step=dist.step)
+            params[name] = trial.suggest_int(
+                name, dist.low, dist.high, log=dist.log, step=dist.step
+            )
         elif isinstance(dist, CategoricalDistribution):
             params[name] = trial.suggest_categorical(name, dist.choices)
         else:
@@ -57,7 +59,9 @@ class Objective:
     optimum: float | None = None
     noise: str = ""
 
-    def evaluate(self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None) -> float:
+    def evaluate(
+        self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None
+    ) -> float:
         """Value of one configuration. ``trial`` is given for pruning and user attributes."""
         raise NotImplementedError
 
@@ -98,7 +102,9 @@ class FunctionObjective(Objective):
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         return self.func(trial)
 
-    def evaluate(self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None) -> float:
+    def evaluate(
+        self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None
+    ) -> float:
         return self.func(optuna.trial.FixedTrial(params))
 
 

@@ -54,7 +54,9 @@ def _param_schema(dist: BaseDistribution) -> dict[str, Any]:
     return {"type": "number", "minimum": dist.low, "maximum": dist.high}
 
 
-def answer_schema(search_space: Mapping[str, BaseDistribution], n_candidates: int) -> dict[str, Any]:
+def answer_schema(
+    search_space: Mapping[str, BaseDistribution], n_candidates: int
+) -> dict[str, Any]:
     """JSON schema of an answer holding ``n_candidates`` configurations and a short rationale."""
     candidate = {
         "type": "object",
@@ -130,7 +132,9 @@ def _repair_categorical(
         if str(choice).lower() == text:
             repairs.append(f"{name}: matched {value!r} to {choice!r}")
             return choice
-    close = difflib.get_close_matches(text, [str(c).lower() for c in dist.choices], n=1, cutoff=0.75)
+    close = difflib.get_close_matches(
+        text, [str(c).lower() for c in dist.choices], n=1, cutoff=0.75
+    )
     if close:
         choice = next(c for c in dist.choices if str(c).lower() == close[0])
         repairs.append(f"{name}: matched {value!r} to {choice!r}")

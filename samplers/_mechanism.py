@@ -84,7 +84,9 @@ class Review:
         return cls("replace", reason=reason, params=dict(params))
 
 
-def normalize(params: Mapping[str, Any], search_space: Mapping[str, BaseDistribution]) -> np.ndarray:
+def normalize(
+    params: Mapping[str, Any], search_space: Mapping[str, BaseDistribution]
+) -> np.ndarray:
     """Map a configuration to [0, 1] per parameter (log scale where the parameter has one).
 
     Categorical parameters map to the choice's index over the number of choices; use
@@ -234,6 +236,4 @@ HOOKS = ("prepare", "review", "choose", "after_trial")
 
 def overridden_hooks(mechanism: Mechanism) -> tuple[str, ...]:
     """The hooks ``mechanism``'s class defines itself (the ones that can do anything)."""
-    return tuple(
-        h for h in HOOKS if getattr(type(mechanism), h) is not getattr(Mechanism, h)
-    )
+    return tuple(h for h in HOOKS if getattr(type(mechanism), h) is not getattr(Mechanism, h))

@@ -181,7 +181,9 @@ class _Bilevel:
         return f"{self.run_name}/{arm}/{objective.name}/seed-{seed}"
 
     # ------------------------------------------------------------ samplers
-    def sampler_for(self, arm: str, objective: Objective, seed: int, config: ProposerConfig | None) -> BaseSampler:
+    def sampler_for(
+        self, arm: str, objective: Objective, seed: int, config: ProposerConfig | None
+    ) -> BaseSampler:
         if arm == "random":
             return RandomSampler(seed=seed)
         if arm == "tpe":
@@ -223,7 +225,9 @@ class _Bilevel:
             attrs[_attrs.OUTER_STUDY] = self.run_name
             attrs[_attrs.OUTER_TRIAL] = outer_trial.number
         if arm == "tpe":
-            attrs["bilevel:sampler"] = f"TPESampler(seed={seed}) with optuna {optuna.__version__} defaults"
+            attrs["bilevel:sampler"] = (
+                f"TPESampler(seed={seed}) with optuna {optuna.__version__} defaults"
+            )
         start = time.perf_counter()
         result = run_inner_study(
             storage=self.storage,
@@ -248,7 +252,9 @@ class _Bilevel:
         return _score(result, objective, self.aggregate, self.scales.get(objective.name, 1.0))
 
     # ------------------------------------------------------------ baselines
-    def run_baselines(self, baselines: Sequence[str], objectives: list[Objective]) -> dict[str, dict[str, list[InnerResult]]]:
+    def run_baselines(
+        self, baselines: Sequence[str], objectives: list[Objective]
+    ) -> dict[str, dict[str, list[InnerResult]]]:
         out: dict[str, dict[str, list[InnerResult]]] = {}
         for arm in baselines:
             out[arm] = {}
@@ -274,7 +280,9 @@ class _Bilevel:
             self.scales[name] = scale if scale > 0 and math.isfinite(scale) else 1.0
 
     # ---------------------------------------------------------------- outer
-    def outer_objective(self, space: OuterSpace, prune: bool, cost: bool) -> Callable[[optuna.Trial], Any]:
+    def outer_objective(
+        self, space: OuterSpace, prune: bool, cost: bool
+    ) -> Callable[[optuna.Trial], Any]:
         def objective(trial: optuna.Trial) -> Any:
             config = space.suggest(trial)
             arm = self.arm_of(config)
@@ -287,7 +295,9 @@ class _Bilevel:
                 for repeat, seed in enumerate(self.seeds):
                     scores = []
                     for obj in self.objectives:
-                        result = self.run_arm(arm, obj, seed, kind="inner", config=config, outer_trial=trial)
+                        result = self.run_arm(
+                            arm, obj, seed, kind="inner", config=config, outer_trial=trial
+                        )
                         names.append(result.study_name)
                         tokens += result.tokens
                         scores.append(self.score(result, obj))
@@ -300,7 +310,11 @@ class _Bilevel:
                     if prune and trial.should_prune():
                         trial.set_user_attr(
                             _attrs.SUMMARY,
-                            {"per_repeat": per_repeat, "pruned_after": repeat + 1, "tokens": tokens},
+                            {
+                                "per_repeat": per_repeat,
+                                "pruned_after": repeat + 1,
+                                "tokens": tokens,
+                            },
                         )
                         raise optuna.TrialPruned(
                             f"Pruned after {repeat + 1} of {len(self.seeds)} repeats."
@@ -310,7 +324,10 @@ class _Bilevel:
                 raise
             mean = statistics.fmean(per_repeat)
             summary: dict[str, Any] = {
-                "per_repeat": per_repeat, "mean": mean, "tokens": tokens, "aggregate": self.aggregate
+                "per_repeat": per_repeat,
+                "mean": mean,
+                "tokens": tokens,
+                "aggregate": self.aggregate,
             }
             if config.mechanisms:
                 # Proof of injection: a mechanism that never ran or never changed a proposal is
@@ -355,14 +372,25 @@ def _compare(
 def _requeue_interrupted(study: optuna.Study) -> None:
     """Enqueue again the configurations of outer trials stopped by Ctrl-C, once each."""
     trials = study.get_trials(deepcopy=False)
-    live = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials if t.state != TrialState.FAIL]
+    live = [
+        t.params or t.system_attrs.get("fixed_params", {})
+        for t in trials
+        if t.state != TrialState.FAIL
+    ]
     for t in trials:
         if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED) and t.params not in live:
             study.enqueue_trial(t.params, user_attrs={"bilevel:resumed_from": t.number})
             live.append(t.params)
 
 
-def _note(run_name: str, objectives: list[Objective], heldout: list[Objective], seeds: list[int], n_inner: int, aggregate: str) -> str:
+def _note(
+    run_name: str,
+    objectives: list[Objective],
+    heldout: list[Objective],
+    seeds: list[int],
+    n_inner: int,
+    aggregate: str,
+) -> str:
     lines = [
         f"# Bilevel run `{run_name}`",
         "",
@@ -437,7 +465,9 @@ def run_bilevel_study(
         A :class:`BilevelResult`.
     """
     objectives_list = (
-        [objective] if isinstance(objective, (str, Objective)) or callable(objective) else list(objective)
+        [objective]
+        if isinstance(objective, (str, Objective)) or callable(objective)
+        else list(objective)
     )
     objectives = [resolve_objective(o) for o in objectives_list]
     heldout = [resolve_objective(o) for o in heldout_objectives]
@@ -452,7 +482,11 @@ def run_bilevel_study(
         raise ConfigurationError(
             f"aggregate='regret' needs known optima but {missing} have none; use 'best' or 'auc'."
         )
-    for name, value, low in (("n_outer_trials", n_outer_trials, 1), ("n_inner_trials", n_inner_trials, 1), ("n_repeats", n_repeats, 1)):
+    for name, value, low in (
+        ("n_outer_trials", n_outer_trials, 1),
+        ("n_inner_trials", n_inner_trials, 1),
+        ("n_repeats", n_repeats, 1),
+    ):
         if value < low:
             raise ConfigurationError(f"{name} must be >= {low} but got {value}.")
     unknown = sorted(set(baselines) - set(BASELINES))
@@ -508,7 +542,11 @@ def run_bilevel_study(
     else:
         sampler = outer_sampler
     directions = ["minimize", "minimize"] if cost_objective else ["minimize"]
-    pruner = optuna.pruners.WilcoxonPruner(p_threshold=0.1) if prune and not cost_objective else optuna.pruners.NopPruner()
+    pruner = (
+        optuna.pruners.WilcoxonPruner(p_threshold=0.1)
+        if prune and not cost_objective
+        else optuna.pruners.NopPruner()
+    )
     outer = optuna.create_study(
         storage=storage_obj,
         study_name=run_name,
@@ -544,7 +582,9 @@ def run_bilevel_study(
         if show_progress_bar:
             from tqdm.auto import tqdm
 
-            outer_bar = tqdm(total=n_outer_trials, initial=done, desc=f"{run_name} outer", unit="trial")
+            outer_bar = tqdm(
+                total=n_outer_trials, initial=done, desc=f"{run_name} outer", unit="trial"
+            )
         outer.optimize(
             bilevel.outer_objective(space, prune, cost_objective),
             n_trials=n_outer_trials - done,
@@ -579,7 +619,12 @@ def run_bilevel_study(
     for arm in base_arms:
         arms[arm], scores[arm] = {}, {}
         for obj in all_objectives:
-            results = [bilevel.run_arm(arm, obj, s, kind="baseline", config=LEVEL0 if arm == "llm-level0" else None) for s in seeds_list]
+            results = [
+                bilevel.run_arm(
+                    arm, obj, s, kind="baseline", config=LEVEL0 if arm == "llm-level0" else None
+                )
+                for s in seeds_list
+            ]
             arms[arm][obj.name] = [r.study_name for r in results]
             scores[arm][obj.name] = [bilevel.score(r, obj) for r in results]
     if best_config is not None:
@@ -587,7 +632,10 @@ def run_bilevel_study(
         arms["best"], scores["best"] = {}, {}
         for obj in all_objectives:
             kind = "heldout" if obj in heldout else "inner"
-            results = [bilevel.run_arm(best_arm, obj, s, kind=kind, config=best_config) for s in seeds_list]
+            results = [
+                bilevel.run_arm(best_arm, obj, s, kind=kind, config=best_config)
+                for s in seeds_list
+            ]
             arms["best"][obj.name] = [r.study_name for r in results]
             scores["best"][obj.name] = [bilevel.score(r, obj) for r in results]
         outer.set_user_attr("bilevel:best_arm", best_arm)
@@ -595,9 +643,13 @@ def run_bilevel_study(
     comparison = heldout_comparison = None
     if best_config is not None:
         compared = list(dict.fromkeys([bilevel.arm_of(best_config), *base_arms]))
-        comparison = _compare(storage_obj, run_name, compared, objectives, ("inner", "baseline"), n_inner_trials)
+        comparison = _compare(
+            storage_obj, run_name, compared, objectives, ("inner", "baseline"), n_inner_trials
+        )
         if heldout:
-            heldout_comparison = _compare(storage_obj, run_name, compared, heldout, ("heldout", "baseline"), n_inner_trials)
+            heldout_comparison = _compare(
+                storage_obj, run_name, compared, heldout, ("heldout", "baseline"), n_inner_trials
+            )
 
     return BilevelResult(
         comparison=comparison,

@@ -59,9 +59,7 @@ class ProposerConfig:
                 f"Unknown proposer settings {unknown}; valid ones are {sorted(fields)}."
             )
         values = dict(data)
-        values["mechanisms"] = tuple(
-            (str(n), dict(p)) for n, p in values.get("mechanisms", ())
-        )
+        values["mechanisms"] = tuple((str(n), dict(p)) for n, p in values.get("mechanisms", ()))
         return cls(**values)
 
     def key(self) -> str:
@@ -149,7 +147,9 @@ class OuterSpace:
         """Suggest one configuration on an outer trial."""
         values: dict[str, Any] = {}
         for key, value in self.settings.items():
-            values[key] = _suggest(trial, key, value) if isinstance(value, BaseDistribution) else value
+            values[key] = (
+                _suggest(trial, key, value) if isinstance(value, BaseDistribution) else value
+            )
         chosen: list[tuple[str, dict[str, Any]]] = []
         for name, cls in self.mechanisms.items():
             on = trial.suggest_categorical(MECHANISM_PREFIX + name, [False, True])
@@ -165,7 +165,11 @@ class OuterSpace:
 
     def params_of(self, config: ProposerConfig) -> dict[str, Any]:
         """Outer-trial parameters that reproduce ``config`` (to enqueue it)."""
-        params = {k: getattr(config, k) for k, v in self.settings.items() if isinstance(v, BaseDistribution)}
+        params = {
+            k: getattr(config, k)
+            for k, v in self.settings.items()
+            if isinstance(v, BaseDistribution)
+        }
         on = dict(config.mechanisms)
         for name in self.mechanisms:
             params[MECHANISM_PREFIX + name] = name in on
@@ -173,7 +177,6 @@ class OuterSpace:
                 for p, value in on[name].items():
                     params[f"{MECHANISM_PREFIX}{name}.{p}"] = value
         return params
-
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:

@@ -74,9 +74,7 @@ def _objective_with_true_value(objective: Objective) -> Callable[[optuna.Trial],
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Finished trials by number, less those stopped by Ctrl-C (they are run again)."""
     trials = study.get_trials(deepcopy=False, states=_FINISHED)
-    return sorted(
-        (t for t in trials if not t.user_attrs.get(INTERRUPTED)), key=lambda t: t.number
-    )
+    return sorted((t for t in trials if not t.user_attrs.get(INTERRUPTED)), key=lambda t: t.number)
 
 
 def run_inner_study(

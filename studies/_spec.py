@@ -99,9 +99,15 @@ def _table(data: Any, schema: dict[str, tuple[Any, Any]], where: str) -> dict[st
             out[key] = default
             continue
         value = data[key]
-        bad_bool = isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,))
+        bad_bool = isinstance(value, bool) and bool not in (
+            types if isinstance(types, tuple) else (types,)
+        )
         if not isinstance(value, types) or bad_bool:
-            names = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+            names = (
+                types.__name__
+                if isinstance(types, type)
+                else " or ".join(t.__name__ for t in types)
+            )
             raise ConfigurationError(
                 f"`{key}` in [{where}] must be {names} but got {type(value).__name__} {value!r}."
             )
@@ -192,8 +198,13 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
     inner = _table(data.get("inner", {}), _INNER, "inner")
     outer = _table(data.get("outer", {}), _OUTER, "outer")
     space_table = _table(outer.pop("space"), _SPACE, "outer.space")
-    objectives = [build_objective(e, base_dir=base_dir, where="[inner] objectives") for e in inner["objectives"]]
-    heldout = [build_objective(e, base_dir=base_dir, where="[inner] heldout") for e in inner["heldout"]]
+    objectives = [
+        build_objective(e, base_dir=base_dir, where="[inner] objectives")
+        for e in inner["objectives"]
+    ]
+    heldout = [
+        build_objective(e, base_dir=base_dir, where="[inner] heldout") for e in inner["heldout"]
+    ]
     from bilevel_optuna.studies._config import OuterSpace
 
     space_kwargs = {
@@ -236,7 +247,9 @@ def _load_study(data: dict[str, Any], path: Path, base_dir: Path) -> StudySpec:
         raise ConfigurationError(f"{path} needs an [objective] table.")
     study = _table(data["study"], _STUDY, "study")
     proposer = {
-        k: v for k, v in _table(study.pop("proposer"), _PROPOSER, "study.proposer").items() if v is not None
+        k: v
+        for k, v in _table(study.pop("proposer"), _PROPOSER, "study.proposer").items()
+        if v is not None
     }
     samplers = ("llm", "tpe", "random")
     if study["sampler"] not in samplers:
@@ -245,4 +258,3 @@ def _load_study(data: dict[str, Any], path: Path, base_dir: Path) -> StudySpec:
         )
     objective = build_objective(data["objective"], base_dir=base_dir, where="[objective]")
     return StudySpec(path=path, objective=objective, proposer=proposer, **study)
-

@@ -66,8 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bilevel-optuna {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("Interrupted; everything finished so far is stored. Run again to resume.",
-              file=sys.stderr)
+        print(
+            "Interrupted; everything finished so far is stored. Run again to resume.",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -23,6 +23,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
     url = storage_of(args)
-    print(f"optuna-dashboard on {url}: http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    print(
+        f"optuna-dashboard on {url}: http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True
+    )
     optuna_dashboard.run_server(url, host=args.host, port=args.port)
     return 0

@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("spec", help="path to a TOML spec, e.g. studies/demo.toml")
     parser.add_argument("--storage", help="database URL overriding the spec's")
-    parser.add_argument("--model", help="chat model spec overriding the spec's (local, openai:MODEL@URL)")
+    parser.add_argument(
+        "--model", help="chat model spec overriding the spec's (local, openai:MODEL@URL)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     parser.set_defaults(func=_run)
@@ -44,7 +46,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.model:
             spec.model = args.model
         study = run_spec_study(spec, storage=args.storage)
-        print(f"study {study.study_name}: best value {study.best_value:.6g} with {study.best_params}")
+        print(
+            f"study {study.study_name}: best value {study.best_value:.6g} with {study.best_params}"
+        )
         return 0
     kwargs = dict(spec.kwargs)
     if args.storage:
@@ -54,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     bars = not args.no_progress and not args.quiet and sys.stderr.isatty()
     result = run_bilevel_study(**kwargs, progress=progress, show_progress_bar=bars)
     print()
-    print(f"run {kwargs['run_name']} finished in {time.perf_counter() - start:.0f} s; storage {result.storage_url}")
+    print(
+        f"run {kwargs['run_name']} finished in {time.perf_counter() - start:.0f} s; storage {result.storage_url}"
+    )
     if result.best_config is None:
         print("No outer trial completed.")
         return 1
@@ -82,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
             print(comparison.to_text())
     print()
     print(f"Inspect: optuna-dashboard {result.storage_url}")
-    print(f"Compare: bilevel-optuna compare --storage {result.storage_url} --run {kwargs['run_name']}")
+    print(
+        f"Compare: bilevel-optuna compare --storage {result.storage_url} --run {kwargs['run_name']}"
+    )
     sys.stdout.flush()
     return 0

@@ -25,7 +25,9 @@ def _status(args: argparse.Namespace) -> int:
     summaries = optuna.get_all_study_summaries(storage=url, include_best_trial=False)
     outer = [s for s in summaries if s.user_attrs.get(_attrs.KIND) in ("outer", "single")]
     inner = Counter(
-        s.user_attrs.get(_attrs.RUN) for s in summaries if s.user_attrs.get(_attrs.KIND) in ("inner", "baseline", "heldout")
+        s.user_attrs.get(_attrs.RUN)
+        for s in summaries
+        if s.user_attrs.get(_attrs.KIND) in ("inner", "baseline", "heldout")
     )
     if not outer:
         print(f"No bilevel run in {url}.")
@@ -34,16 +36,24 @@ def _status(args: argparse.Namespace) -> int:
         study = optuna.load_study(study_name=summary.study_name, storage=url)
         trials = study.get_trials(deepcopy=False)
         states = Counter(t.state.name.lower() for t in trials)
-        print(f"{summary.study_name} ({summary.user_attrs.get(_attrs.KIND)}): "
-              + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-              + f"; {inner.get(summary.study_name, 0)} inner studies")
+        print(
+            f"{summary.study_name} ({summary.user_attrs.get(_attrs.KIND)}): "
+            + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            + f"; {inner.get(summary.study_name, 0)} inner studies"
+        )
         running = [t for t in trials if t.state == TrialState.RUNNING]
         for t in running:
-            print(f"  running: trial {t.number} {t.user_attrs.get(_attrs.ARM, '')} "
-                  f"({len(t.user_attrs.get(_attrs.INNER_STUDIES, []))} inner studies so far)")
+            print(
+                f"  running: trial {t.number} {t.user_attrs.get(_attrs.ARM, '')} "
+                f"({len(t.user_attrs.get(_attrs.INNER_STUDIES, []))} inner studies so far)"
+            )
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete:
-            best = min(complete, key=lambda t: t.values[0]) if study.directions[0].name == "MINIMIZE" else max(complete, key=lambda t: t.values[0])
+            best = (
+                min(complete, key=lambda t: t.values[0])
+                if study.directions[0].name == "MINIMIZE"
+                else max(complete, key=lambda t: t.values[0])
+            )
             print(f"  best so far: trial {best.number}, value {best.values[0]:.6g}")
             config = best.user_attrs.get(_attrs.CONFIG)
             print(f"  {config if config else best.params}")

@@ -17,7 +17,9 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
-def test_bad_spec_is_an_error_line_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_spec_is_an_error_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = tmp_path / "bad.toml"
     spec.write_text('[run]\nname = "x"\n[inner]\nobjectives = ["brannin"]\n[outer]\n')
     assert main(["run", str(spec)]) == 1
@@ -26,7 +28,9 @@ def test_bad_spec_is_an_error_line_not_a_traceback(tmp_path: Path, capsys: pytes
     assert "branin" in err and "Traceback" not in err
 
 
-def test_status_reports_runs_and_the_best_so_far(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_reports_runs_and_the_best_so_far(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     outer = optuna.create_study(storage=url, study_name="demo")
     outer.set_user_attr(_attrs.KIND, "outer")

@@ -29,12 +29,21 @@ def _storage_like_a_bilevel_run(url: str) -> None:
     outer = optuna.create_study(storage=url, study_name="demo")
     outer.set_user_attr(_attrs.KIND, "outer")
     outer.set_user_attr(_attrs.RUN, "demo")
-    optuna_dashboard.save_note(outer, "# Bilevel run `demo`\nEach trial is one proposer configuration.")
+    optuna_dashboard.save_note(
+        outer, "# Bilevel run `demo`\nEach trial is one proposer configuration."
+    )
     names = []
     for seed in (0, 1):
         name = f"demo/cfg-abc/branin/seed-{seed}"
-        inner = optuna.create_study(storage=url, study_name=name, sampler=optuna.samplers.RandomSampler(seed=seed))
-        for key, value in ((_attrs.KIND, "inner"), (_attrs.RUN, "demo"), (_attrs.ARM, "cfg-abc"), (_attrs.SEED, seed)):
+        inner = optuna.create_study(
+            storage=url, study_name=name, sampler=optuna.samplers.RandomSampler(seed=seed)
+        )
+        for key, value in (
+            (_attrs.KIND, "inner"),
+            (_attrs.RUN, "demo"),
+            (_attrs.ARM, "cfg-abc"),
+            (_attrs.SEED, seed),
+        ):
             inner.set_user_attr(key, value)
 
         def objective(trial: optuna.Trial) -> float:
@@ -69,7 +78,9 @@ def _driver():
     chromium = shutil.which("chromium")
     chromedriver = shutil.which("chromedriver")
     if not chromium or not chromedriver:
-        pytest.skip("Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+        pytest.skip(
+            "Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
@@ -89,7 +100,9 @@ def _wait_for_text(driver, text: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"{text!r} did not appear; the page shows:\n{body[:2000]}")
 
 
-def test_dashboard_lists_outer_and_inner_studies_and_opens_one(dashboard_url: str, tmp_path: Path) -> None:
+def test_dashboard_lists_outer_and_inner_studies_and_opens_one(
+    dashboard_url: str, tmp_path: Path
+) -> None:
     driver = _driver()
     try:
         driver.set_window_size(1400, 1000)

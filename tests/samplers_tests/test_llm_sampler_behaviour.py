@@ -41,8 +41,11 @@ def mixed(trial: optuna.Trial) -> float:
     layers = trial.suggest_int("layers", 1, 8)
     width = trial.suggest_int("width", 16, 256, step=16)
     act = trial.suggest_categorical("activation", ["relu", "gelu", "tanh"])
-    return (math.log10(lr) + 3) ** 2 + (layers - 4) ** 2 / 4 + abs(width - 128) / 64 + (
-        0.0 if act == "gelu" else 0.5
+    return (
+        (math.log10(lr) + 3) ** 2
+        + (layers - 4) ** 2 / 4
+        + abs(width - 128) / 64
+        + (0.0 if act == "gelu" else 0.5)
     )
 
 
@@ -50,7 +53,9 @@ def _check_trials(study: optuna.Study, space: dict) -> None:
     # Candidates queued by the last call wait for the next run of the study; all else finished.
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) < max(study.sampler.n_candidates, 1)
-    for t in study.get_trials(states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)):
+    for t in study.get_trials(
+        states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.PRUNED)
+    ):
         assert t.state == TrialState.COMPLETE
         assert t.user_attrs[_attrs.SOURCE] in ("llm", "repaired", "fallback")
         for name, dist in space.items():
@@ -70,7 +75,11 @@ def test_branin_study_with_the_embedded_model() -> None:
     sources = [t.user_attrs[_attrs.SOURCE] for t in study.trials]
     # The model answers; the grammar keeps it JSON, so fallback must stay rare.
     assert sources.count("fallback") <= 2, sources
-    assert all(t.user_attrs[_attrs.PROMPT_TOKENS] > 0 for t in study.trials if t.user_attrs[_attrs.SOURCE] != "fallback")
+    assert all(
+        t.user_attrs[_attrs.PROMPT_TOKENS] > 0
+        for t in study.trials
+        if t.user_attrs[_attrs.SOURCE] != "fallback"
+    )
     assert study.best_value < 60.0  # Branin's values on this box reach about 308
 
 
@@ -92,10 +101,14 @@ def test_mixed_int_categorical_log_space_with_the_embedded_model() -> None:
 def test_replay_reproduces_a_finished_study_without_a_model(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/replay.db"
     kwargs = dict(search_space=BRANIN_SPACE, description="Branin.", seed=5, history_size=5)
-    first = optuna.create_study(storage=url, study_name="recorded", sampler=LLMSampler(model="local", **kwargs))
+    first = optuna.create_study(
+        storage=url, study_name="recorded", sampler=LLMSampler(model="local", **kwargs)
+    )
     first.optimize(branin, n_trials=6)
     replay = ReplayChatModel.from_storage(url, "recorded")
-    second = optuna.create_study(storage=url, study_name="replayed", sampler=LLMSampler(model=replay, **kwargs))
+    second = optuna.create_study(
+        storage=url, study_name="replayed", sampler=LLMSampler(model=replay, **kwargs)
+    )
     second.optimize(branin, n_trials=6)
     assert [t.params for t in second.trials] == [t.params for t in first.trials]
     assert [t.value for t in second.trials] == [t.value for t in first.trials]

@@ -19,8 +19,7 @@ from bilevel_optuna.samplers import register_mechanism
 from bilevel_optuna.samplers._loading import load_mechanisms
 from bilevel_optuna.samplers._loading import source_hash
 
-SOURCE = textwrap.dedent(
-    '''
+SOURCE = textwrap.dedent('''
     from optuna.distributions import FloatDistribution
     from bilevel_optuna.samplers import Mechanism, Review
 
@@ -47,8 +46,7 @@ SOURCE = textwrap.dedent(
             if candidate["x"] < 0:
                 return Review.replace({"x": candidate["x"] + self.shift}, "x was negative")
             return Review.accept()
-    '''
-)
+    ''')
 SPACE = {"x": FloatDistribution(-5.0, 5.0)}
 
 

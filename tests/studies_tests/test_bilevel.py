@@ -23,8 +23,12 @@ TINY = dict(
     n_inner_trials=4,
     n_repeats=2,
     outer_space=OuterSpace(
-        temperature=0.7, history_size=15, history_order="best", template="default",
-        n_candidates=1, mechanisms=["tabu"],
+        temperature=0.7,
+        history_size=15,
+        history_order="best",
+        template="default",
+        n_candidates=1,
+        mechanisms=["tabu"],
     ),
 )
 
@@ -38,14 +42,19 @@ def _inner_trial_counts(url: str) -> dict[str, int]:
 
 
 def _check_run(url: str, run: str) -> None:
-    result = run_bilevel_study("branin", heldout_objectives=["rosenbrock"], storage=url, run_name=run, **TINY)
+    result = run_bilevel_study(
+        "branin", heldout_objectives=["rosenbrock"], storage=url, run_name=run, **TINY
+    )
     outer = result.outer_study
     assert outer.user_attrs[_attrs.KIND] == "outer"
     finished = outer.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(finished) == 2
     # The first outer trial is the Level-0 configuration, reusing the llm-level0 baseline.
     assert outer.trials[0].user_attrs[_attrs.ARM] == "llm-level0"
-    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)}
+    summaries = {
+        s.study_name: s
+        for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)
+    }
     for t in finished:
         names = t.user_attrs[_attrs.INNER_STUDIES]
         assert names
@@ -55,7 +64,11 @@ def _check_run(url: str, run: str) -> None:
             assert attrs[_attrs.OBJECTIVE] == "branin"
             assert attrs[_attrs.SEED] in (0, 1)
             assert summaries[name].n_trials >= 4
-    arms = {s.user_attrs.get(_attrs.ARM) for s in summaries.values() if s.user_attrs.get(_attrs.RUN) == run}
+    arms = {
+        s.user_attrs.get(_attrs.ARM)
+        for s in summaries.values()
+        if s.user_attrs.get(_attrs.RUN) == run
+    }
     assert {"random", "tpe", "llm-level0"} <= arms
     assert set(result.arm_scores) >= {"random", "tpe", "llm-level0", "best"}
     for arm in result.arm_scores.values():
@@ -64,11 +77,15 @@ def _check_run(url: str, run: str) -> None:
     heldout = [s for s in summaries.values() if s.user_attrs.get(_attrs.KIND) == "heldout"]
     assert heldout and all(s.user_attrs[_attrs.OBJECTIVE] == "rosenbrock" for s in heldout)
     # Inner trials carry the proposer's record.
-    inner = optuna.load_study(study_name=outer.trials[0].user_attrs[_attrs.INNER_STUDIES][0], storage=url)
+    inner = optuna.load_study(
+        study_name=outer.trials[0].user_attrs[_attrs.INNER_STUDIES][0], storage=url
+    )
     assert all(_attrs.SOURCE in t.user_attrs for t in inner.trials)
     # Running again resumes: nothing is recomputed.
     before = _inner_trial_counts(url)
-    again = run_bilevel_study("branin", heldout_objectives=["rosenbrock"], storage=url, run_name=run, **TINY)
+    again = run_bilevel_study(
+        "branin", heldout_objectives=["rosenbrock"], storage=url, run_name=run, **TINY
+    )
     assert _inner_trial_counts(url) == before
     assert again.best_config == result.best_config
 
@@ -118,7 +135,9 @@ def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
     spec = tmp_path / "killed.toml"
     spec.write_text(SPEC.format(db=db))
     cmd = [sys.executable, "-m", "bilevel_optuna", "run", str(spec)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     url = f"sqlite:///{db}"
     deadline = time.time() + 300
     # Kill it once the first LLM study has some finished trials but is not done.
@@ -135,7 +154,12 @@ def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished_before = {
-        s.study_name: [(t.number, t.params, t.value) for t in optuna.load_study(study_name=s.study_name, storage=url).get_trials(states=(TrialState.COMPLETE,))]
+        s.study_name: [
+            (t.number, t.params, t.value)
+            for t in optuna.load_study(study_name=s.study_name, storage=url).get_trials(
+                states=(TrialState.COMPLETE,)
+            )
+        ]
         for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)
         if s.user_attrs.get(_attrs.KIND) == "baseline"
     }
@@ -143,6 +167,8 @@ def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "best proposer configuration" in done.stdout
     for name, trials in finished_before.items():
-        now = optuna.load_study(study_name=name, storage=url).get_trials(states=(TrialState.COMPLETE,))
+        now = optuna.load_study(study_name=name, storage=url).get_trials(
+            states=(TrialState.COMPLETE,)
+        )
         assert [(t.number, t.params, t.value) for t in now][: len(trials)] == trials
         assert len(now) >= 4

@@ -43,7 +43,7 @@ def test_space_suggests_conditional_mechanism_parameters() -> None:
         for name, params in config.mechanisms:
             seen_on.add(name)
             prefix = f"mech.{name}."
-            assert {k[len(prefix):] for k in trial.params if k.startswith(prefix)} == set(params)
+            assert {k[len(prefix) :] for k in trial.params if k.startswith(prefix)} == set(params)
         off = {"tabu", "trust_region"} - {n for n, _ in config.mechanisms}
         for name in off:
             assert not any(k.startswith(f"mech.{name}.") for k in trial.params)

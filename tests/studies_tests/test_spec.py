@@ -68,17 +68,28 @@ def test_good_spec_gives_run_bilevel_study_arguments(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change,fragment",
     [
-        (("n_repeats = 2", "n_repets = 2"), "Unknown key(s) ['n_repets'] in [inner] ('n_repets': did you mean 'n_repeats'?)"),
-        (("n_trials = 3", 'n_trials = "three"'), "`n_trials` in [outer] must be int but got str 'three'"),
+        (
+            ("n_repeats = 2", "n_repets = 2"),
+            "Unknown key(s) ['n_repets'] in [inner] ('n_repets': did you mean 'n_repeats'?)",
+        ),
+        (
+            ("n_trials = 3", 'n_trials = "three"'),
+            "`n_trials` in [outer] must be int but got str 'three'",
+        ),
         (('objectives = ["branin"]', 'objectives = ["brannin"]'), "brannin"),
-        (('mechanisms = ["tabu"]', 'mechanisms = ["taboo"]'), "Unknown mechanism 'taboo'; valid names are"),
+        (
+            ('mechanisms = ["tabu"]', 'mechanisms = ["taboo"]'),
+            "Unknown mechanism 'taboo'; valid names are",
+        ),
         (('template = "default"', 'template = "verbose"'), "template must be one of"),
         (("[outer]", "[outter]"), "Unknown table(s) ['outter']"),
         (('name = "t"\n', ""), "[run] needs `name`"),
         (("n_trials = 3", "n_trials = true"), "must be int but got bool"),
     ],
 )
-def test_bad_specs_name_the_problem(tmp_path: Path, change: tuple[str, str], fragment: str) -> None:
+def test_bad_specs_name_the_problem(
+    tmp_path: Path, change: tuple[str, str], fragment: str
+) -> None:
     with pytest.raises(ConfigurationError) as info:
         load_spec(_write(tmp_path, GOOD.replace(*change, 1)))
     assert fragment in str(info.value)
