@@ -172,7 +172,16 @@ def load_spec(path: str | Path) -> BilevelSpec | StudySpec:
     """Read and validate a spec file; every error names the key and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigurationError(f"Spec file {str(path)!r} does not exist.")
+        # A shipped spec by name ("demo", "demo.toml"), so a wheel without the repo runs it too.
+        shipped = Path(__file__).parent / (path.name if path.suffix else f"{path.name}.toml")
+        if len(path.parts) == 1 and shipped.is_file():
+            path = shipped
+        else:
+            names = sorted(p.stem for p in Path(__file__).parent.glob("*.toml"))
+            raise ConfigurationError(
+                f"Spec file {str(path)!r} does not exist; give a path, or one of the shipped "
+                f"specs by name: {names}."
+            )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:

@@ -108,6 +108,13 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_spec(tmp_path / "nope.toml")
 
 
+def test_shipped_spec_by_name() -> None:
+    spec = load_spec("demo")
+    assert isinstance(spec, BilevelSpec) and spec.kwargs["run_name"] == "demo"
+    with pytest.raises(ConfigurationError, match="shipped specs by name"):
+        load_spec("no_such_spec")
+
+
 def test_single_study_spec(tmp_path: Path) -> None:
     text = """
 [study]
