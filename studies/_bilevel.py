@@ -102,11 +102,37 @@ def make_storage(url: str | BaseStorage | None) -> tuple[BaseStorage, str]:
         )
     storage = RDBStorage(
         url,
+        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
         heartbeat_interval=15,
         grace_period=45,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
     )
+    if url.startswith("sqlite"):
+        _serialize_sqlite_transactions(storage)
     return storage, url
+
+
+def _serialize_sqlite_transactions(storage: RDBStorage) -> None:
+    """Make every SQLite transaction take the write lock at its start (``BEGIN IMMEDIATE``).
+
+    SQLite ignores ``SELECT ... FOR UPDATE``, so two processes can both read a WAITING trial
+    and both start it: a queued candidate would run twice. Taking the lock at ``BEGIN`` makes
+    Optuna's read-check-write atomic across processes, at the cost of serializing writers
+    (what SQLite does anyway). Server databases lock rows and need none of this.
+    """
+    from sqlalchemy import event
+
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver must not emit its own BEGIN
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners must not be reused
 
 
 def _score(result: InnerResult, objective: Objective, aggregate: str, scale: float) -> float:

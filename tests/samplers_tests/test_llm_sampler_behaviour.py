@@ -118,8 +118,11 @@ def test_replay_reproduces_a_finished_study_without_a_model(tmp_path) -> None:
 
 
 def _worker(url: str, name: str, n_trials: int, seed: int) -> None:
+    from bilevel_optuna.studies._bilevel import make_storage
+
     sampler = LLMSampler(model="local", search_space=BRANIN_SPACE, n_candidates=3, seed=seed)
-    study = optuna.load_study(study_name=name, storage=url, sampler=sampler)
+    storage, _ = make_storage(url)  # on SQLite: transactions that lock at BEGIN
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     study.optimize(branin, n_trials=n_trials)
 
 
