@@ -125,7 +125,6 @@ def test_picks_among_the_models_candidates_and_queues_none() -> None:
     assert study.trials[1].params["x"] == pytest.approx(3.7)  # farthest from x=-5
 
 
-@pytest.mark.slow
 def test_embedded_model_candidates_are_chosen_by_novelty() -> None:
     from mechanism_context import embedded_study
 

@@ -178,7 +178,6 @@ def test_same_seed_same_study() -> None:
     assert run() == run()
 
 
-@pytest.mark.slow
 def test_embedded_model_with_a_tpe_warmup() -> None:
     from mechanism_context import embedded_study
 

@@ -210,7 +210,6 @@ def test_covers_a_parameter_the_model_never_varies() -> None:
     )
 
 
-@pytest.mark.slow
 def test_embedded_model_covers_more_bins_with_orthogonal_exploration() -> None:
     from mechanism_context import BRANIN_SPACE
     from mechanism_context import embedded_study

@@ -168,7 +168,6 @@ def test_a_stalled_model_gets_exploration_bursts() -> None:
     assert min(t.value for t in study.trials) < min(t.value for t in study.trials[:5])
 
 
-@pytest.mark.slow
 def test_embedded_model_stalls_and_restart_bursts_explore() -> None:
     from mechanism_context import embedded_study
     from mechanism_context import n_distinct

@@ -166,7 +166,6 @@ def test_bare_sampler_repeats_and_tabu_does_not() -> None:
     assert record["hooks"]["review"] >= 2 and record["rejected"] >= 1 and record["changed"] >= 1
 
 
-@pytest.mark.slow
 def test_embedded_model_repeats_itself_and_tabu_stops_it() -> None:
     from mechanism_context import embedded_study
     from mechanism_context import n_distinct

@@ -208,7 +208,6 @@ def test_proposals_stay_within_the_recorded_radius_of_the_incumbent() -> None:
     assert len(radii) > 1 and not math.isnan(min(radii))  # it grew or shrank
 
 
-@pytest.mark.slow
 def test_embedded_model_proposals_stay_within_the_radius() -> None:
     from mechanism_context import BRANIN_SPACE
     from mechanism_context import embedded_study
