@@ -174,12 +174,12 @@ def build_messages(template: PromptTemplate, inputs: PromptInputs) -> list[dict[
             "chronological": "oldest first",
             "worst": "best last",
         }[inputs.history_order]
-        lines.append(
-            f"Evaluated ({len(inputs.history)} of {inputs.n_complete}, {label}), "
-            f"configuration -> {inputs.metric_name}:"
-        )
+        # What changes from one trial to the next (counts, pending trials, notes) comes after
+        # the history, so consecutive prompts share a long prefix that a local model reuses.
+        lines.append(f"Evaluated, {label} (configuration -> {inputs.metric_name}):")
         for t in inputs.history:
             lines.append(f"{format_params(t.params, names)} -> {format_value(t.value)}")
+        lines.append(f"({len(inputs.history)} of {inputs.n_complete} evaluated shown.)")
     else:
         lines.append("Nothing has been evaluated yet.")
     failed = list(inputs.failed)[-MAX_FAILED_SHOWN:]

@@ -279,7 +279,10 @@ class _Bilevel:
 
     # ------------------------------------------------------------ baselines
     def run_baselines(
-        self, baselines: Sequence[str], objectives: list[Objective]
+        self,
+        baselines: Sequence[str],
+        objectives: list[Objective],
+        seeds: Sequence[int] | None = None,
     ) -> dict[str, dict[str, list[InnerResult]]]:
         out: dict[str, dict[str, list[InnerResult]]] = {}
         for arm in baselines:
@@ -293,7 +296,7 @@ class _Bilevel:
                         kind="baseline",
                         config=LEVEL0 if arm == "llm-level0" else None,
                     )
-                    for seed in self.seeds
+                    for seed in (self.seeds if seeds is None else seeds)
                 ]
         return out
 
@@ -447,6 +450,7 @@ def run_bilevel_study(
     n_inner_trials: int = 20,
     n_repeats: int = 3,
     seeds: Sequence[int] | None = None,
+    heldout_seeds: Sequence[int] | None = None,
     model: ChatModel | str | None = None,
     outer_space: OuterSpace | None = None,
     outer_sampler: str | BaseSampler = "tpe",
@@ -472,6 +476,9 @@ def run_bilevel_study(
         n_inner_trials: Trials per inner study.
         n_repeats: Inner studies per objective per outer trial, one per seed.
         seeds: The repeats' seeds (default ``seed * 1000 + r``); the same for every arm.
+        heldout_seeds: Seeds of the held-out evaluation (default: ``seeds``). More seeds here
+            than repeats in the outer loop buy the held-out test its power without slowing
+            every outer trial.
         model: Chat model or spec (``"local"`` by default, see :func:`~bilevel_optuna.chat.get_chat_model`).
         outer_space: The search space of proposer configurations.
         outer_sampler: ``"tpe"`` (default), ``"random"``, ``"llm"`` (LLMSampler tunes itself) or a
@@ -521,6 +528,11 @@ def run_bilevel_study(
     seeds_list = list(seeds) if seeds is not None else [seed * 1000 + r for r in range(n_repeats)]
     if len(set(seeds_list)) != len(seeds_list):
         raise ConfigurationError(f"seeds must be distinct but got {seeds_list}.")
+    heldout_seeds_list = list(heldout_seeds) if heldout_seeds is not None else seeds_list
+    if not heldout_seeds_list or len(set(heldout_seeds_list)) != len(heldout_seeds_list):
+        raise ConfigurationError(
+            f"heldout_seeds must be distinct and not empty but got {heldout_seeds_list}."
+        )
     space = outer_space or OuterSpace()
     storage_obj, storage_url = make_storage(storage)
 
@@ -638,8 +650,11 @@ def run_bilevel_study(
     arms: dict[str, dict[str, list[str]]] = {}
     scores: dict[str, dict[str, list[float]]] = {}
     all_objectives = objectives + heldout
+    def seeds_of(obj: Objective) -> list[int]:
+        return heldout_seeds_list if obj in heldout else seeds_list
+
     if heldout:
-        heldout_base = bilevel.run_baselines(base_arms, heldout)
+        heldout_base = bilevel.run_baselines(base_arms, heldout, seeds=heldout_seeds_list)
         if "random" in heldout_base:
             bilevel.set_scales(heldout_base["random"])
     for arm in base_arms:
@@ -649,7 +664,7 @@ def run_bilevel_study(
                 bilevel.run_arm(
                     arm, obj, s, kind="baseline", config=LEVEL0 if arm == "llm-level0" else None
                 )
-                for s in seeds_list
+                for s in seeds_of(obj)
             ]
             arms[arm][obj.name] = [r.study_name for r in results]
             scores[arm][obj.name] = [bilevel.score(r, obj) for r in results]
@@ -660,7 +675,7 @@ def run_bilevel_study(
             kind = "heldout" if obj in heldout else "inner"
             results = [
                 bilevel.run_arm(best_arm, obj, s, kind=kind, config=best_config)
-                for s in seeds_list
+                for s in seeds_of(obj)
             ]
             arms["best"][obj.name] = [r.study_name for r in results]
             scores["best"][obj.name] = [bilevel.score(r, obj) for r in results]

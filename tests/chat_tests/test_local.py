@@ -13,6 +13,7 @@ import pytest
 from bilevel_optuna.chat import ChatReply
 from bilevel_optuna.chat import ChatRequest
 from bilevel_optuna.chat import LocalChatModel
+from bilevel_optuna.chat import _local
 from bilevel_optuna.chat import validate_answer
 from bilevel_optuna.chat._local import _SEED_MODULUS
 from bilevel_optuna.chat._local import _grammar
@@ -73,6 +74,27 @@ def test_same_seed_same_answer_after_other_requests(
 ) -> None:
     model.complete(B)  # leaves other tokens in the KV cache
     assert model.complete(A).text == answer_a.text
+
+
+HISTORY = "\n".join(
+    f"lr={10 ** -(1 + i % 4):g} layers={1 + i % 8} {('relu', 'tanh')[i % 2]} -> {0.9 - i / 100:.2f}"
+    for i in range(30)
+)
+C = _request(f"Trials so far:\n{HISTORY}\nPropose the next trial.", seed=3)
+D = _request(f"Trials so far:\n{HISTORY}\nlr=0.5 layers=3 tanh -> 0.95\nPropose one.", seed=3)
+
+
+def test_a_shared_prompt_prefix_is_reused_and_gives_the_same_answer(
+    model: LocalChatModel,
+) -> None:
+    model.complete(A)  # nothing in common with D beyond a few tokens: D is evaluated afresh
+    fresh = model.complete(D)
+    assert model._loaded().reused_tokens == 0
+    model.complete(C)  # shares D's history
+    again = model.complete(D)
+    assert model._loaded().reused_tokens >= 3 * _local.PREFIX_CHUNK
+    assert again.text == fresh.text
+    assert again.prompt_tokens == fresh.prompt_tokens
 
 
 @pytest.mark.slow  # a second process loads the model: seconds more on a busy machine

@@ -149,7 +149,22 @@ def test_history_window_keeps_the_prompt_bounded() -> None:
         lengths.append(len(model.requests[-1].messages[-1]["content"]))
     assert max(lengths[15:]) <= max(lengths[10:15]) + 20
     prompt = model.requests[-1].messages[-1]["content"]
-    assert "Evaluated (10 of 59, best first)" in prompt
+    assert "Evaluated, best first" in prompt and "(10 of 59 evaluated shown.)" in prompt
+
+
+def test_consecutive_prompts_share_the_history_as_a_prefix() -> None:
+    # A local model reuses the computation of a shared prompt prefix, so what changes from one
+    # trial to the next (the count of trials) comes after the history.
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 4.0 + i * 0.01, "n": 1, "c": "a"}))
+    sampler = LLMSampler(model=model, search_space=SPACE, history_size=3, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    for x in (0.1, 0.2, 0.3):
+        study.enqueue_trial({"x": x, "n": 1, "c": "a"})
+    study.optimize(objective, n_trials=6)  # proposals at x >= 4 stay out of the best-3 window
+    first, second = (r.messages[-1]["content"] for r in model.requests[-2:])
+    assert first != second  # the count changed ...
+    head = first.split("evaluated shown.)")[0].rsplit("\n", 1)[0]
+    assert second.startswith(head) and head.count("{\"x\"") == 3  # ... after the same history
 
 
 def test_prompt_states_types_bounds_scale_and_direction() -> None:
