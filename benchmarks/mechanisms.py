@@ -278,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futures = [
-                pool.submit(run_one, args.storage, o, a, s, args.trials) for o, a, s in tasks
+                pool.submit(run_one, args.storage, o, a, s, args.trials, args.threads)
+                for o, a, s in tasks
             ]
             for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
                 try:

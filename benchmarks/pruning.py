@@ -55,6 +55,7 @@ def _best(outer: optuna.Study) -> tuple[str, float]:
 
 
 def _run(args: argparse.Namespace, prune: bool) -> Any:
+    from bilevel_optuna.chat import LocalChatModel
     from bilevel_optuna.studies import run_bilevel_study
 
     return run_bilevel_study(
@@ -69,6 +70,7 @@ def _run(args: argparse.Namespace, prune: bool) -> Any:
         prune=prune,
         baselines=("random", "tpe", "llm-level0"),
         seed=args.seed,
+        model=LocalChatModel(n_threads=args.threads),
         progress=lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True),
     )
 
@@ -113,7 +115,6 @@ def report(args: argparse.Namespace) -> None:
 
     from bilevel_optuna.stats import compare
 
-    heldout = pruned.user_attrs.get("bilevel:heldout_objectives")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = compare(
@@ -121,7 +122,7 @@ def report(args: argparse.Namespace) -> None:
             run=f"{args.prefix}-pruned",
             arms=[pruned_arm, "llm-level0", "tpe", "random"],
             kind=("heldout", "baseline"),
-            objective=heldout or args.heldout,
+            objective=args.heldout,
             n_trials=args.inner,
             control=pruned_arm,
         )
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6, help="paired seeds per outer trial")
     parser.add_argument("--heldout-seeds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     parser.add_argument("--report", action="store_true", help="only print the tables")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
