@@ -48,7 +48,7 @@ class InstantModel(ChatModel):
         self.rng = np.random.default_rng(seed)
 
     def complete(self, request: ChatRequest) -> ChatReply:
-        k = request.json_schema["properties"]["candidates"]["minItems"]  # type: ignore[index]
+        k = request.n  # one configuration per answer, n answers
         candidates = []
         for _ in range(k):
             candidates.append(

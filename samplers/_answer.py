@@ -13,6 +13,7 @@ import difflib
 import json
 import math
 from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -224,3 +225,36 @@ def parse_answer(
     if not candidates:
         raise AnswerError(" ".join(errors) or "The answer holds no candidate configuration.")
     return ParsedAnswer(candidates=candidates, rationale=rationale, repairs=all_repairs), errors
+
+
+def parse_answers(
+    texts: Sequence[str], search_space: Mapping[str, BaseDistribution], n_candidates: int
+) -> tuple[ParsedAnswer, list[str]]:
+    """Parse several answers to one request (``ChatRequest.n``) into up to ``n_candidates``.
+
+    An answer may hold one configuration or a list of them (a server that ignores ``n``, or a
+    model asked for a list); candidates are taken in order. The rationale is the first
+    non-empty one. Answers that cannot be used add their error to the returned list.
+
+    Raises:
+        AnswerError: If no answer holds a usable candidate.
+    """
+    candidates: list[dict[str, Any]] = []
+    repairs: list[list[str]] = []
+    errors: list[str] = []
+    rationale = ""
+    for text in texts:
+        if len(candidates) >= n_candidates:
+            break
+        try:
+            parsed, more = parse_answer(text, search_space, n_candidates - len(candidates))
+        except AnswerError as err:
+            errors.append(str(err))
+            continue
+        candidates.extend(parsed.candidates)
+        repairs.extend(parsed.repairs)
+        errors.extend(more)
+        rationale = rationale or parsed.rationale
+    if not candidates:
+        raise AnswerError(" ".join(dict.fromkeys(errors)) or "No answer holds a configuration.")
+    return ParsedAnswer(candidates=candidates, rationale=rationale, repairs=repairs), errors

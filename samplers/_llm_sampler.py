@@ -30,7 +30,7 @@ from bilevel_optuna.exceptions import ChatModelNotFoundError
 from bilevel_optuna.samplers._answer import AnswerError
 from bilevel_optuna.samplers._answer import answer_schema
 from bilevel_optuna.samplers._answer import check_search_space
-from bilevel_optuna.samplers._answer import parse_answer
+from bilevel_optuna.samplers._answer import parse_answers
 from bilevel_optuna.samplers._answer import repair_params
 from bilevel_optuna.samplers._hooks import HookRunner
 from bilevel_optuna.samplers._loading import MechanismSpec
@@ -253,8 +253,9 @@ class LLMSampler(BaseSampler):
     def _max_tokens(self, n_params: int) -> int:
         if self.max_tokens is not None:
             return self.max_tokens
-        # Rationale (about 40 tokens at its length cap) plus about 12 tokens a parameter.
-        return 64 + self.n_candidates * (8 + 12 * n_params)
+        # Per answer (one configuration each): the rationale (about 40 tokens at its length
+        # cap) plus about 12 tokens a parameter.
+        return 72 + 12 * n_params
 
     def _request_seed(self, trial_number: int, attempt: int) -> int:
         """Seed of attempt ``attempt`` for trial ``trial_number`` (-1: the hooks' generator)."""
@@ -338,7 +339,10 @@ class _Proposal:
     def _ask(self) -> tuple[dict[str, Any], str]:
         sampler, ctx = self.sampler, self.context
         k = sampler.n_candidates
-        schema = answer_schema(self.space, k)
+        # k candidates are k answers of one configuration each to one prompt (the request's
+        # ``n``): the embedded model writes them side by side, for little more than one, and
+        # independent samples differ from each other where a list in one answer repeats itself.
+        schema = answer_schema(self.space, 1)
         pending = self._pending()
         inputs = PromptInputs(
             description=sampler.description,
@@ -356,7 +360,7 @@ class _Proposal:
             pending=pending,
             notes=ctx.notes,
             prior_knowledge=sampler.prior_knowledge,
-            n_candidates=k,
+            n_candidates=1,
             history_order=sampler.history_order,
         )
         messages = build_messages(sampler.template, inputs)
@@ -368,6 +372,7 @@ class _Proposal:
                 temperature=sampler.temperature,
                 max_tokens=sampler._max_tokens(len(self.space)),
                 seed=sampler._request_seed(self.trial.number, attempt),
+                n=k,
             )
             self.attrs[_attrs.ATTEMPTS] = attempt + 1
             self.attrs[_attrs.REQUEST_HASH] = request.hash()
@@ -389,7 +394,7 @@ class _Proposal:
                 break
             self._account(request, reply)
             try:
-                parsed, errors = parse_answer(reply.text, self.space, k)
+                parsed, errors = parse_answers(reply.texts, self.space, k)
             except AnswerError as err:
                 last_error = str(err)
                 messages = messages + self._feedback(reply.text, str(err))

@@ -21,7 +21,9 @@ class ScriptedChatModel(ChatModel):
 
     name = "scripted"
 
-    def __init__(self, answer: Callable[[ChatRequest, int], str | Exception]) -> None:
+    def __init__(
+        self, answer: Callable[[ChatRequest, int], str | list[str] | Exception]
+    ) -> None:
         self._answer = answer
         self.requests: list[ChatRequest] = []
         self._lock = threading.Lock()
@@ -33,8 +35,14 @@ class ScriptedChatModel(ChatModel):
         result = self._answer(request, index)
         if isinstance(result, Exception):
             raise result
+        texts = [result] if isinstance(result, str) else list(result)  # a list: n answers
         return ChatReply(
-            text=result, prompt_tokens=100, completion_tokens=20, latency_s=0.01, model=self.name
+            text=texts[0],
+            prompt_tokens=100,
+            completion_tokens=20 * len(texts),
+            latency_s=0.01,
+            model=self.name,
+            choices=tuple(texts) if len(texts) > 1 else (),
         )
 
 

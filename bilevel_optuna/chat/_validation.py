@@ -179,14 +179,19 @@ def check_reply(reply: ChatReply, request: ChatRequest, validate: Validate) -> C
     """
     if request.json_schema is None or validate == "none":
         return reply
-    unwrapped = _strip_fence(reply.text)
-    if unwrapped != reply.text:
-        reply = dataclasses.replace(reply, text=unwrapped)
-    _validate(
-        reply.text,
-        request.json_schema if validate == "schema" else None,
-        finish_reason=reply.finish_reason,
-        max_tokens=request.max_tokens,
-        reply=reply,
-    )
+    if reply.choices:
+        choices = tuple(_strip_fence(c) for c in reply.choices)
+        reply = dataclasses.replace(reply, text=choices[0], choices=choices)
+    else:
+        unwrapped = _strip_fence(reply.text)
+        if unwrapped != reply.text:
+            reply = dataclasses.replace(reply, text=unwrapped)
+    for text in reply.texts:
+        _validate(
+            text,
+            request.json_schema if validate == "schema" else None,
+            finish_reason=reply.finish_reason,
+            max_tokens=request.max_tokens,
+            reply=reply,
+        )
     return reply

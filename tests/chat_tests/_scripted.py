@@ -21,7 +21,10 @@ class Step:
     drop: bool = False
 
 
-def completion(text: str, *, model: str = "scripted", finish_reason: str = "stop") -> Step:
+def completion(
+    text: str, *more: str, model: str = "scripted", finish_reason: str = "stop"
+) -> Step:
+    """A chat completion answering ``text`` (and ``more`` choices, as for a request's n)."""
     body = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -29,10 +32,11 @@ def completion(text: str, *, model: str = "scripted", finish_reason: str = "stop
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "index": i,
+                "message": {"role": "assistant", "content": t},
                 "finish_reason": finish_reason,
             }
+            for i, t in enumerate((text, *more))
         ],
         "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
     }

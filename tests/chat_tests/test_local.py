@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -95,6 +96,26 @@ def test_a_shared_prompt_prefix_is_reused_and_gives_the_same_answer(
     assert model._loaded().reused_tokens >= 3 * _local.PREFIX_CHUNK
     assert again.text == fresh.text
     assert again.prompt_tokens == fresh.prompt_tokens
+
+
+def test_several_answers_are_written_side_by_side(model: LocalChatModel) -> None:
+    request = dataclasses.replace(C, n=4)
+    reply = model.complete(request)
+    assert len(reply.texts) == 4
+    for text in reply.texts:
+        assert set(validate_answer(text, SCHEMA)) == {"learning_rate", "layers", "activation"}
+    assert len(set(reply.texts)) >= 2  # each answer samples with its own seed
+    assert reply.completion_tokens >= 4 * 8
+    model.complete(A)
+    assert model.complete(request).texts == reply.texts  # whatever was asked in between
+    # Only the prompt stays in the cache, as after one answer: the next request reuses it.
+    model.complete(D)
+    assert model._loaded().reused_tokens >= 3 * _local.PREFIX_CHUNK
+
+
+def test_too_many_answers_is_a_clear_error(model: LocalChatModel) -> None:
+    with pytest.raises(ChatModelError, match=f"at most {_local.MAX_CHOICES} answers"):
+        model.complete(dataclasses.replace(A, n=_local.MAX_CHOICES + 1))
 
 
 @pytest.mark.slow  # a second process loads the model: seconds more on a busy machine

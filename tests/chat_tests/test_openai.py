@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import traceback
@@ -63,6 +64,23 @@ def test_answer_and_request_fields(scripted: Scripted) -> None:
     assert sent["response_format"]["type"] == "json_schema"
     assert sent["response_format"]["json_schema"]["schema"] == SCHEMA
     assert sent["messages"] == [dict(m) for m in REQUEST.messages]
+
+
+def test_several_answers_are_asked_with_n_and_all_kept(scripted: Scripted) -> None:
+    endpoint = scripted([completion('{"x": 3}', '{"x": 4}', '{"x": 5}'), completion('{"x": 6}')])
+    request = dataclasses.replace(REQUEST, n=3)
+    reply = _model(endpoint.base_url).complete(request)
+    assert endpoint.requests[0]["n"] == 3
+    assert reply.texts == ('{"x": 3}', '{"x": 4}', '{"x": 5}') and reply.text == '{"x": 3}'
+    # A server that ignores n answers once: that one answer is what the caller gets.
+    assert _model(endpoint.base_url).complete(request).texts == ('{"x": 6}',)
+    assert "n" not in _model_request_fields(scripted, REQUEST)
+
+
+def _model_request_fields(scripted: Scripted, request: ChatRequest) -> dict[str, Any]:
+    endpoint = scripted([completion('{"x": 1}')])
+    _model(endpoint.base_url).complete(request)
+    return endpoint.requests[0]
 
 
 def test_free_text_request_sends_no_response_format(scripted: Scripted) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -71,6 +72,13 @@ def test_served_answer_equals_in_process_answer(base_url: str) -> None:
     assert served.model == NAME and served.finish_reason == "stop"
 
 
+def test_several_answers_are_served_as_choices(base_url: str) -> None:
+    request = dataclasses.replace(REQUEST, n=3)
+    served = OpenAIChatModel(model=NAME, base_url=base_url).complete(request)
+    assert served.texts == LocalChatModel().complete(request).texts
+    assert len(served.texts) == 3
+
+
 def test_concurrent_workers_share_the_server(base_url: str) -> None:
     texts: list[str] = []
 
@@ -137,6 +145,12 @@ def test_unknown_model_gets_a_404_naming_the_served_one(base_url: str) -> None:
             {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
             400,
             "max_tokens must be >= 1",
+        ),
+        (
+            "/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "n": 0},
+            400,
+            "n must be a positive integer",
         ),
         (
             "/chat/completions",

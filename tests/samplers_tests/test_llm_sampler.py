@@ -126,6 +126,25 @@ def test_extra_candidates_are_queued_and_evaluated_once_each() -> None:
     assert all(t.user_attrs[_attrs.SOURCE] == "llm" for t in queued)
 
 
+def test_k_candidates_are_k_answers_of_one_request() -> None:
+    def answer(request: ChatRequest, i: int) -> list[str]:
+        return [answer_json({"x": 0.5 * i + 0.1 * j, "n": 1 + j, "c": "b"}) for j in range(request.n)]
+
+    model = ScriptedChatModel(answer)
+    study = optuna.create_study(
+        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=3, seed=1)
+    )
+    study.optimize(objective, n_trials=6)
+    assert len(model.requests) == 2 and all(r.n == 3 for r in model.requests)
+    one = model.requests[0].json_schema["properties"]["candidates"]  # type: ignore[index]
+    assert one["minItems"] == one["maxItems"] == 1
+    assert [t.params["n"] for t in study.trials] == [1, 2, 3, 1, 2, 3]
+    assert [t.user_attrs.get("llm:queued_by") for t in study.trials] == [None, 0, 0, None, 3, 3]
+    # Every answer is stored with the request, so a replay gets all three back.
+    exchange = study.trials[0].system_attrs[_attrs.EXCHANGES][0]
+    assert len(exchange["reply"]["choices"]) == 3
+
+
 def test_candidates_equal_to_pending_ones_are_dropped() -> None:
     same = {"x": 1.0, "n": 1, "c": "a"}
     model = ScriptedChatModel(lambda r, i: answer_json(same, same, {"x": 2.0, "n": 1, "c": "a"}))
