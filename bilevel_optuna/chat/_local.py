@@ -354,6 +354,81 @@ def _choice_seed(seed: int, index: int) -> int:
     return (seed + index * 0x9E3779B1) % _SEED_MODULUS
 
 
+class _AnswerSampler:
+    """Samples one answer's tokens, checking the grammar lazily.
+
+    The sampling chain is llama-cpp-python's default (top-k 40, top-p 0.95, min-p 0.05, then
+    the temperature). Rather than run the grammar over the whole vocabulary at every token
+    (8.6 ms of a 30 ms step measured here), the token is sampled freely and then checked;
+    only a refused token makes the grammar filter the vocabulary and the chain sample again.
+    llama.cpp's own sampler (common/sampling) does the same.
+    """
+
+    def __init__(
+        self, llama: llama_cpp.Llama, grammar: LlamaGrammar | None, temperature: float, seed: int
+    ) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._bindings = llama_cpp
+        self._n_vocab = llama.n_vocab()
+        self.free = self._chain(_internals.LlamaSampler(), temperature, seed)
+        self.constrained: Any = None
+        self.grammar: Any = None
+        if grammar is not None:
+            self.grammar = _internals.LlamaSampler()
+            self.grammar.add_grammar(llama._model, grammar)
+            self.constrained = self._chain(_internals.LlamaSampler(), temperature, seed + 1)
+            self._one = (llama_cpp.llama_token_data * 1)()
+            self._one_array = llama_cpp.llama_token_data_array(
+                data=self._one, size=1, selected=-1, sorted=False
+            )
+            self._all = _internals.LlamaTokenDataArray(n_vocab=self._n_vocab)
+
+    @staticmethod
+    def _chain(chain: Any, temperature: float, seed: int) -> Any:
+        if temperature == 0:
+            chain.add_greedy()
+            return chain
+        chain.add_top_k(40)
+        chain.add_typical(1.0, 1)
+        chain.add_top_p(0.95, 1)
+        chain.add_min_p(0.05, 1)
+        chain.add_temp(temperature)
+        chain.add_dist(seed % _SEED_MODULUS)
+        return chain
+
+    def sample(self, ctx: Any, row: int) -> int:
+        """The next token from the logits of ``row`` of the last decoded batch."""
+        import ctypes
+
+        import numpy as np
+
+        token = int(self.free.sample(ctx, row))
+        if self.grammar is None:
+            return token
+        llama_cpp = self._bindings
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, 1.0, 0.0
+        self._one_array.size, self._one_array.selected = 1, -1
+        llama_cpp.llama_sampler_apply(self.grammar.sampler, ctypes.byref(self._one_array))
+        if self._one[0].logit == float("-inf"):  # refused: sample again inside the grammar
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ctx.ctx, row), shape=(self._n_vocab,)
+            )
+            self._all.copy_logits(logits)
+            candidates = ctypes.byref(self._all.candidates)
+            llama_cpp.llama_sampler_apply(self.grammar.sampler, candidates)
+            llama_cpp.llama_sampler_apply(self.constrained.sampler, candidates)
+            token = int(self._all.candidates_data.id[self._all.candidates.selected])
+        self.grammar.accept(token)
+        return token
+
+    def close(self) -> None:
+        for chain in (self.free, self.grammar, self.constrained):
+            if chain is not None:
+                chain.close()
+
+
 def _sample_side_by_side(
     loaded: _Loaded,
     prompt: list[int],
@@ -365,11 +440,12 @@ def _sample_side_by_side(
     grammar: LlamaGrammar | None,
 ) -> tuple[list[list[int]], list[str]]:
     """Write ``n`` answers to one prompt at once: the prompt is evaluated once (reusing the
-    cached prefix as :func:`_reuse_aligned_prefix` does), copied to ``n`` sequences of the KV
-    cache, and each step decodes one token of every unfinished answer in one batch. On a CPU
-    a batch of ``n`` tokens costs far less than ``n`` single-token steps, so ``n`` answers take
-    little longer than one. Each answer samples with its own seed, as llama-cpp-python's
-    chat completion samples one (top-k 40, top-p 0.95, min-p 0.05, then the temperature).
+    cached prefix as :func:`_reuse_aligned_prefix` does), shared by ``n`` sequences of the KV
+    cache, and each step decodes one token of every unfinished answer in one batch. Each
+    answer samples with its own seed (:class:`_AnswerSampler`).
+
+    On 2 cores a step of 8 tokens took 88 ms against 21 ms for one, so 8 answers cost about
+    four times one answer's writing, and the prompt once.
     """
     import llama_cpp
     from llama_cpp import _internals
@@ -392,19 +468,7 @@ def _sample_side_by_side(
     length = len(prompt)
     samplers = []
     for index in range(n):
-        chain = _internals.LlamaSampler()
-        if grammar is not None:
-            chain.add_grammar(llama._model, grammar)
-        if temperature == 0:
-            chain.add_greedy()
-        else:
-            chain.add_top_k(40)
-            chain.add_typical(1.0, 1)
-            chain.add_top_p(0.95, 1)
-            chain.add_min_p(0.05, 1)
-            chain.add_temp(temperature)
-            chain.add_dist(_choice_seed(seed, index))
-        samplers.append(chain)
+        samplers.append(_AnswerSampler(llama, grammar, temperature, _choice_seed(seed, index)))
         if index:
             ctx.kv_cache_seq_cp(0, index, 0, length)
     batch = _internals.LlamaBatch(n_tokens=n, embd=0, n_seq_max=1, verbose=False)
@@ -436,14 +500,14 @@ def _sample_side_by_side(
             batch.batch.n_tokens = len(active)
             ctx.decode(batch)
     finally:
-        # Back to the prompt alone in sequence 0, as after one answer: the next request reuses
-        # it, and the cache cells are allocated the same way whatever came before.
+        # Back to the prompt alone in sequence 0: the next request reuses it, and the cache
+        # cells are allocated the same way whatever came before.
         for index in range(1, n):
             ctx.kv_cache_seq_rm(index, 0, -1)
         ctx.kv_cache_seq_rm(0, length, -1)
         batch.close()
-        for chain in samplers:
-            chain.close()
+        for sampler in samplers:
+            sampler.close()
     return tokens, finish
 
 
@@ -548,8 +612,12 @@ class LocalChatModel(ChatModel):
         if request.json_schema is not None:
             kwargs["grammar"] = _grammar(json.dumps(request.json_schema, sort_keys=True))
         seed = request.seed if request.seed is not None else random.randrange(_SEED_MODULUS)
-        if request.n > 1:
-            return self._complete_many(loaded, request, kwargs.get("grammar"), seed, start)
+        return self._complete_many(loaded, request, kwargs.get("grammar"), seed, start)
+
+    def _complete_with_llama_cpp(
+        self, loaded: _Loaded, request: ChatRequest, kwargs: dict[str, Any], seed: int, start: float
+    ) -> ChatReply:
+        """One answer through llama-cpp-python's chat completion (a GGUF without a template)."""
         with loaded.lock:
             # The prompt's prefix shared with the previous request is reused, cut to a chunk
             # boundary so that the answer is the same as from a fresh evaluation.
@@ -586,37 +654,37 @@ class LocalChatModel(ChatModel):
         seed: int,
         start: float,
     ) -> ChatReply:
-        """``request.n`` answers to one prompt, written side by side."""
-        messages = [dict(m) for m in request.messages]
+        """``request.n`` answers (one or more) to one prompt, written side by side."""
+        if request.n > MAX_CHOICES:
+            raise ChatModelError(
+                f"The embedded model writes at most {MAX_CHOICES} answers per request but "
+                f"{request.n} were asked for; ask for fewer (n <= {MAX_CHOICES})."
+            )
         with loaded.lock:
-            prompt = _chat_prompt(loaded.llama, messages)
-            if prompt is None:  # no chat template to build the prompt from: one at a time
-                replies = [
-                    self.complete(
-                        dataclasses.replace(request, n=1, seed=_choice_seed(seed, i))
-                    )
-                    for i in range(request.n)
-                ]
-                texts = tuple(r.text for r in replies)
-                reply = dataclasses.replace(
-                    replies[0],
-                    completion_tokens=sum(r.completion_tokens for r in replies),
-                    latency_s=time.perf_counter() - start,
-                    choices=texts,
+            prompt = _chat_prompt(loaded.llama, [dict(m) for m in request.messages])
+        if prompt is None:  # no chat template: llama-cpp-python's chat completion, one by one
+            kwargs = {"grammar": grammar} if grammar is not None else {}
+            replies = [
+                self._complete_with_llama_cpp(
+                    loaded, request, kwargs, _choice_seed(seed, i), time.perf_counter()
                 )
-                return check_reply(reply, request, self._validate)
-            if request.n > MAX_CHOICES:
-                raise ChatModelError(
-                    f"The embedded model writes at most {MAX_CHOICES} answers per request but "
-                    f"{request.n} were asked for; ask for fewer (n <= {MAX_CHOICES})."
-                )
-            if len(prompt) + request.n * request.max_tokens > self._n_ctx:
-                raise ChatModelError(
-                    f"The embedded model could not answer: {len(prompt)} prompt tokens plus "
-                    f"{request.n} answers of up to {request.max_tokens} tokens exceed the "
-                    f"context window ({self._n_ctx}). Shorten the prompt (a shorter history), "
-                    "ask for fewer answers, or raise n_ctx."
-                )
+                for i in range(request.n)
+            ]
+            reply = dataclasses.replace(
+                replies[0],
+                completion_tokens=sum(r.completion_tokens for r in replies),
+                latency_s=time.perf_counter() - start,
+                choices=tuple(r.text for r in replies) if request.n > 1 else (),
+            )
+            return check_reply(reply, request, self._validate)
+        if len(prompt) + request.n * request.max_tokens > self._n_ctx:
+            raise ChatModelError(
+                f"The embedded model could not answer: {len(prompt)} prompt tokens plus "
+                f"{request.n} answer(s) of up to {request.max_tokens} tokens exceed the context "
+                f"window. Shorten the prompt (a shorter history), ask for fewer answers or fewer "
+                f"tokens, or raise n_ctx (now {self._n_ctx})."
+            )
+        with loaded.lock:
             tokens, finish = _sample_side_by_side(
                 loaded,
                 prompt,
@@ -636,6 +704,6 @@ class LocalChatModel(ChatModel):
             latency_s=time.perf_counter() - start,
             model=self.name,
             finish_reason="length" if "length" in finish else "stop",
-            choices=texts,
+            choices=texts if request.n > 1 else (),
         )
         return check_reply(reply, request, self._validate)

@@ -113,6 +113,21 @@ def test_several_answers_are_written_side_by_side(model: LocalChatModel) -> None
     assert model._loaded().reused_tokens >= 3 * _local.PREFIX_CHUNK
 
 
+def test_grammar_holds_when_the_model_would_rather_write_prose(model: LocalChatModel) -> None:
+    # Tokens are sampled freely and checked against the grammar; a refused one (prose here)
+    # is sampled again inside it, so the answer still follows the schema.
+    request = ChatRequest(
+        messages=({"role": "user", "content": "Tell me a short story about a cat."},),
+        json_schema=SCHEMA,
+        temperature=1.0,
+        max_tokens=40,
+        seed=2,
+        n=2,
+    )
+    for text in model.complete(request).texts:
+        assert set(validate_answer(text, SCHEMA)) == {"learning_rate", "layers", "activation"}
+
+
 def test_too_many_answers_is_a_clear_error(model: LocalChatModel) -> None:
     with pytest.raises(ChatModelError, match=f"at most {_local.MAX_CHOICES} answers"):
         model.complete(dataclasses.replace(A, n=_local.MAX_CHOICES + 1))
