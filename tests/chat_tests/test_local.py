@@ -120,7 +120,7 @@ def test_grammar_holds_when_the_model_would_rather_write_prose(model: LocalChatM
         messages=({"role": "user", "content": "Tell me a short story about a cat."},),
         json_schema=SCHEMA,
         temperature=1.0,
-        max_tokens=40,
+        max_tokens=120,
         seed=2,
         n=2,
     )
