@@ -255,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", default="sqlite:////tmp/mech_bench.db")
     parser.add_argument("--seeds", type=int, default=10, help="paired seeds 0..N-1")
+    parser.add_argument(
+        "--run-seeds",
+        default=None,
+        help="run only these seeds, e.g. '5-9' (another process can take the others)",
+    )
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
     parser.add_argument("--arms", default="all", help=f"comma list of {ALL_ARMS} or 'all'")
@@ -271,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seeds))
     if not args.report:
         # Seed-major: a run stopped early still holds complete, paired blocks of seeds.
-        tasks = [(o, a, s) for s in seeds for o in objectives for a in arms]
+        run_seeds = seeds
+        if args.run_seeds:
+            low, _, high = args.run_seeds.partition("-")
+            run_seeds = list(range(int(low), int(high or low) + 1))
+        tasks = [(o, a, s) for s in run_seeds for o in objectives for a in arms]
         # Cheap arms first within a seed, so the baselines are always there to compare with.
         tasks.sort(key=lambda t: (t[2], t[0], t[1] not in ("tpe", "random")))
         _storage(args.storage)  # create the tables once, before the workers race to
