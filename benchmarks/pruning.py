@@ -145,12 +145,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     parser.add_argument("--report", action="store_true", help="only print the tables")
+    parser.add_argument(
+        "--only",
+        choices=("pruned", "full"),
+        help="run one of the two runs (two processes can share the storage)",
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not args.report:
         start = time.perf_counter()
         for prune in (True, False):
-            _run(args, prune)
+            if args.only in (None, "pruned" if prune else "full"):
+                _run(args, prune)
+        if args.only:
+            return
         print(f"wall: {time.perf_counter() - start:.0f} s", flush=True)
     report(args)
 

@@ -157,8 +157,11 @@ def prompt_table() -> None:
 
 
 def throughput_table(n_trials: int) -> None:
-    print("| candidates per call (k) | trials | model calls | wall s | proposals per second |")
-    print("|---|---|---|---|---|")
+    print(
+        "| candidates per call (k) | trials | model calls | wall s | proposals per second "
+        "| distinct configurations | distinct per second |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for k in (1, 8):
         sampler = LLMSampler(
             model="local", search_space=SPACE, n_candidates=k, seed=0, history_size=10
@@ -173,7 +176,12 @@ def throughput_table(n_trials: int) -> None:
         )
         wall = time.perf_counter() - start
         calls = sum(1 for t in study.trials[1:] if t.user_attrs.get("llm:attempts"))
-        print(f"| {k} | {n_trials} | {calls} | {wall:.1f} | {n_trials / wall:.2f} |")
+        # A configuration proposed again teaches a deterministic objective nothing new.
+        distinct = len({tuple(sorted(t.params.items())) for t in study.trials[1:]})
+        print(
+            f"| {k} | {n_trials} | {calls} | {wall:.1f} | {n_trials / wall:.2f} "
+            f"| {distinct} | {distinct / wall:.2f} |"
+        )
 
 
 def main() -> None:

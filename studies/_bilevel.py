@@ -596,6 +596,13 @@ def run_bilevel_study(
     for key, value in ((_attrs.KIND, "outer"), (_attrs.RUN, run_name)):
         if outer.user_attrs.get(key) != value:
             outer.set_user_attr(key, value)
+    if outer_sampler in ("tpe", "random") and outer.trials:
+        # A resumed run (or a second worker) with the same seed would draw the random
+        # start-up configurations again, from the first; the trials already there move it on.
+        reseeded = seed + len(outer.trials)
+        outer.sampler = (
+            TPESampler(seed=reseeded) if outer_sampler == "tpe" else RandomSampler(seed=reseeded)
+        )
     try:
         import optuna_dashboard
 

@@ -359,9 +359,9 @@ class _AnswerSampler:
 
     The sampling chain is llama-cpp-python's default (top-k 40, top-p 0.95, min-p 0.05, then
     the temperature). Rather than run the grammar over the whole vocabulary at every token
-    (8.6 ms of a 30 ms step measured here), the token is sampled freely and then checked;
-    only a refused token makes the grammar filter the vocabulary and the chain sample again.
-    llama.cpp's own sampler (common/sampling) does the same.
+    (7.8 ms a token measured here, against 21 ms for the decode step), the token is sampled
+    freely and then checked; only a refused token makes the grammar filter the vocabulary and
+    the chain sample again. llama.cpp's own sampler (common/sampling) does the same.
     """
 
     def __init__(

@@ -172,3 +172,24 @@ def test_resume_after_the_process_is_killed(tmp_path: Path) -> None:
         )
         assert [(t.number, t.params, t.value) for t in now][: len(trials)] == trials
         assert len(now) >= 4
+
+
+def test_a_resumed_run_does_not_propose_its_first_configurations_again(tmp_path: Path) -> None:
+    # The outer TPE's start-up draws are random and seeded: a second call with the same seed
+    # would repeat them from the first unless the run's trials move the seed on.
+    url = f"sqlite:///{tmp_path}/resume.db"
+    kwargs: dict = dict(
+        storage=url,
+        run_name="resume",
+        n_inner_trials=1,
+        n_repeats=1,
+        baselines=("random",),
+        outer_space=OuterSpace(
+            history_size=15, history_order="best", template="minimal", n_candidates=1,
+            mechanisms=[],
+        ),
+    )
+    run_bilevel_study("branin", n_outer_trials=3, **kwargs)
+    result = run_bilevel_study("branin", n_outer_trials=5, **kwargs)
+    temperatures = [t.params["temperature"] for t in result.outer_study.trials]
+    assert len(temperatures) == 5 and len(set(temperatures)) == 5
