@@ -387,15 +387,25 @@ def _compare(
     with warnings.catch_warnings():
         # Too few repeats and ties are stated in the result's notes; no need to warn twice.
         warnings.simplefilter("ignore")
-        return compare(
-            storage,
-            run=run_name,
-            arms=arms,
-            kind=kinds,
-            objective=[o.name for o in objectives],
-            n_trials=n_trials,
-            control=arms[0],
-        )
+        try:
+            return compare(
+                storage,
+                run=run_name,
+                arms=arms,
+                kind=kinds,
+                objective=[o.name for o in objectives],
+                n_trials=n_trials,
+                control=arms[0],
+            )
+        except ConfigurationError as err:  # e.g. objectives of both directions, optima unknown
+            _logger.warning(
+                "No comparison of %s: %s Compare them one objective at a time with "
+                "`bilevel-optuna compare --run %s --objective NAME`.",
+                [o.name for o in objectives],
+                err,
+                run_name,
+            )
+            return None
 
 
 def _requeue_interrupted(study: optuna.Study) -> None:

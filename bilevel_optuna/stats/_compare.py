@@ -418,13 +418,14 @@ def compare(
         raise ConfigurationError(f"control={control!r} is not an arm; arms: {sorted(loaded)}.")
     records = [r for group in loaded.values() for r in group]
     directions = {r.direction for r in records}
-    if len(directions) > 1:
-        raise ConfigurationError(
-            "The studies mix directions (minimize and maximize); compare arms of one direction."
-        )
-    study_direction = directions.pop()
     metric, quantity = _resolve_metric(metric, records)
-    direction = "minimize" if quantity == "regret" else study_direction
+    if len(directions) > 1 and quantity != "regret":
+        # Regret is lower-is-better whatever the direction; raw values are not comparable.
+        raise ConfigurationError(
+            "The studies mix directions (minimize and maximize); compare arms of one direction, "
+            "or compare regret (metric='regret', with bilevel:optimum on every study)."
+        )
+    direction = "minimize" if quantity == "regret" else directions.pop()
     notes: list[str] = []
 
     curves_by_study = {r.name: _study_curve(r, quantity) for r in records}

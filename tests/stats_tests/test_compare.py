@@ -294,6 +294,27 @@ def test_mixed_directions_are_refused(db: Db) -> None:
         compare(db.url, run="run")
 
 
+def test_mixed_directions_compare_by_regret(db: Db) -> None:
+    # A minimized and a maximized objective, both with known optima: regret is comparable.
+    for seed in range(3):
+        db.add(f"a-min-{seed}", [1.5, 1.2], arm="a", seed=seed, objective="m", optimum=1.0)
+        db.add(f"b-min-{seed}", [2.0], arm="b", seed=seed, objective="m", optimum=1.0)
+        db.add(
+            f"a-max-{seed}", [0.8], arm="a", seed=seed, objective="x", optimum=1.0,
+            direction="maximize",
+        )
+        db.add(
+            f"b-max-{seed}", [0.5], arm="b", seed=seed, objective="x", optimum=1.0,
+            direction="maximize",
+        )
+    result = compare(db.url, run="run")
+    assert result.metric == "regret" and result.direction == "minimize"
+    assert sorted(result.arms["a"].values) == pytest.approx([0.2] * 6)
+    assert sorted(result.arms["b"].values) == pytest.approx([0.5] * 3 + [1.0] * 3)
+    with pytest.raises(ConfigurationError, match="directions"):
+        compare(db.url, run="run", metric="best")
+
+
 def test_paired_true_needs_seeds(db: Db) -> None:
     db.add("a-0", [1.0], arm="a")
     db.add("b-0", [2.0], arm="b")
