@@ -157,11 +157,13 @@ def report(args: argparse.Namespace) -> None:
             test = (
                 f"{c.pvalue:.3g} ({c.pvalue_holm:.3g})"
                 if c.pvalue == c.pvalue
-                else "none: every pair tied"
+                else "no test (ties, or too few pairs)"
             )
             print(row + f" {test} | {a12:.2f} [{low:.2f}, {high:.2f}] |")
         for claim in result.claims:
             print(f"- {claim}")
+        for note in result.notes:
+            print(f"- note: {note}")
 
 
 def main() -> None:
