@@ -58,7 +58,8 @@ class LLMSampler(BaseSampler):
     """Sampler whose proposals come from a chat model.
 
     Each trial, the model reads the objective's description, the search space and a bounded
-    window of the study's history, and answers with JSON holding ``n_candidates`` configurations.
+    window of the study's history, and gives ``n_candidates`` answers, each JSON holding one
+    configuration.
     Answers are validated and repaired (clamped, snapped, rounded, near-miss categoricals
     matched); an invalid answer is fed back to the model up to ``max_attempts`` times; after that
     the trial falls back to ``base_sampler``. Extra candidates are queued for the next trials
@@ -95,7 +96,8 @@ class LLMSampler(BaseSampler):
         history_order: ``"best"`` (best first), ``"chronological"`` (latest window, oldest
             first) or ``"worst"`` (best window, best last).
         template: Name of a prompt style in :data:`TEMPLATES`, or a :class:`PromptTemplate`.
-        n_candidates: Configurations asked per model call; the rest are queued.
+        n_candidates: Answers asked per model call (``ChatRequest.n``), one configuration
+            each; the first is evaluated now, the rest are queued.
         max_attempts: Model calls per proposal before falling back.
         base_sampler: Samples parameters outside the relative search space (conditional or
             dynamic ones) and the fallback. Defaults to ``TPESampler(seed=seed)``: after its

@@ -605,19 +605,18 @@ class LocalChatModel(ChatModel):
     def complete(self, request: ChatRequest) -> ChatReply:
         start = time.perf_counter()
         loaded = self._loaded()
-        kwargs: dict[str, Any] = {}
+        grammar = None
         if request.json_schema is not None:
-            kwargs["grammar"] = _grammar(json.dumps(request.json_schema, sort_keys=True))
+            grammar = _grammar(json.dumps(request.json_schema, sort_keys=True))
         seed = request.seed if request.seed is not None else random.randrange(_SEED_MODULUS)
-        return self._complete_many(loaded, request, kwargs.get("grammar"), seed, start)
+        return self._complete_many(loaded, request, grammar, seed, start)
 
     def _complete_with_llama_cpp(
         self, loaded: _Loaded, request: ChatRequest, kwargs: dict[str, Any], seed: int, start: float
     ) -> ChatReply:
-        """One answer through llama-cpp-python's chat completion (a GGUF without a template)."""
+        """One answer through llama-cpp-python's chat completion (a GGUF without a template);
+        the prompt's cached prefix is reused as in :func:`_reuse_aligned_prefix`."""
         with loaded.lock:
-            # The prompt's prefix shared with the previous request is reused, cut to a chunk
-            # boundary so that the answer is the same as from a fresh evaluation.
             try:
                 result: Any = loaded.llama.create_chat_completion(
                     messages=[dict(m) for m in request.messages],  # type: ignore[misc]
@@ -641,7 +640,7 @@ class LocalChatModel(ChatModel):
             model=self.name,
             finish_reason=choice["finish_reason"],
         )
-        return check_reply(reply, request, self._validate)
+        return reply  # checked by the caller, with the other answers
 
     def _complete_many(
         self,
