@@ -32,7 +32,11 @@ MAX_FAILURE_REASON_CHARS = 120
 
 @dataclasses.dataclass(frozen=True)
 class PromptTemplate:
-    """A named prompt style: the system message and the sentence that asks for proposals."""
+    """A named prompt style: the system message and the sentence that asks for proposals.
+
+    Each answer holds one configuration (several candidates are several answers); ``ask`` may
+    use ``{k}``, the number of configurations one answer is asked for.
+    """
 
     name: str
     system: str
@@ -48,8 +52,8 @@ TEMPLATES: dict[str, PromptTemplate] = {
             "evaluate next. Answer with one JSON object only."
         ),
         ask=(
-            "Propose {k} new configuration(s), different from each other. Do not repeat an "
-            "evaluated or pending configuration. Give a short rationale."
+            "Propose a new configuration. Do not repeat an evaluated or pending "
+            "configuration. Give a short rationale."
         ),
     ),
     "explore": PromptTemplate(
@@ -59,7 +63,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
             "exploitation. Answer with one JSON object only."
         ),
         ask=(
-            "Propose {k} new configuration(s). Try regions of the space that have not been "
+            "Propose a new configuration. Try regions of the space that have not been "
             "evaluated yet, as well as refinements of the best. Never repeat a configuration. "
             "Give a short rationale."
         ),
@@ -71,14 +75,14 @@ TEMPLATES: dict[str, PromptTemplate] = {
             "configurations found so far. Answer with one JSON object only."
         ),
         ask=(
-            "Propose {k} new configuration(s) close to the best ones but not equal to any "
+            "Propose a new configuration close to the best ones but not equal to any "
             "evaluated configuration. Give a short rationale."
         ),
     ),
     "minimal": PromptTemplate(
         name="minimal",
         system="Propose hyperparameters. Answer with JSON only.",
-        ask="Propose {k} new configuration(s).",
+        ask="Propose a new configuration.",
     ),
 }
 
