@@ -210,18 +210,27 @@ def test_proposals_stay_within_the_recorded_radius_of_the_incumbent() -> None:
 
 def test_embedded_model_proposals_stay_within_the_radius() -> None:
     from mechanism_context import BRANIN_SPACE
-    from mechanism_context import embedded_study
+    from mechanism_context import branin
 
-    # At temperature 0.7 the small model repeats its first answer, which never leaves the
-    # region; at 1.0 it wanders, and the mechanism has proposals to bring back.
-    study = embedded_study(
-        [("trust_region", {"initial_radius": 0.02})], n_trials=8, temperature=1.0
+    from bilevel_optuna.samplers import LLMSampler
+
+    # A warm start of three spread-out trials: the small model copies and blends them, so it
+    # proposes outside the region around the incumbent, and the mechanism brings those back.
+    # (From a single first answer it would only repeat that answer, inside the region.)
+    sampler = LLMSampler(
+        model="local",
+        description="Minimize the Branin function of two real numbers x1 and x2.",
+        search_space=BRANIN_SPACE,
+        mechanisms=[("trust_region", {"initial_radius": 0.02})],
+        seed=0,
     )
+    study = optuna.create_study(sampler=sampler)
+    for params in ({"x1": 0.0, "x2": 0.0}, {"x1": 5.0, "x2": 5.0}, {"x1": -3.0, "x2": 12.0}):
+        study.enqueue_trial(params)
+    study.optimize(branin, n_trials=9)
     projected = 0
-    for t in study.trials[1:]:
+    for t in study.trials[3:]:
         record = t.user_attrs[_attrs.MECHANISMS]["trust_region"]
-        if record["center"] is None:
-            continue
         center = study.trials[record["center"]]
         gap = np.abs(normalize(t.params, BRANIN_SPACE) - normalize(center.params, BRANIN_SPACE))
         if t.user_attrs[_attrs.SOURCE] != "fallback":
