@@ -9,6 +9,7 @@ cap, which is why answers still go through :func:`~bilevel_optuna.chat.validate_
 from __future__ import annotations
 
 import atexit
+import ctypes
 import dataclasses
 import functools
 import hashlib
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
+
+import numpy as np
 
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
@@ -407,10 +410,6 @@ class _AnswerSampler:
 
     def sample(self, ctx: Any, row: int) -> int:
         """The next token from the logits of ``row`` of the last decoded batch."""
-        import ctypes
-
-        import numpy as np
-
         token = int(self.free.sample(ctx, row))
         if self.grammar is None:
             return token

@@ -154,19 +154,19 @@ def test_parallel_workers_on_sqlite(tmp_path) -> None:
     _check_workers(_run_workers(f"sqlite:///{tmp_path}/workers.db"))
 
 
-@pytest.mark.postgres
-def test_parallel_workers_on_postgresql(postgres_url: str) -> None:
-    study = _run_workers(postgres_url)
+@pytest.mark.parametrize(
+    "url_fixture",
+    [
+        pytest.param("postgres_url", marks=pytest.mark.postgres, id="postgresql"),
+        pytest.param("mysql_url", marks=pytest.mark.mysql, id="mariadb"),
+    ],
+)
+def test_parallel_workers_on_a_server_database(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(url_fixture)
+    study = _run_workers(url)
     try:
         _check_workers(study)
     finally:
-        optuna.delete_study(study_name=study.study_name, storage=postgres_url)
-
-
-@pytest.mark.mysql
-def test_parallel_workers_on_mariadb(mysql_url: str) -> None:
-    study = _run_workers(mysql_url)
-    try:
-        _check_workers(study)
-    finally:
-        optuna.delete_study(study_name=study.study_name, storage=mysql_url)
+        optuna.delete_study(study_name=study.study_name, storage=url)
