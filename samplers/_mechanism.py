@@ -193,6 +193,11 @@ class Mechanism:
 
     name: ClassVar[str] = "mechanism"
     version: ClassVar[str] = "1"
+    #: ``True`` for code the sampler may call directly, without a time guard: the built-in
+    #: mechanisms, and proxies that enforce their own limits (a guarded generated mechanism,
+    #: whose code runs in another process). User classes default to ``False`` and are called
+    #: under the sampler's ``hook_timeout``.
+    trusted: ClassVar[bool] = False
 
     @classmethod
     def search_space(cls) -> dict[str, BaseDistribution]:
