@@ -16,10 +16,11 @@ Usage (the embedded model takes about 1 to 10 s per proposal on 2 shared cores):
         --seeds 10 --trials 30 --jobs 2 --threads 1 > /tmp/mech_bench.log 2>&1 &
     python benchmarks/mechanisms.py --storage sqlite:////tmp/mech_bench.db --report
 
-Arms: ``llm`` (LLMSampler, default configuration, no mechanism); one per built-in mechanism
-with its default hyperparameters (``candidate_choice`` with ``n_candidates=3``, which its
-``choose`` hook needs); ``tpe`` (``TPESampler(seed=seed)``, Optuna 5 defaults) and ``random``
-(``RandomSampler(seed=seed)``).
+Arms: ``llm`` (Level 0: ``LLMSampler(preset="level0")``, no mechanism); one per built-in
+mechanism with its default hyperparameters on the Level-0 proposer (``candidate_choice`` with
+``n_candidates=3``, which its ``choose`` hook needs); ``default`` (``LLMSampler()``, the
+configuration the bilevel loop chose); ``tpe`` (``TPESampler(seed=seed)``, Optuna 5
+defaults), ``random`` (``RandomSampler(seed=seed)``) and ``gp`` (``GPSampler(seed=seed)``).
 """
 
 from __future__ import annotations
@@ -40,8 +41,16 @@ from optuna.trial import TrialState
 from bilevel_optuna import _attrs
 
 DEFAULT_OBJECTIVES = ["branin", "hartmann6", "hpobench/kc1", "hpobench/phoneme"]
-MECHANISM_ARMS = ["tabu", "orthogonal", "trust_region", "restart", "hybrid", "candidate_choice"]
-ALL_ARMS = ["llm", *MECHANISM_ARMS, "tpe", "random"]
+MECHANISM_ARMS = [
+    "tabu",
+    "orthogonal",
+    "trust_region",
+    "restart",
+    "hybrid",
+    "candidate_choice",
+    "classical",
+]
+ALL_ARMS = ["llm", "default", *MECHANISM_ARMS, "tpe", "random", "gp"]
 TRUE_VALUE = "bilevel:true_value"
 PREFIX = "mech-bench"
 
@@ -57,13 +66,18 @@ def make_sampler(
         return optuna.samplers.TPESampler(seed=seed)
     if arm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if arm == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
     from bilevel_optuna.samplers import LLMSampler
 
-    kwargs: dict[str, Any] = {}
-    mechanisms: list[Any] = []
+    # "llm" is Level 0; each mechanism arm is Level 0 with that one mechanism, so its effect is
+    # the mechanism's; "default" is what LLMSampler() gives.
+    kwargs: dict[str, Any] = {"preset": "default" if arm == "default" else "level0"}
+    mechanisms: list[Any] | None = None if arm == "default" else []
     if arm == "candidate_choice":
         kwargs["n_candidates"] = 3
-    if arm != "llm":
+    if arm in MECHANISM_ARMS:
+        assert mechanisms is not None
         mechanisms.append(arm)
     model: Any = os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL")
     if not model:
@@ -231,7 +245,7 @@ def report(
             rq = np.percentile(r, [25, 50, 75])
             p, a12 = tests.get(arm, (math.nan, math.nan))
             share = "-"
-            if arm not in ("tpe", "random"):
+            if arm not in ("tpe", "random", "gp"):
                 model = np.mean([r["model"] for r in rows])
                 share = f"{model:.2f} / {np.mean([r['fallback'] for r in rows]):.2f}"
             changed = "-"

@@ -3,6 +3,9 @@
 from bilevel_optuna.samplers._answer import answer_schema
 from bilevel_optuna.samplers._answer import repair_params
 from bilevel_optuna.samplers._candidate_choice import CandidateChoiceMechanism
+from bilevel_optuna.samplers._classical import ClassicalControlMechanism
+from bilevel_optuna.samplers._geometry import distance
+from bilevel_optuna.samplers._geometry import normalize
 from bilevel_optuna.samplers._hybrid import HybridMechanism
 from bilevel_optuna.samplers._llm_sampler import LLMSampler
 from bilevel_optuna.samplers._loading import get_mechanism_class
@@ -13,8 +16,6 @@ from bilevel_optuna.samplers._loading import register_mechanism
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
-from bilevel_optuna.samplers._mechanism import distance
-from bilevel_optuna.samplers._mechanism import normalize
 from bilevel_optuna.samplers._orthogonal import OrthogonalExplorationMechanism
 from bilevel_optuna.samplers._prompt import TEMPLATES
 from bilevel_optuna.samplers._prompt import PromptTemplate
@@ -27,6 +28,7 @@ from bilevel_optuna.samplers._trust_region import TrustRegionMechanism
 
 __all__ = [
     "CandidateChoiceMechanism",
+    "ClassicalControlMechanism",
     "HybridMechanism",
     "LLMSampler",
     "Mechanism",

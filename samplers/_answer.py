@@ -56,15 +56,35 @@ def _param_schema(dist: BaseDistribution) -> dict[str, Any]:
 
 
 def answer_schema(
-    search_space: Mapping[str, BaseDistribution], n_candidates: int
+    search_space: Mapping[str, BaseDistribution], n_candidates: int, *, rationale: bool = True
 ) -> dict[str, Any]:
-    """JSON schema of an answer holding ``n_candidates`` configurations and a short rationale."""
+    """JSON schema of an answer holding ``n_candidates`` configurations and a short rationale.
+
+    With ``rationale=False`` and one candidate, the answer is the bare configuration object:
+    the fewest tokens a model can write for it.
+    """
     candidate = {
         "type": "object",
         "properties": {name: _param_schema(d) for name, d in search_space.items()},
         "required": list(search_space),
         "additionalProperties": False,
     }
+    if not rationale and n_candidates == 1:
+        return candidate
+    if not rationale:
+        return {
+            "type": "object",
+            "properties": {
+                "candidates": {
+                    "type": "array",
+                    "items": candidate,
+                    "minItems": n_candidates,
+                    "maxItems": n_candidates,
+                }
+            },
+            "required": ["candidates"],
+            "additionalProperties": False,
+        }
     return {
         "type": "object",
         # Candidates first: a small model that rambles in the rationale has then already

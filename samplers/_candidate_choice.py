@@ -13,9 +13,8 @@ from optuna.distributions import IntDistribution
 
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._tabu import distance_matrix
-from bilevel_optuna.samplers._tabu import encode
-from bilevel_optuna.samplers._tabu import evaluated_trials
+from bilevel_optuna.samplers._geometry import distance_matrix
+from bilevel_optuna.samplers._geometry import encode
 
 _CRITERIA = ("novelty", "surrogate")
 
@@ -75,6 +74,7 @@ class CandidateChoiceMechanism(Mechanism):
 
     name = "candidate_choice"
     version = "1"
+    trusted = True
 
     def __init__(
         self, *, criterion: str = "surrogate", keep: int = 1, length_scale: float = 0.2
@@ -117,7 +117,7 @@ class CandidateChoiceMechanism(Mechanism):
                         x_train, y[finite], x, space, length_scale=self.length_scale
                     )
                     return "surrogate", -sign * mean
-        known = [t.params for t in evaluated_trials(context.trials, space, context.trial.number)]
+        known = [t.params for t in context.finished_trials]
         if not known:
             return "novelty", np.zeros(len(candidates))
         return "novelty", distance_matrix(x, encode(known, space), space).min(axis=1)

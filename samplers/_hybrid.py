@@ -58,6 +58,7 @@ class HybridMechanism(Mechanism):
 
     name = "hybrid"
     version = "1"
+    trusted = True
 
     def __init__(
         self,
@@ -137,11 +138,16 @@ class HybridMechanism(Mechanism):
         record["reason"] = reason
         if reason is None:
             return
-        sampler = self.build_sampler(context, seed)
+        context.params = self.sample(context, self.build_sampler(context, seed))
+        record["sampler"] = self.sampler
+
+    @staticmethod
+    def sample(context: ProposalContext, sampler: BaseSampler) -> dict[str, Any]:
+        """Ask ``sampler`` for this trial's parameters, as Optuna would: ``sample_relative`` over
+        the search space, then ``sample_independent`` for what it left out."""
         space = dict(context.search_space)
         params: dict[str, Any] = dict(sampler.sample_relative(context.study, context.trial, space))
         for name, dist in space.items():
             if name not in params:
                 params[name] = sampler.sample_independent(context.study, context.trial, name, dist)
-        record["sampler"] = self.sampler
-        context.params = {name: params[name] for name in space}
+        return {name: params[name] for name in space}

@@ -32,11 +32,15 @@ from bilevel_optuna.samplers._answer import answer_schema
 from bilevel_optuna.samplers._answer import check_search_space
 from bilevel_optuna.samplers._answer import parse_answers
 from bilevel_optuna.samplers._answer import repair_params
+from bilevel_optuna.samplers._candidate import Candidate
+from bilevel_optuna.samplers._geometry import covers
 from bilevel_optuna.samplers._hooks import HookRunner
 from bilevel_optuna.samplers._loading import MechanismSpec
 from bilevel_optuna.samplers._loading import load_mechanisms
+from bilevel_optuna.samplers._record import MechanismRecord
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
+from bilevel_optuna.samplers._presets import preset as get_preset
 from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
 from bilevel_optuna.samplers._prompt import TEMPLATES
 from bilevel_optuna.samplers._prompt import PromptInputs
@@ -86,6 +90,9 @@ class LLMSampler(BaseSampler):
         model: A :class:`~bilevel_optuna.chat.ChatModel` or a spec string for
             :func:`~bilevel_optuna.chat.get_chat_model` (``"local"``, ``"openai:MODEL@URL"``).
             ``None`` uses ``BILEVEL_OPTUNA_CHAT_MODEL`` or the embedded model.
+        preset: The configuration the settings below start from: ``"default"`` (the one the
+            bilevel loop chose, see :mod:`bilevel_optuna.samplers._presets`) or ``"level0"``
+            (the bare proposer, no mechanism: the baseline). Settings given here override it.
         description: What is optimized, in plain words, for the prompt.
         metric_name: How the prompt names the objective value.
         search_space: Parameters declared up front, so the first trial is proposed by the model
@@ -116,22 +123,31 @@ class LLMSampler(BaseSampler):
         self,
         *,
         model: ChatModel | str | None = None,
+        preset: str = "default",
         description: str = "",
         metric_name: str = "objective value",
         search_space: Mapping[str, BaseDistribution] | None = None,
-        temperature: float = 0.7,
-        history_size: int = 15,
-        history_order: str = "best",
-        template: str | PromptTemplate = "default",
-        n_candidates: int = 1,
+        temperature: float | None = None,
+        history_size: int | None = None,
+        history_order: str | None = None,
+        template: str | PromptTemplate | None = None,
+        n_candidates: int | None = None,
         max_attempts: int = 3,
         base_sampler: BaseSampler | None = None,
-        mechanisms: Iterable[MechanismSpec] = (),
+        mechanisms: Iterable[MechanismSpec] | None = None,
         prior_knowledge: str = "",
         max_tokens: int | None = None,
         hook_timeout: float | None = 5.0,
         seed: int | None = None,
     ) -> None:
+        settings = get_preset(preset)
+        temperature = settings["temperature"] if temperature is None else temperature
+        history_size = settings["history_size"] if history_size is None else history_size
+        history_order = settings["history_order"] if history_order is None else history_order
+        template = settings["template"] if template is None else template
+        n_candidates = settings["n_candidates"] if n_candidates is None else n_candidates
+        mechanisms = settings["mechanisms"] if mechanisms is None else mechanisms
+        self.preset = preset
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 but got {temperature}.")
         if history_size < 0:
@@ -241,15 +257,9 @@ class LLMSampler(BaseSampler):
             return
         for mechanism in runner.active("after_trial"):
             runner.call(mechanism, "after_trial", study, trial, state, values)
-        record = dict(trial.user_attrs.get(_attrs.MECHANISMS, {}))
-        for name, entry in runner.record.items():
-            merged = dict(record.get(name, {"version": entry["version"], "hooks": {}}))
-            hooks = dict(merged.get("hooks", {}))
-            hooks["after_trial"] = entry["hooks"].get("after_trial", 0)
-            merged["hooks"] = hooks
-            merged["errors"] = list(merged.get("errors", [])) + entry["errors"]
-            record[name] = merged
-        study._storage.set_trial_user_attr(trial._trial_id, _attrs.MECHANISMS, record)
+        record = MechanismRecord.of_trial(trial.user_attrs)
+        record.merge_after_trial(runner.record)
+        study._storage.set_trial_user_attr(trial._trial_id, _attrs.MECHANISMS, record.to_attr())
 
     # --------------------------------------------------------------- helpers
     def _max_tokens(self, n_params: int) -> int:
@@ -257,6 +267,8 @@ class LLMSampler(BaseSampler):
             return self.max_tokens
         # Per answer (one configuration each): the rationale (about 40 tokens at its length
         # cap) plus about 12 tokens a parameter.
+        if not self.template.rationale:
+            return 16 + 12 * n_params
         return 72 + 12 * n_params
 
     def _request_seed(self, trial_number: int, attempt: int) -> int:
@@ -266,7 +278,8 @@ class LLMSampler(BaseSampler):
 
 
 class _Proposal:
-    """One proposal: the context, the model calls, review, choice, queueing and the record."""
+    """One proposal, top to bottom: the context, ``prepare``, the model calls, review, choice,
+    queueing, and the record stored on the trial."""
 
     def __init__(
         self,
@@ -283,7 +296,7 @@ class _Proposal:
         trials = study.get_trials(deepcopy=False)
         minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
         history = order_history(
-            [t for t in trials if all(n in t.params for n in search_space)],
+            [t for t in trials if covers(t.params, search_space)],
             order=sampler.history_order,
             size=sampler.history_size,
             minimize=minimize,
@@ -306,15 +319,12 @@ class _Proposal:
 
     # ---------------------------------------------------------------- steps
     def run(self) -> dict[str, Any]:
-        taken = self._prepare()
-        if taken is not None:
-            params, source = taken
-        else:
-            params, source = self._ask()
-        self._store(source)
-        return params
+        candidate = self._prepare() or self._ask()
+        self._store(candidate)
+        return candidate.params
 
-    def _prepare(self) -> tuple[dict[str, Any], str] | None:
+    def _prepare(self) -> Candidate | None:
+        """Run the ``prepare`` hooks; the first that sets ``context.params`` takes the trial."""
         ctx = self.context
         for mechanism in self.runner.active("prepare"):
             before = (len(ctx.notes), [t.number for t in ctx.history])
@@ -327,90 +337,62 @@ class _Proposal:
                 try:
                     params, repairs = repair_params(ctx.params, self.space)
                 except AnswerError as err:
-                    self.runner.record[mechanism.name]["errors"].append(f"prepare: {err}")
-                    self.runner.off.add(mechanism.name)
+                    self.runner.fail(mechanism, f"prepare: {err}")
                     ctx.params = None
                     continue
-                self.attrs[_attrs.REPAIRS] = repairs
-                self.attrs[_attrs.TAKEN_BY] = mechanism.name
-                return params, "mechanism"
+                return Candidate(params, "mechanism", repairs, taken_by=mechanism.name)
             if before != (len(ctx.notes), [t.number for t in ctx.history]):
                 self.runner.changed(mechanism)
         return None
 
-    def _ask(self) -> tuple[dict[str, Any], str]:
+    def _ask(self) -> Candidate:
+        """Ask the model (feeding back why an answer could not be used) until a candidate is
+        accepted, or fall back to the base sampler."""
         sampler, ctx = self.sampler, self.context
-        k = sampler.n_candidates
-        # k candidates are k answers of one configuration each to one prompt (the request's
-        # ``n``): the embedded model writes them side by side, for little more than one, and
-        # independent samples differ from each other where a list in one answer repeats itself.
-        schema = answer_schema(self.space, 1)
-        pending = self._pending()
-        inputs = PromptInputs(
-            description=sampler.description,
-            metric_name=sampler.metric_name,
-            minimize=ctx.minimize,
-            search_space=self.space,
-            history=ctx.history,
-            n_complete=sum(t.state == TrialState.COMPLETE for t in ctx.trials),
-            failed=[
-                t
-                for t in ctx.trials
-                if t.state in (TrialState.FAIL, TrialState.PRUNED)
-                and all(n in t.params for n in self.names)
-            ],
-            pending=pending,
-            notes=ctx.notes,
-            prior_knowledge=sampler.prior_knowledge,
-            n_candidates=1,
-            history_order=sampler.history_order,
+        messages = build_messages(sampler.template, self._prompt_inputs())
+        request_kwargs = dict(
+            json_schema=answer_schema(self.space, 1, rationale=sampler.template.rationale),
+            temperature=sampler.temperature,
+            max_tokens=sampler._max_tokens(len(self.space)),
+            # k candidates are k answers of one configuration each to one prompt (the
+            # request's ``n``): the embedded model writes them side by side, for little more
+            # than one, and independent samples differ where a list in one answer repeats.
+            n=sampler.n_candidates,
         )
-        messages = build_messages(sampler.template, inputs)
         last_error = ""
         for attempt in range(sampler.max_attempts):
             request = ChatRequest(
                 messages=tuple(messages),
-                json_schema=schema,
-                temperature=sampler.temperature,
-                max_tokens=sampler._max_tokens(len(self.space)),
                 seed=sampler._request_seed(self.trial.number, attempt),
-                n=k,
+                **request_kwargs,  # type: ignore[arg-type]
             )
             self.attrs[_attrs.ATTEMPTS] = attempt + 1
             self.attrs[_attrs.REQUEST_HASH] = request.hash()
             try:
-                reply = sampler.model.complete(request)
+                reply = self._complete(request)
             except _FATAL_CHAT_ERRORS:
                 raise
             except ChatAnswerError as err:
-                if err.reply is None:
-                    last_error = f"{type(err).__name__}: {err}"
-                    messages = messages + self._feedback(err.raw or "", str(err))
-                    continue
-                # The backend checks the schema strictly (bounds included); the sampler repairs
-                # what it can, so the answer goes on to parsing like any other.
-                reply = err.reply
+                last_error = f"{type(err).__name__}: {err}"
+                messages = messages + self._feedback(err.raw or "", str(err))
+                continue
             except ChatModelError as err:
                 # The endpoint is down, slow or overloaded: asking again at once won't help.
                 last_error = f"{type(err).__name__}: {err}"
                 break
-            self._account(request, reply)
             try:
-                parsed, errors = parse_answers(reply.texts, self.space, k)
+                parsed, errors = parse_answers(reply.texts, self.space, sampler.n_candidates)
             except AnswerError as err:
                 last_error = str(err)
                 messages = messages + self._feedback(reply.text, str(err))
                 continue
             self.attrs[_attrs.RATIONALE] = parsed.rationale
-            accepted, rejections = self._review(parsed.candidates, parsed.repairs, pending)
+            answers = [Candidate(p, "llm", r) for p, r in zip(parsed.candidates, parsed.repairs)]
+            accepted, rejections = self._review(answers)
             if accepted:
                 chosen = self._choose(accepted)
-                params, repairs = chosen[0]
                 self._enqueue(chosen[1:], parsed.rationale)
-                self.attrs[_attrs.REPAIRS] = repairs
-                if any(r.startswith("replaced by") for r in repairs):
-                    return params, "mechanism"
-                return params, "repaired" if repairs else "llm"
+                return chosen[0]
             last_error = "; ".join(rejections + errors)[:500]
             messages = messages + self._feedback(
                 reply.text,
@@ -419,7 +401,41 @@ class _Proposal:
                 + ". Propose different ones.",
             )
         self.attrs[_attrs.ERROR] = last_error[:500]
-        return self._fallback(), "fallback"
+        return Candidate(self._fallback(), "fallback")
+
+    def _prompt_inputs(self) -> PromptInputs:
+        sampler, ctx = self.sampler, self.context
+        return PromptInputs(
+            description=sampler.description,
+            metric_name=sampler.metric_name,
+            minimize=ctx.minimize,
+            search_space=self.space,
+            history=ctx.history,
+            n_complete=sum(t.state == TrialState.COMPLETE for t in ctx.trials),
+            failed=[
+                t
+                for t in ctx.finished_trials
+                if t.state in (TrialState.FAIL, TrialState.PRUNED)
+            ],
+            pending=ctx.pending_params,
+            notes=ctx.notes,
+            prior_knowledge=sampler.prior_knowledge,
+            n_candidates=1,
+            history_order=sampler.history_order,
+        )
+
+    def _complete(self, request: ChatRequest) -> ChatReply:
+        """One model call, accounted; errors no retry can heal stop the study."""
+        try:
+            reply = self.sampler.model.complete(request)
+        except ChatAnswerError as err:
+            if err.reply is None:
+                raise
+            # The backend checks the schema strictly (bounds included); the sampler repairs
+            # what it can, so such an answer goes on to parsing like any other.
+            reply = err.reply
+        self._account(request, reply)
+        return reply
 
     @staticmethod
     def _feedback(answer: str, error: str) -> list[dict[str, str]]:
@@ -432,80 +448,74 @@ class _Proposal:
             },
         ]
 
-    def _pending(self) -> list[dict[str, Any]]:
-        pending = []
-        for t in self.context.trials:
-            if t.number == self.trial.number:
-                continue
-            if t.state == TrialState.RUNNING and t.params:
-                pending.append(t.params)
-            elif t.state == TrialState.WAITING:
-                pending.append(t.system_attrs.get("fixed_params", {}))
-        return [p for p in pending if all(n in p for n in self.names)]
-
-    def _review(
-        self,
-        candidates: list[dict[str, Any]],
-        repairs: list[list[str]],
-        pending: list[dict[str, Any]],
-    ) -> tuple[list[tuple[dict[str, Any], list[str]]], list[str]]:
-        accepted: list[tuple[dict[str, Any], list[str]]] = []
+    def _review(self, answers: list[Candidate]) -> tuple[list[Candidate], list[str]]:
+        """Run the ``review`` hooks on each answer; drop rejected ones and repeats of pending."""
+        accepted: list[Candidate] = []
         rejections: list[str] = []
-        for params, reps in zip(candidates, repairs):
-            reps = list(reps)
-            current: dict[str, Any] | None = params
+        pending = self.context.pending_params
+        for candidate in answers:
+            rejected = False
             for mechanism in self.runner.active("review"):
-                ok, review = self.runner.call(mechanism, "review", dict(current), self.context)
+                ok, review = self.runner.call(
+                    mechanism, "review", dict(candidate.params), self.context
+                )
                 if not ok or review is None or review.action == "accept":
                     continue
                 self.runner.changed(mechanism)
                 if review.action == "reject":
-                    rejections.append(f"{format_params(current, self.names)}: {review.reason}")
-                    current = None
+                    rejections.append(
+                        f"{format_params(candidate.params, self.names)}: {review.reason}"
+                    )
+                    rejected = True
                     break
                 try:
-                    current, extra = repair_params(review.params or {}, self.space)
+                    params, repairs = repair_params(review.params or {}, self.space)
                 except AnswerError as err:
-                    self.runner.record[mechanism.name]["errors"].append(f"review: {err}")
-                    self.runner.off.add(mechanism.name)
+                    self.runner.fail(mechanism, f"review: {err}")
                     continue
-                reps += extra + [f"replaced by {mechanism.name}: {review.reason}".strip()]
-            if current is None:
+                candidate.replace(params, mechanism.name, repairs, review.reason)
+            if rejected:
                 continue
-            if any(current == p for p, _ in accepted) or any(current == p for p in pending):
-                rejections.append(f"{format_params(current, self.names)}: already pending")
+            if any(candidate.params == c.params for c in accepted) or candidate.params in pending:
+                rejections.append(
+                    f"{format_params(candidate.params, self.names)}: already pending"
+                )
                 continue
-            accepted.append((current, reps))
+            accepted.append(candidate)
         return accepted, rejections
 
-    def _choose(
-        self, accepted: list[tuple[dict[str, Any], list[str]]]
-    ) -> list[tuple[dict[str, Any], list[str]]]:
+    def _choose(self, accepted: list[Candidate]) -> list[Candidate]:
+        """Let the ``choose`` hooks order the accepted candidates (first: evaluated now)."""
         if len(accepted) < 2:
             return accepted
         for mechanism in self.runner.active("choose"):
             ok, ordered = self.runner.call(
-                mechanism, "choose", [dict(p) for p, _ in accepted], self.context
+                mechanism, "choose", [dict(c.params) for c in accepted], self.context
             )
             if not ok or not isinstance(ordered, list):
                 continue
-            by_key = {repr(sorted(p.items())): (p, r) for p, r in accepted}
-            reordered = [by_key.get(repr(sorted(dict(p).items()))) for p in ordered]
-            reordered_ok = [x for x in reordered if x is not None]
-            if not reordered_ok:
+            # The hook returns configurations; take each back to its candidate, once.
+            left = list(accepted)
+            reordered = []
+            for params in ordered:
+                match = next((c for c in left if c.params == params), None)
+                if match is not None:
+                    left.remove(match)
+                    reordered.append(match)
+            if not reordered:
                 continue
-            if [p for p, _ in reordered_ok] != [p for p, _ in accepted]:
+            if reordered != accepted:
                 self.runner.changed(mechanism)
-            accepted = reordered_ok
+            accepted = reordered
         return accepted
 
-    def _enqueue(self, rest: list[tuple[dict[str, Any], list[str]]], rationale: str) -> None:
-        for params, repairs in rest:
+    def _enqueue(self, rest: list[Candidate], rationale: str) -> None:
+        for candidate in rest:
             self.study.enqueue_trial(
-                params,
+                candidate.params,
                 user_attrs={
-                    _attrs.SOURCE: "repaired" if repairs else "llm",
-                    _attrs.REPAIRS: repairs,
+                    _attrs.SOURCE: candidate.source,
+                    _attrs.REPAIRS: candidate.repairs,
                     _attrs.RATIONALE: rationale,
                     _attrs.REQUEST_HASH: self.attrs.get(_attrs.REQUEST_HASH, ""),
                     _attrs.MODEL: self.sampler.model.name,
@@ -527,10 +537,14 @@ class _Proposal:
         self.attrs[_attrs.MODEL] = reply.model
         self.exchanges.append({"hash": request.hash(), "reply": reply.to_dict()})
 
-    def _store(self, source: str) -> None:
+    def _store(self, candidate: Candidate) -> None:
         attrs = dict(self.attrs)
-        attrs[_attrs.SOURCE] = source
-        if self.exchanges or source != "mechanism":
+        attrs[_attrs.SOURCE] = candidate.source
+        if candidate.origin != "fallback":
+            attrs[_attrs.REPAIRS] = candidate.repairs
+        if candidate.taken_by is not None:
+            attrs[_attrs.TAKEN_BY] = candidate.taken_by
+        if self.exchanges or candidate.origin != "mechanism":
             attrs[_attrs.PROMPT_TOKENS] = self.tokens[0]
             attrs[_attrs.COMPLETION_TOKENS] = self.tokens[1]
             attrs[_attrs.LATENCY] = round(self.latency, 4)

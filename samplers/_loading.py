@@ -38,6 +38,7 @@ _BUILTINS: dict[str, str] = {
     "restart": "bilevel_optuna.samplers._restart:StagnationRestartMechanism",
     "hybrid": "bilevel_optuna.samplers._hybrid:HybridMechanism",
     "candidate_choice": "bilevel_optuna.samplers._candidate_choice:CandidateChoiceMechanism",
+    "classical": "bilevel_optuna.samplers._classical:ClassicalControlMechanism",
 }
 _REGISTERED: dict[str, type[Mechanism]] = {}
 

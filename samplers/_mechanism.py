@@ -44,7 +44,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -53,12 +53,19 @@ from typing import ClassVar
 
 import numpy as np
 from optuna.distributions import BaseDistribution
-from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from bilevel_optuna.samplers._geometry import covers
+from bilevel_optuna.samplers._geometry import distance
+from bilevel_optuna.samplers._geometry import encode
+from bilevel_optuna.samplers._geometry import normalize
+
 if TYPE_CHECKING:
     import optuna
+
+#: Trial states whose configuration has been evaluated.
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,46 +89,6 @@ class Review:
     def replace(cls, params: Mapping[str, Any], reason: str = "") -> "Review":
         """Evaluate ``params`` instead (they must lie inside the search space)."""
         return cls("replace", reason=reason, params=dict(params))
-
-
-def normalize(
-    params: Mapping[str, Any], search_space: Mapping[str, BaseDistribution]
-) -> np.ndarray:
-    """Map a configuration to [0, 1] per parameter (log scale where the parameter has one).
-
-    Categorical parameters map to the choice's index over the number of choices; use
-    :func:`distance`, which treats them as equal or not, to compare configurations.
-    """
-    out = np.empty(len(search_space))
-    for i, (name, dist) in enumerate(search_space.items()):
-        value = params[name]
-        if isinstance(dist, CategoricalDistribution):
-            out[i] = dist.choices.index(value) / max(len(dist.choices) - 1, 1)
-            continue
-        low, high = float(dist.low), float(dist.high)  # type: ignore[attr-defined]
-        x = float(value)
-        if getattr(dist, "log", False):
-            low, high, x = math.log(low), math.log(high), math.log(x)
-        out[i] = 0.0 if high == low else (x - low) / (high - low)
-    return out
-
-
-def distance(
-    a: Mapping[str, Any], b: Mapping[str, Any], search_space: Mapping[str, BaseDistribution]
-) -> float:
-    """Distance between two configurations in [0, 1]: the root mean square over parameters of
-    the normalized difference, where a categorical parameter counts 0 if equal and 1 if not."""
-    if not search_space:
-        return 0.0
-    ua, ub = normalize(a, search_space), normalize(b, search_space)
-    total = 0.0
-    for i, (name, dist) in enumerate(search_space.items()):
-        if isinstance(dist, CategoricalDistribution):
-            d = 0.0 if a[name] == b[name] else 1.0
-        else:
-            d = float(ua[i] - ub[i])
-        total += d * d
-    return math.sqrt(total / len(search_space))
 
 
 @dataclasses.dataclass
@@ -153,7 +120,9 @@ class ProposalContext:
     params: dict[str, Any] | None = None
     record: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
-    @property
+    # Views of ``trials``: computed once per proposal, since the trials do not change during
+    # one, and shared by every mechanism and the sampler.
+    @functools.cached_property
     def complete_trials(self) -> list[FrozenTrial]:
         """Completed trials that have every parameter of the search space."""
         return [
@@ -161,8 +130,42 @@ class ProposalContext:
             for t in self.trials
             if t.state == TrialState.COMPLETE
             and t.value is not None
-            and all(n in t.params for n in self.search_space)
+            and covers(t.params, self.search_space)
         ]
+
+    @functools.cached_property
+    def finished_trials(self) -> list[FrozenTrial]:
+        """Complete, pruned and failed trials other than this one that have every parameter,
+        by number: the configurations already evaluated."""
+        return sorted(
+            (
+                t
+                for t in self.trials
+                if t.state in FINISHED
+                and t.number != self.trial.number
+                and covers(t.params, self.search_space)
+            ),
+            key=lambda t: t.number,
+        )
+
+    @functools.cached_property
+    def pending_params(self) -> list[dict[str, Any]]:
+        """Configurations being evaluated or queued by other trials: the parameters of
+        running trials and the fixed parameters of waiting (enqueued) ones."""
+        pending = []
+        for t in self.trials:
+            if t.number == self.trial.number:
+                continue
+            if t.state == TrialState.RUNNING and t.params:
+                pending.append(dict(t.params))
+            elif t.state == TrialState.WAITING:
+                pending.append(dict(t.system_attrs.get("fixed_params", {})))
+        return [p for p in pending if covers(p, self.search_space)]
+
+    @functools.cached_property
+    def encoded_finished(self) -> np.ndarray:
+        """:attr:`finished_trials` as rows of the unit cube (see :func:`encode`)."""
+        return encode([t.params for t in self.finished_trials], self.search_space)
 
     @property
     def best_trial(self) -> FrozenTrial | None:

@@ -17,7 +17,7 @@ from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import format_value
-from bilevel_optuna.samplers._trust_region import denormalize
+from bilevel_optuna.samplers._geometry import denormalize
 
 #: Discrete parameters with at most this many values are binned exactly by enumeration.
 _MAX_ENUMERATED = 10_000
@@ -142,6 +142,7 @@ class OrthogonalExplorationMechanism(Mechanism):
 
     name = "orthogonal"
     version = "1"
+    trusted = True
 
     def __init__(
         self,

@@ -32,16 +32,37 @@ MAX_FAILURE_REASON_CHARS = 120
 
 @dataclasses.dataclass(frozen=True)
 class PromptTemplate:
-    """A named prompt style: the system message and the sentence that asks for proposals.
+    """A named prompt style: the system message, the sentence that asks for proposals, and the
+    shape of the prompt and of the answer.
 
     Each answer holds one configuration (several candidates are several answers); ``ask`` may
     use ``{k}``, the number of configurations one answer is asked for.
+
+    Attributes:
+        rationale: Whether the answer carries a short free-text rationale. Without it the answer
+            is the bare configuration object (``{"x": 1.5, "y": 3}``): on the embedded model a
+            rationale is about half of the tokens written, and writing is most of a call once
+            the prompt is cached.
+        history_format: ``"json"`` (one JSON object per trial, names repeated) or ``"table"``
+            (the names once in a header, then one row of values per trial: about half the
+            prompt tokens for two parameters, and less the more parameters there are).
     """
 
     name: str
     system: str
     ask: str
-    show_rationale_request: bool = True
+    rationale: bool = True
+    history_format: str = "json"
+
+    def __post_init__(self) -> None:
+        if self.history_format not in HISTORY_FORMATS:
+            raise ValueError(
+                f"history_format must be one of {HISTORY_FORMATS} but got "
+                f"{self.history_format!r}."
+            )
+
+
+HISTORY_FORMATS = ("json", "table")
 
 
 TEMPLATES: dict[str, PromptTemplate] = {
@@ -84,9 +105,17 @@ TEMPLATES: dict[str, PromptTemplate] = {
         system="Propose hyperparameters. Answer with JSON only.",
         ask="Propose a new configuration.",
     ),
+    # The fast style: short messages, the history as a table, the answer a bare configuration.
+    "compact": PromptTemplate(
+        name="compact",
+        system="You propose hyperparameters to evaluate next. Answer with one JSON object.",
+        ask="Propose a new configuration, different from every evaluated and pending one.",
+        rationale=False,
+        history_format="table",
+    ),
 }
 
-HISTORY_ORDERS = ("best", "chronological", "worst")
+HISTORY_ORDERS = ("best", "chronological", "worst", "stable")
 
 
 #: Significant digits of numbers in the prompt: SmolLM2's tokenizer spends a token per digit,
@@ -134,14 +163,45 @@ def order_history(
 
     ``best``: the best ``size`` trials, best first. ``chronological``: the latest ``size``, oldest
     first. ``worst``: the best ``size`` trials, worst first (the best closest to the question).
+    ``stable``: oldest first, like ``chronological``, but the window's start moves in blocks of
+    half its size, so for that many trials in a row each prompt only appends to the last one's
+    history and a local model reads just the new lines (the other orders change the history's
+    first lines whenever a trial enters or leaves the window). It shows between ``size / 2``
+    and ``size`` trials, always including the best one.
     Ties are broken by trial number so the prompt, and so replay, is deterministic.
     """
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if order == "chronological":
         return sorted(complete, key=lambda t: t.number)[-size:] if size > 0 else []
+    if order == "stable":
+        return _stable_window(complete, size=size, minimize=minimize)
     sign = 1.0 if minimize else -1.0
     best = sorted(complete, key=lambda t: (sign * float(t.value), t.number))[:size]  # type: ignore[arg-type]
     return best if order == "best" else best[::-1]
+
+
+def _stable_window(
+    complete: Sequence[FrozenTrial], *, size: int, minimize: bool
+) -> list[FrozenTrial]:
+    if size <= 0 or not complete:
+        return []
+    ordered = sorted(complete, key=lambda t: t.number)
+    sign = 1.0 if minimize else -1.0
+    best = min(ordered, key=lambda t: (sign * float(t.value), t.number))  # type: ignore[arg-type]
+
+    def window(room: int) -> list[FrozenTrial]:
+        # The window starts at a multiple of the block: the last such start that leaves room
+        # for the newest trials, so it holds between room - block + 1 and room trials.
+        block = max(room // 2, 1)
+        start = max(0, (len(ordered) - room + block - 1) // block * block)
+        return ordered[start:]
+
+    shown = window(size)
+    if best in shown or size == 1:
+        return shown if best in shown else [best]
+    # The incumbent stays visible, first, so the model always sees what to beat; the rest of
+    # the window makes room for it, and changes only when a new best is found outside it.
+    return [best] + [t for t in window(size - 1) if t is not best][-(size - 1) :]
 
 
 @dataclasses.dataclass
@@ -164,6 +224,13 @@ def build_messages(template: PromptTemplate, inputs: PromptInputs) -> list[dict[
     """The chat messages for one proposal request."""
     names = list(inputs.search_space)
     goal = "minimize" if inputs.minimize else "maximize"
+    table = template.history_format == "table"
+
+    def config(params: Mapping[str, Any]) -> str:
+        if table:
+            return ", ".join(format_value(params[n]) for n in names if n in params)
+        return format_params(params, names)
+
     lines: list[str] = []
     if inputs.description:
         lines.append("Task: " + inputs.description.strip()[:MAX_DESCRIPTION_CHARS])
@@ -177,12 +244,16 @@ def build_messages(template: PromptTemplate, inputs: PromptInputs) -> list[dict[
             "best": "best first",
             "chronological": "oldest first",
             "worst": "best last",
+            "stable": "oldest first",
         }[inputs.history_order]
         # What changes from one trial to the next (counts, pending trials, notes) comes after
         # the history, so consecutive prompts share a long prefix that a local model reuses.
-        lines.append(f"Evaluated, {label} (configuration -> {inputs.metric_name}):")
+        if table:
+            lines.append(f"Evaluated, {label} ({', '.join(names)} -> {inputs.metric_name}):")
+        else:
+            lines.append(f"Evaluated, {label} (configuration -> {inputs.metric_name}):")
         for t in inputs.history:
-            lines.append(f"{format_params(t.params, names)} -> {format_value(t.value)}")
+            lines.append(f"{config(t.params)} -> {format_value(t.value)}")
         lines.append(f"({len(inputs.history)} of {inputs.n_complete} evaluated shown.)")
     else:
         lines.append("Nothing has been evaluated yet.")
@@ -194,11 +265,11 @@ def build_messages(template: PromptTemplate, inputs: PromptInputs) -> list[dict[
         state = "failed" if t.state == TrialState.FAIL else "pruned"
         if reason:
             state += ": " + reason[:MAX_FAILURE_REASON_CHARS]
-        lines.append(f"{format_params(t.params, names)} -> {state}")
+        lines.append(f"{config(t.params)} -> {state}")
     pending = list(inputs.pending)[:MAX_PENDING_SHOWN]
     if pending:
         lines.append("Pending (being evaluated now, do not repeat):")
-        lines.extend(format_params(p, names) for p in pending)
+        lines.extend(config(p) for p in pending)
     for note in list(inputs.notes)[:MAX_NOTES]:
         lines.append("Note: " + note[:MAX_NOTE_CHARS])
     lines.append(template.ask.format(k=inputs.n_candidates))

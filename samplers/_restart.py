@@ -13,32 +13,16 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 from scipy.stats import qmc  # imported here, not in a hook, where it could overrun hook_timeout
 
+from bilevel_optuna.samplers._geometry import distance_matrix
+from bilevel_optuna.samplers._geometry import encode
+from bilevel_optuna.samplers._geometry import from_unit
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._tabu import distance_matrix
-from bilevel_optuna.samplers._tabu import encode
-from bilevel_optuna.samplers._tabu import evaluated_trials
-from bilevel_optuna.samplers._trust_region import denormalize
 
 _ACTIONS = ("sobol", "random", "prompt")
 
 #: Points drawn per burst trial; the one farthest from every evaluated configuration is taken.
 N_POOL = 64
-
-
-def from_unit(u: float, dist: BaseDistribution) -> Any:
-    """The value of ``dist`` at quantile ``u`` in ``[0, 1)`` of a uniform draw over its range.
-
-    Unlike :func:`~bilevel_optuna.samplers._trust_region.denormalize`, every choice of a
-    categorical and every value of a linear integer get equal shares of ``[0, 1)``.
-    """
-    u = min(max(float(u), 0.0), 1.0 - 1e-12)
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(u * len(dist.choices))]
-    if isinstance(dist, IntDistribution) and not dist.log:
-        k = (dist.high - dist.low) // dist.step + 1
-        return int(dist.low + int(u * k) * dist.step)
-    return denormalize(u, dist)
 
 
 @dataclasses.dataclass
@@ -76,6 +60,7 @@ class StagnationRestartMechanism(Mechanism):
 
     name = "restart"
     version = "1"
+    trusted = True
 
     def __init__(
         self,
@@ -150,15 +135,7 @@ class StagnationRestartMechanism(Mechanism):
             {name: from_unit(u, dist) for u, (name, dist) in zip(row, space.items())}
             for row in points
         ]
-        evaluated = evaluated_trials(context.trials, space, context.trial.number)
-        pending = [
-            t.params
-            for t in context.trials
-            if t.state == TrialState.RUNNING
-            and t.number != context.trial.number
-            and all(n in t.params for n in space)
-        ]
-        known = [t.params for t in evaluated] + pending
+        known = [t.params for t in context.finished_trials] + context.pending_params
         if not known:
             return pool[0]
         nearest = distance_matrix(encode(pool, space), encode(known, space), space).min(axis=1)

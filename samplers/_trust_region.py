@@ -13,37 +13,12 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial
 
+from bilevel_optuna.samplers._geometry import denormalize
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import format_params
 from bilevel_optuna.samplers._prompt import format_value
-
-
-def denormalize(u: float, dist: BaseDistribution) -> Any:
-    """The value at position ``u`` in ``[0, 1]`` of ``dist``: the inverse of
-    :func:`~bilevel_optuna.samplers.normalize`, snapped to the parameter's grid.
-
-    ``u`` is clipped into ``[0, 1]``; integers and stepped floats go to the nearest grid point,
-    a categorical to the choice whose index is nearest.
-    """
-    u = min(max(float(u), 0.0), 1.0)
-    if isinstance(dist, CategoricalDistribution):
-        return dist.choices[int(round(u * (len(dist.choices) - 1)))]
-    assert isinstance(dist, (FloatDistribution, IntDistribution))
-    low, high = float(dist.low), float(dist.high)
-    if dist.log:
-        x = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
-    else:
-        x = low + u * (high - low)
-    step = dist.step
-    if step is not None:
-        last = low + math.floor((high - low) / step + 1e-9) * step
-        x = min(max(low + round((x - low) / step) * step, low), last)
-    x = min(max(x, low), high)
-    if isinstance(dist, IntDistribution):
-        return int(round(x))
-    return float(x)
 
 
 def _is_positive_int(value: Any) -> bool:
@@ -96,6 +71,7 @@ class TrustRegionMechanism(Mechanism):
 
     name = "trust_region"
     version = "1"
+    trusted = True
 
     def __init__(
         self,

@@ -105,6 +105,7 @@ def embedded_study(
     key = repr((list(mechanisms), n_trials, seed, sorted(kwargs.items())))
     if key not in _EMBEDDED:
         sampler = LLMSampler(
+            preset="level0",
             model="local",
             description="Minimize the Branin function of two real numbers x1 and x2.",
             search_space=BRANIN_SPACE,

@@ -17,7 +17,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers._candidate_choice import CandidateChoiceMechanism
 from bilevel_optuna.samplers._candidate_choice import gp_posterior_mean
-from bilevel_optuna.samplers._tabu import encode
+from bilevel_optuna.samplers._geometry import encode
 
 
 @pytest.mark.parametrize(
@@ -110,6 +110,7 @@ def test_picks_among_the_models_candidates_and_queues_none() -> None:
 
     model = ScriptedChatModel(answer)
     sampler = LLMSampler(
+        preset="level0",
         model=model,
         search_space={"x": FloatDistribution(-5.0, 5.0)},
         seed=0,

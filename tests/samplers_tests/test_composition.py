@@ -20,29 +20,6 @@ from bilevel_optuna.samplers import ProposalContext
 from bilevel_optuna.samplers import Review
 from bilevel_optuna.samplers import get_mechanism_class
 
-BUILTINS = ["tabu", "orthogonal", "trust_region", "restart", "hybrid", "candidate_choice"]
-
-
-@pytest.mark.parametrize("name", BUILTINS)
-def test_builtin_contract(name: str) -> None:
-    cls = get_mechanism_class(name)
-    assert cls.name == name and isinstance(cls.version, str) and cls.version
-    assert cls.__doc__ and len(cls.__doc__) > 200
-    signature = inspect.signature(cls.__init__)
-    kwargs = [p for n, p in signature.parameters.items() if n != "self"]
-    assert all(p.kind == p.KEYWORD_ONLY for p in kwargs)
-    space = cls.search_space()
-    assert space and set(space) <= {p.name for p in kwargs}
-    # Every point the outer study can draw builds a valid instance.
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(20):
-        trial = study.ask(space)
-        instance = cls(**trial.params)
-        assert instance.params() == {k: pytest.approx(v) for k, v in trial.params.items()}
-        study.tell(trial, 0.0)
-    assert repr(instance).startswith(cls.__name__ + "(")
-
-
 # ------------------------------------------------------------------- order
 
 _SPACE = {"x": FloatDistribution(-5.0, 5.0), "y": FloatDistribution(-5.0, 5.0)}
@@ -82,12 +59,12 @@ def test_review_hooks_run_in_the_given_order(
         (
             ("trust_region", {"initial_radius": 0.1})
             if n == "trust_region"
-            else ("tabu", {"radius": 0.0})
+            else ("tabu", {"radius": 0.0, "on_reject": "ask"})
         )
         for n in order
     ]
     model = ScriptedChatModel(_far_then_near)
-    sampler = LLMSampler(model=model, search_space=_SPACE, seed=0, mechanisms=mechanisms)
+    sampler = LLMSampler(preset="level0", model=model, search_space=_SPACE, seed=0, mechanisms=mechanisms)
     study = _study_with_history(sampler)
     study.optimize(_objective, n_trials=1)
     trial = study.trials[-1]
@@ -99,6 +76,7 @@ def test_review_hooks_run_in_the_given_order(
 def test_prepare_notes_appear_in_order_and_a_take_over_stops_later_prepares() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5, "y": 0.5}))
     sampler = LLMSampler(
+        preset="level0",
         model=model,
         search_space=_SPACE,
         seed=0,
@@ -138,7 +116,7 @@ class _Slow(Mechanism):
 
 def test_a_raising_mechanism_is_switched_off_and_the_study_goes_on() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5, "y": 0.5}))
-    sampler = LLMSampler(model=model, search_space=_SPACE, seed=0, mechanisms=[_Boom(), "tabu"])
+    sampler = LLMSampler(preset="level0", model=model, search_space=_SPACE, seed=0, mechanisms=[_Boom(), ("tabu", {"on_reject": "ask"})])
     study = optuna.create_study(sampler=sampler)
     study.optimize(_objective, n_trials=3)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
@@ -154,6 +132,7 @@ def test_a_raising_mechanism_is_switched_off_and_the_study_goes_on() -> None:
 def test_a_slow_mechanism_times_out_and_the_study_goes_on() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5 + i, "y": 0.5}))
     sampler = LLMSampler(
+        preset="level0",
         model=model, search_space=_SPACE, seed=0, mechanisms=[_Slow()], hook_timeout=0.05
     )
     study = optuna.create_study(sampler=sampler)

@@ -149,6 +149,7 @@ def _objective(trial: optuna.Trial) -> float:
 def test_warmup_trials_do_not_ask_the_model(sampler: str) -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5}))
     llm = LLMSampler(
+        preset="level0",
         model=model,
         search_space={"x": FloatDistribution(-5.0, 5.0)},
         seed=0,
@@ -166,6 +167,7 @@ def test_warmup_trials_do_not_ask_the_model(sampler: str) -> None:
 def test_same_seed_same_study() -> None:
     def run() -> list[float]:
         llm = LLMSampler(
+            preset="level0",
             model=ScriptedChatModel(lambda r, i: answer_json({"x": 0.5})),
             search_space={"x": FloatDistribution(-5.0, 5.0)},
             seed=3,

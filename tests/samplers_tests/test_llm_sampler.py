@@ -38,7 +38,7 @@ def objective(trial: optuna.Trial) -> float:
 
 def test_model_proposal_is_evaluated_and_recorded() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 1.5, "n": 2, "c": "a"}))
-    sampler = LLMSampler(model=model, search_space=SPACE, seed=0)
+    sampler = LLMSampler(preset="level0", model=model, search_space=SPACE, seed=0)
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=1)
     t = study.trials[0]
@@ -56,7 +56,7 @@ def test_model_proposal_is_evaluated_and_recorded() -> None:
 
 def test_out_of_range_answer_is_repaired_and_marked() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 20, "n": 2.4, "c": "B"}))
-    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
     study.optimize(objective, n_trials=1)
     t = study.trials[0]
     assert t.params == {"x": 5.0, "n": 2, "c": "b"}
@@ -67,7 +67,7 @@ def test_out_of_range_answer_is_repaired_and_marked() -> None:
 def test_invalid_answer_is_fed_back_then_accepted() -> None:
     answers = ["no json here", answer_json({"x": 0.5, "n": 1, "c": "a"})]
     model = ScriptedChatModel(lambda r, i: answers[i])
-    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
     study.optimize(objective, n_trials=1)
     t = study.trials[0]
     assert t.user_attrs[_attrs.SOURCE] == "llm"
@@ -79,7 +79,7 @@ def test_invalid_answer_is_fed_back_then_accepted() -> None:
 
 def test_model_that_never_answers_validly_falls_back_and_study_goes_on() -> None:
     model = ScriptedChatModel(lambda r, i: '{"candidates": [{"x": "?"}]}')
-    sampler = LLMSampler(model=model, search_space=SPACE, max_attempts=2, seed=1)
+    sampler = LLMSampler(preset="level0", model=model, search_space=SPACE, max_attempts=2, seed=1)
     study = optuna.create_study(sampler=sampler)
     study.optimize(objective, n_trials=3)
     assert len(model.requests) == 6
@@ -93,7 +93,7 @@ def test_model_that_never_answers_validly_falls_back_and_study_goes_on() -> None
 
 def test_unreachable_endpoint_falls_back_without_retrying() -> None:
     model = ScriptedChatModel(lambda r, i: ChatTimeoutError("no answer in 1 s"))
-    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
     study.optimize(objective, n_trials=2)
     assert len(model.requests) == 2
     assert all(t.user_attrs[_attrs.SOURCE] == "fallback" for t in study.trials)
@@ -102,7 +102,7 @@ def test_unreachable_endpoint_falls_back_without_retrying() -> None:
 
 def test_wrong_key_stops_the_study_with_our_error() -> None:
     model = ScriptedChatModel(lambda r, i: ChatAuthenticationError("401: set OPENAI_API_KEY"))
-    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
     with pytest.raises(ChatAuthenticationError, match="OPENAI_API_KEY"):
         study.optimize(objective, n_trials=1)
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
@@ -115,7 +115,7 @@ def test_extra_candidates_are_queued_and_evaluated_once_each() -> None:
 
     model = ScriptedChatModel(answer)
     study = optuna.create_study(
-        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=4)
+        sampler=LLMSampler(preset="level0", model=model, search_space=SPACE, n_candidates=4)
     )
     study.optimize(objective, n_trials=8)
     assert len(model.requests) == 2
@@ -132,7 +132,7 @@ def test_k_candidates_are_k_answers_of_one_request() -> None:
 
     model = ScriptedChatModel(answer)
     study = optuna.create_study(
-        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=3, seed=1)
+        sampler=LLMSampler(preset="level0", model=model, search_space=SPACE, n_candidates=3, seed=1)
     )
     study.optimize(objective, n_trials=6)
     assert len(model.requests) == 2 and all(r.n == 3 for r in model.requests)
@@ -149,7 +149,7 @@ def test_candidates_equal_to_pending_ones_are_dropped() -> None:
     same = {"x": 1.0, "n": 1, "c": "a"}
     model = ScriptedChatModel(lambda r, i: answer_json(same, same, {"x": 2.0, "n": 1, "c": "a"}))
     study = optuna.create_study(
-        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=3)
+        sampler=LLMSampler(preset="level0", model=model, search_space=SPACE, n_candidates=3)
     )
     study.optimize(objective, n_trials=2)
     assert [t.params["x"] for t in study.trials] == [1.0, 2.0]
@@ -160,7 +160,7 @@ def test_history_window_keeps_the_prompt_bounded() -> None:
         return answer_json({"x": -5 + (i % 100) * 0.1, "n": 1 + i % 10, "c": "ab"[i % 2]})
 
     model = ScriptedChatModel(answer)
-    sampler = LLMSampler(model=model, search_space=SPACE, history_size=10, seed=0)
+    sampler = LLMSampler(preset="level0", model=model, search_space=SPACE, history_size=10, seed=0)
     study = optuna.create_study(sampler=sampler)
     lengths = []
     for _ in range(60):
@@ -175,7 +175,7 @@ def test_consecutive_prompts_share_the_history_as_a_prefix() -> None:
     # A local model reuses the computation of a shared prompt prefix, so what changes from one
     # trial to the next (the count of trials) comes after the history.
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 4.0 + i * 0.01, "n": 1, "c": "a"}))
-    sampler = LLMSampler(model=model, search_space=SPACE, history_size=3, seed=0)
+    sampler = LLMSampler(preset="level0", model=model, search_space=SPACE, history_size=3, seed=0)
     study = optuna.create_study(sampler=sampler)
     for x in (0.1, 0.2, 0.3):
         study.enqueue_trial({"x": x, "n": 1, "c": "a"})
@@ -190,6 +190,7 @@ def test_prompt_states_types_bounds_scale_and_direction() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"lr": 0.01, "k": 3}))
     space = {"lr": FloatDistribution(1e-5, 1e-1, log=True), "k": IntDistribution(1, 9, step=2)}
     sampler = LLMSampler(
+        preset="level0",
         model=model, search_space=space, description="Train a net.", metric_name="val loss"
     )
     study = optuna.create_study(sampler=sampler, direction="maximize")
@@ -203,7 +204,7 @@ def test_prompt_states_types_bounds_scale_and_direction() -> None:
 
 def test_failed_trials_and_their_reason_reach_the_prompt() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": float(i), "n": 1, "c": "a"}))
-    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
 
     def crashing(trial: optuna.Trial) -> float:
         value = objective(trial)
@@ -219,7 +220,7 @@ def test_failed_trials_and_their_reason_reach_the_prompt() -> None:
 
 def test_nan_and_inf_objective_values_do_not_stop_the_study() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": float(i % 3), "n": 1, "c": "a"}))
-    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
     values = iter([math.nan, math.inf, 1.0, 2.0])
     study.optimize(lambda t: objective(t) * 0 + next(values), n_trials=4)
     states = [t.state.name for t in study.trials]
@@ -230,7 +231,7 @@ def test_nan_and_inf_objective_values_do_not_stop_the_study() -> None:
 def test_multi_objective_gets_a_clear_error() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 1.0, "n": 1, "c": "a"}))
     study = optuna.create_study(
-        sampler=LLMSampler(model=model, search_space=SPACE), directions=["minimize"] * 2
+        sampler=LLMSampler(preset="level0", model=model, search_space=SPACE), directions=["minimize"] * 2
     )
     with pytest.raises(ValueError, match="single-objective"):
         study.optimize(lambda t: (objective(t), 1.0), n_trials=1)
@@ -238,7 +239,7 @@ def test_multi_objective_gets_a_clear_error() -> None:
 
 def test_without_declared_space_first_trial_uses_base_sampler() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.25, "n": 4, "c": "b"}))
-    study = optuna.create_study(sampler=LLMSampler(model=model, seed=3))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, seed=3))
     study.optimize(objective, n_trials=2)
     assert _attrs.SOURCE not in study.trials[0].user_attrs
     assert study.trials[1].params == {"x": 0.25, "n": 4, "c": "b"}
@@ -246,7 +247,7 @@ def test_without_declared_space_first_trial_uses_base_sampler() -> None:
 
 def test_conditional_parameters_go_to_the_base_sampler() -> None:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5, "n": 2, "c": "a"}))
-    study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE, seed=0))
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE, seed=0))
 
     def conditional(trial: optuna.Trial) -> float:
         value = objective(trial)
@@ -264,7 +265,7 @@ def test_threads_share_one_sampler_without_duplicate_queue_pops() -> None:
 
     model = ScriptedChatModel(answer)
     study = optuna.create_study(
-        sampler=LLMSampler(model=model, search_space=SPACE, n_candidates=3)
+        sampler=LLMSampler(preset="level0", model=model, search_space=SPACE, n_candidates=3)
     )
     study.optimize(objective, n_trials=24, n_jobs=4)
     configs = [tuple(sorted(t.params.items())) for t in study.trials if t.params]
@@ -284,13 +285,13 @@ def test_threads_share_one_sampler_without_duplicate_queue_pops() -> None:
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
-        LLMSampler(model=ScriptedChatModel(lambda r, i: ""), **kwargs)
+        LLMSampler(preset="level0", model=ScriptedChatModel(lambda r, i: ""), **kwargs)
 
 
 def test_same_seed_same_requests() -> None:
     def run() -> list[str]:
         model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.1 * i, "n": 1, "c": "a"}))
-        study = optuna.create_study(sampler=LLMSampler(model=model, search_space=SPACE, seed=7))
+        study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE, seed=7))
         study.optimize(objective, n_trials=5)
         return [r.hash() for r in model.requests]
 

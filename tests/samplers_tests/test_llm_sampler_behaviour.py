@@ -64,6 +64,7 @@ def _check_trials(study: optuna.Study, space: dict) -> None:
 
 def test_branin_study_with_the_embedded_model() -> None:
     sampler = LLMSampler(
+        preset="level0",
         model="local",
         description="The Branin function of two variables.",
         search_space=BRANIN_SPACE,
@@ -85,6 +86,7 @@ def test_branin_study_with_the_embedded_model() -> None:
 
 def test_mixed_int_categorical_log_space_with_the_embedded_model() -> None:
     sampler = LLMSampler(
+        preset="level0",
         model="local",
         description="Train a small network: learning rate, depth, width and activation.",
         search_space=MIXED_SPACE,
@@ -102,12 +104,12 @@ def test_replay_reproduces_a_finished_study_without_a_model(tmp_path) -> None:
     url = f"sqlite:///{tmp_path}/replay.db"
     kwargs = dict(search_space=BRANIN_SPACE, description="Branin.", seed=5, history_size=5)
     first = optuna.create_study(
-        storage=url, study_name="recorded", sampler=LLMSampler(model="local", **kwargs)
+        storage=url, study_name="recorded", sampler=LLMSampler(preset="level0", model="local", **kwargs)
     )
     first.optimize(branin, n_trials=6)
     replay = ReplayChatModel.from_storage(url, "recorded")
     second = optuna.create_study(
-        storage=url, study_name="replayed", sampler=LLMSampler(model=replay, **kwargs)
+        storage=url, study_name="replayed", sampler=LLMSampler(preset="level0", model=replay, **kwargs)
     )
     second.optimize(branin, n_trials=6)
     assert [t.params for t in second.trials] == [t.params for t in first.trials]
@@ -120,7 +122,7 @@ def test_replay_reproduces_a_finished_study_without_a_model(tmp_path) -> None:
 def _worker(url: str, name: str, n_trials: int, seed: int) -> None:
     from bilevel_optuna.studies._bilevel import make_storage
 
-    sampler = LLMSampler(model="local", search_space=BRANIN_SPACE, n_candidates=3, seed=seed)
+    sampler = LLMSampler(preset="level0", model="local", search_space=BRANIN_SPACE, n_candidates=3, seed=seed)
     storage, _ = make_storage(url)  # on SQLite: transactions that lock at BEGIN
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     study.optimize(branin, n_trials=n_trials)

@@ -52,7 +52,7 @@ SPACE = {"x": FloatDistribution(-5.0, 5.0)}
 
 def _run(mechanism: object, n_trials: int = 3) -> optuna.Study:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": -1.0 - i * 0.1}))
-    sampler = LLMSampler(model=model, search_space=SPACE, mechanisms=[mechanism])
+    sampler = LLMSampler(preset="level0", model=model, search_space=SPACE, mechanisms=[mechanism])
     study = optuna.create_study(sampler=sampler)
     study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=n_trials)
     return study

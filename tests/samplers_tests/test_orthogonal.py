@@ -21,7 +21,7 @@ from bilevel_optuna.samplers import normalize
 from bilevel_optuna.samplers._orthogonal import OrthogonalExplorationMechanism
 from bilevel_optuna.samplers._orthogonal import ParameterBins
 from bilevel_optuna.samplers._orthogonal import coverage
-from bilevel_optuna.samplers._trust_region import denormalize
+from bilevel_optuna.samplers._geometry import denormalize
 
 
 @pytest.mark.parametrize(
@@ -192,12 +192,13 @@ def test_covers_a_parameter_the_model_never_varies() -> None:
         return answer_json({"x": -4.5 + 0.9 * (index % 10), "y": 0.3})
 
     bare = optuna.create_study(
-        sampler=LLMSampler(model=ScriptedChatModel(answer), search_space=_SPACE2, seed=0)
+        sampler=LLMSampler(preset="level0", model=ScriptedChatModel(answer), search_space=_SPACE2, seed=0)
     )
     bare.optimize(_objective, n_trials=10)
     assert _y_bins_covered(bare) == 1
 
     sampler = LLMSampler(
+        preset="level0",
         model=ScriptedChatModel(answer), search_space=_SPACE2, seed=0, mechanisms=["orthogonal"]
     )
     study = optuna.create_study(sampler=sampler)

@@ -20,7 +20,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import distance
 from bilevel_optuna.samplers._restart import StagnationRestartMechanism
-from bilevel_optuna.samplers._restart import from_unit
+from bilevel_optuna.samplers._geometry import from_unit
 
 
 @pytest.mark.parametrize(
@@ -151,6 +151,7 @@ def test_a_stalled_model_gets_exploration_bursts() -> None:
 
     model = ScriptedChatModel(answer)
     sampler = LLMSampler(
+        preset="level0",
         model=model,
         search_space=space,
         seed=0,

@@ -45,6 +45,7 @@ class _Flaky(Mechanism):
 def _run(mechanisms: list[Any], n_trials: int = 4, **kwargs: Any) -> optuna.Study:
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 1.0}, {"x": 2.0}))
     sampler = LLMSampler(
+        preset="level0",
         model=model, search_space=_SPACE, seed=0, mechanisms=mechanisms, max_attempts=2, **kwargs
     )
     study = optuna.create_study(sampler=sampler)
@@ -53,7 +54,7 @@ def _run(mechanisms: list[Any], n_trials: int = 4, **kwargs: Any) -> optuna.Stud
 
 
 def test_a_mechanism_that_acted_is_verified_quietly() -> None:
-    study = _run(["tabu"])
+    study = _run([("tabu", {"on_reject": "ask"})])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         (summary,) = summarize_mechanisms(study).values()
@@ -92,7 +93,7 @@ def test_a_mechanism_that_never_changed_anything_is_reported_loudly() -> None:
 
 
 def test_a_configured_mechanism_without_records_is_reported() -> None:
-    study = _run(["tabu"])
+    study = _run([("tabu", {"on_reject": "ask"})])
     with pytest.warns(MechanismInactiveWarning, match="'orthogonal' has no record"):
         summary = summarize_mechanisms(study, mechanisms=["tabu", "orthogonal"])
     assert summary["orthogonal"].status == "never_ran" and summary["orthogonal"].n_trials == 0

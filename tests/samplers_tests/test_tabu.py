@@ -18,8 +18,8 @@ from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import distance
 from bilevel_optuna.samplers._tabu import TabuMechanism
-from bilevel_optuna.samplers._tabu import distance_matrix
-from bilevel_optuna.samplers._tabu import encode
+from bilevel_optuna.samplers._geometry import distance_matrix
+from bilevel_optuna.samplers._geometry import encode
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_distance_matrix_matches_distance() -> None:
 
 def test_exact_repeat_is_rejected_naming_trial_and_distance() -> None:
     study = make_study([(config(x=1.0), 3.0), (config(x=2.0), 2.0)])
-    review = TabuMechanism(radius=0.0).review(config(x=2.0), make_context(study))
+    review = TabuMechanism(radius=0.0, on_reject="ask").review(config(x=2.0), make_context(study))
     assert review.action == "reject"
     assert "repeats trial 1" in review.reason
     assert "distance 0" in review.reason
@@ -78,7 +78,7 @@ def test_radius_uses_normalized_categorical_aware_distance(
 ) -> None:
     study = make_study([(config(x=1.0), 3.0)])
     ctx = make_context(study)
-    review = TabuMechanism(radius=radius).review(candidate, ctx)
+    review = TabuMechanism(radius=radius, on_reject="ask").review(candidate, ctx)
     d = distance(candidate, config(x=1.0), SPACE)
     assert review.action == action, (d, radius)
     assert (d <= radius) == (action == "reject")
@@ -90,26 +90,26 @@ def test_tenure_keeps_only_the_latest_trials_tabu() -> None:
     rows = [(config(x=float(i)), float(i)) for i in range(-4, 5)]  # trials 0..8
     study = make_study(rows)
     oldest, latest = config(x=-4.0), config(x=4.0)
-    short = TabuMechanism(radius=0.0, tenure=2)
+    short = TabuMechanism(radius=0.0, tenure=2, on_reject="ask")
     assert short.review(oldest, make_context(study)).action == "accept"
     assert short.review(latest, make_context(study)).action == "reject"
-    every = TabuMechanism(radius=0.0, tenure=0)
+    every = TabuMechanism(radius=0.0, tenure=0, on_reject="ask")
     assert every.review(oldest, make_context(study)).action == "reject"
 
 
 @pytest.mark.parametrize("state", [TrialState.FAIL, TrialState.PRUNED])
 def test_failed_and_pruned_configurations_are_tabu(state: TrialState) -> None:
     study = make_study([(config(x=3.0), None)], states=[state])
-    assert TabuMechanism(radius=0.0).review(config(x=3.0), make_context(study)).action == "reject"
+    assert TabuMechanism(radius=0.0, on_reject="ask").review(config(x=3.0), make_context(study)).action == "reject"
 
 
 def test_record_counts_rejections() -> None:
     study = make_study([(config(x=1.0), 3.0)])
     ctx = make_context(study)
-    tabu = TabuMechanism(radius=0.0)
+    tabu = TabuMechanism(radius=0.0, on_reject="ask")
     tabu.review(config(x=1.0), ctx)
     tabu.review(config(x=2.0), ctx)
-    assert ctx.record["tabu"] == {"rejected": 1, "tabu_size": 1}
+    assert ctx.record["tabu"] == {"rejected": 1, "moved": 0, "tabu_size": 1}
 
 
 # ----------------------------------------------------------------- in a study
@@ -147,13 +147,13 @@ def _distinct(study: optuna.Study) -> int:
 
 def test_bare_sampler_repeats_and_tabu_does_not() -> None:
     bare = optuna.create_study(
-        sampler=LLMSampler(model=_copying_model(), search_space=_SPACE2, seed=0)
+        sampler=LLMSampler(preset="level0", model=_copying_model(), search_space=_SPACE2, seed=0)
     )
     bare.optimize(_objective, n_trials=6)
     assert _distinct(bare) == 1
 
     model = _copying_model()
-    sampler = LLMSampler(model=model, search_space=_SPACE2, seed=0, mechanisms=["tabu"])
+    sampler = LLMSampler(preset="level0", model=model, search_space=_SPACE2, seed=0, mechanisms=[("tabu", {"on_reject": "ask"})])
     study = optuna.create_study(sampler=sampler)
     study.optimize(_objective, n_trials=6)
     assert _distinct(study) == 6
@@ -172,6 +172,53 @@ def test_embedded_model_repeats_itself_and_tabu_stops_it() -> None:
 
     bare = embedded_study(n_trials=8)
     assert n_distinct(bare) < 8  # the small model copies its history
-    study = embedded_study(["tabu"], n_trials=8)
+    study = embedded_study([("tabu", {"on_reject": "ask"})], n_trials=8)
     assert n_distinct(study) == 8
     assert sum(t.user_attrs[_attrs.MECHANISMS]["tabu"]["rejected"] for t in study.trials) >= 1
+
+
+# ------------------------------------------------------------- on_reject="move"
+
+
+def test_move_replaces_a_repeat_with_a_free_point_nearby() -> None:
+    study = make_study([(config(x=1.0), 3.0), (config(x=2.0), 2.0)])
+    ctx = make_context(study)
+    tabu = TabuMechanism(radius=0.1)
+    review = tabu.review(config(x=2.0), ctx)
+    assert review.action == "replace" and "moved off trial 1" in review.reason
+    assert review.params is not None
+    space = ctx.search_space
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert distance(review.params, t.params, space) > 0.1
+    # Nearby: within the largest step tried, not anywhere in the space.
+    assert distance(review.params, config(x=2.0), space) < 6 * 0.1 * 2
+    assert ctx.record["tabu"] == {"rejected": 0, "moved": 1, "tabu_size": 2}
+
+
+def test_move_is_reproducible_from_the_trial_seed() -> None:
+    study = make_study([(config(x=1.0), 3.0)])
+    first = TabuMechanism(radius=0.1).review(config(x=1.0), make_context(study))
+    again = TabuMechanism(radius=0.1).review(config(x=1.0), make_context(study))
+    assert first == again
+
+
+def test_move_costs_no_extra_model_call() -> None:
+    model = _copying_model()
+    sampler = LLMSampler(preset="level0", model=model, search_space=_SPACE2, seed=0, mechanisms=["tabu"])
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(_objective, n_trials=6)
+    assert _distinct(study) == 6
+    assert len(model.requests) == 6  # one call per trial: the repeats were moved, not re-asked
+    sources = [t.user_attrs[_attrs.SOURCE] for t in study.trials]
+    assert sources[0] == "llm" and sources[1:] == ["mechanism"] * 5
+    assert all(t.user_attrs[_attrs.ATTEMPTS] == 1 for t in study.trials)
+
+
+def test_embedded_model_copies_and_tabu_moves_it_with_one_call_a_trial() -> None:
+    from mechanism_context import embedded_study
+    from mechanism_context import n_distinct
+
+    study = embedded_study(["tabu"], n_trials=8)
+    assert n_distinct(study) == 8
+    assert all(t.user_attrs[_attrs.ATTEMPTS] == 1 for t in study.trials)
+    assert sum(t.user_attrs[_attrs.MECHANISMS]["tabu"]["moved"] for t in study.trials) >= 1

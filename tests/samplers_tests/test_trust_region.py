@@ -21,7 +21,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import normalize
 from bilevel_optuna.samplers._trust_region import TrustRegionMechanism
-from bilevel_optuna.samplers._trust_region import denormalize
+from bilevel_optuna.samplers._geometry import denormalize
 
 
 @pytest.mark.parametrize(
@@ -186,6 +186,7 @@ def test_proposals_stay_within_the_recorded_radius_of_the_incumbent() -> None:
         return answer_json({"x": float(x), "y": float(y)})
 
     sampler = LLMSampler(
+        preset="level0",
         model=ScriptedChatModel(answer),
         search_space=_FLOATS,
         seed=0,
@@ -218,6 +219,7 @@ def test_embedded_model_proposals_stay_within_the_radius() -> None:
     # proposes outside the region around the incumbent, and the mechanism brings those back.
     # (From a single first answer it would only repeat that answer, inside the region.)
     sampler = LLMSampler(
+        preset="level0",
         model="local",
         description="Minimize the Branin function of two real numbers x1 and x2.",
         search_space=BRANIN_SPACE,
