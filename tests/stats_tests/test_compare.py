@@ -339,7 +339,7 @@ def test_option_errors(db: Db, kwargs: dict[str, object], match: str) -> None:
 
 
 def test_storage_password_never_enters_the_report(db: Db) -> None:
-    from bilevel_optuna.stats._compare import _storage_label
+    from bilevel_optuna._storage import storage_label as _storage_label
 
     label = _storage_label("postgresql+psycopg2://user:s3cret@db.example:5432/runs")
     assert "s3cret" not in label and "user" in label
