@@ -23,15 +23,19 @@ if TYPE_CHECKING:
 # The experimental features used, as Optuna names them in its warning.
 WILCOXON_PRUNER = "WilcoxonPruner"
 SET_METRIC_NAMES = "optuna.study.study.Study.set_metric_names"
+HEARTBEAT = ("RetryHeartbeatStaleTrialCallback", "Argument ``heartbeat_interval``")
 
 
 @contextlib.contextmanager
-def experimental(feature: str) -> Iterator[None]:
-    """Use ``feature`` (one of the names above) without its ``ExperimentalWarning``."""
+def experimental(*features: str) -> Iterator[None]:
+    """Use ``features`` (names above) without their ``ExperimentalWarning``."""
     with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=re.escape(feature) + " is experimental", category=ExperimentalWarning
-        )
+        for feature in features:
+            warnings.filterwarnings(
+                "ignore",
+                message=re.escape(feature) + " is (an )?experimental",
+                category=ExperimentalWarning,
+            )
         yield
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
+from bilevel_optuna._experimental import HEARTBEAT
+from bilevel_optuna._experimental import experimental
 from bilevel_optuna._urls import hide_password
 from bilevel_optuna.exceptions import ConfigurationError
 
@@ -127,7 +129,6 @@ def _open_journal(path: str, *, read_only: bool, heartbeat: bool | None) -> Base
 
 
 def _open_rdb(url: str, *, read_only: bool, heartbeat: bool | None) -> BaseStorage:
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -146,15 +147,8 @@ def _open_rdb(url: str, *, read_only: bool, heartbeat: bool | None) -> BaseStora
         )
     beats = heartbeat is not False
     try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"connect_args": {"timeout": _SQLITE_TIMEOUT_S}} if sqlite else None,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S if beats else None,
-            grace_period=GRACE_PERIOD_S if beats else None,
-            heartbeat_stale_trial_callback=(
-                RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if beats else None
-            ),
-        )
+        with experimental(*HEARTBEAT):
+            storage = _rdb_storage(url, sqlite=sqlite, beats=beats)
     except ImportError as err:
         raise ConfigurationError(
             f"The driver for {parsed.drivername} is not installed ({err}). For PostgreSQL, "
@@ -164,6 +158,20 @@ def _open_rdb(url: str, *, read_only: bool, heartbeat: bool | None) -> BaseStora
     if sqlite and not read_only:
         serialize_sqlite_transactions(storage)
     return storage
+
+
+def _rdb_storage(url: str, *, sqlite: bool, beats: bool) -> optuna.storages.RDBStorage:
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs={"connect_args": {"timeout": _SQLITE_TIMEOUT_S}} if sqlite else None,
+        heartbeat_interval=HEARTBEAT_INTERVAL_S if beats else None,
+        grace_period=GRACE_PERIOD_S if beats else None,
+        heartbeat_stale_trial_callback=(
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if beats else None
+        ),
+    )
 
 
 def serialize_sqlite_transactions(storage: optuna.storages.RDBStorage) -> None:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 import optuna
@@ -36,6 +38,9 @@ from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.objectives._base import as_objective
+from bilevel_optuna.studies._artifacts import AUTO
+from bilevel_optuna.studies._artifacts import artifact_store
+from bilevel_optuna.studies._artifacts import store_report
 from bilevel_optuna.studies._arms import BASELINES
 from bilevel_optuna.studies._arms import ArmRunner
 from bilevel_optuna.studies._arms import arm_label
@@ -51,6 +56,9 @@ from bilevel_optuna.studies._outer import requeue_interrupted
 from bilevel_optuna.studies._scoring import Scorer
 from bilevel_optuna.studies._scoring import metric_name
 from bilevel_optuna.studies._scoring import resolve_aggregate
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
 
 _logger = get_logger(__name__)
 
@@ -80,6 +88,8 @@ class BilevelResult:
         comparison: Statistical comparison of the arms on the training objectives.
         heldout_comparison: The same on the held-out objectives, when there were any.
         best_arm: The arm name of ``best_config`` (``cfg-<hash>``), or ``None``.
+        report_artifacts: File name -> Optuna artifact id of the stored report and plots
+            (``optuna.artifacts.get_all_artifact_meta(result.outer_study)`` lists them).
     """
 
     outer_study: optuna.Study
@@ -91,6 +101,7 @@ class BilevelResult:
     comparison: Any = None
     heldout_comparison: Any = None
     best_arm: str | None = None
+    report_artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def best_label(self) -> str:
@@ -408,6 +419,7 @@ def run_bilevel_study(
     progress: Callable[[str], None] | None = None,
     show_progress_bar: bool = False,
     callbacks: Sequence[Callback] = (),
+    artifacts: str | os.PathLike[str] | ArtifactStore | None = AUTO,
 ) -> BilevelResult:
     """Tune LLMSampler's configuration with an outer Optuna study.
 
@@ -447,6 +459,10 @@ def run_bilevel_study(
         callbacks: Passed to ``optimize`` of every inner study and of the outer study (e.g.
             optuna-integration's ``MLflowCallback`` or ``WeightsAndBiasesCallback``): called
             with ``(study, frozen_trial)`` after each trial, inner and outer.
+        artifacts: Where the comparison report (Markdown) and its plots (PNG) are stored as
+            Optuna artifacts of the outer study, for optuna-dashboard: ``"auto"`` (a folder
+            ``<file stem>_artifacts`` beside an SQLite or journal file; nothing for server
+            databases), a folder, an ``optuna.artifacts`` store (S3, GCS), or None.
 
     Returns:
         A :class:`BilevelResult`.
@@ -480,6 +496,7 @@ def run_bilevel_study(
         callbacks=callbacks,
     )
     scorer = Scorer(plan.aggregate)
+    store = artifact_store(artifacts, storage_url)
 
     # 3. Baselines on the training objectives; random search's regret sets the outer scale.
     results = runner.run_baselines(plan.base_arms, plan.objectives, plan.seeds)
@@ -552,6 +569,15 @@ def run_bilevel_study(
                 storage_obj, run_name, compared, plan.heldout, ("heldout", "baseline"),
                 n_inner_trials,
             )
+    stored: dict[str, str] = {}
+    if store is not None and comparison is not None:
+        n_done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
+        stored = store_report(
+            outer,
+            store,
+            {"comparison": comparison, "heldout_comparison": heldout_comparison},
+            key=f"{best_arm} after {n_done} outer trials",
+        )
 
     return BilevelResult(
         comparison=comparison,
@@ -572,4 +598,5 @@ def run_bilevel_study(
         },
         storage_url=storage_url,
         best_arm=best_arm,
+        report_artifacts=stored,
     )
