@@ -48,3 +48,11 @@ FAILURE_REASON = "bilevel:failure"  # e.g. "exit code 1: CUDA out of memory"
 
 # --- Noisy objectives: the noise-free value of a trial's configuration, for regret ---
 TRUE_VALUE = "bilevel:true_value"
+
+# --- Bilevel run: what the run writes beside the attributes above ---
+SAMPLER = "bilevel:sampler"  # study: the baseline sampler and its pinned settings, e.g. TPE's
+BEST_CONFIG = "bilevel:best_config"  # outer study: the best proposer configuration (dict)
+BEST_ARM = "bilevel:best_arm"  # outer study: the arm name of that configuration
+REFERENCE = "bilevel:reference"  # outer trial: enqueued as a reference point ("llm-level0")
+RESUMED_FROM = "bilevel:resumed_from"  # outer trial: number of the trial Ctrl-C stopped
+REPORT_ARTIFACTS = "bilevel:report_artifacts"  # outer study: {file name: artifact id}

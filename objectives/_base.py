@@ -50,6 +50,8 @@ class Objective:
         direction: ``"minimize"`` or ``"maximize"``.
         optimum: Best attainable value (or floor) where known, else ``None``.
         noise: Notes on noise, for the prompt and the reports.
+        metric_name: What the value is called (``set_metric_names`` on every study, so
+            optuna-dashboard labels its axes with it).
     """
 
     name: str = "objective"
@@ -58,6 +60,7 @@ class Objective:
     direction: str = "minimize"
     optimum: float | None = None
     noise: str = ""
+    metric_name: str = "value"
 
     def evaluate(
         self, params: dict[str, Any], trial: optuna.trial.BaseTrial | None = None

@@ -342,6 +342,7 @@ class LMObjective(Objective):
     """
 
     name = "lm"
+    metric_name = "val_bpb"
     direction = "minimize"
 
     def __init__(

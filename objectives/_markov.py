@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+from bilevel_optuna._checks import check_int
+
 __all__ = ["MarkovSource"]
 
 _DIRECT_SOLVE_MAX_STATES = 1024
@@ -61,10 +63,8 @@ class MarkovSource:
         transitions: np.ndarray | None = None,
     ) -> None:
         if transitions is None:
-            if vocab_size < 2:
-                raise ValueError(f"vocab_size must be at least 2 but got {vocab_size}.")
-            if order < 0:
-                raise ValueError(f"order must be >= 0 but got {order}.")
+            check_int("vocab_size", vocab_size, minimum=2)
+            check_int("order", order, minimum=0)
             if vocab_size**order > 1_000_000:
                 raise ValueError(
                     f"vocab_size ** order must be at most 1e6 but got {vocab_size}**{order}; "
@@ -163,10 +163,8 @@ class MarkovSource:
 
     def sample(self, num_sequences: int, length: int, rng: np.random.Generator) -> np.ndarray:
         """Draw ``num_sequences`` independent stationary sequences of ``length`` symbols."""
-        if num_sequences < 1 or length < 1:
-            raise ValueError(
-                f"num_sequences and length must be >= 1 but got {num_sequences} and {length}."
-            )
+        check_int("num_sequences", num_sequences, minimum=1)
+        check_int("length", length, minimum=1)
         v, k = self.vocab_size, self.order
         out = np.empty((num_sequences, max(length, k)), dtype=np.int64)
         context = rng.choice(self._table.shape[0], size=num_sequences, p=self._stationary)

@@ -216,6 +216,7 @@ class TabularObjective(Objective):
         self.name = f"{benchmark}/{dataset}"
         self.direction = family.direction
         self.metric = family.metric
+        self.metric_name = family.metric
         self._family = family
         self._grid: dict[str, list[Any]] = {k: list(v) for k, v in bench_cls.search_space.items()}
         self._param_types: dict[str, type] = dict(bench_cls.param_types)

@@ -6,51 +6,69 @@ paired design), each repeat is reported as an intermediate value so that Optuna'
 ``WilcoxonPruner`` can stop a poor configuration early, and baselines (TPE, random and the Level-0
 LLM sampler) run in the same storage with the same seeds. Inner studies are named after their
 configuration's hash, so a rerun after a crash reuses every finished inner study.
+
+The parts live beside this module: storage (``bilevel_optuna._storage``), arms and the sampler
+factory (``_arms``), scoring (``_scoring``) and the outer objective (``_outer``);
+:func:`run_bilevel_study` calls them in order.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
-import time
+import os
 import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
-from optuna.samplers import RandomSampler
-from optuna.samplers import TPESampler
 from optuna.storages import BaseStorage
-from optuna.storages import RDBStorage
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna._experimental import set_metric_names
+from bilevel_optuna._experimental import wilcoxon_pruner
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._storage import DEFAULT_STORAGE  # noqa: F401 - where callers found it
+from bilevel_optuna._storage import make_storage
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.objectives._base import as_objective
-from bilevel_optuna.samplers import LLMSampler
-from bilevel_optuna.samplers import summarize_mechanisms
-from bilevel_optuna.studies._config import LEVEL0
+from bilevel_optuna.studies._artifacts import AUTO
+from bilevel_optuna.studies._artifacts import artifact_store
+from bilevel_optuna.studies._artifacts import store_report
+from bilevel_optuna.studies._arms import BASELINES
+from bilevel_optuna.studies._arms import ArmRunner
+from bilevel_optuna.studies._arms import arm_label
+from bilevel_optuna.studies._arms import arm_of
+from bilevel_optuna.studies._arms import check_baselines
+from bilevel_optuna.studies._arms import make_sampler
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
-from bilevel_optuna.studies._inner import INTERRUPTED
 from bilevel_optuna.studies._inner import InnerResult
-from bilevel_optuna.studies._inner import run_inner_study
+from bilevel_optuna.studies._outer import OuterObjective
+from bilevel_optuna.studies._outer import enqueue_level0
+from bilevel_optuna.studies._outer import requeue_interrupted
+from bilevel_optuna.studies._scoring import Scorer
+from bilevel_optuna.studies._scoring import metric_name
+from bilevel_optuna.studies._scoring import resolve_aggregate
+
+if TYPE_CHECKING:
+    from optuna.artifacts._protocol import ArtifactStore
 
 _logger = get_logger(__name__)
 
-DEFAULT_STORAGE = "sqlite:///bilevel_optuna.db"
-BASELINES = ("random", "tpe", "llm-level0")
-AGGREGATES = ("auto", "regret", "best", "auc")
 OUTER_SAMPLERS = ("tpe", "random", "llm")
+# Outer trials that count toward n_outer_trials.
+_COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 ObjectiveLike = Objective | str | Callable[[optuna.Trial], float]
+Callback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+Results = dict[str, dict[str, list[InnerResult]]]  # arm -> objective -> one result per seed
 
 
 @dataclasses.dataclass
@@ -69,6 +87,9 @@ class BilevelResult:
         storage_url: Where everything is stored (``compare`` and the dashboard read it).
         comparison: Statistical comparison of the arms on the training objectives.
         heldout_comparison: The same on the held-out objectives, when there were any.
+        best_arm: The arm name of ``best_config`` (``cfg-<hash>``), or ``None``.
+        report_artifacts: File name -> Optuna artifact id of the stored report and plots
+            (``optuna.artifacts.get_all_artifact_meta(result.outer_study)`` lists them).
     """
 
     outer_study: optuna.Study
@@ -79,6 +100,14 @@ class BilevelResult:
     storage_url: str
     comparison: Any = None
     heldout_comparison: Any = None
+    best_arm: str | None = None
+    report_artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def best_label(self) -> str:
+        """The best arm's name with what its configuration is, e.g. ``cfg-d65f7017 (t=0.7
+        h=24 tabu+orth)``."""
+        return arm_label(self.best_arm or "best", self.best_config)
 
 
 def resolve_objective(objective: ObjectiveLike) -> Objective:
@@ -90,285 +119,216 @@ def resolve_objective(objective: ObjectiveLike) -> Objective:
     return as_objective(objective)
 
 
-def make_storage(url: str | BaseStorage | None) -> tuple[BaseStorage, str]:
-    """An RDB storage with heartbeats, so trials of a killed process are failed and retried."""
-    if isinstance(url, BaseStorage):
-        return url, getattr(url, "url", repr(url))
-    url = url or DEFAULT_STORAGE
-    if "://" not in url:
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The arguments of one run, checked: nothing runs before every one of them is."""
+
+    objectives: list[Objective]
+    heldout: list[Objective]
+    seeds: list[int]
+    heldout_seeds: list[int]
+    aggregate: str
+    base_arms: list[str]
+    outer_sampler: str | BaseSampler
+
+    def seeds_of(self, objective: Objective) -> list[int]:
+        return self.heldout_seeds if objective in self.heldout else self.seeds
+
+
+def _plan(
+    objective: ObjectiveLike | Sequence[ObjectiveLike],
+    heldout_objectives: Sequence[ObjectiveLike],
+    *,
+    n_outer_trials: int,
+    n_inner_trials: int,
+    n_repeats: int,
+    seeds: Sequence[int] | None,
+    heldout_seeds: Sequence[int] | None,
+    aggregate: str,
+    baselines: Sequence[str],
+    outer_sampler: str | BaseSampler,
+    seed: int,
+) -> _Plan:
+    single = isinstance(objective, (str, Objective)) or callable(objective)
+    objectives = [resolve_objective(o) for o in ([objective] if single else list(objective))]
+    heldout = [resolve_objective(o) for o in heldout_objectives]
+    if not objectives:
+        raise ConfigurationError("Give at least one objective to tune the proposer on.")
+    aggregate = resolve_aggregate(aggregate, objectives)
+    for name, value in (
+        ("n_outer_trials", n_outer_trials),
+        ("n_inner_trials", n_inner_trials),
+        ("n_repeats", n_repeats),
+    ):
+        if value < 1:
+            raise ConfigurationError(f"{name} must be >= 1 but got {value}.")
+    base_arms = check_baselines(baselines)
+    if "random" not in base_arms and aggregate in ("regret", "auc"):
+        base_arms.insert(0, "random")  # random search's regret sets the scale of the outer value
+    seeds_list = list(seeds) if seeds is not None else [seed * 1000 + r for r in range(n_repeats)]
+    if len(set(seeds_list)) != len(seeds_list):
+        raise ConfigurationError(f"seeds must be distinct but got {seeds_list}.")
+    heldout_seeds_list = list(heldout_seeds) if heldout_seeds is not None else seeds_list
+    if not heldout_seeds_list or len(set(heldout_seeds_list)) != len(heldout_seeds_list):
         raise ConfigurationError(
-            f"storage must be a database URL such as 'sqlite:///bilevel.db' or "
-            f"'postgresql://user@host/db' but got {url!r}."
+            f"heldout_seeds must be distinct and not empty but got {heldout_seeds_list}."
         )
-    storage = RDBStorage(
-        url,
-        engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-        heartbeat_interval=15,
-        grace_period=45,
-        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+    if isinstance(outer_sampler, str) and outer_sampler not in OUTER_SAMPLERS:
+        raise ConfigurationError(
+            f"outer_sampler must be one of {OUTER_SAMPLERS} or a sampler but got {outer_sampler!r}."
+        )
+    return _Plan(
+        objectives=objectives,
+        heldout=heldout,
+        seeds=seeds_list,
+        heldout_seeds=heldout_seeds_list,
+        aggregate=aggregate,
+        base_arms=base_arms,
+        outer_sampler=outer_sampler,
     )
-    if url.startswith("sqlite"):
-        _serialize_sqlite_transactions(storage)
-    return storage, url
 
 
-def _serialize_sqlite_transactions(storage: RDBStorage) -> None:
-    """Make every SQLite transaction take the write lock at its start (``BEGIN IMMEDIATE``).
-
-    SQLite ignores ``SELECT ... FOR UPDATE``, so two processes can both read a WAITING trial
-    and both start it: a queued candidate would run twice. Taking the lock at ``BEGIN`` makes
-    Optuna's read-check-write atomic across processes, at the cost of serializing writers
-    (what SQLite does anyway). Server databases lock rows and need none of this.
-    """
-    from sqlalchemy import event
-
-    engine = storage.engine
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None  # the driver must not emit its own BEGIN
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections made before the listeners must not be reused
+def _outer_sampler(
+    plan: _Plan, *, seed: int, model: ChatModel | str | None
+) -> BaseSampler:
+    if not isinstance(plan.outer_sampler, str):
+        return plan.outer_sampler
+    if plan.outer_sampler != "llm":
+        return make_sampler(plan.outer_sampler, seed=seed)
+    return make_sampler(
+        "llm",
+        seed=seed,
+        model=model,
+        description=(
+            "Tune the settings of an LLM-driven hyperparameter optimizer. Lower is better: "
+            "the value is the optimizer's regret relative to random search."
+        ),
+        metric_name=metric_name(plan.aggregate),
+    )
 
 
-def _score(result: InnerResult, objective: Objective, aggregate: str, scale: float) -> float:
-    """One inner study's contribution to the outer value (lower is better)."""
-    if aggregate == "regret":
-        return result.regret / scale
-    if aggregate == "auc":
-        finite = [v for v in result.curve if not math.isnan(v)]
-        if not finite:
-            return math.inf
-        sign = 1.0 if objective.optimum is not None or objective.direction == "minimize" else -1.0
-        return sign * statistics.fmean(finite) / scale
-    best = result.best_value
-    if math.isnan(best):
-        return math.inf
-    return best if objective.direction == "minimize" else -best
+def _open_outer_study(
+    plan: _Plan,
+    *,
+    storage: BaseStorage,
+    run_name: str,
+    space: OuterSpace,
+    model: ChatModel | str | None,
+    seed: int,
+    n_inner_trials: int,
+    prune: bool,
+    cost_objective: bool,
+) -> optuna.Study:
+    """Create or resume the outer study, with its attributes, metric names and note."""
+    outer = optuna.create_study(
+        storage=storage,
+        study_name=run_name,
+        sampler=_outer_sampler(plan, seed=seed, model=model),
+        pruner=(
+            wilcoxon_pruner(p_threshold=0.1)
+            if prune and not cost_objective
+            else optuna.pruners.NopPruner()
+        ),
+        directions=["minimize", "minimize"] if cost_objective else ["minimize"],
+        load_if_exists=True,
+    )
+    for key, value in ((_attrs.KIND, "outer"), (_attrs.RUN, run_name)):
+        if outer.user_attrs.get(key) != value:
+            outer.set_user_attr(key, value)
+    metrics = [metric_name(plan.aggregate)]
+    set_metric_names(outer, metrics + ["tokens per repeat"] if cost_objective else metrics)
+    if plan.outer_sampler in ("tpe", "random") and outer.trials:
+        # A resumed run (or a second worker) with the same seed would draw the random
+        # start-up configurations again, from the first; the trials already there move it on.
+        assert isinstance(plan.outer_sampler, str)
+        outer.sampler = make_sampler(plan.outer_sampler, seed=seed + len(outer.trials))
+    _save_note(outer, plan, run_name, n_inner_trials)
+    requeue_interrupted(outer)
+    enqueue_level0(outer, space)
+    return outer
 
 
-def _represents(space: OuterSpace, params: dict[str, Any], config: ProposerConfig) -> bool:
-    """Whether ``params`` lie in ``space`` and suggest exactly ``config`` there."""
-    distributions = space.distributions()
-    for name, dist in distributions.items():
-        if name not in params:
-            return False
-        try:
-            if not dist._contains(dist.to_internal_repr(params[name])):
-                return False
-        except (ValueError, TypeError):
-            return False
+def _save_note(outer: optuna.Study, plan: _Plan, run_name: str, n_inner_trials: int) -> None:
     try:
-        return space.suggest(optuna.trial.FixedTrial(params)) == config
-    except (ValueError, TypeError):
-        return False
+        import optuna_dashboard
 
-
-class _Bilevel:
-    """Holds the settings of one bilevel run and runs its parts."""
-
-    def __init__(
-        self,
-        *,
-        objectives: list[Objective],
-        heldout: list[Objective],
-        storage: BaseStorage,
-        storage_url: str,
-        run_name: str,
-        n_inner_trials: int,
-        seeds: list[int],
-        model: ChatModel | str | None,
-        aggregate: str,
-        progress: Callable[[str], None] | None,
-        progress_bar: bool = False,
-    ) -> None:
-        self.objectives = objectives
-        self.heldout = heldout
-        self.storage = storage
-        self.storage_url = storage_url
-        self.run_name = run_name
-        self.n_inner_trials = n_inner_trials
-        self.seeds = seeds
-        self.model = model
-        self.aggregate = aggregate
-        self.progress = progress or (lambda message: None)
-        self.progress_bar = progress_bar
-        self.scales: dict[str, float] = {}
-
-    # -------------------------------------------------------------- naming
-    def arm_of(self, config: ProposerConfig) -> str:
-        return "llm-level0" if config == LEVEL0 else f"cfg-{config.key()}"
-
-    def study_name(self, arm: str, objective: Objective, seed: int) -> str:
-        return f"{self.run_name}/{arm}/{objective.name}/seed-{seed}"
-
-    # ------------------------------------------------------------ samplers
-    def sampler_for(
-        self, arm: str, objective: Objective, seed: int, config: ProposerConfig | None
-    ) -> BaseSampler:
-        if arm == "random":
-            return RandomSampler(seed=seed)
-        if arm == "tpe":
-            # Optuna 5's defaults (multivariate, constant liar), pinned by the seed alone.
-            return TPESampler(seed=seed)
-        assert config is not None
-        return LLMSampler(
-            model=self.model,
-            description=objective.description,
-            search_space=objective.search_space or None,
-            seed=seed,
-            **config.sampler_kwargs(),
-        )
-
-    def run_arm(
-        self,
-        arm: str,
-        objective: Objective,
-        seed: int,
-        *,
-        kind: str,
-        config: ProposerConfig | None = None,
-        outer_trial: optuna.trial.Trial | None = None,
-    ) -> InnerResult:
-        name = self.study_name(arm, objective, seed)
-        attrs: dict[str, Any] = {
-            _attrs.KIND: kind,
-            _attrs.RUN: self.run_name,
-            _attrs.ARM: arm,
-            _attrs.OBJECTIVE: objective.name,
-            _attrs.SEED: seed,
-            _attrs.REPEAT: self.seeds.index(seed) if seed in self.seeds else -1,
-        }
-        if objective.optimum is not None:
-            attrs[_attrs.OPTIMUM] = objective.optimum
-        if config is not None:
-            attrs[_attrs.CONFIG] = config.to_dict()
-        if outer_trial is not None:
-            attrs[_attrs.OUTER_STUDY] = self.run_name
-            attrs[_attrs.OUTER_TRIAL] = outer_trial.number
-        if arm == "tpe":
-            attrs["bilevel:sampler"] = (
-                f"TPESampler(seed={seed}) with optuna {optuna.__version__} defaults"
+        if not optuna_dashboard.get_note(outer):
+            optuna_dashboard.save_note(
+                outer,
+                _note(
+                    run_name,
+                    plan.objectives,
+                    plan.heldout,
+                    plan.seeds,
+                    n_inner_trials,
+                    plan.aggregate,
+                ),
             )
-        start = time.perf_counter()
-        result = run_inner_study(
-            storage=self.storage,
-            study_name=name,
-            objective=objective,
-            sampler=self.sampler_for(arm, objective, seed, config),
-            n_trials=self.n_inner_trials,
-            user_attrs=attrs,
-            progress_bar=self.progress_bar,
+    except Exception as err:  # noqa: BLE001 - the note is a convenience, never a failure
+        _logger.debug("Could not save the dashboard note: %s", err)
+
+
+def _optimize_outer(
+    outer: optuna.Study,
+    objective: OuterObjective,
+    *,
+    n_outer_trials: int,
+    run_name: str,
+    progress: Callable[[str], None],
+    callbacks: Sequence[Callback],
+    show_progress_bar: bool,
+) -> None:
+    """Run outer trials until ``n_outer_trials`` are complete or pruned, over all workers."""
+    done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
+    if done >= n_outer_trials:
+        return
+    bar = None
+    if show_progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_outer_trials, initial=done, desc=f"{run_name} outer", unit="trial")
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        progress(_outer_line(trial))
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        outer.optimize(
+            objective,
+            n_trials=n_outer_trials - done,
+            callbacks=[
+                optuna.study.MaxTrialsCallback(n_outer_trials, states=_COUNTED),
+                report,
+                *callbacks,
+            ],
         )
-        if not result.n_new:  # finished before (a rerun, or a reused baseline): nothing new
-            return result
-        shown = "regret" if objective.optimum is not None else "best"
-        value = result.regret if objective.optimum is not None else result.best_value
-        self.progress(
-            f"{arm} {objective.name} seed {seed}: {shown} {value:.4g} "
-            f"({result.n_complete} trials, {time.perf_counter() - start:.1f} s)"
-        )
-        return result
+    finally:
+        if bar is not None:
+            bar.close()
 
-    def score(self, result: InnerResult, objective: Objective) -> float:
-        return _score(result, objective, self.aggregate, self.scales.get(objective.name, 1.0))
 
-    # ------------------------------------------------------------ baselines
-    def run_baselines(
-        self,
-        baselines: Sequence[str],
-        objectives: list[Objective],
-        seeds: Sequence[int] | None = None,
-    ) -> dict[str, dict[str, list[InnerResult]]]:
-        out: dict[str, dict[str, list[InnerResult]]] = {}
-        for arm in baselines:
-            out[arm] = {}
-            for objective in objectives:
-                out[arm][objective.name] = [
-                    self.run_arm(
-                        arm,
-                        objective,
-                        seed,
-                        kind="baseline",
-                        config=LEVEL0 if arm == "llm-level0" else None,
-                    )
-                    for seed in (self.seeds if seeds is None else seeds)
-                ]
-        return out
+def _outer_line(trial: optuna.trial.FrozenTrial) -> str:
+    """``outer trial 3 complete: cfg-d65f7017 (t=0.7 h=24 tabu) value 0.8123``."""
+    config = trial.user_attrs.get(_attrs.CONFIG)
+    arm = str(trial.user_attrs.get(_attrs.ARM, ""))
+    label = arm_label(arm, ProposerConfig.from_dict(config) if config else None)
+    if trial.values:
+        shown = " ".join(f"{v:.4g}" for v in trial.values)
+    elif trial.intermediate_values:  # pruned: the last repeat's score
+        last = trial.intermediate_values[max(trial.intermediate_values)]
+        shown = f"{last:.4g} (after {len(trial.intermediate_values)} repeats)"
+    else:
+        shown = "none"
+    return f"outer trial {trial.number} {trial.state.name.lower()}: {label} value {shown}"
 
-    def set_scales(self, random_results: dict[str, list[InnerResult]]) -> None:
-        """Normalize regret by random search's median regret per objective (1 = as good as
-        random), so objectives of different scales can be averaged."""
-        for name, results in random_results.items():
-            regrets = [r.regret for r in results if not math.isnan(r.regret)]
-            scale = statistics.median(regrets) if regrets else math.nan
-            self.scales[name] = scale if scale > 0 and math.isfinite(scale) else 1.0
 
-    # ---------------------------------------------------------------- outer
-    def outer_objective(
-        self, space: OuterSpace, prune: bool, cost: bool
-    ) -> Callable[[optuna.Trial], Any]:
-        def objective(trial: optuna.Trial) -> Any:
-            config = space.suggest(trial)
-            arm = self.arm_of(config)
-            trial.set_user_attr(_attrs.CONFIG, config.to_dict())
-            trial.set_user_attr(_attrs.ARM, arm)
-            names: list[str] = []
-            per_repeat: list[float] = []
-            tokens = 0
-            try:
-                for repeat, seed in enumerate(self.seeds):
-                    scores = []
-                    for obj in self.objectives:
-                        result = self.run_arm(
-                            arm, obj, seed, kind="inner", config=config, outer_trial=trial
-                        )
-                        names.append(result.study_name)
-                        tokens += result.tokens
-                        scores.append(self.score(result, obj))
-                    value = statistics.fmean(scores)
-                    per_repeat.append(value)
-                    trial.set_user_attr(_attrs.INNER_STUDIES, names)
-                    if cost:
-                        continue
-                    trial.report(value, step=repeat)
-                    if prune and trial.should_prune():
-                        trial.set_user_attr(
-                            _attrs.SUMMARY,
-                            {
-                                "per_repeat": per_repeat,
-                                "pruned_after": repeat + 1,
-                                "tokens": tokens,
-                            },
-                        )
-                        raise optuna.TrialPruned(
-                            f"Pruned after {repeat + 1} of {len(self.seeds)} repeats."
-                        )
-            except KeyboardInterrupt:
-                trial.set_user_attr(INTERRUPTED, True)
-                raise
-            mean = statistics.fmean(per_repeat)
-            summary: dict[str, Any] = {
-                "per_repeat": per_repeat,
-                "mean": mean,
-                "tokens": tokens,
-                "aggregate": self.aggregate,
-            }
-            if config.mechanisms:
-                # Proof of injection: a mechanism that never ran or never changed a proposal is
-                # named here and warned about.
-                studies = [optuna.load_study(study_name=n, storage=self.storage) for n in names]
-                summary["mechanisms"] = {
-                    name: s.status for name, s in summarize_mechanisms(studies).items()
-                }
-            trial.set_user_attr(_attrs.SUMMARY, summary)
-            return (mean, tokens / len(self.seeds)) if cost else mean
-
-        return objective
+def _best(outer: optuna.Study) -> tuple[ProposerConfig | None, float]:
+    complete = outer.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return None, math.nan
+    best_trial = min(complete, key=lambda t: t.values[0])
+    return ProposerConfig.from_dict(best_trial.user_attrs[_attrs.CONFIG]), best_trial.values[0]
 
 
 def _compare(
@@ -407,19 +367,6 @@ def _compare(
             )
             return None
 
-
-def _requeue_interrupted(study: optuna.Study) -> None:
-    """Enqueue again the configurations of outer trials stopped by Ctrl-C, once each."""
-    trials = study.get_trials(deepcopy=False)
-    live = [
-        t.params or t.system_attrs.get("fixed_params", {})
-        for t in trials
-        if t.state != TrialState.FAIL
-    ]
-    for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED) and t.params not in live:
-            study.enqueue_trial(t.params, user_attrs={"bilevel:resumed_from": t.number})
-            live.append(t.params)
 
 
 def _note(
@@ -471,6 +418,8 @@ def run_bilevel_study(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     show_progress_bar: bool = False,
+    callbacks: Sequence[Callback] = (),
+    artifacts: str | os.PathLike[str] | ArtifactStore | None = AUTO,
 ) -> BilevelResult:
     """Tune LLMSampler's configuration with an outer Optuna study.
 
@@ -479,8 +428,10 @@ def run_bilevel_study(
             registry names (``"branin"``, ``"hpobench/kc1"``) or plain Optuna objective functions.
         heldout_objectives: Objectives the chosen configuration is then evaluated on, beside the
             baselines, to test whether it generalizes.
-        storage: A database URL (SQLite by default: ``bilevel_optuna.db`` in the working
-            directory); workers on other servers join by using the same URL and ``run_name``.
+        storage: A database URL, an Optuna journal file (``run.log``: one machine) or a storage
+            object; by default ``$OPTUNA_STORAGE``, else SQLite (``bilevel_optuna.db`` in the
+            working directory). Workers on other servers join by using the same URL and
+            ``run_name``.
         run_name: Name of the outer study; inner studies are named under it.
         n_outer_trials: Outer trials to finish (complete or pruned), over all workers.
         n_inner_trials: Trials per inner study.
@@ -498,216 +449,135 @@ def run_bilevel_study(
             every optimum is known, else best).
         prune: Stop poor configurations early with ``WilcoxonPruner`` (repeats as instances).
         cost_objective: Add the LLM tokens spent as a second outer objective (no pruning then).
-        baselines: Baseline arms run with the same seeds: ``"random"``, ``"tpe"``, ``"llm-level0"``.
+        baselines: Baseline arms run with the same seeds: ``"random"``, ``"tpe"``,
+            ``"llm-level0"`` (the default), and ``"gp"`` (Optuna's GPSampler, opt-in: it costs
+            seconds per trial on a laptop's CPU and needs torch).
         seed: Seed of the outer sampler and the default repeat seeds.
         progress: Called with one line of text per finished inner study and outer trial.
         show_progress_bar: Show tqdm bars on stderr: the outer trials, and the running inner
             study's trials.
+        callbacks: Passed to ``optimize`` of every inner study and of the outer study (e.g.
+            optuna-integration's ``MLflowCallback`` or ``WeightsAndBiasesCallback``): called
+            with ``(study, frozen_trial)`` after each trial, inner and outer.
+        artifacts: Where the comparison report (Markdown) and its plots (PNG) are stored as
+            Optuna artifacts of the outer study, for optuna-dashboard: ``"auto"`` (a folder
+            ``<file stem>_artifacts`` beside an SQLite or journal file; nothing for server
+            databases), a folder, an ``optuna.artifacts`` store (S3, GCS), or None.
 
     Returns:
         A :class:`BilevelResult`.
     """
-    objectives_list = (
-        [objective]
-        if isinstance(objective, (str, Objective)) or callable(objective)
-        else list(objective)
+    # 1. Every argument checked, before any work.
+    plan = _plan(
+        objective,
+        heldout_objectives,
+        n_outer_trials=n_outer_trials,
+        n_inner_trials=n_inner_trials,
+        n_repeats=n_repeats,
+        seeds=seeds,
+        heldout_seeds=heldout_seeds,
+        aggregate=aggregate,
+        baselines=baselines,
+        outer_sampler=outer_sampler,
+        seed=seed,
     )
-    objectives = [resolve_objective(o) for o in objectives_list]
-    heldout = [resolve_objective(o) for o in heldout_objectives]
-    if not objectives:
-        raise ConfigurationError("Give at least one objective to tune the proposer on.")
-    if aggregate not in AGGREGATES:
-        raise ConfigurationError(f"aggregate must be one of {AGGREGATES} but got {aggregate!r}.")
-    if aggregate == "auto":
-        aggregate = "regret" if all(o.optimum is not None for o in objectives) else "best"
-    if aggregate in ("regret",) and any(o.optimum is None for o in objectives):
-        missing = [o.name for o in objectives if o.optimum is None]
-        raise ConfigurationError(
-            f"aggregate='regret' needs known optima but {missing} have none; use 'best' or 'auc'."
-        )
-    for name, value, low in (
-        ("n_outer_trials", n_outer_trials, 1),
-        ("n_inner_trials", n_inner_trials, 1),
-        ("n_repeats", n_repeats, 1),
-    ):
-        if value < low:
-            raise ConfigurationError(f"{name} must be >= {low} but got {value}.")
-    unknown = sorted(set(baselines) - set(BASELINES))
-    if unknown:
-        raise ConfigurationError(f"Unknown baselines {unknown}; valid ones are {list(BASELINES)}.")
-    seeds_list = list(seeds) if seeds is not None else [seed * 1000 + r for r in range(n_repeats)]
-    if len(set(seeds_list)) != len(seeds_list):
-        raise ConfigurationError(f"seeds must be distinct but got {seeds_list}.")
-    heldout_seeds_list = list(heldout_seeds) if heldout_seeds is not None else seeds_list
-    if not heldout_seeds_list or len(set(heldout_seeds_list)) != len(heldout_seeds_list):
-        raise ConfigurationError(
-            f"heldout_seeds must be distinct and not empty but got {heldout_seeds_list}."
-        )
     space = outer_space or OuterSpace()
+    # 2. The storage, and what runs an arm's inner study in it.
     storage_obj, storage_url = make_storage(storage)
-
-    bilevel = _Bilevel(
-        objectives=objectives,
-        heldout=heldout,
+    say = progress or (lambda message: None)
+    runner = ArmRunner(
         storage=storage_obj,
-        storage_url=storage_url,
         run_name=run_name,
         n_inner_trials=n_inner_trials,
-        seeds=seeds_list,
+        seeds=plan.seeds,
         model=model,
-        aggregate=aggregate,
-        progress=progress,
+        progress=say,
         progress_bar=show_progress_bar,
+        callbacks=callbacks,
     )
+    scorer = Scorer(plan.aggregate)
+    store = artifact_store(artifacts, storage_url)
 
-    # Baselines first: random search's regret sets the scale of the outer value.
-    base_arms = list(baselines)
-    if "random" not in base_arms and aggregate in ("regret", "auc"):
-        base_arms.insert(0, "random")
-    baseline_results = bilevel.run_baselines(base_arms, objectives)
-    if "random" in baseline_results:
-        bilevel.set_scales(baseline_results["random"])
+    # 3. Baselines on the training objectives; random search's regret sets the outer scale.
+    results = runner.run_baselines(plan.base_arms, plan.objectives, plan.seeds)
+    scorer.set_scales(results.get("random", {}))
 
-    if isinstance(outer_sampler, str):
-        if outer_sampler not in OUTER_SAMPLERS:
-            raise ConfigurationError(
-                f"outer_sampler must be one of {OUTER_SAMPLERS} or a sampler but got {outer_sampler!r}."
-            )
-        if outer_sampler == "tpe":
-            sampler: BaseSampler = TPESampler(seed=seed)
-        elif outer_sampler == "random":
-            sampler = RandomSampler(seed=seed)
-        else:
-            sampler = LLMSampler(
-                model=model,
-                description=(
-                    "Tune the settings of an LLM-driven hyperparameter optimizer. Lower is better: "
-                    "the value is the optimizer's regret relative to random search."
-                ),
-                metric_name="normalized regret" if aggregate == "regret" else aggregate,
-                seed=seed,
-            )
-    else:
-        sampler = outer_sampler
-    directions = ["minimize", "minimize"] if cost_objective else ["minimize"]
-    pruner = (
-        optuna.pruners.WilcoxonPruner(p_threshold=0.1)
-        if prune and not cost_objective
-        else optuna.pruners.NopPruner()
-    )
-    outer = optuna.create_study(
+    # 4. The outer loop.
+    outer = _open_outer_study(
+        plan,
         storage=storage_obj,
-        study_name=run_name,
-        sampler=sampler,
-        pruner=pruner,
-        directions=directions,
-        load_if_exists=True,
+        run_name=run_name,
+        space=space,
+        model=model,
+        seed=seed,
+        n_inner_trials=n_inner_trials,
+        prune=prune,
+        cost_objective=cost_objective,
     )
-    for key, value in ((_attrs.KIND, "outer"), (_attrs.RUN, run_name)):
-        if outer.user_attrs.get(key) != value:
-            outer.set_user_attr(key, value)
-    if outer_sampler in ("tpe", "random") and outer.trials:
-        # A resumed run (or a second worker) with the same seed would draw the random
-        # start-up configurations again, from the first; the trials already there move it on.
-        reseeded = seed + len(outer.trials)
-        outer.sampler = (
-            TPESampler(seed=reseeded) if outer_sampler == "tpe" else RandomSampler(seed=reseeded)
-        )
-    try:
-        import optuna_dashboard
+    _optimize_outer(
+        outer,
+        OuterObjective(
+            space=space,
+            runner=runner,
+            scorer=scorer,
+            objectives=plan.objectives,
+            prune=prune,
+            cost=cost_objective,
+        ),
+        n_outer_trials=n_outer_trials,
+        run_name=run_name,
+        progress=say,
+        callbacks=callbacks,
+        show_progress_bar=show_progress_bar,
+    )
+    best_config, best_value = _best(outer)
 
-        if not optuna_dashboard.get_note(outer):
-            optuna_dashboard.save_note(
-                outer, _note(run_name, objectives, heldout, seeds_list, n_inner_trials, aggregate)
-            )
-    except Exception as err:  # noqa: BLE001 - the note is a convenience, never a failure
-        _logger.debug("Could not save the dashboard note: %s", err)
-
-    _requeue_interrupted(outer)
-    level0_params = space.params_of(LEVEL0)
-    if not outer.trials and _represents(space, level0_params, LEVEL0):
-        # The Level-0 configuration as the first outer trial: a reference point for the outer
-        # sampler, and free, since its inner studies are the llm-level0 baseline's.
-        outer.enqueue_trial(level0_params, user_attrs={"bilevel:reference": "llm-level0"})
-
-    counted = (TrialState.COMPLETE, TrialState.PRUNED)
-    done = len(outer.get_trials(deepcopy=False, states=counted))
-    if done < n_outer_trials:
-        outer_bar = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
-
-            outer_bar = tqdm(
-                total=n_outer_trials, initial=done, desc=f"{run_name} outer", unit="trial"
-            )
-        outer.optimize(
-            bilevel.outer_objective(space, prune, cost_objective),
-            n_trials=n_outer_trials - done,
-            callbacks=[
-                optuna.study.MaxTrialsCallback(n_outer_trials, states=counted),
-                lambda study, trial: bilevel.progress(
-                    f"outer trial {trial.number} {trial.state.name.lower()}: "
-                    f"{trial.user_attrs.get(_attrs.ARM, '')} value {trial.values}"
-                ),
-                lambda study, trial: outer_bar.update(1) if outer_bar is not None else None,
-            ],
-        )
-        if outer_bar is not None:
-            outer_bar.close()
-
-    complete = outer.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    best_config: ProposerConfig | None = None
-    best_value = math.nan
-    if complete:
-        best_trial = min(complete, key=lambda t: t.values[0])
-        best_config = ProposerConfig.from_dict(best_trial.user_attrs[_attrs.CONFIG])
-        best_value = best_trial.values[0]
-        outer.set_user_attr("bilevel:best_config", best_config.to_dict())
-
-    arms: dict[str, dict[str, list[str]]] = {}
-    scores: dict[str, dict[str, list[float]]] = {}
-    all_objectives = objectives + heldout
-    def seeds_of(obj: Objective) -> list[int]:
-        return heldout_seeds_list if obj in heldout else seeds_list
-
-    if heldout:
-        heldout_base = bilevel.run_baselines(base_arms, heldout, seeds=heldout_seeds_list)
-        if "random" in heldout_base:
-            bilevel.set_scales(heldout_base["random"])
-    for arm in base_arms:
-        arms[arm], scores[arm] = {}, {}
-        for obj in all_objectives:
-            results = [
-                bilevel.run_arm(
-                    arm, obj, s, kind="baseline", config=LEVEL0 if arm == "llm-level0" else None
+    # 5. Baselines on the held-out objectives, and the best configuration on every objective.
+    if plan.heldout:
+        heldout_results = runner.run_baselines(plan.base_arms, plan.heldout, plan.heldout_seeds)
+        scorer.set_scales(heldout_results.get("random", {}))
+        for arm, per_objective in heldout_results.items():
+            results[arm].update(per_objective)
+    best_arm = None
+    if best_config is not None:
+        best_arm = arm_of(best_config)
+        outer.set_user_attr(_attrs.BEST_CONFIG, best_config.to_dict())
+        results["best"] = {
+            obj.name: [
+                runner.run(
+                    best_arm,
+                    obj,
+                    s,
+                    kind="heldout" if obj in plan.heldout else "inner",
+                    config=best_config,
                 )
-                for s in seeds_of(obj)
+                for s in plan.seeds_of(obj)
             ]
-            arms[arm][obj.name] = [r.study_name for r in results]
-            scores[arm][obj.name] = [bilevel.score(r, obj) for r in results]
-    if best_config is not None:
-        best_arm = bilevel.arm_of(best_config)
-        arms["best"], scores["best"] = {}, {}
-        for obj in all_objectives:
-            kind = "heldout" if obj in heldout else "inner"
-            results = [
-                bilevel.run_arm(best_arm, obj, s, kind=kind, config=best_config)
-                for s in seeds_of(obj)
-            ]
-            arms["best"][obj.name] = [r.study_name for r in results]
-            scores["best"][obj.name] = [bilevel.score(r, obj) for r in results]
-        outer.set_user_attr("bilevel:best_arm", best_arm)
+            for obj in plan.objectives + plan.heldout
+        }
+        outer.set_user_attr(_attrs.BEST_ARM, best_arm)
 
+    # 6. The statistics, from the stored values.
     comparison = heldout_comparison = None
-    if best_config is not None:
-        compared = list(dict.fromkeys([bilevel.arm_of(best_config), *base_arms]))
+    if best_arm is not None:
+        compared = list(dict.fromkeys([best_arm, *plan.base_arms]))
         comparison = _compare(
-            storage_obj, run_name, compared, objectives, ("inner", "baseline"), n_inner_trials
+            storage_obj, run_name, compared, plan.objectives, ("inner", "baseline"), n_inner_trials
         )
-        if heldout:
+        if plan.heldout:
             heldout_comparison = _compare(
-                storage_obj, run_name, compared, heldout, ("heldout", "baseline"), n_inner_trials
+                storage_obj, run_name, compared, plan.heldout, ("heldout", "baseline"),
+                n_inner_trials,
             )
+    stored: dict[str, str] = {}
+    if store is not None and comparison is not None:
+        n_done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
+        stored = store_report(
+            outer,
+            store,
+            {"comparison": comparison, "heldout_comparison": heldout_comparison},
+            key=f"{best_arm} after {n_done} outer trials",
+        )
 
     return BilevelResult(
         comparison=comparison,
@@ -715,7 +585,18 @@ def run_bilevel_study(
         outer_study=outer,
         best_config=best_config,
         best_value=best_value,
-        arms=arms,
-        arm_scores=scores,
+        arms={
+            arm: {name: [r.study_name for r in rs] for name, rs in per_objective.items()}
+            for arm, per_objective in results.items()
+        },
+        arm_scores={
+            arm: {
+                obj.name: [scorer(r, obj) for r in per_objective[obj.name]]
+                for obj in plan.objectives + plan.heldout
+            }
+            for arm, per_objective in results.items()
+        },
         storage_url=storage_url,
+        best_arm=best_arm,
+        report_artifacts=stored,
     )

@@ -15,6 +15,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
+from bilevel_optuna._checks import check_int
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import suggest_all
 from bilevel_optuna.samplers import TEMPLATES
@@ -29,6 +30,10 @@ MECHANISM_PREFIX = "mech."
 #: Mechanisms the outer study offers by default. Hybrid is left out: it hands trials to another
 #: sampler, so a win would not be the proposer's; users add it with `mechanisms=[..., "hybrid"]`.
 DEFAULT_MECHANISMS = ("tabu", "orthogonal", "trust_region", "restart", "candidate_choice")
+
+
+# Short names of the built-in mechanisms in :meth:`ProposerConfig.describe`.
+_SHORT = {"orthogonal": "orth", "trust_region": "trust", "candidate_choice": "choice"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +71,24 @@ class ProposerConfig:
         """A short stable hash naming this configuration's inner studies (so reruns reuse them)."""
         text = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def describe(self) -> str:
+        """What this configuration is, in a few words: ``t=0.7 h=24 tabu+orth``.
+
+        Temperature and history size always; the history order, template and candidates per
+        call when they differ from the defaults; the mechanisms in hook order, shortened.
+        """
+        default = ProposerConfig()
+        parts = [f"t={self.temperature:.2g}", f"h={self.history_size}"]
+        if self.history_order != default.history_order:
+            parts.append(self.history_order)
+        if self.template != default.template:
+            parts.append(self.template)
+        if self.n_candidates != default.n_candidates:
+            parts.append(f"k={self.n_candidates}")
+        if self.mechanisms:
+            parts.append("+".join(_SHORT.get(name, name) for name, _ in self.mechanisms))
+        return " ".join(parts)
 
     def sampler_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`~bilevel_optuna.samplers.LLMSampler`."""
@@ -120,9 +143,7 @@ class OuterSpace:
             "template": template,
             "n_candidates": n_candidates,
         }
-        if max_mechanisms < 0:
-            raise ValueError(f"max_mechanisms must be >= 0 but got {max_mechanisms}.")
-        self.max_mechanisms = max_mechanisms
+        self.max_mechanisms = check_int("max_mechanisms", max_mechanisms, minimum=0)
         self.mechanisms: dict[str, type] = {}
         for spec in mechanisms:
             cls = spec if isinstance(spec, type) else type(load_mechanism(spec))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -13,6 +14,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna._experimental import set_metric_names
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.objectives._base import Objective
 
@@ -87,12 +89,14 @@ def run_inner_study(
     user_attrs: dict[str, Any],
     catch: tuple[type[Exception], ...] = (),
     progress_bar: bool = False,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> InnerResult:
     """Create or resume ``study_name`` and run it until ``n_trials`` trials have finished.
 
     A study that already holds ``n_trials`` finished trials is not touched: reruns after a crash
     or Ctrl-C continue where they stopped and never recompute finished work. ``progress_bar``
-    shows a tqdm bar of this study's trials on stderr.
+    shows a tqdm bar of this study's trials on stderr; ``callbacks`` are passed to
+    ``study.optimize`` (Optuna's, optuna-integration's MLflow or W&B callbacks, or your own).
     """
     study = optuna.create_study(
         storage=storage,
@@ -104,23 +108,24 @@ def run_inner_study(
     for key, value in user_attrs.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
+    set_metric_names(study, [objective.metric_name])
     done = len(_finished(study))
     if done < n_trials:
         if done:
             _logger.info("Resuming %s at %d of %d trials.", study_name, done, n_trials)
         bar = None
-        callbacks = []
+        all_callbacks = list(callbacks)
         if progress_bar:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=n_trials, initial=done, desc=study_name, leave=False, unit="trial")
-            callbacks.append(lambda study, trial: bar.update(1))
+            all_callbacks.append(lambda study, trial: bar.update(1))
         try:
             study.optimize(
                 _objective_with_true_value(objective),
                 n_trials=n_trials - done,
                 catch=catch,
-                callbacks=callbacks,
+                callbacks=all_callbacks,
                 gc_after_trial=False,
             )
         finally:

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import optuna
-from optuna.samplers import BaseSampler
-from optuna.samplers import RandomSampler
-from optuna.samplers import TPESampler
 
 from bilevel_optuna import _attrs
-from bilevel_optuna.samplers import LLMSampler
-from bilevel_optuna.studies._bilevel import make_storage
+from bilevel_optuna._experimental import set_metric_names
+from bilevel_optuna._storage import STORAGE_ENV
+from bilevel_optuna._storage import open_storage
+from bilevel_optuna.studies._arms import make_sampler
+from bilevel_optuna.studies._arms import sampler_pin
 from bilevel_optuna.studies._inner import _finished
 from bilevel_optuna.studies._inner import _objective_with_true_value
 from bilevel_optuna.studies._spec import StudySpec
 
 
+def spec_storage_url(spec: StudySpec, storage: str | None = None) -> str:
+    """``storage``, else the spec's, else ``$OPTUNA_STORAGE``, else ``sqlite:///<name>.db``."""
+    import os
+
+    return storage or spec.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{spec.name}.db"
+
+
 def run_spec_study(spec: StudySpec, *, storage: str | None = None) -> optuna.Study:
     """Run (or resume) the study a single-study spec describes until ``n_trials`` finished."""
-    storage_obj, _ = make_storage(storage or spec.storage or f"sqlite:///{spec.name}.db")
-    sampler: BaseSampler
-    if spec.sampler == "llm":
-        sampler = LLMSampler(
-            model=spec.model,
-            description=spec.objective.description,
-            search_space=spec.objective.search_space or None,
-            seed=spec.seed,
-            **spec.proposer,
-        )
-    elif spec.sampler == "tpe":
-        sampler = TPESampler(seed=spec.seed)
-    else:
-        sampler = RandomSampler(seed=spec.seed)
+    storage_obj = open_storage(spec_storage_url(spec, storage))
+    extra = spec.proposer if spec.sampler == "llm" else {}
+    sampler = make_sampler(
+        spec.sampler,
+        seed=spec.seed,
+        model=spec.model,
+        description=spec.objective.description,
+        search_space=spec.objective.search_space,
+        **extra,
+    )
     study = optuna.create_study(
         storage=storage_obj,
         study_name=spec.name,
@@ -42,6 +45,10 @@ def run_spec_study(spec: StudySpec, *, storage: str | None = None) -> optuna.Stu
     study.set_user_attr(_attrs.OBJECTIVE, spec.objective.name)
     if spec.objective.optimum is not None:
         study.set_user_attr(_attrs.OPTIMUM, spec.objective.optimum)
+    pin = sampler_pin(spec.sampler, spec.seed)
+    if pin is not None:
+        study.set_user_attr(_attrs.SAMPLER, pin)
+    set_metric_names(study, [spec.objective.metric_name])
     done = len(_finished(study))
     if done < spec.n_trials:
         study.optimize(

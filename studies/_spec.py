@@ -262,7 +262,8 @@ def _load_study(data: dict[str, Any], path: Path, base_dir: Path) -> StudySpec:
         for k, v in _table(study.pop("proposer"), _PROPOSER, "study.proposer").items()
         if v is not None
     }
-    samplers = ("llm", "tpe", "random")
+    from bilevel_optuna.studies._arms import SAMPLERS as samplers
+
     if study["sampler"] not in samplers:
         raise ConfigurationError(
             f"`sampler` in [study] must be one of {list(samplers)} but got {study['sampler']!r}."

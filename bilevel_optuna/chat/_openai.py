@@ -11,7 +11,6 @@ into one of ours that names the problem and the fix.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import threading
@@ -24,6 +23,8 @@ import openai
 
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._logging import redact
+from bilevel_optuna._urls import hide_password as _display_url
+from bilevel_optuna._urls import is_loopback as _is_loopback
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
@@ -65,25 +66,6 @@ _LOOPBACK_KEY = "no-key-needed-on-loopback"
 _LIST_MODELS_TIMEOUT_S = 10.0
 _MAX_LISTED_MODELS = 30
 _MAX_QUOTED_CHARS = 300
-
-
-def _is_loopback(base_url: str) -> bool:
-    host = urllib.parse.urlsplit(base_url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _display_url(base_url: str) -> str:
-    """The URL without any password in it, for messages and repr."""
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.password is None:
-        return base_url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _with_schema_instruction(

@@ -8,6 +8,7 @@ from typing import Any
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._urls import hide_password as _hide_password
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
@@ -21,16 +22,6 @@ if TYPE_CHECKING:
     import optuna
 
 _logger = get_logger(__name__)
-
-
-def _hide_password(url: str) -> str:
-    """A storage URL fit for a message: ``postgresql://user:***@host/db``."""
-    try:
-        import sqlalchemy.engine
-
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # Not an SQLAlchemy URL (e.g. a journal file): nothing to hide.
-        return url
 
 
 class ReplayChatModel(ChatModel):

@@ -34,6 +34,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run)
 
 
+def _number(value: Any) -> Any:
+    """Floats to four significant digits (``0.8349`` for 0.834953...); the rest as is."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, list):
+        return [_number(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _number(v) for k, v in value.items()}
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     start = time.perf_counter()
@@ -46,9 +57,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.model:
             spec.model = args.model
         study = run_spec_study(spec, storage=args.storage)
-        print(
-            f"study {study.study_name}: best value {study.best_value:.6g} with {study.best_params}"
-        )
+        params = ", ".join(f"{k}={_number(v)}" for k, v in study.best_params.items())
+        print(f"study {study.study_name}: best value {study.best_value:.4g} with {params}")
         return 0
     kwargs = dict(spec.kwargs)
     if args.storage:
@@ -64,20 +74,23 @@ def _run(args: argparse.Namespace) -> int:
     if result.best_config is None:
         print("No outer trial completed.")
         return 1
-    print(f"best proposer configuration (outer value {result.best_value:.4g}):")
+    print(f"best proposer configuration {result.best_label} (outer value {result.best_value:.4g}):")
     for key, value in result.best_config.to_dict().items():
-        print(f"  {key}: {value}")
+        print(f"  {key}: {_number(value)}")
     print()
     objectives = sorted({o for arm in result.arm_scores.values() for o in arm})
-    header = f"{'arm':<14}" + "".join(f"{o:>22}" for o in objectives)
+    labels = {
+        arm: result.best_label if arm == "best" else arm for arm in result.arm_scores
+    }
+    width = max(len(label) for label in labels.values()) + 2
     print("median score per arm (lower is better; regret scores: 1.0 = random search's median)")
-    print(header)
+    print(f"{'arm':<{width}}" + "".join(f"{o:>22}" for o in objectives))
     for arm, per_objective in result.arm_scores.items():
         cells = []
         for o in objectives:
             values = [v for v in per_objective.get(o, []) if not math.isnan(v)]
             cells.append(f"{statistics.median(values):>22.4g}" if values else f"{'-':>22}")
-        print(f"{arm:<14}" + "".join(cells))
+        print(f"{labels[arm]:<{width}}" + "".join(cells))
     for title, comparison in (
         ("on the training objectives", result.comparison),
         ("on the held-out objectives", result.heldout_comparison),
@@ -86,6 +99,12 @@ def _run(args: argparse.Namespace) -> int:
             print()
             print(f"The chosen configuration against the baselines {title}:")
             print(comparison.to_text())
+    if result.report_artifacts:
+        print()
+        print(
+            f"The report and its plots are artifacts of the outer study {kwargs['run_name']} "
+            f"({', '.join(sorted(result.report_artifacts))}): see them in optuna-dashboard."
+        )
     print()
     print(f"Inspect: optuna-dashboard {result.storage_url}")
     print(

@@ -7,9 +7,9 @@ Several workers on one machine then share one loaded model instead of loading on
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from typing import Any
 
+from bilevel_optuna._urls import is_loopback
 from bilevel_optuna.chat._server import DEFAULT_HOST
 from bilevel_optuna.chat._server import DEFAULT_PORT
 
@@ -38,15 +38,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_serve)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _serve(args: argparse.Namespace) -> int:
     from bilevel_optuna.chat._local import LocalChatModel
     from bilevel_optuna.chat._server import make_server
@@ -62,7 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = str(server.server_address[0]), server.server_address[1]
     shown = f"[{host}]" if ":" in str(host) else host
     url = f"http://{shown}:{port}/v1"
-    if not _is_loopback(args.host):
+    if not is_loopback(args.host):
         print(
             f"warning: serving on {args.host} without authentication: anyone who reaches "
             "this port can use the model."

@@ -10,6 +10,8 @@ import optuna
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna._storage import open_storage
+from bilevel_optuna._storage import storage_label
 from bilevel_optuna.cli._common import storage_of
 
 
@@ -22,7 +24,8 @@ def register(subparsers: Any) -> None:
 
 def _status(args: argparse.Namespace) -> int:
     url = storage_of(args)
-    summaries = optuna.get_all_study_summaries(storage=url, include_best_trial=False)
+    storage = open_storage(url, read_only=True)
+    summaries = optuna.get_all_study_summaries(storage=storage, include_best_trial=False)
     outer = [s for s in summaries if s.user_attrs.get(_attrs.KIND) in ("outer", "single")]
     inner = Counter(
         s.user_attrs.get(_attrs.RUN)
@@ -30,10 +33,10 @@ def _status(args: argparse.Namespace) -> int:
         if s.user_attrs.get(_attrs.KIND) in ("inner", "baseline", "heldout")
     )
     if not outer:
-        print(f"No bilevel run in {url}.")
+        print(f"No bilevel run in {storage_label(url)}.")
         return 0
     for summary in outer:
-        study = optuna.load_study(study_name=summary.study_name, storage=url)
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         states = Counter(t.state.name.lower() for t in trials)
         print(
@@ -54,7 +57,7 @@ def _status(args: argparse.Namespace) -> int:
                 if study.directions[0].name == "MINIMIZE"
                 else max(complete, key=lambda t: t.values[0])
             )
-            print(f"  best so far: trial {best.number}, value {best.values[0]:.6g}")
+            print(f"  best so far: trial {best.number}, value {best.values[0]:.4g}")
             config = best.user_attrs.get(_attrs.CONFIG)
             print(f"  {config if config else best.params}")
     return 0

@@ -1,7 +1,9 @@
 """Statistics across repeats: every claim is a test on trial values read from the storage.
 
 :func:`compare` is the entry point; the building blocks (tests, effect size, anytime curves,
-noise floor) are public too, so they can be used on plain arrays.
+noise floor) are public too, so they can be used on plain arrays. A result is rendered by
+functions over it, as in ``optuna.visualization``: :func:`to_text`, :func:`to_markdown`,
+:func:`write_plots` (the result's methods of the same names are aliases).
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ from bilevel_optuna.stats._anytime import AnytimeCurve
 from bilevel_optuna.stats._anytime import anytime_curve
 from bilevel_optuna.stats._anytime import best_so_far
 from bilevel_optuna.stats._anytime import normalized_auc
-from bilevel_optuna.stats._compare import ArmSummary
-from bilevel_optuna.stats._compare import CompareResult
-from bilevel_optuna.stats._compare import PairwiseComparison
 from bilevel_optuna.stats._compare import compare
 from bilevel_optuna.stats._effect import A12Result
 from bilevel_optuna.stats._effect import vargha_delaney_a12
@@ -29,6 +28,13 @@ from bilevel_optuna.stats._load import StudyRecord
 from bilevel_optuna.stats._load import load_arms
 from bilevel_optuna.stats._noise import NoiseFloorResult
 from bilevel_optuna.stats._noise import noise_floor
+from bilevel_optuna.stats._plots import write_plots
+from bilevel_optuna.stats._report import claims
+from bilevel_optuna.stats._report import to_markdown
+from bilevel_optuna.stats._report import to_text
+from bilevel_optuna.stats._results import ArmSummary
+from bilevel_optuna.stats._results import CompareResult
+from bilevel_optuna.stats._results import PairwiseComparison
 from bilevel_optuna.stats._summary import Summary
 from bilevel_optuna.stats._summary import summarize
 from bilevel_optuna.stats._warnings import DegenerateDataWarning
@@ -49,6 +55,7 @@ __all__ = [
     "Summary",
     "TRUE_VALUE",
     "anytime_curve",
+    "claims",
     "best_so_far",
     "compare",
     "friedman_test",
@@ -60,6 +67,9 @@ __all__ = [
     "normalized_auc",
     "paired_test",
     "summarize",
+    "to_markdown",
+    "to_text",
     "unpaired_test",
     "vargha_delaney_a12",
+    "write_plots",
 ]

@@ -7,15 +7,15 @@ import math
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
-from dataclasses import field
 from typing import TYPE_CHECKING
 from typing import Any
 
 import numpy as np
 
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._storage import open_storage
+from bilevel_optuna._storage import storage_label
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.stats._anytime import AnytimeCurve
 from bilevel_optuna.stats._anytime import anytime_curve
 from bilevel_optuna.stats._anytime import best_so_far
 from bilevel_optuna.stats._anytime import normalized_auc
@@ -32,15 +32,14 @@ from bilevel_optuna.stats._hypothesis import unpaired_test
 from bilevel_optuna.stats._load import ArmsSpec
 from bilevel_optuna.stats._load import StudyRecord
 from bilevel_optuna.stats._load import load_arms
-from bilevel_optuna.stats._load import open_storage
 from bilevel_optuna.stats._noise import NoiseFloorResult
 from bilevel_optuna.stats._noise import noise_floor as _noise_floor
-from bilevel_optuna.stats._summary import Summary
+from bilevel_optuna.stats._results import ArmSummary
+from bilevel_optuna.stats._results import CompareResult
+from bilevel_optuna.stats._results import PairwiseComparison
 from bilevel_optuna.stats._summary import summarize
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import optuna
 
 _logger = get_logger(__name__)
@@ -48,196 +47,6 @@ _logger = get_logger(__name__)
 _METRICS = ("auto", "best", "regret", "auc")
 _PAIRED = ("auto", True, False)
 NoiseFloorSpec = NoiseFloorResult | float | Sequence[float] | np.ndarray | str | None
-
-
-@dataclass(frozen=True)
-class ArmSummary(Summary):
-    """:class:`Summary` of one arm's per-study metric, plus how its studies were counted.
-
-    Attributes:
-        label: The arm.
-        values: Per-study metric, in the order of ``study_names`` (NaN for a missing study).
-        study_names: The arm's studies.
-        n_studies: Studies selected for the arm.
-        n_missing: Studies with no complete trial within the budget: they have no value and are
-            left out of every statistic.
-        n_complete: Complete trials over the arm's studies, within the budget.
-        n_failed: Failed trials (counted in the budget, never as values).
-        n_pruned: Pruned trials (likewise).
-        n_unfinished: Running or waiting trials (likewise).
-        min_trials: Fewest trials a study of the arm has within the budget.
-        max_trials: Most trials.
-        auc_median: Median over studies of the normalized area under the anytime curve.
-        n_true_values: Studies whose regret used stored true values.
-    """
-
-    label: str = ""
-    values: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
-    study_names: list[str] = field(default_factory=list, repr=False)
-    n_studies: int = 0
-    n_missing: int = 0
-    n_complete: int = 0
-    n_failed: int = 0
-    n_pruned: int = 0
-    n_unfinished: int = 0
-    min_trials: int = 0
-    max_trials: int = 0
-    auc_median: float = float("nan")
-    n_true_values: int = 0
-
-
-@dataclass(frozen=True)
-class PairwiseComparison:
-    """One comparison between two arms.
-
-    Attributes:
-        statistic: The test statistic (see :class:`SignificanceResult`).
-        pvalue: The raw two-sided p-value (NaN with no power or degenerate data).
-        pvalue_holm: The Holm-adjusted p-value across all comparisons of the result.
-        arm_a: First arm.
-        arm_b: Second arm.
-        test: ``"wilcoxon"`` (paired by seed) or ``"mannwhitneyu"``.
-        paired: Whether the studies were paired by (objective, seed).
-        n_a: Values of ``arm_a`` used (pairs, when paired).
-        n_b: Values of ``arm_b`` used.
-        n_dropped: Studies of the two arms left out: missing, or without a partner when paired.
-        a12: Vargha-Delaney A12 of ``arm_a`` over ``arm_b`` (above 0.5: ``arm_a`` better).
-        median_a: Median of ``arm_a``'s values used.
-        median_b: Median of ``arm_b``'s values used.
-        difference: ``median_a - median_b``.
-        inside_noise_floor: Whether ``|difference|`` is below the noise-floor threshold; None
-            without a noise floor.
-        significant: ``pvalue_holm < alpha``.
-        better: The better arm when significant and outside the noise floor, else None.
-        verdict: One line for tables: "tpe better", "no significant difference", "no power",
-            "inside noise floor", ...
-        result: The underlying :class:`SignificanceResult` (n, smallest attainable p, note).
-    """
-
-    statistic: float
-    pvalue: float
-    pvalue_holm: float
-    arm_a: str
-    arm_b: str
-    test: str
-    paired: bool
-    n_a: int
-    n_b: int
-    n_dropped: int
-    a12: A12Result
-    median_a: float
-    median_b: float
-    difference: float
-    inside_noise_floor: bool | None
-    significant: bool
-    better: str | None
-    verdict: str
-    result: SignificanceResult = field(repr=False)
-
-    @property
-    def no_power(self) -> bool:
-        return self.result.no_power
-
-    @property
-    def degenerate(self) -> bool:
-        return self.result.degenerate
-
-
-@dataclass(frozen=True)
-class CompareResult:
-    """Outcome of :func:`compare`.
-
-    Attributes:
-        statistic: The omnibus statistic: Friedman (paired, 3+ arms), Kruskal-Wallis (unpaired,
-            3+ arms), or the single pairwise test (2 arms). NaN with one arm.
-        pvalue: Its p-value.
-        test: Its name, or ``"none"``.
-        arms: Per-arm summaries, by label.
-        comparisons: Pairwise comparisons, Holm-adjusted together.
-        posthoc: Nemenyi test and critical difference after Friedman, else None.
-        curves: Anytime curve per arm (best so far, or regret, by trial number).
-        noise_floor: The noise floor used, or None.
-        studies: Every study read, in arm order.
-        metric: The metric compared: ``"best"``, ``"regret"`` or ``"auc"``.
-        direction: Direction of the metric (regret is always minimized).
-        curve_quantity: What the curves and AUC are in: ``"value"`` or ``"regret"``.
-        alpha: Significance level.
-        n_trials: The trial budget, or None for all trials.
-        notes: Sentences on how data were counted and what limits the conclusions.
-        settings: The options of the call (the storage URL without its password).
-    """
-
-    statistic: float
-    pvalue: float
-    test: str
-    arms: dict[str, ArmSummary]
-    comparisons: list[PairwiseComparison]
-    posthoc: NemenyiResult | None
-    curves: dict[str, AnytimeCurve]
-    noise_floor: NoiseFloorResult | None
-    studies: list[StudyRecord] = field(repr=False)
-    metric: str
-    direction: str
-    curve_quantity: str
-    alpha: float
-    n_trials: int | None
-    notes: list[str]
-    settings: dict[str, Any] = field(repr=False)
-    omnibus: SignificanceResult | None = field(default=None, repr=False)
-
-    def comparison(self, arm_a: str, arm_b: str) -> PairwiseComparison:
-        """The comparison of two arms, in either order (A12 and the difference follow the order
-        stored: check ``arm_a``)."""
-        for c in self.comparisons:
-            if {c.arm_a, c.arm_b} == {arm_a, arm_b}:
-                return c
-        raise KeyError(f"No comparison between {arm_a!r} and {arm_b!r}.")
-
-    @property
-    def claims(self) -> list[str]:
-        """Sentences for the comparisons that show an improvement (see :meth:`to_markdown`)."""
-        from bilevel_optuna.stats._report import claims
-
-        return claims(self)
-
-    def to_text(self) -> str:
-        """Aligned plain-text tables for a terminal."""
-        from bilevel_optuna.stats._report import to_text
-
-        return to_text(self)
-
-    def to_markdown(self, *, plots: Mapping[str, str | Path] | None = None) -> str:
-        """A Markdown report; ``plots`` maps figure names to image paths to link."""
-        from bilevel_optuna.stats._report import to_markdown
-
-        return to_markdown(self, plots=plots)
-
-    def plot(
-        self,
-        directory: str | Path,
-        *,
-        formats: Sequence[str] = ("png", "html"),
-        plotlyjs: str = "embed",
-    ) -> dict[str, Path]:
-        """Write the figures (anytime curves, distributions, critical difference diagram).
-
-        PNG needs matplotlib and HTML needs plotly (``pip install matplotlib plotly``). Returns
-        ``{name: path}`` of the files written.
-        """
-        from bilevel_optuna.stats._plots import write_plots
-
-        return write_plots(self, directory, formats=formats, plotlyjs=plotlyjs)
-
-
-def _storage_label(storage: Any) -> str:
-    if isinstance(storage, str):
-        try:
-            from sqlalchemy.engine import make_url
-
-            return make_url(storage).render_as_string(hide_password=True)
-        except Exception:  # not an SQLAlchemy URL: say only what kind it is
-            return storage.split(":", 1)[0] + ":..."
-    return type(storage).__name__
 
 
 def _validate(metric: str, paired: Any, alpha: float, noise_factor: float) -> None:
@@ -251,8 +60,8 @@ def _validate(metric: str, paired: Any, alpha: float, noise_factor: float) -> No
         raise ValueError(f"noise_factor must be positive but got {noise_factor}.")
 
 
-def _resolve_metric(metric: str, records: list[StudyRecord]) -> tuple[str, str]:
-    """(metric, curve quantity): regret when every study knows its optimum."""
+def _resolve_metric(metric: str, records: list[StudyRecord]) -> tuple[str, str, str]:
+    """(metric, curve quantity, direction): regret when every study knows its optimum."""
     no_optimum = [r.name for r in records if r.optimum is None]
     if metric == "regret" and no_optimum:
         raise ConfigurationError(
@@ -264,7 +73,14 @@ def _resolve_metric(metric: str, records: list[StudyRecord]) -> tuple[str, str]:
         metric = "regret" if quantity == "regret" else "best"
     if metric == "best":
         quantity = "value"
-    return metric, quantity
+    directions = {r.direction for r in records}
+    if len(directions) > 1 and quantity != "regret":
+        # Regret is lower-is-better whatever the direction; raw values are not comparable.
+        raise ConfigurationError(
+            "The studies mix directions (minimize and maximize); compare arms of one direction, "
+            "or compare regret (metric='regret', with bilevel:optimum on every study)."
+        )
+    return metric, quantity, "minimize" if quantity == "regret" else directions.pop()
 
 
 def _study_curve(record: StudyRecord, quantity: str) -> np.ndarray:
@@ -410,152 +226,43 @@ def compare(
     _validate(metric, paired, alpha, noise_factor)
     if isinstance(arms, str):
         arms = [arms]
-    backend = open_storage(storage)
+    backend = open_storage(storage, read_only=True)
     loaded = load_arms(
         backend, run=run, arms=arms, kind=kind, objective=objective, n_trials=n_trials
     )
     if control is not None and control not in loaded:
         raise ConfigurationError(f"control={control!r} is not an arm; arms: {sorted(loaded)}.")
     records = [r for group in loaded.values() for r in group]
-    directions = {r.direction for r in records}
-    metric, quantity = _resolve_metric(metric, records)
-    if len(directions) > 1 and quantity != "regret":
-        # Regret is lower-is-better whatever the direction; raw values are not comparable.
-        raise ConfigurationError(
-            "The studies mix directions (minimize and maximize); compare arms of one direction, "
-            "or compare regret (metric='regret', with bilevel:optimum on every study)."
-        )
-    direction = "minimize" if quantity == "regret" else directions.pop()
-    notes: list[str] = []
+    metric, quantity, direction = _resolve_metric(metric, records)
+    floor = _resolve_noise_floor(noise_floor, noise_factor, backend)
+    bootstrap = _Bootstrap(confidence_level=confidence_level, n_resamples=n_resamples, seed=seed)
 
     curves_by_study = {r.name: _study_curve(r, quantity) for r in records}
     metric_values = {r.name: _study_metric(curves_by_study[r.name], metric) for r in records}
-
-    arm_summaries: dict[str, ArmSummary] = {}
-    curves: dict[str, AnytimeCurve] = {}
-    for label, group in loaded.items():
-        values = np.array([metric_values[r.name] for r in group], dtype=float)
-        aucs = [normalized_auc(curves_by_study[r.name]) for r in group if not r.missing]
-        lengths = [len(r.values) for r in group]
-        summary = summarize(
-            _finite(values), confidence_level=confidence_level, n_resamples=n_resamples, seed=seed
-        )
-        arm_summaries[label] = ArmSummary(
-            **vars(summary),
-            label=label,
-            values=values,
-            study_names=[r.name for r in group],
-            n_studies=len(group),
-            n_missing=sum(r.missing for r in group),
-            n_complete=sum(r.n_complete for r in group),
-            n_failed=sum(r.n_failed for r in group),
-            n_pruned=sum(r.n_pruned for r in group),
-            n_unfinished=sum(r.n_unfinished for r in group),
-            min_trials=min(lengths),
-            max_trials=max(lengths),
-            auc_median=float(np.median(aucs)) if aucs else float("nan"),
-            n_true_values=(
-                sum(r.true_values is not None for r in group) if quantity == "regret" else 0
-            ),
-        )
-        curves[label] = anytime_curve([curves_by_study[r.name] for r in group if not r.missing])
-
+    arm_summaries = {
+        label: _arm_summary(label, group, curves_by_study, metric_values, quantity, bootstrap)
+        for label, group in loaded.items()
+    }
+    curves = {
+        label: anytime_curve([curves_by_study[r.name] for r in group if not r.missing])
+        for label, group in loaded.items()
+    }
     labels = list(loaded)
-    # --- pairwise comparisons, Holm-adjusted as one family ---
-    if control is not None:
-        pairs = [(control, other) for other in labels if other != control]
-    else:
-        pairs = list(itertools.combinations(labels, 2))
-    raw: list[tuple[str, str, SignificanceResult, bool, np.ndarray, np.ndarray, int]] = []
-    for a, b in pairs:
-        keys = None if paired is False else _pairing(loaded[a], loaded[b])
-        if paired is True and keys is None:
-            raise ConfigurationError(
-                f"paired=True but arms {a!r} and {b!r} cannot be paired: every study needs a "
-                "bilevel:seed, unique per arm, and one arm's (objective, seed) keys must include "
-                "the other's. Use paired='auto'."
-            )
-        if keys is not None:
-            xa = _by_key(loaded[a], metric_values, keys)
-            xb = _by_key(loaded[b], metric_values, keys)
-            keep = ~(np.isnan(xa) | np.isnan(xb))
-            xa, xb = xa[keep], xb[keep]
-            test = paired_test(xa, xb, alpha=alpha)
-        else:
-            xa = _finite(arm_summaries[a].values)
-            xb = _finite(arm_summaries[b].values)
-            test = unpaired_test(xa, xb, alpha=alpha)
-        dropped = len(loaded[a]) + len(loaded[b]) - xa.size - xb.size
-        raw.append((a, b, test, keys is not None, xa, xb, dropped))
-
-    adjusted = holm([t.pvalue for _, _, t, *_ in raw]) if raw else np.empty(0)
-    comparisons: list[PairwiseComparison] = []
-    for (a, b, test, is_paired, xa, xb, dropped), p_holm in zip(raw, adjusted):
-        a12 = vargha_delaney_a12(
-            xa,
-            xb,
-            direction=direction,
-            paired=is_paired,
-            confidence_level=confidence_level,
-            n_resamples=n_resamples,
-            seed=seed,
-        )
-        med_a = float(np.median(xa)) if xa.size else float("nan")
-        med_b = float(np.median(xb)) if xb.size else float("nan")
-        difference = med_a - med_b
-        comparisons.append(
-            PairwiseComparison(
-                statistic=test.statistic,
-                pvalue=test.pvalue,
-                pvalue_holm=float(p_holm),
-                arm_a=a,
-                arm_b=b,
-                test=test.test,
-                paired=is_paired,
-                n_a=int(xa.size),
-                n_b=int(xb.size),
-                n_dropped=int(dropped),
-                a12=a12,
-                median_a=med_a,
-                median_b=med_b,
-                difference=difference,
-                inside_noise_floor=None,
-                significant=False,
-                better=None,
-                verdict="",
-                result=test,
-            )
-        )
-
-    floor = _resolve_noise_floor(noise_floor, noise_factor, backend)
-    comparisons = [_judge(c, floor, alpha, direction) for c in comparisons]
-
-    # --- omnibus test ---
-    omnibus: SignificanceResult | None = None
-    posthoc: NemenyiResult | None = None
-    if len(labels) == 2 and comparisons:
-        omnibus = comparisons[0].result
-    elif len(labels) >= 3:
-        blocks = _friedman_blocks(loaded, metric_values, labels) if paired is not False else None
-        if blocks is not None:
-            omnibus = friedman_test(blocks, alpha=alpha)
-            if not omnibus.degenerate:
-                sign = 1.0 if direction == "minimize" else -1.0  # Nemenyi ranks: lower is better
-                posthoc = nemenyi_test(sign * blocks, arms=labels, alpha=alpha)
-            dropped = sum(len(g) for g in loaded.values()) - blocks.size
-            if dropped:
-                notes.append(
-                    f"Friedman used the {blocks.shape[0]} seeds complete in every arm; "
-                    f"{dropped} studies outside those blocks were left out of it."
-                )
-        else:
-            omnibus = kruskal_test(
-                *[_finite(arm_summaries[label].values) for label in labels], alpha=alpha
-            )
-
-    notes[:0] = _notes(arm_summaries, records, comparisons, quantity, metric, n_trials, alpha)
+    pairs = (
+        [(control, other) for other in labels if other != control]
+        if control is not None
+        else list(itertools.combinations(labels, 2))
+    )
+    tested = [_test_pair(a, b, loaded, arm_summaries, metric_values, paired, alpha) for a, b in pairs]
+    comparisons = _judge_all(tested, floor=floor, alpha=alpha, direction=direction, bootstrap=bootstrap)
+    omnibus, posthoc, omnibus_notes = _omnibus(
+        loaded, arm_summaries, metric_values, comparisons, paired=paired, alpha=alpha,
+        direction=direction,
+    )
+    notes = _notes(arm_summaries, records, comparisons, quantity, metric, n_trials, alpha)
+    notes += omnibus_notes
     settings = {
-        "storage": _storage_label(storage),
+        "storage": storage_label(storage),
         "run": run,
         "arms": arms if not isinstance(arms, Mapping) else dict(arms),
         "kind": kind,
@@ -592,6 +299,221 @@ def compare(
     )
 
 
+@dataclass(frozen=True)
+class _Bootstrap:
+    """The settings of every bootstrap interval of one comparison."""
+
+    confidence_level: float
+    n_resamples: int
+    seed: int | None
+
+
+def _arm_summary(
+    label: str,
+    group: list[StudyRecord],
+    curves_by_study: dict[str, np.ndarray],
+    metric_values: dict[str, float],
+    quantity: str,
+    bootstrap: _Bootstrap,
+) -> ArmSummary:
+    values = np.array([metric_values[r.name] for r in group], dtype=float)
+    aucs = [normalized_auc(curves_by_study[r.name]) for r in group if not r.missing]
+    lengths = [len(r.values) for r in group]
+    summary = summarize(
+        _finite(values),
+        confidence_level=bootstrap.confidence_level,
+        n_resamples=bootstrap.n_resamples,
+        seed=bootstrap.seed,
+    )
+    return ArmSummary(
+        **vars(summary),
+        label=label,
+        values=values,
+        study_names=[r.name for r in group],
+        n_studies=len(group),
+        n_missing=sum(r.missing for r in group),
+        n_complete=sum(r.n_complete for r in group),
+        n_failed=sum(r.n_failed for r in group),
+        n_pruned=sum(r.n_pruned for r in group),
+        n_unfinished=sum(r.n_unfinished for r in group),
+        min_trials=min(lengths),
+        max_trials=max(lengths),
+        auc_median=float(np.median(aucs)) if aucs else float("nan"),
+        n_true_values=(
+            sum(r.true_values is not None for r in group) if quantity == "regret" else 0
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Tested:
+    """One pair of arms and its test, before the Holm adjustment across every pair."""
+
+    arm_a: str
+    arm_b: str
+    test: SignificanceResult
+    paired: bool
+    xa: np.ndarray
+    xb: np.ndarray
+    n_dropped: int
+
+
+def _test_pair(
+    a: str,
+    b: str,
+    loaded: dict[str, list[StudyRecord]],
+    arm_summaries: dict[str, ArmSummary],
+    metric_values: dict[str, float],
+    paired: Any,
+    alpha: float,
+) -> _Tested:
+    keys = None if paired is False else _pairing(loaded[a], loaded[b])
+    if paired is True and keys is None:
+        raise ConfigurationError(
+            f"paired=True but arms {a!r} and {b!r} cannot be paired: every study needs a "
+            "bilevel:seed, unique per arm, and one arm's (objective, seed) keys must include "
+            "the other's. Use paired='auto'."
+        )
+    if keys is not None:
+        xa = _by_key(loaded[a], metric_values, keys)
+        xb = _by_key(loaded[b], metric_values, keys)
+        keep = ~(np.isnan(xa) | np.isnan(xb))
+        xa, xb = xa[keep], xb[keep]
+        test = paired_test(xa, xb, alpha=alpha)
+    else:
+        xa = _finite(arm_summaries[a].values)
+        xb = _finite(arm_summaries[b].values)
+        test = unpaired_test(xa, xb, alpha=alpha)
+    dropped = len(loaded[a]) + len(loaded[b]) - xa.size - xb.size
+    return _Tested(a, b, test, keys is not None, xa, xb, int(dropped))
+
+
+def _judge_all(
+    tested: list[_Tested],
+    *,
+    floor: NoiseFloorResult | None,
+    alpha: float,
+    direction: str,
+    bootstrap: _Bootstrap,
+) -> list[PairwiseComparison]:
+    """Each pair's comparison, complete: Holm-adjusted p, A12, noise-floor label, verdict."""
+    adjusted = holm([t.test.pvalue for t in tested]) if tested else np.empty(0)
+    comparisons = []
+    for t, p_holm in zip(tested, adjusted):
+        a12 = vargha_delaney_a12(
+            t.xa,
+            t.xb,
+            direction=direction,
+            paired=t.paired,
+            confidence_level=bootstrap.confidence_level,
+            n_resamples=bootstrap.n_resamples,
+            seed=bootstrap.seed,
+        )
+        med_a = float(np.median(t.xa)) if t.xa.size else float("nan")
+        med_b = float(np.median(t.xb)) if t.xb.size else float("nan")
+        difference = med_a - med_b
+        inside = None if floor is None or math.isnan(floor.sd) else floor.contains(difference)
+        significant = bool(not math.isnan(p_holm) and p_holm < alpha)
+        better, verdict = _verdict(
+            t, a12, difference, inside=inside, significant=significant, direction=direction
+        )
+        comparisons.append(
+            PairwiseComparison(
+                statistic=t.test.statistic,
+                pvalue=t.test.pvalue,
+                pvalue_holm=float(p_holm),
+                arm_a=t.arm_a,
+                arm_b=t.arm_b,
+                test=t.test.test,
+                paired=t.paired,
+                n_a=int(t.xa.size),
+                n_b=int(t.xb.size),
+                n_dropped=t.n_dropped,
+                a12=a12,
+                median_a=med_a,
+                median_b=med_b,
+                difference=difference,
+                inside_noise_floor=inside,
+                significant=significant,
+                better=better,
+                verdict=verdict,
+                result=t.test,
+            )
+        )
+    return comparisons
+
+
+def _verdict(
+    t: _Tested,
+    a12: A12Result,
+    difference: float,
+    *,
+    inside: bool | None,
+    significant: bool,
+    direction: str,
+) -> tuple[str | None, str]:
+    """(the better arm or None, the one-line verdict) of a comparison."""
+    if t.test.degenerate:
+        return None, "no test: " + t.test.note
+    if t.test.no_power:
+        return None, "no power, inside noise floor" if inside else "no power"
+    if not significant:
+        return None, "inside noise floor" if inside else "no significant difference"
+    a_better = a12.statistic > 0.5
+    if a12.statistic == 0.5:  # A12 cannot tell: use the medians
+        a_better = (difference < 0) == (direction == "minimize")
+    winner = t.arm_a if a_better else t.arm_b
+    if inside:
+        return None, f"{winner} ahead, but inside noise floor"
+    return winner, f"{winner} better"
+
+
+def _omnibus(
+    loaded: dict[str, list[StudyRecord]],
+    arm_summaries: dict[str, ArmSummary],
+    metric_values: dict[str, float],
+    comparisons: list[PairwiseComparison],
+    *,
+    paired: Any,
+    alpha: float,
+    direction: str,
+) -> tuple[SignificanceResult | None, NemenyiResult | None, list[str]]:
+    """The omnibus test across every arm, Nemenyi's post-hoc after Friedman, and notes.
+
+    Two arms: the pairwise test. Three or more: Friedman where every pair of arms pairs,
+    Kruskal-Wallis where not. Nemenyi's critical difference is licensed only where Friedman
+    rejects (Demsar 2006); otherwise it is kept, labelled as not licensed.
+    """
+    labels = list(loaded)
+    if len(labels) < 2:
+        return None, None, []
+    if len(labels) == 2:
+        return (comparisons[0].result if comparisons else None), None, []
+    blocks = _friedman_blocks(loaded, metric_values, labels) if paired is not False else None
+    if blocks is None:
+        samples = [_finite(arm_summaries[label].values) for label in labels]
+        return kruskal_test(*samples, alpha=alpha), None, []
+    notes = []
+    omnibus = friedman_test(blocks, alpha=alpha)
+    posthoc = None
+    if not omnibus.degenerate:
+        sign = 1.0 if direction == "minimize" else -1.0  # Nemenyi ranks: lower is better
+        posthoc = nemenyi_test(sign * blocks, arms=labels, alpha=alpha, friedman=omnibus)
+        if not posthoc.licensed:
+            notes.append(
+                f"Friedman's test did not reject at alpha = {alpha:g}, so Nemenyi's critical "
+                "difference is not licensed (Demsar 2006): it is shown for reference only and "
+                "supports no claim."
+            )
+    dropped = sum(len(g) for g in loaded.values()) - blocks.size
+    if dropped:
+        notes.append(
+            f"Friedman used the {blocks.shape[0]} seeds complete in every arm; "
+            f"{dropped} studies outside those blocks were left out of it."
+        )
+    return omnibus, posthoc, notes
+
+
 def _friedman_blocks(
     loaded: dict[str, list[StudyRecord]], metric_values: dict[str, float], labels: list[str]
 ) -> np.ndarray | None:
@@ -603,36 +525,6 @@ def _friedman_blocks(
     keys = sorted(common, key=repr)
     table = np.column_stack([_by_key(loaded[label], metric_values, keys) for label in labels])
     return np.asarray(table[~np.isnan(table).any(axis=1)])
-
-
-def _judge(
-    c: PairwiseComparison, floor: NoiseFloorResult | None, alpha: float, direction: str
-) -> PairwiseComparison:
-    """Fill in the noise-floor label, significance, the better arm and the verdict."""
-    from dataclasses import replace
-
-    inside = None if floor is None or math.isnan(floor.sd) else floor.contains(c.difference)
-    significant = bool(not math.isnan(c.pvalue_holm) and c.pvalue_holm < alpha)
-    better = None
-    if c.degenerate:
-        verdict = "no test: " + c.result.note
-    elif c.no_power:
-        verdict = "no power, inside noise floor" if inside else "no power"
-    elif significant:
-        a_better = c.a12.statistic > 0.5
-        if c.a12.statistic == 0.5:  # A12 cannot tell: use the medians
-            a_better = (c.difference < 0) == (direction == "minimize")
-        winner = c.arm_a if a_better else c.arm_b
-        if inside:
-            verdict = f"{winner} ahead, but inside noise floor"
-        else:
-            better = winner
-            verdict = f"{winner} better"
-    else:
-        verdict = "inside noise floor" if inside else "no significant difference"
-    return replace(
-        c, inside_noise_floor=inside, significant=significant, better=better, verdict=verdict
-    )
 
 
 def _notes(

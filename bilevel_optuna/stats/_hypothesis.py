@@ -279,6 +279,9 @@ class NemenyiResult:
         n_blocks: Blocks (paired seeds) used.
         q_alpha: The studentized range quantile over sqrt(2), Demsar's ``q_alpha``.
         alpha: Significance level of the critical difference.
+        licensed: Whether the Friedman test given to :func:`nemenyi_test` rejected at
+            ``alpha``: Demsar (2006) licenses the post-hoc test only then. ``None`` when no
+            Friedman result was given.
     """
 
     statistic: float
@@ -288,6 +291,7 @@ class NemenyiResult:
     n_blocks: int
     q_alpha: float
     alpha: float
+    licensed: bool | None = None
 
     @property
     def critical_difference(self) -> float:
@@ -295,7 +299,11 @@ class NemenyiResult:
 
 
 def nemenyi_test(
-    blocks: ArrayLike, *, arms: Sequence[str] | None = None, alpha: float = 0.05
+    blocks: ArrayLike,
+    *,
+    arms: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    friedman: SignificanceResult | None = None,
 ) -> NemenyiResult:
     """Nemenyi test on an ``(n_blocks, k)`` table of values where lower is better.
 
@@ -303,6 +311,10 @@ def nemenyi_test(
     differences with ``CD = q_alpha * sqrt(k (k + 1) / (6 N))``, where ``q_alpha`` is the
     studentized range quantile for ``k`` groups and infinite degrees of freedom divided by
     sqrt(2). Pairwise p-values come from the same distribution.
+
+    The post-hoc test is licensed only after Friedman's test on the same blocks rejects
+    (Demsar 2006): pass that result as ``friedman`` and the result says whether it is
+    (:attr:`NemenyiResult.licensed`).
     """
     _check_alpha(alpha)
     table = np.asarray(blocks, dtype=float)
@@ -316,10 +328,12 @@ def nemenyi_test(
     if k < 2:
         raise ValueError(f"The Nemenyi test needs at least 2 arms but got {k}.")
     q_alpha = float(scipy.stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2))
+    licensed = None if friedman is None else bool(friedman.pvalue < alpha)
     if n == 0:
         _warn("nemenyi: no complete blocks; ranks and p-values are NaN.", DegenerateDataWarning)
         return NemenyiResult(
-            _NAN, np.full((k, k), np.nan), labels, np.full(k, np.nan), 0, q_alpha, alpha
+            _NAN, np.full((k, k), np.nan), labels, np.full(k, np.nan), 0, q_alpha, alpha,
+            licensed,
         )
     ranks = scipy.stats.rankdata(table, axis=1)
     average = ranks.mean(axis=0)
@@ -329,4 +343,4 @@ def nemenyi_test(
     pvalues = scipy.stats.studentized_range.sf(diff / se * math.sqrt(2), k, np.inf)
     pvalues = np.clip(pvalues, 0.0, 1.0)
     np.fill_diagonal(pvalues, 1.0)
-    return NemenyiResult(float(cd), pvalues, labels, average, int(n), q_alpha, alpha)
+    return NemenyiResult(float(cd), pvalues, labels, average, int(n), q_alpha, alpha, licensed)

@@ -11,14 +11,15 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
-from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
 import numpy as np
 
 from bilevel_optuna import _attrs
+from bilevel_optuna._checks import check_int
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._storage import open_storage
 from bilevel_optuna.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 _logger = get_logger(__name__)
 
 # Trial user attribute with the noise-free value of a noisy objective, where one is known.
-TRUE_VALUE = getattr(_attrs, "TRUE_VALUE", "bilevel:true_value")
+TRUE_VALUE = _attrs.TRUE_VALUE
 
 ArmsSpec = Sequence[str] | Mapping[str, str | Sequence[str]] | None
 
@@ -77,45 +78,6 @@ class StudyRecord:
     def missing(self) -> bool:
         """True when the study has no complete trial within the budget."""
         return self.n_complete == 0
-
-
-def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
-    """An RDB storage for a URL; a storage object is returned as is.
-
-    A comparison only reads: an SQLite URL naming a file that does not exist is an error here,
-    not a new empty database.
-    """
-    import optuna
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    if isinstance(storage, str):
-        try:
-            url = make_url(storage)
-        except ArgumentError as err:
-            raise ConfigurationError(
-                f"{storage!r} is not a storage URL; expected e.g. sqlite:///runs.db or "
-                "postgresql+psycopg2://user@host/db."
-            ) from err
-        database = url.database or ""
-        if url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
-            if not Path(database).exists():
-                raise ConfigurationError(
-                    f"No SQLite file at {database!r}; check the path in the storage URL."
-                )
-        try:
-            return optuna.storages.RDBStorage(storage)
-        except ImportError as err:
-            raise ConfigurationError(
-                f"The driver for {url.drivername} is not installed ({err}). For PostgreSQL, "
-                "pip install psycopg2-binary and use postgresql+psycopg2://...; for MySQL, "
-                "pip install pymysql and use mysql+pymysql://..."
-            ) from err
-    if isinstance(storage, optuna.storages.BaseStorage):
-        return storage
-    raise ConfigurationError(
-        f"storage must be a URL or an optuna storage but got {type(storage).__name__}."
-    )
 
 
 def _kinds(kind: str | Sequence[str] | None) -> set[str] | None:
@@ -288,9 +250,8 @@ def load_arms(
     n_trials: int | None = None,
 ) -> dict[str, list[StudyRecord]]:
     """Select studies and read them: ``{arm label: [StudyRecord, ...]}``."""
-    if n_trials is not None and n_trials < 1:
-        raise ValueError(f"n_trials must be a positive integer but got {n_trials}.")
-    backend = open_storage(storage)
+    check_int("n_trials", n_trials, minimum=1, allow_none=True)
+    backend = open_storage(storage, read_only=True)
     groups = select_studies(backend, run=run, arms=arms, kind=kind, objective=objective)
     return {
         label: [read_study(backend, s, arm=label, n_trials=n_trials) for s in chosen]

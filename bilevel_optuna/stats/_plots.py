@@ -17,7 +17,7 @@ from bilevel_optuna._logging import get_logger
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from bilevel_optuna.stats._compare import CompareResult
+    from bilevel_optuna.stats._results import CompareResult
 
 _logger = get_logger(__name__)
 _FORMATS = ("png", "html")
@@ -66,6 +66,15 @@ def _metric_label(result: CompareResult) -> str:
     return {"best": "best value", "regret": "regret", "auc": f"AUC ({result.curve_quantity})"}[
         result.metric
     ]
+
+
+def _cd_title(result: CompareResult, newline: str) -> str:
+    ph = result.posthoc
+    assert ph is not None
+    title = f"Critical difference diagram (Nemenyi, alpha = {ph.alpha:g}); rank 1 is best"
+    if ph.licensed is False:  # Demsar 2006: only after Friedman rejects
+        title += f"{newline}NOT LICENSED: Friedman p = {result.pvalue:.3g} >= alpha; reference only"
+    return title
 
 
 def cd_groups(ranks: np.ndarray, cd: float) -> list[tuple[int, int]]:
@@ -172,9 +181,7 @@ def _png_critical_difference(result: CompareResult, path: Path) -> None:
     for n, (i, j) in enumerate(cd_groups(ranks, ph.statistic)):
         y = -0.35 - 0.18 * n
         ax.plot([ranks[i] - 0.03, ranks[j] + 0.03], [y, y], color="#444444", linewidth=3)
-    ax.set_title(
-        f"Critical difference diagram (Nemenyi, alpha = {ph.alpha:g}); rank 1 is best", fontsize=10
-    )
+    ax.set_title(_cd_title(result, "\n"), fontsize=10)
     fig.savefig(path)
 
 
@@ -322,7 +329,7 @@ def _plotly_critical_difference(result: CompareResult) -> Any:
             )
         )
     fig.update_layout(
-        title=f"Critical difference diagram (Nemenyi, alpha = {ph.alpha:g}); rank 1 is best",
+        title=_cd_title(result, "<br>"),
         showlegend=False,
         template="plotly_white",
         height=220 + 30 * half,

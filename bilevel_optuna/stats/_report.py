@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
 
-    from bilevel_optuna.stats._compare import CompareResult
-    from bilevel_optuna.stats._compare import PairwiseComparison
+    from bilevel_optuna.stats._results import CompareResult
+    from bilevel_optuna.stats._results import PairwiseComparison
 
 _TEST_NAMES = {
     "wilcoxon": "Wilcoxon signed-rank",
@@ -163,6 +163,17 @@ def _omnibus_line(result: CompareResult) -> str:
     return f"{name}: statistic {_num(o.statistic)}, p = {_p(o.pvalue)} ({o.n} {unit})."
 
 
+def posthoc_caveat(result: CompareResult) -> str:
+    """`` (not licensed: ...)`` where Friedman did not reject, else nothing (Demsar 2006)."""
+    ph = result.posthoc
+    if ph is None or ph.licensed is not False:
+        return ""
+    return (
+        f" (not licensed: Friedman p = {_p(result.pvalue)} is not below alpha = "
+        f"{result.alpha:g}; for reference only)"
+    )
+
+
 def claims(result: CompareResult) -> list[str]:
     """One sentence per comparison that shows an improvement, with n, test, p and A12."""
     out = []
@@ -205,7 +216,11 @@ def to_text(result: CompareResult) -> str:
     if result.posthoc is not None:
         ph = result.posthoc
         ranks = ", ".join(f"{a} {r:.2f}" for a, r in zip(ph.arms, ph.average_ranks))
-        parts += ["", f"Nemenyi critical difference {ph.statistic:.3f}; average ranks: {ranks}"]
+        parts += [
+            "",
+            f"Nemenyi critical difference {ph.statistic:.3f}{posthoc_caveat(result)}; "
+            f"average ranks: {ranks}",
+        ]
     if result.noise_floor is not None:
         parts += ["", _noise_line(result)]
     found = claims(result)
@@ -278,7 +293,7 @@ def to_markdown(result: CompareResult, *, plots: Mapping[str, str | Path] | None
         ph = result.posthoc
         out += [
             f"Nemenyi post-hoc: critical difference {ph.statistic:.3f} (q = {ph.q_alpha:.3f}, "
-            f"{ph.n_blocks} blocks); average ranks (1 is best): "
+            f"{ph.n_blocks} blocks){posthoc_caveat(result)}; average ranks (1 is best): "
             + ", ".join(f"{a} {r:.2f}" for a, r in zip(ph.arms, ph.average_ranks)),
             "",
         ]

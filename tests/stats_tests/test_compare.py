@@ -339,7 +339,7 @@ def test_option_errors(db: Db, kwargs: dict[str, object], match: str) -> None:
 
 
 def test_storage_password_never_enters_the_report(db: Db) -> None:
-    from bilevel_optuna.stats._compare import _storage_label
+    from bilevel_optuna._storage import storage_label as _storage_label
 
     label = _storage_label("postgresql+psycopg2://user:s3cret@db.example:5432/runs")
     assert "s3cret" not in label and "user" in label
@@ -364,3 +364,46 @@ def test_storage_object_and_single_arm(db: Db) -> None:
     assert result.test == "none" and math.isnan(result.pvalue) and result.comparisons == []
     assert result.arms["a"].median == 2.5
     assert "one arm" in result.to_text()
+
+
+# --- Nemenyi's critical difference only after Friedman rejects (Demsar 2006) ------------------
+
+
+def _three_arms(db: Db, offsets: dict[str, list[float]]) -> None:
+    for arm, values in offsets.items():
+        for seed, value in enumerate(values):
+            db.add(f"{arm}-{seed}", [value], arm=arm, seed=seed)
+
+
+def test_an_unlicensed_critical_difference_is_labelled(db: Db) -> None:
+    # Every arm wins on a third of the seeds: Friedman cannot reject.
+    _three_arms(
+        db,
+        {
+            "a": [[1.0, 2.0, 3.0][s % 3] for s in range(9)],
+            "b": [[2.0, 3.0, 1.0][s % 3] for s in range(9)],
+            "c": [[3.0, 1.0, 2.0][s % 3] for s in range(9)],
+        },
+    )
+    result = compare(db.url, run="run")
+    assert result.test == "friedman" and not result.pvalue < result.alpha
+    assert result.posthoc is not None and result.posthoc.licensed is False
+    assert "not licensed" in result.to_text()
+    assert "not licensed" in result.to_markdown()
+    assert any("Demsar 2006" in note for note in result.notes)
+
+
+def test_a_licensed_critical_difference_carries_no_caveat(db: Db) -> None:
+    _three_arms(
+        db,
+        {
+            "a": [1.0 + 0.01 * s for s in range(9)],
+            "b": [2.0 + 0.01 * s for s in range(9)],
+            "c": [3.0 + 0.01 * s for s in range(9)],
+        },
+    )
+    result = compare(db.url, run="run")
+    assert result.test == "friedman" and result.pvalue < result.alpha
+    assert result.posthoc is not None and result.posthoc.licensed is True
+    assert "not licensed" not in result.to_text()
+    assert not any("Demsar 2006" in note for note in result.notes)

@@ -262,3 +262,15 @@ def test_nemenyi_pvalues() -> None:
 def test_alpha_is_validated(alpha: float) -> None:
     with pytest.raises(ValueError, match="alpha"):
         paired_test([1.0, 2.0], [2.0, 3.0], alpha=alpha)
+
+
+def test_nemenyi_says_whether_friedman_licensed_it() -> None:
+    # Demsar (2006): the post-hoc test is licensed only once Friedman rejects.
+    separated = np.tile(np.arange(3, dtype=float), (12, 1))  # one order in every block
+    shuffled = np.array([np.roll(np.arange(3.0), i) for i in range(12)])  # every rank equally
+    rejected = friedman_test(separated)
+    kept = friedman_test(shuffled)
+    assert rejected.pvalue < 0.05 < kept.pvalue
+    assert nemenyi_test(separated, friedman=rejected).licensed is True
+    assert nemenyi_test(shuffled, friedman=kept).licensed is False
+    assert nemenyi_test(separated).licensed is None

@@ -193,3 +193,107 @@ def test_a_resumed_run_does_not_propose_its_first_configurations_again(tmp_path:
     result = run_bilevel_study("branin", n_outer_trials=5, **kwargs)
     temperatures = [t.params["temperature"] for t in result.outer_study.trials]
     assert len(temperatures) == 5 and len(set(temperatures)) == 5
+
+
+# --- Optuna conventions (issue 17): callbacks, metric names, artifacts, journal storage ---
+
+CONVENTIONS = dict(
+    run_name="conventions",
+    n_outer_trials=1,
+    n_inner_trials=2,
+    n_repeats=1,
+    baselines=("random", "tpe"),
+    outer_space=OuterSpace(
+        temperature=optuna.distributions.FloatDistribution(0.2, 0.3),
+        history_size=15,
+        history_order="best",
+        template="minimal",
+        n_candidates=1,
+        mechanisms=[],
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def conventions_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    import warnings
+
+    folder = tmp_path_factory.mktemp("conventions")
+    url = f"sqlite:///{folder}/run.db"
+    calls: list[tuple[str, int]] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_bilevel_study(
+            "branin",
+            storage=url,
+            callbacks=[lambda study, trial: calls.append((study.study_name, trial.number))],
+            **CONVENTIONS,
+        )
+    return {"url": url, "folder": folder, "result": result, "calls": calls, "warnings": caught}
+
+
+def test_callbacks_are_called_after_every_inner_and_outer_trial(conventions_run: dict) -> None:
+    result, calls = conventions_run["result"], conventions_run["calls"]
+    outer_calls = [number for name, number in calls if name == "conventions"]
+    assert outer_calls == [0]
+    names = {name for arm in result.arms.values() for studies in arm.values() for name in studies}
+    for name in names:
+        assert sorted(n for s, n in calls if s == name) == [0, 1], name
+
+
+def test_every_study_names_its_metric(conventions_run: dict) -> None:
+    url = conventions_run["url"]
+    for summary in optuna.get_all_study_summaries(storage=url, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=url)
+        if summary.study_name == "conventions":
+            assert study.metric_names == ["normalized regret"]
+        else:
+            assert study.metric_names == ["value"], summary.study_name
+
+
+def test_the_report_and_its_plots_are_artifacts_of_the_outer_study(
+    conventions_run: dict, tmp_path: Path
+) -> None:
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.artifacts import download_artifact
+    from optuna.artifacts import get_all_artifact_meta
+
+    result = conventions_run["result"]
+    metas = get_all_artifact_meta(result.outer_study)
+    names = {m.filename for m in metas}
+    assert "comparison.md" in names and "comparison_anytime.png" in names
+    assert result.report_artifacts == {m.filename: m.artifact_id for m in metas}
+    store = FileSystemArtifactStore(str(conventions_run["folder"] / "run_artifacts"))
+    report = next(m for m in metas if m.filename == "comparison.md")
+    download_artifact(
+        artifact_store=store, artifact_id=report.artifact_id, file_path=str(tmp_path / "r.md")
+    )
+    text = (tmp_path / "r.md").read_text()
+    assert result.best_arm in text and "random" in text and "tpe" in text
+    # A rerun with nothing new stores nothing again.
+    again = run_bilevel_study("branin", storage=conventions_run["url"], **CONVENTIONS)
+    assert len(get_all_artifact_meta(again.outer_study)) == len(metas)
+
+
+def test_a_run_raises_no_experimental_warning_of_its_own(conventions_run: dict) -> None:
+    from optuna.exceptions import ExperimentalWarning
+
+    ours = [w for w in conventions_run["warnings"] if issubclass(w.category, ExperimentalWarning)]
+    assert not ours, [str(w.message) for w in ours]
+
+
+def test_arm_names_say_what_the_configuration_is(conventions_run: dict) -> None:
+    result = conventions_run["result"]
+    assert result.best_arm.startswith("cfg-")
+    assert result.best_label.startswith(result.best_arm + " (t=0.")
+    assert "minimal" in result.best_label
+
+
+def test_a_run_on_a_journal_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.log")
+    result = run_bilevel_study("branin", storage=path, **CONVENTIONS)
+    assert result.storage_url == path and result.best_config is not None
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    outer = optuna.load_study(study_name="conventions", storage=storage)
+    assert len(outer.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 1
+    assert (tmp_path / "run_artifacts").is_dir() and result.report_artifacts

@@ -82,7 +82,7 @@ def test_bad_space_is_refused(kwargs: dict, fragment: str) -> None:
 
 
 def test_level0_is_enqueued_only_where_the_space_holds_it() -> None:
-    from bilevel_optuna.studies._bilevel import _represents
+    from bilevel_optuna.studies._outer import represents as _represents
 
     wide = OuterSpace()
     assert _represents(wide, wide.params_of(LEVEL0), LEVEL0)

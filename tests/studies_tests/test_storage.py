@@ -53,3 +53,48 @@ def test_each_queued_trial_runs_once_across_processes_on_sqlite(tmp_path: Path) 
     # A worker that finds the queue empty at its last pop runs one fresh trial (numbers >= 150).
     # Without the serialized transactions, queued trials ran twice here (160 runs for 150).
     assert sorted(n for n in ran if n < 150) == list(range(150))
+
+
+# --- open_storage: one function for URLs, journal files and storage objects ---
+
+import pytest  # noqa: E402
+
+from bilevel_optuna._storage import STORAGE_ENV  # noqa: E402
+from bilevel_optuna._storage import has_heartbeat  # noqa: E402
+from bilevel_optuna._storage import open_storage  # noqa: E402
+from bilevel_optuna.exceptions import ConfigurationError  # noqa: E402
+
+
+def test_the_storage_comes_from_optuna_storage_when_none_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/from-env.db"
+    monkeypatch.setenv(STORAGE_ENV, url)
+    storage = open_storage(None)
+    assert isinstance(storage, optuna.storages.RDBStorage) and storage.url == url
+    assert has_heartbeat(storage)
+
+
+def test_a_journal_file_opens_without_heartbeats(tmp_path: Path) -> None:
+    storage = open_storage(str(tmp_path / "run.log"))
+    assert isinstance(storage, optuna.storages.JournalStorage)
+    assert not has_heartbeat(storage)
+    optuna.create_study(storage=storage, study_name="s").optimize(
+        lambda t: t.suggest_float("x", 0, 1), n_trials=2
+    )
+    reopened = open_storage(str(tmp_path / "run.log"), read_only=True)
+    assert len(optuna.load_study(study_name="s", storage=reopened).trials) == 2
+
+
+@pytest.mark.parametrize("as_object", [False, True])
+def test_heartbeats_on_a_journal_storage_are_a_clear_error(tmp_path: Path, as_object: bool) -> None:
+    path = str(tmp_path / "run.log")
+    storage = open_storage(path) if as_object else path
+    with pytest.raises(ConfigurationError, match="no heartbeats.*RDB URL"):
+        open_storage(storage, heartbeat=True)
+
+
+def test_reading_a_journal_file_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="No journal file"):
+        open_storage(str(tmp_path / "missing.log"), read_only=True)
+    assert not (tmp_path / "missing.log").exists()
