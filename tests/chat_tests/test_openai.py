@@ -60,7 +60,8 @@ def test_answer_and_request_fields(scripted: Scripted) -> None:
     assert (reply.model, reply.finish_reason) == ("served-name", "stop")
     sent = endpoint.requests[0]
     assert sent["model"] == "m"
-    assert (sent["seed"], sent["temperature"], sent["max_tokens"]) == (7, 0.3, 50)
+    assert (sent["seed"], sent["temperature"], sent["max_completion_tokens"]) == (7, 0.3, 50)
+    assert "max_tokens" not in sent  # deprecated by OpenAI, refused by its reasoning models
     assert sent["response_format"]["type"] == "json_schema"
     assert sent["response_format"]["json_schema"]["schema"] == SCHEMA
     assert sent["messages"] == [dict(m) for m in REQUEST.messages]
@@ -183,10 +184,10 @@ def test_transient_faults_are_retried(
             1,
         ),
         (
-            [completion('{"x": 20}')],
+            [completion('{"y": 20}')],
             {},
             ChatAnswerError,
-            ["does not match the schema", "at $.x: 20 is greater than the maximum of 15"],
+            ["does not match the schema", "at $: 'x' is a required property"],
             1,
         ),
         (
@@ -240,11 +241,18 @@ def test_error_carries_status_request_id_and_raw(scripted: Scripted) -> None:
 
 
 def test_answer_error_carries_the_reply(scripted: Scripted) -> None:
-    endpoint = scripted([completion('{"x": 99}')])
+    endpoint = scripted([completion('{"y": 99}')])
     with pytest.raises(ChatAnswerError) as info:
         _model(endpoint.base_url).complete(REQUEST)
-    assert info.value.raw == '{"x": 99}'
+    assert info.value.raw == '{"y": 99}'
     assert info.value.reply is not None and info.value.reply.completion_tokens == 7
+
+
+def test_out_of_bounds_answer_is_returned_marked(scripted: Scripted) -> None:
+    endpoint = scripted([completion('{"x": 20}')])
+    reply = _model(endpoint.base_url).complete(REQUEST)
+    assert reply.text == '{"x": 20}'
+    assert reply.schema_errors == ("at $.x: 20 is greater than the maximum of 15",)
 
 
 @pytest.mark.parametrize(
@@ -295,7 +303,7 @@ def test_auto_falls_back_and_remembers(scripted: Scripted) -> None:
     assert model.complete(REQUEST).text == '{"x": 4}'
     sent = [r.get("response_format", {}).get("type") for r in endpoint.requests]
     assert sent == ["json_schema", "json_object", "json_schema", "json_object"]
-    assert endpoint.requests[2]["max_tokens"] == 1  # the probe is tiny
+    assert endpoint.requests[2]["max_completion_tokens"] == 1  # the probe is tiny
     # Without structured output, the schema travels in the system prompt.
     system = endpoint.requests[1]["messages"][0]
     assert system["role"] == "system" and json.dumps(SCHEMA) in system["content"]

@@ -106,7 +106,8 @@ def _reply(text: str) -> ChatReply:
     [
         ("schema", '{"lr": 0.1, "layers": 1}', '{"lr": 0.1, "layers": 1}'),
         ("schema", '```json\n{"lr": 0.1, "layers": 1}\n```', '{"lr": 0.1, "layers": 1}'),
-        ("schema", '{"lr": 9, "layers": 1}', ChatAnswerError),
+        ("schema", '{"lr": 9, "layers": 1}', '{"lr": 9, "layers": 1}'),  # marked, not raised
+        ("schema", '{"lr": 0.1}', ChatAnswerError),
         ("json", '{"lr": 9, "layers": 1}', '{"lr": 9, "layers": 1}'),
         ("json", "lr is 9", ChatAnswerError),
         ("none", "lr is 9", "lr is 9"),
