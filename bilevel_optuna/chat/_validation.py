@@ -66,6 +66,27 @@ def _strip_fence(text: str) -> str:
     return match.group(1).strip() if match else stripped
 
 
+def _unwrap(text: str) -> str:
+    """The JSON inside an answer: without a Markdown fence, and without prose around one
+    object (``Here you go: {...} Good luck!``), as endpoints without structured output write it.
+    Text that holds no parseable object comes back fence-stripped, to fail as it is."""
+    stripped = _strip_fence(text)
+    try:
+        json.loads(stripped)
+        return stripped
+    except json.JSONDecodeError:
+        pass
+    start, end = stripped.find("{"), stripped.rfind("}")
+    if start > 0 or (start == 0 and end < len(stripped) - 1):
+        inner = stripped[start : end + 1]
+        try:
+            json.loads(inner)
+            return inner
+        except json.JSONDecodeError:
+            pass
+    return stripped
+
+
 def _quote(text: str) -> str:
     if len(text) <= _MAX_QUOTED_CHARS:
         return repr(text)
@@ -87,7 +108,8 @@ def validate_answer(
 ) -> Any:
     """Parse a JSON answer and check it against a JSON schema.
 
-    Surrounding whitespace and a Markdown code fence (```` ```json ... ``` ````) are ignored.
+    Surrounding whitespace, a Markdown code fence (```` ```json ... ``` ````) and prose around
+    one JSON object are ignored.
     Numeric bounds (``minimum``, ``maximum``) are checked here even though llama.cpp's grammar
     does not enforce them.
 
@@ -166,7 +188,7 @@ def _parse(
     """The answer's JSON; ChatAnswerError (``raw`` = the text) where it is not JSON."""
     model = f" from {reply.model}" if reply is not None else ""
     try:
-        return json.loads(_strip_fence(text))
+        return json.loads(_unwrap(text))
     except json.JSONDecodeError as err:
         if finish_reason == "length":
             cap = f"max_tokens={max_tokens}" if max_tokens is not None else "max_tokens"
@@ -234,7 +256,8 @@ def check_reply(reply: ChatReply, request: ChatRequest, validate: Validate) -> C
 
     Free-text requests (no ``json_schema``) and ``validate="none"`` pass unchecked. Otherwise
     each answer is unwrapped from a Markdown fence and parsed; ``validate="json"`` stops there,
-    ``"schema"`` also checks the schema. The contract:
+    ``"schema"`` also checks the schema (prose around one JSON object is dropped as the fence
+    is). The contract:
 
     - An answer that is JSON of the schema's shape but breaks only a scalar's value (a bound,
       ``enum``, ``maxLength``, a scalar of another type) is returned, not raised: its
@@ -251,7 +274,7 @@ def check_reply(reply: ChatReply, request: ChatRequest, validate: Validate) -> C
     """
     if request.json_schema is None or validate == "none":
         return reply
-    texts = tuple(_strip_fence(t) for t in reply.texts)
+    texts = tuple(_unwrap(t) for t in reply.texts)
     if reply.choices:
         reply = dataclasses.replace(reply, text=texts[0], choices=texts)
     elif texts[0] != reply.text:
