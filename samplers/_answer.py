@@ -98,8 +98,10 @@ def answer_schema(
             },
             "rationale": {"type": "string", "maxLength": RATIONALE_MAX_CHARS},
         },
-        # The rationale is optional: the grammar then lets a model close the answer early.
-        "required": ["candidates"],
+        # Every property required and none other: OpenAI's strict structured output takes the
+        # schema only so (chat/_openai.py strict_qualifies). The rationale's maxLength keeps
+        # it short, and it comes last, after what matters.
+        "required": ["candidates", "rationale"],
         "additionalProperties": False,
     }
 

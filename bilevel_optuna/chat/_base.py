@@ -8,6 +8,9 @@ import hashlib
 import json
 from typing import Any
 
+from bilevel_optuna.chat._validation import Validate
+from bilevel_optuna.chat._validation import check_reply
+
 
 @dataclasses.dataclass(frozen=True)
 class ChatRequest:
@@ -80,6 +83,14 @@ class ChatReply:
             answer is then usually cut off); ``None`` where the backend did not say.
         choices: Every answer of a request with ``n > 1``, ``text`` first; empty for one
             answer (see :attr:`texts`). ``completion_tokens`` counts them all.
+        schema_errors: Set by the answer check (:meth:`ChatModel.complete`), never stored:
+            what breaks the request's schema in answers that are still JSON of its shape (a
+            bound, an ``enum``, a scalar of another type), and, for ``n > 1``, why the
+            answers in ``rejected`` are unusable. Each starts with ``"answer i: "`` when
+            there are several answers. Empty: every answer follows the schema.
+        rejected: Set by the answer check, never stored: indices into :attr:`texts` of the
+            answers that are not JSON of the schema's shape (only when others are; where
+            none is, :meth:`ChatModel.complete` raises instead). See :attr:`usable_texts`.
     """
 
     text: str
@@ -89,14 +100,24 @@ class ChatReply:
     model: str
     finish_reason: str | None = None
     choices: tuple[str, ...] = ()
+    schema_errors: tuple[str, ...] = ()
+    rejected: tuple[int, ...] = ()
 
     @property
     def texts(self) -> tuple[str, ...]:
         """All answers: ``choices`` where there are several, else ``(text,)``."""
         return self.choices or (self.text,)
 
+    @property
+    def usable_texts(self) -> tuple[str, ...]:
+        """The answers that are JSON of the schema's shape: :attr:`texts` less ``rejected``."""
+        return tuple(t for i, t in enumerate(self.texts) if i not in self.rejected)
+
     def to_dict(self) -> dict[str, Any]:
+        """What is stored: the answer as the backend gave it, without the check's marks
+        (a replay checks the answer again)."""
         data = dataclasses.asdict(self)
+        del data["schema_errors"], data["rejected"]
         if not self.choices:
             del data["choices"]  # one answer: stored as before
         else:
@@ -117,18 +138,50 @@ class ChatReply:
 
 
 class ChatModel(abc.ABC):
-    """A chat model backend: one method, :meth:`complete`.
+    """A chat model backend: one method to write, :meth:`_complete`.
 
-    Implementations must be safe to call from several threads at once and must raise
+    :meth:`complete` is a template method: it asks the backend's :meth:`_complete` for the
+    raw answer and checks it once against the request's schema (:func:`check_reply`), so
+    every backend checks the same way and a caller gets a reply, marked where values break
+    the schema, or a :class:`~bilevel_optuna.exceptions.ChatAnswerError` where no answer is
+    usable. Implementations must be safe to call from several threads at once and must raise
     :class:`~bilevel_optuna.exceptions.ChatModelError` subclasses, never a backend's own errors.
+
+    A subclass written before the template method that overrides :meth:`complete` itself
+    still works; its answers are then not checked.
     """
 
     #: Model name recorded on each trial.
     name: str = "unknown"
+    #: How :meth:`complete` checks answers to JSON requests: ``"schema"``, ``"json"`` or
+    #: ``"none"`` (backends take it as their ``validate`` argument).
+    _validate: Validate = "schema"
 
-    @abc.abstractmethod
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.complete is ChatModel.complete and cls._complete is ChatModel._complete:
+            raise TypeError(
+                f"{cls.__name__} must define _complete(self, request) -> ChatReply, the raw "
+                "answer; ChatModel.complete checks it against the request's schema."
+            )
+
     def complete(self, request: ChatRequest) -> ChatReply:
-        """Answer ``request``."""
+        """Answer ``request``, the answer checked once against ``request.json_schema``.
+
+        Returns:
+            The reply; see :func:`~bilevel_optuna.chat._validation.check_reply` for the
+            ``schema_errors`` and ``rejected`` marks.
+
+        Raises:
+            ChatAnswerError: No answer is JSON (of the schema's shape, when checking it);
+                ``raw`` holds the first answer's text.
+            ChatModelError: The backend failed (a subclass says how).
+        """
+        return check_reply(self._complete(request), request, self._validate)
+
+    def _complete(self, request: ChatRequest) -> ChatReply:
+        """The backend's answer to ``request``, unchecked."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

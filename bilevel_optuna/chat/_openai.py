@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -30,7 +31,6 @@ from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.chat._validation import Validate
 from bilevel_optuna.chat._validation import _check_validate_mode
-from bilevel_optuna.chat._validation import check_reply
 from bilevel_optuna.exceptions import ChatAnswerError
 from bilevel_optuna.exceptions import ChatAuthenticationError
 from bilevel_optuna.exceptions import ChatConnectionError
@@ -59,6 +59,17 @@ MODEL_ENV = "BILEVEL_OPTUNA_MODEL"
 # a 422 from servers that validate the request body (FastAPI-based, e.g. llama_cpp.server).
 _FALLBACK = {"json_schema": "json_object", "json_object": "text"}
 _FORMAT_REFUSED = (openai.BadRequestError, openai.UnprocessableEntityError)
+# The token cap's name, newest first: OpenAI deprecated ``max_tokens`` for
+# ``max_completion_tokens``, and its reasoning models reject the old name; servers that predate
+# the new name know only ``max_tokens``. The first is sent until the endpoint refuses it.
+_TOKEN_PARAMS = ("max_completion_tokens", "max_tokens")
+# Request fields a 400 may name; one that names any of these but response_format is about that
+# field, not about the response format.
+_REQUEST_FIELDS = frozenset(
+    {"max_completion_tokens", "max_tokens", "temperature", "seed", "n", "messages", "model"}
+    | {"top_p", "stream", "response_format"}
+)
+_QUOTED = re.compile(r"""['"`]([A-Za-z_]+)['"`]""")
 # Sent as the key to loopback servers (llama.cpp, vLLM, Ollama, `bilevel-optuna serve`), which
 # ignore it; the client refuses to start without one.
 _LOOPBACK_KEY = "no-key-needed-on-loopback"
@@ -82,9 +93,35 @@ def _with_schema_instruction(
     return [{"role": "system", "content": instruction}, *messages]
 
 
-def _response_format(fmt: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+def strict_qualifies(schema: Any) -> bool:
+    """Whether ``schema`` meets structured output's strict mode: every object lists all its
+    properties as required and allows no others (checked through properties, items, $defs,
+    anyOf). OpenAI refuses ``strict`` on a schema that does not."""
+    if isinstance(schema, list):
+        return all(strict_qualifies(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    is_object = schema.get("type") == "object" or "properties" in schema
+    if is_object:
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return False
+        if sorted(schema.get("required") or []) != sorted(properties):
+            return False
+    nested: list[Any] = list((schema.get("properties") or {}).values())
+    nested += list((schema.get("$defs") or {}).values())
+    nested += [schema[k] for k in ("items", "anyOf") if k in schema]
+    return all(strict_qualifies(s) for s in nested)
+
+
+def _response_format(
+    fmt: str, schema: dict[str, Any], *, strict: bool = False
+) -> dict[str, Any] | None:
     if fmt == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+        json_schema: dict[str, Any] = {"name": "answer", "schema": schema}
+        if strict:
+            json_schema["strict"] = True
+        return {"type": "json_schema", "json_schema": json_schema}
     if fmt == "json_object":
         return {"type": "json_object"}
     return None
@@ -102,12 +139,19 @@ class OpenAIChatModel(ChatModel):
         response_format: How a request's JSON schema is sent. ``"json_schema"``: as structured
             output; ``"json_object"``: JSON mode, the schema in the prompt; ``"text"``: the schema
             in the prompt only. ``"auto"`` starts with ``"json_schema"`` and steps down when the
-            endpoint rejects the format with a 400, remembering what worked.
+            endpoint rejects the format with a 400, remembering what worked. A 400 that names
+            another request field (``temperature``, ``seed``, ...) is that field's error, not
+            the format's. With ``"json_schema"``, ``strict`` is set where the schema qualifies
+            (:func:`strict_qualifies`), and dropped for that schema if the endpoint refuses it.
         timeout: Seconds one attempt may take.
         max_retries: Retries on 429, 5xx, dropped connections and timeouts, with jittered
             exponential backoff (the ``openai`` client's).
         validate: ``"schema"``, ``"json"`` or ``"none"``: how answers to JSON requests are
             checked (see :func:`~bilevel_optuna.chat.validate_answer`).
+
+    The token cap goes as ``max_completion_tokens`` (OpenAI's current name); an endpoint that
+    refuses it, or answers past the cap as if it had not seen it, gets ``max_tokens`` from then
+    on.
 
     Example:
 
@@ -170,6 +214,9 @@ class OpenAIChatModel(ChatModel):
         self._auto = response_format == "auto"
         self._format: str = "json_schema" if self._auto else response_format
         self._format_lock = threading.Lock()
+        self._token_param = _TOKEN_PARAMS[0]
+        # Schemas (canonical JSON) for which the endpoint refused strict mode.
+        self._strict_refused: set[str] = set()
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, timeout=self._timeout, max_retries=max_retries
         )
@@ -185,17 +232,48 @@ class OpenAIChatModel(ChatModel):
         """The format now in use (``"auto"`` resolves to what the endpoint accepted)."""
         return self._format
 
-    def complete(self, request: ChatRequest) -> ChatReply:
+    def _complete(self, request: ChatRequest) -> ChatReply:
         start = time.perf_counter()
         fmt: str = self._format
+        token_param = self._token_param
+        schema_key = json.dumps(request.json_schema, sort_keys=True)
+        strict = (
+            request.json_schema is not None
+            and schema_key not in self._strict_refused
+            and strict_qualifies(request.json_schema)
+        )
+        strict_dropped = False
         refused: list[str] = []
         first_error: openai.APIStatusError | None = None
         while True:
             try:
-                completion = self._create(request, fmt)
+                completion = self._create(request, fmt, token_param=token_param, strict=strict)
                 break
             except _FORMAT_REFUSED as err:
                 self._scrub(err)
+                param = self._rejected_param(err, token_param)
+                if param == token_param and token_param != _TOKEN_PARAMS[-1]:
+                    _logger.info(
+                        "%s refused %r (%s); sending the token cap as %r.",
+                        self._base_url,
+                        token_param,
+                        self._error_text(err),
+                        _TOKEN_PARAMS[-1],
+                    )
+                    token_param = _TOKEN_PARAMS[-1]
+                    continue
+                if param is not None and param != "response_format":
+                    # About another field (temperature, seed, ...): no format would help.
+                    raise self._wrap(err) from err
+                if strict and fmt == "json_schema":
+                    _logger.info(
+                        "%s refused strict structured output (%s); trying without strict.",
+                        self._base_url,
+                        self._error_text(err),
+                    )
+                    first_error = first_error or err
+                    strict, strict_dropped = False, True
+                    continue
                 if self._auto and request.json_schema is not None and fmt in _FALLBACK:
                     first_error = first_error or err
                     _logger.info(
@@ -221,9 +299,53 @@ class OpenAIChatModel(ChatModel):
                     raw=body,
                 ) from err
         reply = self._to_reply(completion, time.perf_counter() - start)
+        if strict_dropped and fmt == "json_schema":
+            with self._format_lock:
+                self._strict_refused.add(schema_key)
+        if (
+            token_param == _TOKEN_PARAMS[0]
+            and reply.completion_tokens > request.max_tokens * len(reply.texts)
+        ):
+            # The endpoint took no notice of the new name: the cap never reached the model.
+            _logger.warning(
+                "%s wrote %d completion tokens for a cap of %d: it ignores %r, so the cap is "
+                "sent as %r from now on.",
+                self._base_url,
+                reply.completion_tokens,
+                request.max_tokens,
+                token_param,
+                _TOKEN_PARAMS[-1],
+            )
+            token_param = _TOKEN_PARAMS[-1]
+        if token_param != self._token_param:
+            with self._format_lock:
+                self._token_param = token_param
         if refused:
             self._remember_refused(refused)
-        return check_reply(reply, request, self._validate)
+        return reply
+
+    def _rejected_param(self, err: openai.APIStatusError, token_param: str) -> str | None:
+        """The request field a 400/422 is about, where it says: OpenAI's ``param``, the
+        ``loc`` of a FastAPI 422, the token cap's name anywhere in the message, or the first
+        quoted request field in it; ``None`` where it names none."""
+        body = err.body
+        if isinstance(body, dict):
+            param = body.get("param")
+            if isinstance(param, str) and param:
+                return re.split(r"[.\[]", param, maxsplit=1)[0]
+            detail = body.get("detail")
+            if isinstance(detail, list):
+                for item in detail:
+                    loc = item.get("loc") if isinstance(item, dict) else None
+                    if isinstance(loc, list) and len(loc) > 1 and loc[1] in _REQUEST_FIELDS:
+                        return str(loc[1])
+        text = self._error_text(err) + " " + self._clean(str(err.message))
+        if re.search(rf"\b{token_param}\b", text):
+            return token_param
+        for match in _QUOTED.finditer(text):
+            if match.group(1) in _REQUEST_FIELDS:
+                return match.group(1)
+        return None
 
     def _remember_refused(self, refused: list[str]) -> None:
         """Step the format down for good only where the endpoint refuses the format itself.
@@ -254,18 +376,18 @@ class OpenAIChatModel(ChatModel):
             max_tokens=1,
         )
         try:
-            self._create(probe, fmt)
+            self._create(probe, fmt, token_param=self._token_param, strict=False)
         except _FORMAT_REFUSED:
             return False
         except (openai.OpenAIError, json.JSONDecodeError):
             return True  # another failure says nothing about the format: keep it
         return True
 
-    def _create(self, request: ChatRequest, fmt: str) -> Any:
+    def _create(self, request: ChatRequest, fmt: str, *, token_param: str, strict: bool) -> Any:
         messages = [dict(m) for m in request.messages]
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {token_param: request.max_tokens}
         if request.json_schema is not None:
-            response_format = _response_format(fmt, request.json_schema)
+            response_format = _response_format(fmt, request.json_schema, strict=strict)
             if response_format is not None:
                 kwargs["response_format"] = response_format
             if fmt != "json_schema":
@@ -278,7 +400,6 @@ class OpenAIChatModel(ChatModel):
             model=self._model,
             messages=messages,  # type: ignore[arg-type]
             temperature=request.temperature,
-            max_tokens=request.max_tokens,
             **kwargs,
         )
 

@@ -14,7 +14,6 @@ from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.chat._validation import Validate
 from bilevel_optuna.chat._validation import _check_validate_mode
-from bilevel_optuna.chat._validation import check_reply
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.exceptions import ReplayMissError
 
@@ -128,7 +127,7 @@ class ReplayChatModel(ChatModel):
             )
         return cls(answers, validate=validate)
 
-    def complete(self, request: ChatRequest) -> ChatReply:
+    def _complete(self, request: ChatRequest) -> ChatReply:
         key = request.hash()
         reply = self._answers.get(key)
         if reply is None:
@@ -138,4 +137,4 @@ class ReplayChatModel(ChatModel):
                 "with the same configuration and seeds, or use a live model ('local' or "
                 "'openai:MODEL')."
             )
-        return check_reply(reply, request, self._validate)
+        return reply

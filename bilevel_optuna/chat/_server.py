@@ -1,7 +1,8 @@
 """Serve a chat model as an OpenAI-compatible endpoint, so several workers share one model.
 
-``POST /v1/chat/completions`` (messages, temperature, max_tokens, seed, and response_format
-``json_schema``, ``json_object`` or ``text``) and ``GET /v1/models``, on a stdlib
+``POST /v1/chat/completions`` (messages, temperature, ``max_completion_tokens`` or the older
+``max_tokens``, seed, n, and response_format ``json_schema`` (``strict`` is accepted: the
+grammar enforces the shape), ``json_object`` or ``text``) and ``GET /v1/models``, on a stdlib
 ``ThreadingHTTPServer`` bound to 127.0.0.1 by default. Calls take turns on the one model.
 
 Why not llama-cpp-python's own server (``llama_cpp.server``): as of 0.3.36 its request model

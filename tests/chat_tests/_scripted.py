@@ -43,8 +43,9 @@ def completion(
     return Step(body=json.dumps(body).encode(), headers={"content-type": "application/json"})
 
 
-def error(status: int, message: str, **headers: str) -> Step:
-    body = {"error": {"message": message, "type": "test_error", "code": None}}
+def error(status: int, message: str, *, param: str | None = None, **headers: str) -> Step:
+    """An error in OpenAI's shape; ``param`` names the request field it is about."""
+    body = {"error": {"message": message, "type": "test_error", "param": param, "code": None}}
     return Step(
         status=status,
         body=json.dumps(body).encode(),
@@ -115,6 +116,15 @@ class ScriptedEndpoint:
         self._stop.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+def body(status: int, payload: Any) -> Step:
+    """Any JSON body, e.g. FastAPI's 422 ``{"detail": [...]}``."""
+    return Step(
+        status=status,
+        body=json.dumps(payload).encode(),
+        headers={"content-type": "application/json"},
+    )
 
 
 def free_port() -> int:

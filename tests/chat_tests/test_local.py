@@ -223,17 +223,17 @@ def test_seed_range() -> None:
     reason="only CPUs that list AMX are checked",
 )
 def test_cpu_check_is_cached_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bilevel_optuna.chat import _local
+    from bilevel_optuna.chat._llama import _probe
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     path = str(_local.default_model_path().resolve())
-    _local._extra_buffers_work.cache_clear()
-    first = _local._extra_buffers_work(path)
-    cache = _local._probe_cache_path()
+    _probe.extra_buffers_work.cache_clear()
+    first = _probe.extra_buffers_work(path)
+    cache = _probe._probe_cache_path()
     assert cache.parent.parent == tmp_path and list(json.loads(cache.read_text()).values()) == [
         first
     ]
-    _local._extra_buffers_work.cache_clear()
-    monkeypatch.setattr(_local, "_probe_extra_buffers", None)  # a second check would fail
-    assert _local._extra_buffers_work(path) is first
-    _local._extra_buffers_work.cache_clear()
+    _probe.extra_buffers_work.cache_clear()
+    monkeypatch.setattr(_probe, "_probe_extra_buffers", None)  # a second check would fail
+    assert _probe.extra_buffers_work(path) is first
+    _probe.extra_buffers_work.cache_clear()

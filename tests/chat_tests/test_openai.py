@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from chat_tests._scripted import ScriptedEndpoint
 from chat_tests._scripted import Step
+from chat_tests._scripted import body
 from chat_tests._scripted import completion
 from chat_tests._scripted import error
 from chat_tests._scripted import free_port
@@ -60,7 +61,8 @@ def test_answer_and_request_fields(scripted: Scripted) -> None:
     assert (reply.model, reply.finish_reason) == ("served-name", "stop")
     sent = endpoint.requests[0]
     assert sent["model"] == "m"
-    assert (sent["seed"], sent["temperature"], sent["max_tokens"]) == (7, 0.3, 50)
+    assert (sent["seed"], sent["temperature"], sent["max_completion_tokens"]) == (7, 0.3, 50)
+    assert "max_tokens" not in sent  # deprecated by OpenAI, refused by its reasoning models
     assert sent["response_format"]["type"] == "json_schema"
     assert sent["response_format"]["json_schema"]["schema"] == SCHEMA
     assert sent["messages"] == [dict(m) for m in REQUEST.messages]
@@ -183,10 +185,10 @@ def test_transient_faults_are_retried(
             1,
         ),
         (
-            [completion('{"x": 20}')],
+            [completion('{"y": 20}')],
             {},
             ChatAnswerError,
-            ["does not match the schema", "at $.x: 20 is greater than the maximum of 15"],
+            ["does not match the schema", "at $: 'x' is a required property"],
             1,
         ),
         (
@@ -240,11 +242,18 @@ def test_error_carries_status_request_id_and_raw(scripted: Scripted) -> None:
 
 
 def test_answer_error_carries_the_reply(scripted: Scripted) -> None:
-    endpoint = scripted([completion('{"x": 99}')])
+    endpoint = scripted([completion('{"y": 99}')])
     with pytest.raises(ChatAnswerError) as info:
         _model(endpoint.base_url).complete(REQUEST)
-    assert info.value.raw == '{"x": 99}'
+    assert info.value.raw == '{"y": 99}'
     assert info.value.reply is not None and info.value.reply.completion_tokens == 7
+
+
+def test_out_of_bounds_answer_is_returned_marked(scripted: Scripted) -> None:
+    endpoint = scripted([completion('{"x": 20}')])
+    reply = _model(endpoint.base_url).complete(REQUEST)
+    assert reply.text == '{"x": 20}'
+    assert reply.schema_errors == ("at $.x: 20 is greater than the maximum of 15",)
 
 
 @pytest.mark.parametrize(
@@ -295,7 +304,7 @@ def test_auto_falls_back_and_remembers(scripted: Scripted) -> None:
     assert model.complete(REQUEST).text == '{"x": 4}'
     sent = [r.get("response_format", {}).get("type") for r in endpoint.requests]
     assert sent == ["json_schema", "json_object", "json_schema", "json_object"]
-    assert endpoint.requests[2]["max_tokens"] == 1  # the probe is tiny
+    assert endpoint.requests[2]["max_completion_tokens"] == 1  # the probe is tiny
     # Without structured output, the schema travels in the system prompt.
     system = endpoint.requests[1]["messages"][0]
     assert system["role"] == "system" and json.dumps(SCHEMA) in system["content"]
@@ -403,3 +412,173 @@ def test_invalid_options(options: dict[str, Any], phrase: str) -> None:
 def test_base_url_needs_a_scheme() -> None:
     with pytest.raises(ConfigurationError, match="must start with http"):
         _model("127.0.0.1:8000/v1")
+
+
+# --- current OpenAI parameters on the wire ---------------------------------------------------
+# The error bodies below are OpenAI's own wording for each case (its reasoning models, its older
+# API, its strict-schema check); the scripted endpoint plays them back.
+
+STRICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "x": {"type": "number", "minimum": 0, "maximum": 15},
+        "note": {"type": "string", "maxLength": 20},
+    },
+    "required": ["x", "note"],
+    "additionalProperties": False,
+}
+STRICT_REQUEST = dataclasses.replace(REQUEST, json_schema=STRICT_SCHEMA)
+ANSWER = '{"x": 3, "note": "ok"}'
+
+
+def test_a_reasoning_model_gets_max_completion_tokens_and_never_max_tokens(
+    scripted: Scripted,
+) -> None:
+    # A reasoning model answers max_tokens with "Unsupported parameter: 'max_tokens' is not
+    # supported with this model. Use 'max_completion_tokens' instead." (param "max_tokens").
+    endpoint = scripted([completion(ANSWER)])
+    _model(endpoint.base_url).complete(STRICT_REQUEST)
+    sent = endpoint.requests[0]
+    assert sent["max_completion_tokens"] == 50 and "max_tokens" not in sent
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        error(400, "Unrecognized request argument supplied: max_completion_tokens"),
+        body(
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "extra_forbidden",
+                        "loc": ["body", "max_completion_tokens"],
+                        "msg": "Extra inputs are not permitted",
+                    }
+                ]
+            },
+        ),
+    ],
+    ids=["openai-style-400", "fastapi-422"],
+)
+def test_a_server_that_knows_only_max_tokens_gets_it_and_it_is_remembered(
+    scripted: Scripted, refusal: Step
+) -> None:
+    endpoint = scripted([refusal, completion(ANSWER), completion(ANSWER)])
+    model = _model(endpoint.base_url)
+    assert model.complete(STRICT_REQUEST).text == ANSWER
+    assert model.complete(STRICT_REQUEST).text == ANSWER
+    first, retry, later = endpoint.requests
+    assert first["max_completion_tokens"] == 50 and "max_tokens" not in first
+    assert retry["max_tokens"] == 50 and "max_completion_tokens" not in retry
+    assert later["max_tokens"] == 50  # remembered: no second refusal
+    # The refusal was about the token cap, not the format: structured output stays.
+    assert [r["response_format"]["type"] for r in endpoint.requests] == ["json_schema"] * 3
+    assert model.response_format == "json_schema"
+
+
+def test_a_server_that_ignores_max_completion_tokens_gets_max_tokens_next(
+    scripted: Scripted,
+) -> None:
+    endpoint = scripted([completion(ANSWER)])  # 7 completion tokens, whatever the cap
+    model = _model(endpoint.base_url)
+    model.complete(dataclasses.replace(STRICT_REQUEST, max_tokens=3))
+    model.complete(STRICT_REQUEST)
+    assert "max_completion_tokens" in endpoint.requests[0]
+    assert endpoint.requests[1]["max_tokens"] == 50
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        error(
+            400,
+            "Unsupported value: 'temperature' does not support 0.3 with this model. Only the "
+            "default (1) value is supported.",
+            param="temperature",
+        ),
+        error(400, "Unsupported value: 'seed' is not supported with this model."),
+    ],
+    ids=["param-field", "named-in-message"],
+)
+def test_a_400_about_another_field_is_not_a_format_refusal(
+    scripted: Scripted, refusal: Step
+) -> None:
+    endpoint = scripted([refusal])
+    model = _model(endpoint.base_url)
+    with pytest.raises(ChatModelError, match="rejected the request") as info:
+        model.complete(STRICT_REQUEST)
+    assert info.value.status_code == 400
+    assert len(endpoint.requests) == 1  # no step-down to json_object, no probe
+    assert model.response_format == "json_schema"
+
+
+def test_strict_is_set_where_the_schema_qualifies(scripted: Scripted) -> None:
+    endpoint = scripted([completion(ANSWER), completion('{"x": 3}')])
+    model = _model(endpoint.base_url)
+    model.complete(STRICT_REQUEST)
+    model.complete(REQUEST)  # SCHEMA allows other properties: not strict
+    qualifying, loose = (r["response_format"]["json_schema"] for r in endpoint.requests)
+    assert qualifying["strict"] is True and qualifying["schema"] == STRICT_SCHEMA
+    assert "strict" not in loose
+
+
+@pytest.mark.parametrize(
+    "schema,qualifies",
+    [
+        (STRICT_SCHEMA, True),
+        (SCHEMA, False),  # no additionalProperties: false
+        ({**STRICT_SCHEMA, "required": ["x"]}, False),  # an optional property
+        (
+            {
+                "type": "object",
+                "properties": {"c": {"type": "array", "items": {"type": "object"}}},
+                "required": ["c"],
+                "additionalProperties": False,
+            },
+            False,  # a nested object that allows anything
+        ),
+        ({"type": "object", "properties": {}, "required": [], "additionalProperties": False}, True),
+    ],
+)
+def test_strict_qualification(schema: dict[str, Any], qualifies: bool) -> None:
+    from bilevel_optuna.chat._openai import strict_qualifies
+
+    assert strict_qualifies(schema) is qualifies
+
+
+def test_the_answer_schema_qualifies_for_strict() -> None:
+    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import FloatDistribution
+    from optuna.distributions import IntDistribution
+
+    from bilevel_optuna.chat._openai import strict_qualifies
+    from bilevel_optuna.samplers import answer_schema
+
+    space = {
+        "lr": FloatDistribution(1e-5, 1e-1, log=True),
+        "layers": IntDistribution(1, 8),
+        "act": CategoricalDistribution(["relu", "tanh"]),
+    }
+    assert strict_qualifies(answer_schema(space, 3))
+
+
+def test_a_refused_strict_is_dropped_for_that_schema_only(scripted: Scripted) -> None:
+    refusal = error(
+        400,
+        "Invalid schema for response_format 'answer': In context=('properties', 'note'), "
+        "'maxLength' is not permitted.",
+        param="response_format",
+    )
+    other = {**STRICT_SCHEMA, "properties": {"x": {"type": "number"}}, "required": ["x"]}
+    endpoint = scripted(
+        [refusal, completion(ANSWER), completion(ANSWER), completion('{"x": 1}')]
+    )
+    model = _model(endpoint.base_url)
+    assert model.complete(STRICT_REQUEST).text == ANSWER
+    model.complete(STRICT_REQUEST)
+    model.complete(dataclasses.replace(REQUEST, json_schema=other))
+    formats = [r["response_format"] for r in endpoint.requests]
+    assert [f["type"] for f in formats] == ["json_schema"] * 4  # never stepped down
+    assert [f["json_schema"].get("strict") for f in formats] == [True, None, None, True]
+    assert model.response_format == "json_schema"

@@ -73,9 +73,12 @@ def test_miss_says_the_request_was_never_recorded() -> None:
 
 def test_recorded_bad_answer_fails_again() -> None:
     request = _request("a")
-    model = ReplayChatModel({request.hash(): _reply('{"x": 99}')})
-    with pytest.raises(ChatAnswerError, match="maximum of 10"):
+    model = ReplayChatModel({request.hash(): _reply('[1]')})
+    with pytest.raises(ChatAnswerError, match="is not of type 'object'"):
         model.complete(request)
+    # Out of bounds only: marked as the live backend marked it.
+    marked = ReplayChatModel({request.hash(): _reply('{"x": 99}')}).complete(request)
+    assert marked.schema_errors == ("at $.x: 99 is greater than the maximum of 10",)
     assert (
         ReplayChatModel({request.hash(): _reply('{"x": 99}')}, validate="none")
         .complete(request)

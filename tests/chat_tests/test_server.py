@@ -20,6 +20,7 @@ from bilevel_optuna.chat import OpenAIChatModel
 from bilevel_optuna.chat import serve_in_background
 from bilevel_optuna.chat import validate_answer
 from bilevel_optuna.cli import build_parser
+from bilevel_optuna.exceptions import ChatAnswerError
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ChatModelNotFoundError
 
@@ -214,3 +215,32 @@ def test_cli_serves_until_stopped() -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("cap", ["max_completion_tokens", "max_tokens"])
+def test_both_names_of_the_token_cap_are_honoured(base_url: str, cap: str) -> None:
+    body = {
+        "model": NAME,
+        "messages": [{"role": "user", "content": "Write a long story about a cat."}],
+        "seed": 3,
+        cap: 4,
+    }
+    status, answer = _post(f"{base_url}/chat/completions", body)
+    assert status == 200
+    assert answer["usage"]["completion_tokens"] == 4
+    assert answer["choices"][0]["finish_reason"] == "length"
+
+
+def test_the_client_sends_the_new_name_and_strict_and_the_server_takes_them(
+    base_url: str,
+) -> None:
+    strict_schema = dict(SCHEMA, additionalProperties=False)
+    request = dataclasses.replace(REQUEST, json_schema=strict_schema, max_tokens=5)
+    model = OpenAIChatModel(model=NAME, base_url=base_url)
+    # Five tokens cut the answer off: the cap reached the model under its new name.
+    with pytest.raises(ChatAnswerError, match="cut off at max_tokens=5") as info:
+        model.complete(request)
+    assert info.value.reply is not None and info.value.reply.completion_tokens == 5
+    assert model._token_param == "max_completion_tokens"  # no fallback was needed
+    assert model.response_format == "json_schema"  # strict was taken, not refused
+    assert model.complete(dataclasses.replace(request, max_tokens=30)).text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -106,7 +107,8 @@ def _reply(text: str) -> ChatReply:
     [
         ("schema", '{"lr": 0.1, "layers": 1}', '{"lr": 0.1, "layers": 1}'),
         ("schema", '```json\n{"lr": 0.1, "layers": 1}\n```', '{"lr": 0.1, "layers": 1}'),
-        ("schema", '{"lr": 9, "layers": 1}', ChatAnswerError),
+        ("schema", '{"lr": 9, "layers": 1}', '{"lr": 9, "layers": 1}'),  # marked, not raised
+        ("schema", '{"lr": 0.1}', ChatAnswerError),
         ("json", '{"lr": 9, "layers": 1}', '{"lr": 9, "layers": 1}'),
         ("json", "lr is 9", ChatAnswerError),
         ("none", "lr is 9", "lr is 9"),
@@ -125,3 +127,22 @@ def test_check_reply_modes(validate: Any, text: str, outcome: Any) -> None:
 def test_free_text_requests_are_not_checked() -> None:
     request = ChatRequest(messages=({"role": "user", "content": "?"},))
     assert check_reply(_reply("prose"), request, "schema").text == "prose"
+
+
+@pytest.mark.parametrize(
+    "text,unwrapped",
+    [
+        ('Here you go: {"lr": 0.1, "layers": 2} Good luck!', '{"lr": 0.1, "layers": 2}'),
+        ('Sure!\n```json\n{"lr": 0.1, "layers": 2}\n```', '{"lr": 0.1, "layers": 2}'),
+        ('{"lr": 0.1, "layers": 2}\nThat is my answer.', '{"lr": 0.1, "layers": 2}'),
+    ],
+)
+def test_prose_around_one_object_is_dropped(text: str, unwrapped: str) -> None:
+    request = ChatRequest(messages=({"role": "user", "content": "?"},), json_schema=SCHEMA)
+    assert check_reply(_reply(text), request, "schema").text == unwrapped
+    assert validate_answer(text, SCHEMA) == json.loads(unwrapped)
+
+
+def test_prose_with_no_whole_object_still_fails() -> None:
+    with pytest.raises(ChatAnswerError, match="not valid JSON"):
+        validate_answer('I would try {"lr": 0.1, "layers": and see', SCHEMA)
