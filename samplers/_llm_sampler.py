@@ -381,7 +381,9 @@ class _Proposal:
                 last_error = f"{type(err).__name__}: {err}"
                 break
             try:
-                parsed, errors = parse_answers(reply.texts, self.space, sampler.n_candidates)
+                parsed, errors = parse_answers(
+                    reply.usable_texts, self.space, sampler.n_candidates
+                )
             except AnswerError as err:
                 last_error = str(err)
                 messages = messages + self._feedback(reply.text, str(err))
@@ -425,15 +427,16 @@ class _Proposal:
         )
 
     def _complete(self, request: ChatRequest) -> ChatReply:
-        """One model call, accounted; errors no retry can heal stop the study."""
+        """One model call, accounted. The backend checked the answer once against the schema
+        (:meth:`~bilevel_optuna.chat.ChatModel.complete`): a reply whose values only break a
+        bound is returned marked, and the sampler repairs it; a reply with no usable answer
+        raises ``ChatAnswerError``, accounted here before it goes on."""
         try:
             reply = self.sampler.model.complete(request)
         except ChatAnswerError as err:
-            if err.reply is None:
-                raise
-            # The backend checks the schema strictly (bounds included); the sampler repairs
-            # what it can, so such an answer goes on to parsing like any other.
-            reply = err.reply
+            if err.reply is not None:
+                self._account(request, err.reply)
+            raise
         self._account(request, reply)
         return reply
 
