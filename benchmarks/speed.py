@@ -18,7 +18,6 @@ mechanisms, the storage).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -28,7 +27,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from bilevel_optuna import _attrs
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest

@@ -11,6 +11,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
+from bilevel_optuna._checks import check_int
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._geometry import distance_matrix
@@ -81,8 +82,7 @@ class CandidateChoiceMechanism(Mechanism):
     ) -> None:
         if criterion not in _CRITERIA:
             raise ValueError(f"criterion must be one of {_CRITERIA} but got {criterion!r}.")
-        if not isinstance(keep, (int, np.integer)) or isinstance(keep, bool) or keep < 0:
-            raise ValueError(f"keep must be a non-negative integer but got {keep}.")
+        check_int("keep", keep)
         if not (length_scale > 0.0 and np.isfinite(length_scale)):
             raise ValueError(f"length_scale must be a finite number > 0 but got {length_scale}.")
         self.criterion = criterion

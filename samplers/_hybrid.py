@@ -13,6 +13,7 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 from optuna.samplers import BaseSampler
 
+from bilevel_optuna._checks import check_int
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 
@@ -71,13 +72,11 @@ class HybridMechanism(Mechanism):
     ) -> None:
         if sampler not in _SAMPLERS:
             raise ValueError(f"sampler must be one of {_SAMPLERS} but got {sampler!r}.")
-        for arg, value in (("n_warmup", n_warmup), ("refine_after", refine_after)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{arg} must be a non-negative integer but got {value}.")
+        check_int("n_warmup", n_warmup)
+        check_int("refine_after", refine_after)
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"fraction must be between 0 and 1 but got {fraction}.")
-        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None but got {seed}.")
+        check_int("seed", seed, allow_none=True)
         if sampler == "qmc":
             # QMCSampler imports scipy.stats.qmc on first use: do it now, not inside a hook
             # where a slow first import could overrun the sampler's hook_timeout.

@@ -348,7 +348,7 @@ class _Proposal:
     def _ask(self) -> Candidate:
         """Ask the model (feeding back why an answer could not be used) until a candidate is
         accepted, or fall back to the base sampler."""
-        sampler, ctx = self.sampler, self.context
+        sampler = self.sampler
         messages = build_messages(sampler.template, self._prompt_inputs())
         request_kwargs = dict(
             json_schema=answer_schema(self.space, 1, rationale=sampler.template.rationale),

@@ -13,6 +13,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
+from bilevel_optuna._checks import check_int
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
@@ -152,14 +153,8 @@ class OrthogonalExplorationMechanism(Mechanism):
         on_miss: str = "replace",
         probability: float = 1.0,
     ) -> None:
-        if not isinstance(n_bins, (int, np.integer)) or isinstance(n_bins, bool) or n_bins < 2:
-            raise ValueError(f"n_bins must be an integer >= 2 but got {n_bins}.")
-        if (
-            not isinstance(n_params, (int, np.integer))
-            or isinstance(n_params, bool)
-            or n_params < 1
-        ):
-            raise ValueError(f"n_params must be an integer >= 1 but got {n_params}.")
+        check_int("n_bins", n_bins, minimum=2)
+        check_int("n_params", n_params, minimum=1)
         if on_miss not in _ON_MISS:
             raise ValueError(f"on_miss must be one of {_ON_MISS} but got {on_miss!r}.")
         if not 0.0 <= probability <= 1.0:

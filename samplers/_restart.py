@@ -13,6 +13,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 from scipy.stats import qmc  # imported here, not in a hook, where it could overrun hook_timeout
 
+from bilevel_optuna._checks import check_int
 from bilevel_optuna.samplers._geometry import distance_matrix
 from bilevel_optuna.samplers._geometry import encode
 from bilevel_optuna.samplers._geometry import from_unit
@@ -70,9 +71,8 @@ class StagnationRestartMechanism(Mechanism):
         action: str = "sobol",
         min_improvement: float = 0.0,
     ) -> None:
-        for arg, value in (("patience", patience), ("burst", burst)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer but got {value}.")
+        check_int("patience", patience, minimum=1)
+        check_int("burst", burst, minimum=1)
         if action not in _ACTIONS:
             raise ValueError(f"action must be one of {_ACTIONS} but got {action!r}.")
         if not (min_improvement >= 0.0 and math.isfinite(min_improvement)):

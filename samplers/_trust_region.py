@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-import numpy as np
 from optuna.distributions import BaseDistribution
 from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial
 
+from bilevel_optuna._checks import check_int
 from bilevel_optuna.samplers._geometry import denormalize
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import format_params
 from bilevel_optuna.samplers._prompt import format_value
-
-
-def _is_positive_int(value: Any) -> bool:
-    return (
-        isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 1)
-    )
 
 
 @dataclasses.dataclass
@@ -96,15 +89,8 @@ class TrustRegionMechanism(Mechanism):
                 f"initial_radius={initial_radius}, min_radius={min_radius}, "
                 f"max_radius={max_radius}."
             )
-        if not _is_positive_int(success_tolerance):
-            raise ValueError(
-                f"success_tolerance must be a positive integer but got {success_tolerance}."
-            )
-        if failure_tolerance is not None and not _is_positive_int(failure_tolerance):
-            raise ValueError(
-                "failure_tolerance must be a positive integer or None but got "
-                f"{failure_tolerance}."
-            )
+        check_int("success_tolerance", success_tolerance, minimum=1)
+        check_int("failure_tolerance", failure_tolerance, minimum=1, allow_none=True)
         if not 0.0 <= categorical_probability <= 1.0:
             raise ValueError(
                 "categorical_probability must be between 0 and 1 but got "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any
 
@@ -18,7 +17,6 @@ from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import Mechanism
 from bilevel_optuna.samplers import ProposalContext
 from bilevel_optuna.samplers import Review
-from bilevel_optuna.samplers import get_mechanism_class
 
 # ------------------------------------------------------------------- order
 
