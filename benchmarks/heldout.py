@@ -21,11 +21,9 @@ opponent), and Vargha-Delaney A12 (the probability that the default's regret is 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import math
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -35,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mechanisms import _fmt  # noqa: E402
 from mechanisms import _storage  # noqa: E402
-from mechanisms import run_one  # noqa: E402
+from mechanisms import run_tasks  # noqa: E402
 from mechanisms import study_metrics  # noqa: E402
 from mechanisms import study_name  # noqa: E402
 
@@ -199,19 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         # Seed-major and cheap arms first: a stopped run holds complete, paired blocks.
         tasks = [(t, a, s) for s in seeds for t in tables for a in arms]
         tasks.sort(key=lambda x: (x[2], x[1] in ("default", "llm"), x[1] == "llm", x[0]))
-        _storage(args.storage)
-        start = time.perf_counter()
-        with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [
-                pool.submit(run_one, args.storage, t, a, s, args.trials, args.threads)
-                for t, a, s in tasks
-            ]
-            for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                try:
-                    status = future.result()
-                except Exception as err:  # noqa: BLE001 - report and go on
-                    status = f"ERROR {type(err).__name__}: {err}"
-                print(f"[{i}/{len(tasks)} {time.perf_counter() - start:.0f} s] {status}", flush=True)
+        run_tasks(args.storage, tasks, args.trials, args.threads, args.jobs)
     print(f"\nHeld-out benchmark: {args.trials} trials, seeds 0..{args.seeds - 1}, {args.storage}\n")
     print(report(args.storage, tables, arms, seeds, args.trials))
     return 0

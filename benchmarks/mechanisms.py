@@ -39,17 +39,10 @@ import optuna
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna.samplers._loading import builtin_mechanism_names
 
 DEFAULT_OBJECTIVES = ["branin", "hartmann6", "hpobench/kc1", "hpobench/phoneme"]
-MECHANISM_ARMS = [
-    "tabu",
-    "orthogonal",
-    "trust_region",
-    "restart",
-    "hybrid",
-    "candidate_choice",
-    "classical",
-]
+MECHANISM_ARMS = builtin_mechanism_names()
 ALL_ARMS = ["llm", "default", *MECHANISM_ARMS, "tpe", "random", "gp"]
 TRUE_VALUE = "bilevel:true_value"
 PREFIX = "mech-bench"
@@ -265,6 +258,22 @@ def report(
     return "\n".join(lines)
 
 
+def run_tasks(
+    url: str, tasks: list[tuple[str, str, int]], n_trials: int, threads: int, jobs: int
+) -> None:
+    """Run ``(objective, arm, seed)`` studies in ``jobs`` processes, printing each status."""
+    _storage(url)  # create the tables once, before the workers race to
+    start = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_one, url, o, a, s, n_trials, threads) for o, a, s in tasks]
+        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            try:
+                status = future.result()
+            except Exception as err:  # noqa: BLE001 - report and go on with the others
+                status = f"ERROR {type(err).__name__}: {err}"
+            print(f"[{i}/{len(tasks)} {time.perf_counter() - start:.0f} s] {status}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", default="sqlite:////tmp/mech_bench.db")
@@ -297,21 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [(o, a, s) for s in run_seeds for o in objectives for a in arms]
         # Cheap arms first within a seed, so the baselines are always there to compare with.
         tasks.sort(key=lambda t: (t[2], t[0], t[1] not in ("tpe", "random")))
-        _storage(args.storage)  # create the tables once, before the workers race to
-        start = time.perf_counter()
-        with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [
-                pool.submit(run_one, args.storage, o, a, s, args.trials, args.threads)
-                for o, a, s in tasks
-            ]
-            for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
-                try:
-                    status = future.result()
-                except Exception as err:  # noqa: BLE001 - report and go on with the others
-                    status = f"ERROR {type(err).__name__}: {err}"
-                print(
-                    f"[{i}/{len(tasks)} {time.perf_counter() - start:.0f} s] {status}", flush=True
-                )
+        run_tasks(args.storage, tasks, args.trials, args.threads, args.jobs)
     print(
         f"\nMechanisms benchmark: {args.trials} trials, seeds 0..{args.seeds - 1}, "
         f"storage {args.storage}\n"

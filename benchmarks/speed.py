@@ -28,21 +28,12 @@ import optuna
 from optuna.trial import TrialState
 
 from bilevel_optuna.chat._base import ChatModel
+from bilevel_optuna.samplers._loading import builtin_mechanism_names
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
 
 PREFIX = "speed-bench"
-ARMS = [
-    "default",
-    "level0",
-    "tabu",
-    "orthogonal",
-    "trust_region",
-    "restart",
-    "hybrid",
-    "candidate_choice",
-    "classical",
-]
+ARMS = ["default", "level0", *builtin_mechanism_names()]
 STATS_ATTR = "speed:calls"
 
 

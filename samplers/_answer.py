@@ -71,37 +71,25 @@ def answer_schema(
     }
     if not rationale and n_candidates == 1:
         return candidate
-    if not rationale:
-        return {
-            "type": "object",
-            "properties": {
-                "candidates": {
-                    "type": "array",
-                    "items": candidate,
-                    "minItems": n_candidates,
-                    "maxItems": n_candidates,
-                }
-            },
-            "required": ["candidates"],
-            "additionalProperties": False,
-        }
-    return {
-        "type": "object",
+    properties: dict[str, Any] = {
         # Candidates first: a small model that rambles in the rationale has then already
         # answered what matters before it reaches the token cap.
-        "properties": {
-            "candidates": {
-                "type": "array",
-                "items": candidate,
-                "minItems": n_candidates,
-                "maxItems": n_candidates,
-            },
-            "rationale": {"type": "string", "maxLength": RATIONALE_MAX_CHARS},
-        },
+        "candidates": {
+            "type": "array",
+            "items": candidate,
+            "minItems": n_candidates,
+            "maxItems": n_candidates,
+        }
+    }
+    if rationale:
+        properties["rationale"] = {"type": "string", "maxLength": RATIONALE_MAX_CHARS}
+    return {
+        "type": "object",
+        "properties": properties,
         # Every property required and none other: OpenAI's strict structured output takes the
         # schema only so (chat/_openai.py strict_qualifies). The rationale's maxLength keeps
         # it short, and it comes last, after what matters.
-        "required": ["candidates", "rationale"],
+        "required": list(properties),
         "additionalProperties": False,
     }
 

@@ -51,6 +51,11 @@ def register_mechanism(cls: type[Mechanism]) -> type[Mechanism]:
     return cls
 
 
+def builtin_mechanism_names() -> list[str]:
+    """Names of the built-in mechanisms, in the order the README lists them."""
+    return list(_BUILTINS)
+
+
 def mechanism_names() -> list[str]:
     """Names that :func:`load_mechanism` accepts."""
     return sorted(set(_BUILTINS) | set(_REGISTERED))

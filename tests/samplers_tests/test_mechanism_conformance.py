@@ -28,6 +28,7 @@ from bilevel_optuna.samplers import ProposalContext
 from bilevel_optuna.samplers import Review
 from bilevel_optuna.samplers import get_mechanism_class
 from bilevel_optuna.samplers._answer import repair_params
+from bilevel_optuna.samplers._loading import builtin_mechanism_names
 from bilevel_optuna.samplers._mechanism import overridden_hooks
 
 
@@ -54,15 +55,7 @@ class Nudge(Mechanism):
         return Review.accept()
 
 
-BUILTINS = [
-    "tabu",
-    "orthogonal",
-    "trust_region",
-    "restart",
-    "hybrid",
-    "candidate_choice",
-    "classical",
-]
+BUILTINS = builtin_mechanism_names()
 CASES: list[Any] = BUILTINS + [Nudge]
 
 
