@@ -260,7 +260,7 @@ class GuardedProcess:
             raise BoundaryError("cannot build the boundary: " + "; ".join(problems))
         self._stderr = tempfile.TemporaryFile(prefix="bilevel-optuna-guarded-")
         cwd = tempfile.mkdtemp(prefix="bilevel-optuna-guarded-")
-        self._proc = subprocess.Popen(
+        self._proc = _launch(
             self._command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -382,6 +382,32 @@ class GuardedProcess:
                                 self.kill()
                                 raise ProcessDied("sent a reply that is not a JSON object")
                             return reply
+
+
+def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start the process from a thread that lives as long as it does.
+
+    bubblewrap's ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the *thread*
+    that started the process ends, not the process: a hook called from the sampler's guard
+    thread would see its child killed as soon as that thread returned.
+    """
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    def run() -> None:
+        try:
+            box["proc"] = subprocess.Popen(command, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller below
+            box["error"] = err
+        started.set()
+        if "proc" in box:
+            box["proc"].wait()
+
+    threading.Thread(target=run, daemon=True, name="bilevel-optuna-guarded").start()
+    started.wait()
+    if "error" in box:
+        raise BoundaryError(f"cannot start the guarded process: {box['error']}") from box["error"]
+    return box["proc"]
 
 
 def _death(code: int) -> str:

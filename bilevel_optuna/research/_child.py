@@ -34,7 +34,9 @@ def _set_limits(limits: dict[str, int]) -> None:
 
     for name, value in limits.items():
         which = getattr(resource, name)
-        resource.setrlimit(which, (value, value))
+        # CPU: SIGXCPU at the soft limit (reported as such), SIGKILL two seconds later.
+        hard = value + 2 if name == "RLIMIT_CPU" else value
+        resource.setrlimit(which, (value, hard))
 
 
 def _error(err: BaseException) -> dict[str, Any]:

@@ -155,3 +155,7 @@ class Die(Mechanism):
     def prepare(self, context):
         os._exit(7)
 '''
+
+
+def fill(source: str, *, path: object = "/nonexistent", port: int = 9) -> str:
+    return source.replace("{path}", str(path)).replace("{port}", str(port))
