@@ -12,14 +12,26 @@ from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._boundary import boundary_problems
 from bilevel_optuna.research._check import CheckResult
 from bilevel_optuna.research._check import check_source
+from bilevel_optuna.research._compose import RULES
+from bilevel_optuna.research._diagnose import Diagnosis
+from bilevel_optuna.research._diagnose import diagnose
 from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import GuardedMechanism
+from bilevel_optuna.research._report import ResearchReport
+from bilevel_optuna.research._round import ReplayResearchModel
+from bilevel_optuna.research._round import ResearchSpec
+from bilevel_optuna.research._round import run_research
 from bilevel_optuna.research._store import GeneratedMechanism
 from bilevel_optuna.research._store import MechanismStore
 from bilevel_optuna.research._store import register_stored_mechanisms
 
 __all__ = [
     "CheckResult",
+    "Diagnosis",
+    "RULES",
+    "ReplayResearchModel",
+    "ResearchReport",
+    "ResearchSpec",
     "GeneratedMechanism",
     "GuardedHookError",
     "GuardedMechanism",
@@ -28,5 +40,7 @@ __all__ = [
     "MechanismStore",
     "boundary_problems",
     "check_source",
+    "diagnose",
     "register_stored_mechanisms",
+    "run_research",
 ]

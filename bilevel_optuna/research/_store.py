@@ -124,10 +124,11 @@ class MechanismStore:
         attempt: int = 0,
         prompts: list[str] | None = None,
     ) -> GeneratedMechanism:
-        """Store one checked source (accepted or not); a source stored before is not repeated."""
+        """Store one checked source (accepted or not); the same source at the same step of the
+        same round (a replay, a resumed run) is not stored twice."""
         digest = source_hash(source)
         for item in self.list():
-            if item.sha256 == digest and item.round == round:
+            if (item.sha256, item.round, item.mode, item.attempt) == (digest, round, mode, attempt):
                 return item
         status = "accepted" if check.accepted else "rejected"
         name = registered_name(check) if check.accepted else ""
