@@ -194,13 +194,20 @@ def check_source(
         limits=limits,
         layers=layers,
     )
-    reasons, calls = smoke_run(cls, study or smoke_study())
+    reasons, calls = smoke_run(cls, _copy(study) if study is not None else smoke_study())
     result.hook_calls = calls
     if reasons:
         result.reasons = reasons
         return done(result)
     result.accepted, result.stage = True, "accepted"
     return done(result)
+
+
+def _copy(study: optuna.Study) -> optuna.Study:
+    """An in-memory copy, so the smoke run's own trial never lands in a stored study."""
+    copy = optuna.create_study(direction=study.direction)
+    copy.add_trials([t for t in study.get_trials(deepcopy=True) if t.state.is_finished()])
+    return copy
 
 
 def smoke_run(

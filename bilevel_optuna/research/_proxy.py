@@ -12,6 +12,7 @@ process. One process per proxy instance, i.e. per mechanism per study.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -65,6 +66,7 @@ class GuardedMechanism(Mechanism):
             setattr(self, key, value)
         self._process: GuardedProcess | None = None
         self._last_context: Any = None
+        self._lock = threading.Lock()  # one message at a time, built and sent together
         self.calls = 0
 
     @classmethod
@@ -158,13 +160,15 @@ class GuardedMechanism(Mechanism):
     # Subclasses made by guarded_class() keep only the hooks the generated class defines, so
     # the sampler's proof record counts exactly those.
     def _prepare(self, context: ProposalContext) -> None:
-        reply = self._call({"hook": "prepare", "context": self._context_wire(context)})
+        with self._lock:
+            reply = self._call({"hook": "prepare", "context": self._context_wire(context)})
         self._apply(context, reply.get("changes"))
 
     def _review(self, candidate: dict[str, Any], context: ProposalContext) -> Review:
-        reply = self._call(
-            {"hook": "review", "candidate": candidate, "context": self._context_wire(context)}
-        )
+        with self._lock:
+            reply = self._call(
+                {"hook": "review", "candidate": candidate, "context": self._context_wire(context)}
+            )
         self._apply(context, reply.get("changes"))
         result = reply.get("result") or {}
         action = result.get("action")
@@ -177,9 +181,10 @@ class GuardedMechanism(Mechanism):
     def _choose(
         self, candidates: list[dict[str, Any]], context: ProposalContext
     ) -> list[dict[str, Any]]:
-        reply = self._call(
-            {"hook": "choose", "candidates": candidates, "context": self._context_wire(context)}
-        )
+        with self._lock:
+            reply = self._call(
+                {"hook": "choose", "candidates": candidates, "context": self._context_wire(context)}
+            )
         self._apply(context, reply.get("changes"))
         result = reply.get("result")
         return [dict(c) for c in result] if isinstance(result, list) else candidates
@@ -191,14 +196,14 @@ class GuardedMechanism(Mechanism):
         state: TrialState,
         values: Sequence[float] | None,
     ) -> None:
-        self._call(
-            {
-                "hook": "after_trial",
-                "trial": _wire.trials_to_wire([trial]),
-                "state": state.name,
-                "values": list(values) if values is not None else None,
-            }
-        )
+        message = {
+            "hook": "after_trial",
+            "trial": _wire.trials_to_wire([trial]),
+            "state": state.name,
+            "values": list(values) if values is not None else None,
+        }
+        with self._lock:
+            self._call(message)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())

@@ -92,3 +92,15 @@ def test_the_same_source_is_stored_once_per_round(tmp_path: Path) -> None:
     store.add(S.GOOD, check, round=1, idea="a", mode="code")
     assert len(store.list()) == 1
     assert store.get(check.sha256[:10]).name == store.list()[0].name
+
+
+def test_each_stored_source_has_a_dashboard_note(tmp_path: Path) -> None:
+    import optuna_dashboard
+
+    store = MechanismStore(f"sqlite:///{tmp_path / 'n.db'}", "run-n")
+    item = store.add(S.GOOD, check_source(S.GOOD), round=2, idea="far", mode="code")
+    import optuna
+
+    frozen = store.study.trials[item.trial_number]
+    note = optuna_dashboard.get_note(optuna.Trial(store.study, frozen._trial_id))
+    assert "class FarFromHistory(Mechanism)" in note and "Round 2" in note
