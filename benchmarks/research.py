@@ -119,12 +119,16 @@ def rounds(n_rounds: int) -> None:
             n_outer_trials=0, seed=0,
         )  # fmt: skip
     assert report is not None
-    print(f"\nResearch rounds on the embedded model ({n_rounds} rounds, both modes, up to 2 repairs)")
+    print(
+        f"\nResearch rounds on the embedded model ({n_rounds} rounds, both modes, up to 2 repairs)"
+    )
     print("| round | model calls | seconds | compose | code |")
     print("|---|---|---|---|---|")
     for number, rec in report.rounds.items():
         status = {m["mode"]: m["status"] for m in rec["mechanisms"]}
-        print(f"| {number} | {rec['model_calls']} | {rec['seconds']:.0f} | {status.get('compose')} | {status.get('code')} |")
+        print(
+            f"| {number} | {rec['model_calls']} | {rec['seconds']:.0f} | {status.get('compose')} | {status.get('code')} |"
+        )
     print("\n| mode | sources written | accepted | share |")
     print("|---|---|---|---|")
     for mode, a in sorted(report.acceptance.items()):
@@ -143,8 +147,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-rounds", action="store_true")
     args = parser.parse_args()
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.platform()}, "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, optuna {optuna.__version__}")
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.platform()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, optuna {optuna.__version__}"
+    )
     hook_cost(args.trials, args.calls)
     if not args.skip_rounds:
         rounds(args.rounds)

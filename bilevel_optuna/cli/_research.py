@@ -90,13 +90,17 @@ def _list(args: argparse.Namespace) -> int:
         effect = ""
         if i.effect:
             effect = f"  effect: A12 {i.effect.get('a12', float('nan')):.2f}, p {i.effect.get('pvalue', float('nan')):.3g}"
-        print(f"{i.round:5d}  {i.status:8s}  {i.mode:7s}  {i.sha256[:12]}  {what}  {i.idea[:60]}{effect}")
+        print(
+            f"{i.round:5d}  {i.status:8s}  {i.mode:7s}  {i.sha256[:12]}  {what}  {i.idea[:60]}{effect}"
+        )
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     item = _store(args).get(args.mechanism)
-    print(f"# {item.name or item.sha256[:12]}: {item.status}, round {item.round}, mode {item.mode}")
+    print(
+        f"# {item.name or item.sha256[:12]}: {item.status}, round {item.round}, mode {item.mode}"
+    )
     print(f"# sha256 {item.sha256}")
     print(f"# idea: {item.idea}")
     print(f"# gate: {item.check.summary()}")

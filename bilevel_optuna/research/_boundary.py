@@ -181,8 +181,15 @@ def _visible_paths() -> list[str]:
     import site
     import sysconfig
 
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
-    paths.update(sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    }
+    paths.update(
+        sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
     paths.update(site.getsitepackages())
     for name in ("bilevel_optuna", "bilevel_optuna.samplers"):
         spec = importlib.util.find_spec(name)
@@ -265,7 +272,11 @@ class GuardedProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=dict(SAFE_ENV, TMPDIR=cwd, HOME=cwd) if not self.layers.namespaces else dict(SAFE_ENV),
+            env=(
+                dict(SAFE_ENV, TMPDIR=cwd, HOME=cwd)
+                if not self.layers.namespaces
+                else dict(SAFE_ENV)
+            ),
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
@@ -369,7 +380,9 @@ class GuardedProcess:
                         code = proc.wait()
                         tail = self.stderr_tail()
                         self.kill()
-                        raise ProcessDied(_death(code) + (f"; its last output: {tail}" if tail else ""))
+                        raise ProcessDied(
+                            _death(code) + (f"; its last output: {tail}" if tail else "")
+                        )
                     buffer += chunk
                     if len(buffer) >= 4:
                         (size,) = struct.unpack(">I", bytes(buffer[:4]))

@@ -73,7 +73,9 @@ class CheckResult:
         """One line: ``accepted NAME (hooks ...)`` or ``rejected at STAGE: reason``."""
         if self.accepted:
             calls = ", ".join(f"{h} x{n}" for h, n in self.hook_calls.items())
-            return f"accepted {self.name} ({self.class_name}, {self.sha256[:12]}): smoke run {calls}"
+            return (
+                f"accepted {self.name} ({self.class_name}, {self.sha256[:12]}): smoke run {calls}"
+            )
         return f"rejected at {self.stage}: " + "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +138,9 @@ def check_source(
 
     report = _gate.static_check(source)
     if _prefilter and not report.ok:
-        return done(CheckResult(False, report.stage, report.reasons, digest, class_name=report.class_name))
+        return done(
+            CheckResult(False, report.stage, report.reasons, digest, class_name=report.class_name)
+        )
     problems = boundary_problems(layers)
     if problems:
         return done(
@@ -274,9 +278,7 @@ def smoke_run(
                         reasons.append(f"review replaced with parameters outside the space: {err}")
         if "choose" in calls:
             ordered = call("choose", [dict(c) for c in candidates], context())
-            if ordered is not None and (
-                not ordered or any(c not in candidates for c in ordered)
-            ):
+            if ordered is not None and (not ordered or any(c not in candidates for c in ordered)):
                 reasons.append("choose must return a non-empty reordering of its candidates")
         if "after_trial" in calls:
             done_trial = [t for t in trials if t.state == TrialState.COMPLETE][-1]

@@ -199,7 +199,9 @@ class _Server:
             try:
                 wire.send(self.stream_out, reply)
             except (TypeError, ValueError) as err:
-                wire.send(self.stream_out, {"ok": False, "error": f"result is not plain data: {err}"})
+                wire.send(
+                    self.stream_out, {"ok": False, "error": f"result is not plain data: {err}"}
+                )
 
 
 def _mechanism_api_only() -> None:

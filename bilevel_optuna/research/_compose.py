@@ -41,7 +41,7 @@ RULES: dict[str, Rule] = {
         "        for t in context.complete_trials:\n"
         "            if context.distance(candidate, t.params) < self.near_radius:\n"
         "                return Review.reject(\n"
-        "                    f\"too close to trial {t.number}; propose something new\"\n"
+        '                    f"too close to trial {t.number}; propose something new"\n'
         "                )\n",
         "near_radius",
         "FloatDistribution(0.0, 0.3)",
@@ -53,7 +53,7 @@ RULES: dict[str, Rule] = {
         "reject a candidate with a value on the edge of its range",
         "        u = context.normalize(candidate)\n"
         "        if ((u < self.edge_margin) | (u > 1 - self.edge_margin)).any():\n"
-        "            return Review.reject(\"a value lies on the edge of its range; move inward\")\n",
+        '            return Review.reject("a value lies on the edge of its range; move inward")\n',
         "edge_margin",
         "FloatDistribution(0.0, 0.2)",
         0.0,
@@ -67,7 +67,7 @@ RULES: dict[str, Rule] = {
         "        if best is not None and len(done) - 1 - done.index(best) >= self.patience:\n"
         "            if context.params is None:\n"
         "                context.params = _random_point(context)\n"
-        "                context.record[self.name] = {\"restarted\": True}\n",
+        '                context.record[self.name] = {"restarted": True}\n',
         "patience",
         "IntDistribution(2, 15)",
         2,
@@ -81,7 +81,7 @@ RULES: dict[str, Rule] = {
         "        if best is not None and context.params is None:\n"
         "            if context.rng.random() < self.perturb_probability:\n"
         "                context.params = _step_from(best.params, context, 0.1)\n"
-        "                context.record[self.name] = {\"perturbed\": best.number}\n",
+        '                context.record[self.name] = {"perturbed": best.number}\n',
         "perturb_probability",
         "FloatDistribution(0.0, 1.0)",
         0.0,
@@ -93,8 +93,8 @@ RULES: dict[str, Rule] = {
         "        best = context.best_trial\n"
         "        if best is not None:\n"
         "            context.notes.append(\n"
-        "                f\"The best so far is trial {best.number} ({best.value:.4g}); propose a \"\n"
-        "                \"configuration that differs from it in at least two parameters.\"\n"
+        '                f"The best so far is trial {best.number} ({best.value:.4g}); propose a "\n'
+        '                "configuration that differs from it in at least two parameters."\n'
         "            )\n",
     ),
     "prefer_far": Rule(

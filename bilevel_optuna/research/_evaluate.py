@@ -99,16 +99,27 @@ def evaluate_round(
         seed=spec.seed,
         progress=progress,
     )
-    trials = [t for t in result.outer_study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    trials = [
+        t for t in result.outer_study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
+    ]
     role_arm = {t.user_attrs.get("research:role"): t.user_attrs.get(_attrs.ARM) for t in trials}
     inc_arm = role_arm.get("incumbent")
     effects: dict[str, Any] = {}
     for name in names:
         arm = role_arm.get(name)
         trial = next((t for t in trials if t.user_attrs.get("research:role") == name), None)
-        activity = ((trial.user_attrs.get(_attrs.SUMMARY) or {}).get("mechanisms") or {}).get(name) if trial else None
-        effect: dict[str, Any] = {"round": number, "study": study_name, "arm": arm,
-                                  "incumbent_arm": inc_arm, "activity": activity or "never_ran"}  # fmt: skip
+        activity = (
+            ((trial.user_attrs.get(_attrs.SUMMARY) or {}).get("mechanisms") or {}).get(name)
+            if trial
+            else None
+        )
+        effect: dict[str, Any] = {
+            "round": number,
+            "study": study_name,
+            "arm": arm,
+            "incumbent_arm": inc_arm,
+            "activity": activity or "never_ran",
+        }
         if arm is None or inc_arm is None or arm == inc_arm:
             effect["note"] = "no separate arm to compare (its outer trial did not complete)"
             effects[name] = effect

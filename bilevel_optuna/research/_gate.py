@@ -121,7 +121,14 @@ FORBIDDEN_ATTRIBUTES = frozenset(
 #: Hooks and their positional parameters after ``self``.
 HOOK_ARITY = {"prepare": 1, "review": 2, "choose": 2, "after_trial": 4}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
-_MODULE_LEVEL = (ast.Import, ast.ImportFrom, ast.ClassDef, ast.FunctionDef, ast.Assign, ast.AnnAssign)
+_MODULE_LEVEL = (
+    ast.Import,
+    ast.ImportFrom,
+    ast.ClassDef,
+    ast.FunctionDef,
+    ast.Assign,
+    ast.AnnAssign,
+)
 
 
 @dataclasses.dataclass
@@ -209,8 +216,11 @@ def policy_violations(tree: ast.Module) -> list[str]:
         elif isinstance(node, ast.Attribute):
             attr = node.attr
             if _is_dunder(attr) and attr not in _ALLOWED_DUNDERS:
-                refuse(node, f"the attribute {attr!r} is not allowed (dunder attributes reach "
-                       "the interpreter's internals)")
+                refuse(
+                    node,
+                    f"the attribute {attr!r} is not allowed (dunder attributes reach "
+                    "the interpreter's internals)",
+                )
             elif _FRAME_ATTR.match(attr) or attr in FORBIDDEN_ATTRIBUTES:
                 refuse(node, f"the attribute {attr!r} is not allowed")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -243,7 +253,9 @@ def _is_mechanism_base(base: ast.expr) -> bool:
 def contract(tree: ast.Module) -> StaticReport:
     """The class contract, read from the syntax tree."""
     classes = [
-        n for n in tree.body if isinstance(n, ast.ClassDef) and any(map(_is_mechanism_base, n.bases))
+        n
+        for n in tree.body
+        if isinstance(n, ast.ClassDef) and any(map(_is_mechanism_base, n.bases))
     ]
     if len(classes) != 1:
         return StaticReport(
@@ -258,7 +270,11 @@ def contract(tree: ast.Module) -> StaticReport:
     attrs: dict[str, Any] = {}
     methods: dict[str, ast.FunctionDef] = {}
     for item in cls.body:
-        if isinstance(item, ast.Assign) and len(item.targets) == 1 and isinstance(item.targets[0], ast.Name):
+        if (
+            isinstance(item, ast.Assign)
+            and len(item.targets) == 1
+            and isinstance(item.targets[0], ast.Name)
+        ):
             attrs[item.targets[0].id] = item.value
         elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name) and item.value:
             attrs[item.target.id] = item.value
@@ -288,8 +304,13 @@ def contract(tree: ast.Module) -> StaticReport:
                 "choose": "choose(self, candidates, context)",
                 "after_trial": "after_trial(self, study, trial, state, values)",
             }[hook]
-            reasons.append(f"{hook} must be `def {signature}` but is `def {hook}({ast.unparse(args)})`")
-        if any(isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod") for d in fn.decorator_list):
+            reasons.append(
+                f"{hook} must be `def {signature}` but is `def {hook}({ast.unparse(args)})`"
+            )
+        if any(
+            isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
+            for d in fn.decorator_list
+        ):
             reasons.append(f"{hook} must be a plain method")
     declared = _declared_space(methods.get("search_space"), reasons)
     params: tuple[str, ...] = ()

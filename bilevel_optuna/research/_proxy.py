@@ -183,7 +183,11 @@ class GuardedMechanism(Mechanism):
     ) -> list[dict[str, Any]]:
         with self._lock:
             reply = self._call(
-                {"hook": "choose", "candidates": candidates, "context": self._context_wire(context)}
+                {
+                    "hook": "choose",
+                    "candidates": candidates,
+                    "context": self._context_wire(context),
+                }
             )
         self._apply(context, reply.get("changes"))
         result = reply.get("result")

@@ -31,9 +31,16 @@ class ResearchReport:
 
     def to_markdown(self) -> str:
         lines = [f"# Mechanism research on run `{self.run}`", ""]
-        lines += ["## Acceptance by generation mode", "", "| mode | sources | accepted | share |", "|---|---|---|---|"]
+        lines += [
+            "## Acceptance by generation mode",
+            "",
+            "| mode | sources | accepted | share |",
+            "|---|---|---|---|",
+        ]
         for mode, a in sorted(self.acceptance.items()):
-            lines.append(f"| {mode} | {a['written']:.0f} | {a['accepted']:.0f} | {a['share']:.0%} |")
+            lines.append(
+                f"| {mode} | {a['written']:.0f} | {a['accepted']:.0f} | {a['share']:.0%} |"
+            )
         for number, record in self.rounds.items():
             lines += ["", f"## Round {number}", ""]
             for line in _diagnosis_lines(record.get("diagnosis", {})):
@@ -43,16 +50,23 @@ class ResearchReport:
                 mark = " (chosen)" if k == record.get("choice") else ""
                 lines.append(f"{k}. [{idea.get('field')}] {idea.get('idea')}{mark}")
             if record.get("defaulted"):
-                lines.append(f"\nSteps that fell back to a default (no usable answer): {record['defaulted']}")
+                lines.append(
+                    f"\nSteps that fell back to a default (no usable answer): {record['defaulted']}"
+                )
             lines.append(
                 f"\n{record.get('model_calls', 0)} model calls, {record.get('seconds', 0):.1f} s."
             )
         lines += ["", "## Generated code", ""]
-        lines += ["| round | mode | try | status | name or stage | reasons |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| round | mode | try | status | name or stage | reasons |",
+            "|---|---|---|---|---|---|",
+        ]
         for m in self.mechanisms:
             what = m.name if m.accepted else m.check.stage
             reasons = "; ".join(m.check.reasons)[:200].replace("|", "/").replace("\n", " ")
-            lines.append(f"| {m.round} | {m.mode} | {m.attempt} | {m.status} | {what} | {reasons} |")
+            lines.append(
+                f"| {m.round} | {m.mode} | {m.attempt} | {m.status} | {what} | {reasons} |"
+            )
         lines += ["", "## Measured effect against the incumbent and the baselines", ""]
         rows = [m for m in self.accepted if m.effect]
         if not rows:
@@ -65,7 +79,9 @@ class ResearchReport:
             for m in rows:
                 e = m.effect or {}
                 if e.get("note"):
-                    lines.append(f"| {m.name} | - | - | - | - | - | {e['note']} | {e.get('activity')} |")
+                    lines.append(
+                        f"| {m.name} | - | - | - | - | - | {e['note']} | {e.get('activity')} |"
+                    )
                     continue
                 against = {e.get("incumbent_arm", "incumbent"): e.get("vs_incumbent") or {}}
                 against.update(e.get("vs_baselines") or {})

@@ -79,7 +79,7 @@ _SYSTEM = (
     "A mechanism is a small Python class with hooks that change how proposals are made."
 )
 
-_API = '''The Mechanism API (from bilevel_optuna.samplers import Mechanism, Review):
+_API = """The Mechanism API (from bilevel_optuna.samplers import Mechanism, Review):
 class Name(Mechanism):
     name = "short_name"
     def __init__(self, *, param: float = 0.1): self.param = param   # hyperparameters, keyword-only
@@ -91,7 +91,7 @@ class Name(Mechanism):
     def after_trial(self, study, trial, state, values): ...
 context has: search_space, trials, complete_trials, best_trial, minimize, history, notes, params,
 rng (numpy Generator), record, normalize(params), distance(a, b). Allowed imports: math, random,
-numpy, optuna.distributions, collections, itertools, functools, heapq, statistics.'''
+numpy, optuna.distributions, collections, itertools, functools, heapq, statistics."""
 
 
 # ----------------------------------------------------------------------------- chat
@@ -198,7 +198,9 @@ class ResearchSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - fields)
         if unknown:
-            raise ConfigurationError(f"Unknown settings {unknown} in {path}; valid ones are {sorted(fields)}.")
+            raise ConfigurationError(
+                f"Unknown settings {unknown} in {path}; valid ones are {sorted(fields)}."
+            )
         for key in ("storage", "run"):
             if key not in values:
                 raise ConfigurationError(f"{path} must set `{key}` in [research].")
@@ -331,7 +333,12 @@ def research_round(
     defaulted = []
     if not ideas:
         defaulted.append("ideas")
-        ideas = [{"field": "tabu search", "idea": "Reject proposals that repeat or nearly repeat earlier trials."}]
+        ideas = [
+            {
+                "field": "tabu search",
+                "idea": "Reject proposals that repeat or nearly repeat earlier trials.",
+            }
+        ]
     say(f"round {round_number}: {len(ideas)} idea(s)")
 
     # 3. critique and pick
@@ -371,7 +378,12 @@ def research_round(
             "type": "object",
             "properties": {
                 "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,30}$"},
-                "hooks": {"type": "array", "minItems": 1, "maxItems": 4, "items": {"type": "string", "enum": list(HOOKS)}},
+                "hooks": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 4,
+                    "items": {"type": "string", "enum": list(HOOKS)},
+                },
                 "behaviour": {"type": "string", "maxLength": 200},
             },
             "required": ["name", "hooks", "behaviour"],
@@ -404,7 +416,13 @@ def research_round(
         "model_calls": asker.calls,
         "prompts": asker.prompts,
         "mechanisms": [
-            {"name": o.name, "sha256": o.sha256, "mode": o.mode, "status": o.status, "attempt": o.attempt}
+            {
+                "name": o.name,
+                "sha256": o.sha256,
+                "mode": o.mode,
+                "status": o.status,
+                "attempt": o.attempt,
+            }
             for o in outcomes
         ],
         "seconds": round(time.perf_counter() - start, 2),
@@ -443,7 +461,9 @@ def _write_and_check(
     for attempt in range(max_repairs + 1):
         seen_prompts = len(asker.prompts)
         if mode == "compose":
-            answer = asker.ask_json(messages, compose_schema(), max_tokens=120, step=step + attempt)
+            answer = asker.ask_json(
+                messages, compose_schema(), max_tokens=120, step=step + attempt
+            )
             raw = json.dumps(answer) if answer is not None else ""
             try:
                 source = render(answer or {}, idea=idea["idea"]) if answer else ""
@@ -451,7 +471,12 @@ def _write_and_check(
             except ComposeError as err:
                 source, problem = "", str(err)
         else:
-            raw = asker.ask(messages, schema=None, max_tokens=500, step=step + attempt, temperature=0.4) or ""
+            raw = (
+                asker.ask(
+                    messages, schema=None, max_tokens=500, step=step + attempt, temperature=0.4
+                )
+                or ""
+            )
             source = extract_code(raw)
             problem = "" if source.strip() else "the answer held no source"
         if problem:
@@ -527,7 +552,9 @@ def run_research(
         if settings:
             spec = dataclasses.replace(spec, **settings)
     say = progress or (lambda line: None)
-    store_storage = optuna.storages.RDBStorage(spec.storage) if isinstance(spec.storage, str) else spec.storage
+    store_storage = (
+        optuna.storages.RDBStorage(spec.storage) if isinstance(spec.storage, str) else spec.storage
+    )
     if isinstance(spec.storage, str) and "://" not in spec.storage:
         raise ConfigurationError(f"storage must be a database URL but got {spec.storage!r}.")
     _check_run(store_storage, spec.run)
@@ -548,6 +575,8 @@ def run_research(
             if accepted:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    record["evaluation"] = evaluate_round(store, spec, number, accepted, progress=say)
+                    record["evaluation"] = evaluate_round(
+                        store, spec, number, accepted, progress=say
+                    )
                 store.set_round(number, record)
     return build_report(store)

@@ -128,7 +128,12 @@ class MechanismStore:
         same round (a replay, a resumed run) is not stored twice."""
         digest = source_hash(source)
         for item in self.list():
-            if (item.sha256, item.round, item.mode, item.attempt) == (digest, round, mode, attempt):
+            if (item.sha256, item.round, item.mode, item.attempt) == (
+                digest,
+                round,
+                mode,
+                attempt,
+            ):
                 return item
         status = "accepted" if check.accepted else "rejected"
         name = registered_name(check) if check.accepted else ""
@@ -228,7 +233,9 @@ class MechanismStore:
         return dict(sorted(out.items()))
 
     # ---------------------------------------------------------------- replay
-    def record_exchange(self, request_hash: str, request: dict[str, Any], reply: dict[str, Any]) -> None:
+    def record_exchange(
+        self, request_hash: str, request: dict[str, Any], reply: dict[str, Any]
+    ) -> None:
         self.storage.set_study_system_attr(
             self.study._study_id,
             _attrs.RESEARCH_EXCHANGE_PREFIX + request_hash,

@@ -19,7 +19,9 @@ from bilevel_optuna.research import check_source  # noqa: E402
 pytestmark = needs_boundary
 
 
-def test_check_accepts_good_code_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_accepts_good_code_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "good.py"
     path.write_text(S.GOOD)
     assert main(["research", "check", str(path)]) == 0
@@ -27,7 +29,9 @@ def test_check_accepts_good_code_with_one_line(tmp_path: Path, capsys: pytest.Ca
     assert len(out) == 1 and out[0].startswith("accepted far_from_history")
 
 
-def test_check_rejects_bad_code_naming_the_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_rejects_bad_code_naming_the_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "bad.py"
     path.write_text(S.fill(S.FORBIDDEN_IMPORT))
     assert main(["research", "check", str(path)]) == 1
@@ -51,7 +55,10 @@ def test_list_show_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["research", "show", "--storage", url, "--run", "run-c", good.name]) == 0
     out = capsys.readouterr().out
     assert "class FarFromHistory(Mechanism)" in out and good.sha256 in out
-    assert main(["research", "export", "--storage", url, "--run", "run-c", str(tmp_path / "out")]) == 0
+    assert (
+        main(["research", "export", "--storage", url, "--run", "run-c", str(tmp_path / "out")])
+        == 0
+    )
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == [f"{good.name}.py"]
     exported = (tmp_path / "out" / files[0]).read_text()

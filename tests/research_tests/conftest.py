@@ -11,7 +11,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
-
 class Listener:
     """A TCP server on 127.0.0.1 that counts the connections it accepts."""
 

@@ -26,17 +26,35 @@ def research_model(
             counter["x"] += 1
             return answer_json({"x0": -3.0 + (counter["x"] % 7), "x1": 2.0 + (counter["x"] % 5)})
         if "ideas" in props:
-            return json.dumps({"ideas": [{"field": "tabu search", "idea": "Reject near repeats."},
-                                         {"field": "novelty search", "idea": "Prefer far candidates."}]})
+            return json.dumps(
+                {
+                    "ideas": [
+                        {"field": "tabu search", "idea": "Reject near repeats."},
+                        {"field": "novelty search", "idea": "Prefer far candidates."},
+                    ]
+                }
+            )
         if "choice" in props:
             return json.dumps({"choice": 1, "reason": "cheap and direct"})
         if "behaviour" in props:
-            return json.dumps({"name": "far_first", "hooks": ["review", "choose"],
-                               "behaviour": "reject near repeats, evaluate the farthest first"})
+            return json.dumps(
+                {
+                    "name": "far_first",
+                    "hooks": ["review", "choose"],
+                    "behaviour": "reject near repeats, evaluate the farthest first",
+                }
+            )
         if "rules" in props:
-            return json.dumps(compose or {"name": "far_first", "rules": [
-                {"rule": "reject_near_history", "strength": 0.2},
-                {"rule": "note_best", "strength": 0.5}]})
+            return json.dumps(
+                compose
+                or {
+                    "name": "far_first",
+                    "rules": [
+                        {"rule": "reject_near_history", "strength": 0.2},
+                        {"rule": "note_best", "strength": 0.5},
+                    ],
+                }
+            )
         k = counter["code"]
         counter["code"] += 1
         return "Here it is:\n```python\n" + codes[min(k, len(codes) - 1)] + "\n```\n"

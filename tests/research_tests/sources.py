@@ -45,30 +45,30 @@ class FarFromHistory(Mechanism):
         self.last = trial.number
 '''
 
-SYNTAX_ERROR = '''
+SYNTAX_ERROR = """
 from bilevel_optuna.samplers import Mechanism
 class Broken(Mechanism)
     name = "broken"
-'''
+"""
 
-WRONG_INTERFACE = '''
+WRONG_INTERFACE = """
 from bilevel_optuna.samplers import Mechanism, Review
 class Wrong(Mechanism):
     name = "wrong"
     def review(self, candidate):
         return Review.accept()
-'''
+"""
 
-FORBIDDEN_IMPORT = '''
+FORBIDDEN_IMPORT = """
 import os
 from bilevel_optuna.samplers import Mechanism
 class Env(Mechanism):
     name = "env"
     def prepare(self, context):
         context.notes.append(os.environ.get("OPENAI_API_KEY", ""))
-'''
+"""
 
-OBFUSCATED_IMPORT = '''
+OBFUSCATED_IMPORT = """
 from bilevel_optuna.samplers import Mechanism
 class Sneaky(Mechanism):
     name = "sneaky"
@@ -76,18 +76,18 @@ class Sneaky(Mechanism):
         b = [].__class__.__base__.__subclasses__()
         imp = getattr(__builtins__, "__imp" + "ort__")
         imp("o" + "s").system("touch {path}")
-'''
+"""
 
-ENDLESS_LOOP = '''
+ENDLESS_LOOP = """
 from bilevel_optuna.samplers import Mechanism
 class Spin(Mechanism):
     name = "spin"
     def prepare(self, context):
         while True:
             pass
-'''
+"""
 
-MEMORY_HOG = '''
+MEMORY_HOG = """
 from bilevel_optuna.samplers import Mechanism
 class Hog(Mechanism):
     name = "hog"
@@ -95,19 +95,19 @@ class Hog(Mechanism):
         blocks = []
         while True:
             blocks.append(bytearray(64 * 1024 * 1024))
-'''
+"""
 
-SYSTEM_EXIT = '''
+SYSTEM_EXIT = """
 from bilevel_optuna.samplers import Mechanism
 class Quit(Mechanism):
     name = "quit"
     def prepare(self, context):
         raise SystemExit(3)
-'''
+"""
 
 # The attacks below pass the pre-filter's eye only when it is switched off (``_prefilter=False``
 # in tests): they show what the boundary alone stops.
-FORK = '''
+FORK = """
 import os
 from bilevel_optuna.samplers import Mechanism
 class Forker(Mechanism):
@@ -118,43 +118,43 @@ class Forker(Mechanism):
             open("{path}", "w").write("child")
             os._exit(0)
         os.waitpid(pid, 0)
-'''
+"""
 
-WRITE_FILE = '''
+WRITE_FILE = """
 from bilevel_optuna.samplers import Mechanism
 class Writer(Mechanism):
     name = "writer"
     def prepare(self, context):
         with open("{path}", "w") as f:
             f.write("written by generated code")
-'''
+"""
 
-OPEN_SOCKET = '''
+OPEN_SOCKET = """
 import socket
 from bilevel_optuna.samplers import Mechanism
 class Caller(Mechanism):
     name = "caller"
     def prepare(self, context):
         socket.create_connection(("127.0.0.1", {port}), timeout=2).sendall(b"leak")
-'''
+"""
 
-READ_ENV = '''
+READ_ENV = """
 import os
 from bilevel_optuna.samplers import Mechanism
 class Leak(Mechanism):
     name = "leak"
     def prepare(self, context):
         context.notes.append("env:" + repr(sorted(os.environ.items())))
-'''
+"""
 
-HARD_EXIT = '''
+HARD_EXIT = """
 import os
 from bilevel_optuna.samplers import Mechanism
 class Die(Mechanism):
     name = "die"
     def prepare(self, context):
         os._exit(7)
-'''
+"""
 
 
 def fill(source: str, *, path: object = "/nonexistent", port: int = 9) -> str:

@@ -44,7 +44,9 @@ def test_bad_source_is_rejected_for_the_right_reason(
     target = tmp_path / "pwned"
     # The memory hog gets time enough to reach its limit on a loaded machine; the loop does not.
     timeout = 30.0 if name == "MEMORY_HOG" else 2.0
-    result = check_source(S.fill(getattr(S, name), path=target), limits=Limits(hook_timeout=timeout))
+    result = check_source(
+        S.fill(getattr(S, name), path=target), limits=Limits(hook_timeout=timeout)
+    )
     assert not result.accepted
     assert result.stage == stage
     assert any(reason in r for r in result.reasons), result.reasons
@@ -75,7 +77,9 @@ def test_attacks_past_the_prefilter_are_stopped_by_the_boundary(
 def test_the_gate_refuses_code_when_a_layer_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     from bilevel_optuna.research import _check
 
-    monkeypatch.setattr(_check, "boundary_problems", lambda layers: ["bubblewrap is not installed"])
+    monkeypatch.setattr(
+        _check, "boundary_problems", lambda layers: ["bubblewrap is not installed"]
+    )
     result = check_source(S.GOOD)
     assert not result.accepted and result.stage == "boundary"
     assert "not run without its boundary" in result.reasons[0]

@@ -39,18 +39,37 @@ def test_good_source_passes_the_static_checks() -> None:
         ("import numpy as np\nnp.save('x', 1)\n", "policy", "'save'"),
         ("while True:\n    pass\n", "policy", "module level"),
         ("import optuna\noptuna.storages.RDBStorage('sqlite://')\n", "policy", "'storages'"),
-        ("from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a'\n",
-         "contract", "defines no hook"),
-        ("from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n"
-         "    def prepare(self, context):\n        pass\n", "contract", "`name`"),
-        ("from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a_b'\n"
-         "    def __init__(self, *, r=1.0):\n        self.r = r\n"
-         "    def prepare(self, context):\n        pass\n", "contract", "not declared in search_space"),
-        ("from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a_b'\n"
-         "    def __init__(self, r=1.0):\n        self.r = r\n"
-         "    def prepare(self, context):\n        pass\n", "contract", "keyword-only"),
-        ("from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a_b'\n"
-         "class B(Mechanism):\n    name = 'b_b'\n", "contract", "exactly one"),
+        (
+            "from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a'\n",
+            "contract",
+            "defines no hook",
+        ),
+        (
+            "from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n"
+            "    def prepare(self, context):\n        pass\n",
+            "contract",
+            "`name`",
+        ),
+        (
+            "from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a_b'\n"
+            "    def __init__(self, *, r=1.0):\n        self.r = r\n"
+            "    def prepare(self, context):\n        pass\n",
+            "contract",
+            "not declared in search_space",
+        ),
+        (
+            "from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a_b'\n"
+            "    def __init__(self, r=1.0):\n        self.r = r\n"
+            "    def prepare(self, context):\n        pass\n",
+            "contract",
+            "keyword-only",
+        ),
+        (
+            "from bilevel_optuna.samplers import Mechanism\nclass A(Mechanism):\n    name = 'a_b'\n"
+            "class B(Mechanism):\n    name = 'b_b'\n",
+            "contract",
+            "exactly one",
+        ),
     ],
 )
 def test_bad_source_is_refused_at_the_right_stage(source: str, stage: str, reason: str) -> None:

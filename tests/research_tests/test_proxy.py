@@ -41,7 +41,9 @@ def test_guarded_mechanism_runs_in_a_study_and_is_counted() -> None:
     )
     study = optuna.create_study(sampler=sampler)
     try:
-        study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2 + t.suggest_float("y", 0, 1), n_trials=4)
+        study.optimize(
+            lambda t: t.suggest_float("x", -5, 5) ** 2 + t.suggest_float("y", 0, 1), n_trials=4
+        )
     finally:
         mechanism.close()
     records = [t.user_attrs[_attrs.MECHANISMS]["far_from_history_test"] for t in study.trials]
@@ -62,7 +64,11 @@ def test_an_overrunning_guarded_hook_is_switched_off_for_that_trial_only() -> No
         "        context.notes.append('ok')\n"
     )
     cls = guarded_class(
-        source, name="slow_one", hooks=["prepare"], space={}, sha256="0" * 64,
+        source,
+        name="slow_one",
+        hooks=["prepare"],
+        space={},
+        sha256="0" * 64,
         limits=Limits(hook_timeout=1.0),
     )
     mechanism = cls()
@@ -74,7 +80,9 @@ def test_an_overrunning_guarded_hook_is_switched_off_for_that_trial_only() -> No
     )
     study = optuna.create_study(sampler=sampler)
     try:
-        study.optimize(lambda t: t.suggest_float("x", -5, 5) + t.suggest_float("y", 0, 1), n_trials=3)
+        study.optimize(
+            lambda t: t.suggest_float("x", -5, 5) + t.suggest_float("y", 0, 1), n_trials=3
+        )
     finally:
         mechanism.close()
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3

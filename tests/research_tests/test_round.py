@@ -48,7 +48,11 @@ def test_code_mode_repairs_with_the_reason_until_the_good_code(base_run: str) ->
     model = research_model([S.SYNTAX_ERROR, S.fill(S.FORBIDDEN_IMPORT), S.GOOD])
     report = run_research(storage=base_run, run="base", mode="code", model=model, n_outer_trials=0)
     stages = [(m.attempt, m.status, m.check.stage) for m in report.mechanisms]
-    assert stages == [(0, "rejected", "parse"), (1, "rejected", "policy"), (2, "accepted", "accepted")]
+    assert stages == [
+        (0, "rejected", "parse"),
+        (1, "rejected", "policy"),
+        (2, "accepted", "accepted"),
+    ]
     # The rejection's reason was fed back to the model in the repair request.
     code_requests = [r for r in model.requests if r.json_schema is None]
     assert "SyntaxError" in code_requests[1].messages[-1]["content"]
@@ -74,14 +78,20 @@ def test_rounds_already_stored_are_not_run_again(base_run: str) -> None:
     model = research_model(compose=None)
     run_research(storage=base_run, run="base", mode="compose", model=model, n_outer_trials=0)
     calls = len(model.requests)
-    report = run_research(storage=base_run, run="base", mode="compose", model=model, n_outer_trials=0)
+    report = run_research(
+        storage=base_run, run="base", mode="compose", model=model, n_outer_trials=0
+    )
     assert len(model.requests) == calls
     assert len(report.mechanisms) == 1 and report.mechanisms[0].accepted
 
 
-def test_a_model_that_answers_nothing_usable_is_recorded_and_the_run_goes_on(base_run: str) -> None:
+def test_a_model_that_answers_nothing_usable_is_recorded_and_the_run_goes_on(
+    base_run: str,
+) -> None:
     dead = ScriptedChatModel(lambda r, i: ChatConnectionError("endpoint down"))
-    report = run_research(storage=base_run, run="base", mode="both", model=dead, max_repairs=1, n_outer_trials=0)
+    report = run_research(
+        storage=base_run, run="base", mode="both", model=dead, max_repairs=1, n_outer_trials=0
+    )
     record = report.rounds[1]
     assert set(record["defaulted"]) == {"ideas", "choice", "spec"}
     assert any("endpoint down" in f for f in record["failures"])
@@ -118,7 +128,9 @@ def test_compose_mode_is_injected_into_a_round_study_and_measured(base_run: str)
 
 @pytest.mark.slow
 def test_a_round_on_the_embedded_model_ends_cleanly_with_records(base_run: str) -> None:
-    report = run_research(storage=base_run, run="base", mode="both", model="local", max_repairs=1, n_outer_trials=0)
+    report = run_research(
+        storage=base_run, run="base", mode="both", model="local", max_repairs=1, n_outer_trials=0
+    )
     record = report.rounds[1]
     assert record["model_calls"] >= 5
     assert len(report.mechanisms) >= 2
