@@ -271,6 +271,12 @@ def _user(text: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": text}]
 
 
+def _is_sentence(text: str) -> bool:
+    """Whether a free-text answer holds words (a grammar keeps the JSON valid, not the prose:
+    a small model fills string fields with fragments such as ``3 }, {``)."""
+    return len(re.findall(r"[A-Za-z]{3,}", text)) >= 3
+
+
 def extract_code(text: str) -> str:
     """The source inside a fenced block of an answer, else the answer itself."""
     blocks = re.findall(r"```(?:python|py)?\s*\n(.*?)```", text, re.S)
@@ -328,7 +334,7 @@ def research_round(
     ideas = [
         {"field": str(i.get("field", "")), "idea": str(i.get("idea", "")).strip()[:200]}
         for i in (answer or {}).get("ideas", [])
-        if isinstance(i, dict) and str(i.get("idea", "")).strip()
+        if isinstance(i, dict) and _is_sentence(str(i.get("idea", "")))
     ]
     defaulted = []
     if not ideas:
