@@ -36,6 +36,7 @@ def test_good_source_is_accepted_after_calling_every_hook() -> None:
         ("ENDLESS_LOOP", "smoke", "timed out"),
         ("MEMORY_HOG", "smoke", "MemoryError"),
         ("SYSTEM_EXIT", "smoke", "SystemExit: 3"),
+        ("KEYBOARD_INTERRUPT", "smoke", "review: KeyboardInterrupt"),
     ],
 )
 def test_bad_source_is_rejected_for_the_right_reason(
