@@ -99,16 +99,18 @@ def test_a_model_that_answers_nothing_usable_is_recorded_and_the_run_goes_on(
     assert all(m.check.reasons for m in report.mechanisms)
 
 
-def test_a_spec_naming_a_run_not_in_the_storage_is_a_clear_error(base_run: str) -> None:
+def test_a_spec_naming_a_run_not_in_the_storage_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    optuna.create_study(storage=url, study_name="base").set_user_attr(_attrs.KIND, "outer")
     with pytest.raises(ConfigurationError, match="Run 'nope' is not in this storage.*'base'"):
-        run_research(storage=base_run, run="nope", model=research_model())
+        run_research(storage=url, run="nope", model=research_model())
 
 
 def test_compose_mode_is_injected_into_a_round_study_and_measured(base_run: str) -> None:
     model = research_model()
     report = run_research(
         storage=base_run, run="base", mode="compose", model=model,
-        n_outer_trials=2, n_inner_trials=3, n_repeats=2, baselines=["random"],
+        n_outer_trials=2, n_inner_trials=2, n_repeats=2, baselines=["random"],
     )  # fmt: skip
     [mechanism] = report.accepted
     assert mechanism.mode == "compose" and mechanism.check.hooks == ["prepare", "review"]
