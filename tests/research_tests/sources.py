@@ -105,13 +105,13 @@ class Quit(Mechanism):
         raise SystemExit(3)
 """
 
-KEYBOARD_INTERRUPT = '''
+KEYBOARD_INTERRUPT = """
 from bilevel_optuna.samplers import Mechanism, Review
 class Interrupt(Mechanism):
     name = "interrupt"
     def review(self, candidate, context):
         raise KeyboardInterrupt
-'''
+"""
 
 # The attacks below pass the pre-filter's eye only when it is switched off (``_prefilter=False``
 # in tests): they show what the boundary alone stops.

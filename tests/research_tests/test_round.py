@@ -138,3 +138,22 @@ def test_a_round_on_the_embedded_model_ends_cleanly_with_records(base_run: str) 
     assert len(report.mechanisms) >= 2
     assert {m.mode for m in report.mechanisms} == {"compose", "code"}
     assert all(m.accepted or m.check.reasons for m in report.mechanisms)
+
+
+def test_hostile_code_is_recorded_and_no_stored_trial_changes(base_run: str) -> None:
+    def snapshot() -> dict[str, list[tuple[int, str, object]]]:
+        out = {}
+        for s in optuna.get_all_study_summaries(storage=base_run, include_best_trial=False):
+            if s.study_name.endswith("/research"):
+                continue
+            study = optuna.load_study(study_name=s.study_name, storage=base_run)
+            out[s.study_name] = [(t.number, t.state.name, t.values) for t in study.trials]
+        return out
+
+    before = snapshot()
+    model = research_model([S.ENDLESS_LOOP, S.MEMORY_HOG, S.SYSTEM_EXIT])
+    report = run_research(storage=base_run, run="base", mode="code", model=model, n_outer_trials=0)
+    assert [(m.status, m.check.stage) for m in report.mechanisms] == [("rejected", "smoke")] * 3
+    assert "timed out" in report.mechanisms[0].check.reasons[0]
+    assert "SystemExit" in report.mechanisms[2].check.reasons[0]
+    assert snapshot() == before
