@@ -558,11 +558,15 @@ def run_research(
         if settings:
             spec = dataclasses.replace(spec, **settings)
     say = progress or (lambda line: None)
-    store_storage = (
-        optuna.storages.RDBStorage(spec.storage) if isinstance(spec.storage, str) else spec.storage
-    )
-    if isinstance(spec.storage, str) and "://" not in spec.storage:
-        raise ConfigurationError(f"storage must be a database URL but got {spec.storage!r}.")
+    if isinstance(spec.storage, str):
+        if "://" not in spec.storage:
+            raise ConfigurationError(
+                f"storage must be a database URL such as 'sqlite:///bilevel.db' but got "
+                f"{spec.storage!r}."
+            )
+        store_storage: Any = optuna.storages.RDBStorage(spec.storage)
+    else:
+        store_storage = spec.storage
     _check_run(store_storage, spec.run)
     store = MechanismStore(store_storage, spec.run)
     model = spec.model if isinstance(spec.model, ChatModel) else get_chat_model(spec.model)
