@@ -8,6 +8,7 @@ from bilevel_optuna.objectives import Objective
 from bilevel_optuna.objectives import ScriptObjective
 from bilevel_optuna.objectives import as_objective
 from bilevel_optuna.objectives import get_objective
+from bilevel_optuna.research import run_research
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import Mechanism
 from bilevel_optuna.samplers import Review
@@ -35,5 +36,6 @@ __all__ = [
     "get_chat_model",
     "get_objective",
     "run_bilevel_study",
+    "run_research",
     "summarize_mechanisms",
 ]

@@ -56,3 +56,23 @@ BEST_ARM = "bilevel:best_arm"  # outer study: the arm name of that configuration
 REFERENCE = "bilevel:reference"  # outer trial: enqueued as a reference point ("llm-level0")
 RESUMED_FROM = "bilevel:resumed_from"  # outer trial: number of the trial Ctrl-C stopped
 REPORT_ARTIFACTS = "bilevel:report_artifacts"  # outer study: {file name: artifact id}
+
+# --- Level 2: mechanism research (the research study `<run>/research` of a bilevel run) ---
+# A study of kind "research" per bilevel run holds one trial per generated source: COMPLETE
+# (value 1) when the gate accepted it, FAIL when it rejected it; its user attributes say why.
+RESEARCH_SUFFIX = "/research"  # research study name = run name + this
+GEN_NAME = "research:name"  # the name the mechanism is registered and recorded under
+GEN_SOURCE = "research:source"  # the source text, as checked
+GEN_SHA = "research:sha256"  # SHA-256 of the source
+GEN_ROUND = "research:round"  # the research round that wrote it
+GEN_IDEA = "research:idea"  # the idea behind it, in the model's words
+GEN_MODE = "research:mode"  # "code" (full source) or "compose" (rules under a JSON schema)
+GEN_STATUS = "research:status"  # "accepted" or "rejected"
+GEN_CHECK = "research:check"  # the gate's result: stage, reasons, hooks, space, smoke-run calls
+GEN_ATTEMPT = "research:attempt"  # 0 for the first answer, 1.. for repairs
+GEN_PROMPTS = "research:prompts"  # request hashes of the exchanges that led to this source
+# Study user attributes of the research study:
+RESEARCH_EFFECT_PREFIX = "research:effect:"  # + name -> measured effect against the incumbent
+RESEARCH_ROUND_PREFIX = "research:round:"  # + round -> diagnosis, ideas, choice, outcome
+# Study system attributes of the research study: every prompt and answer, for replay.
+RESEARCH_EXCHANGE_PREFIX = "research:exchange:"  # + request hash -> {request, reply}

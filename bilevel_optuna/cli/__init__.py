@@ -23,6 +23,7 @@ _SUBCOMMAND_MODULES = (
     "bilevel_optuna.cli._compare",
     "bilevel_optuna.cli._serve",
     "bilevel_optuna.cli._dashboard",
+    "bilevel_optuna.cli._research",
 )
 
 

@@ -1,0 +1,434 @@
+"""The security boundary: one guarded process per generated mechanism, for its whole life.
+
+Generated code never runs in the optimizer's process. It runs in a child started here, which
+the sampler talks to over two pipes with plain data (:mod:`._wire`). Each layer stops something
+on its own, and each is tested on its own (tests/research_tests/test_boundary.py):
+
+===================  =====================================================================
+layer                what it stops
+===================  =====================================================================
+environment          the child's environment is rebuilt from a few safe keys: no API keys,
+                     storage URLs or tokens of the parent (``env``, and ``--clearenv``)
+namespaces           bubblewrap (Debian's ``bubblewrap``): a new network namespace with no
+(bubblewrap)         interface but loopback (no connection leaves), a read-only view of only
+                     the interpreter, the libraries and the package (no database file, home
+                     folder or secret is even visible), a private size-capped ``/tmp`` as the
+                     only writable folder, new PID/IPC/UTS namespaces (every process it
+                     starts dies with it), no capabilities, killed when the sampler dies
+rlimits              address space (memory hogs get ``MemoryError``), CPU seconds over the
+                     process's life (``SIGXCPU``), open files, file size, core dumps, and
+                     processes (binding for non-root users; root is exempt from
+                     ``RLIMIT_NPROC`` by the kernel, which is what the next layer is for)
+seccomp              no new processes, no ``exec``, no sockets of any family, no ``ptrace``,
+                     ``mount``, ``unshare`` or module loading (:mod:`._seccomp`)
+time guard           each hook call has a wall-clock limit; past it the process group is
+                     killed, the hook fails (the mechanism is off for that trial) and the
+                     next call starts a fresh process
+===================  =====================================================================
+
+Where bubblewrap or libseccomp is missing, :func:`boundary_problems` names what is missing and
+the gate refuses generated code instead of running it with fewer layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import selectors
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna.research import _seccomp
+from bilevel_optuna.research import _wire
+
+_logger = get_logger(__name__)
+
+_CHILD = Path(__file__).with_name("_child.py")
+
+#: Environment the child gets: nothing of the parent's.
+SAFE_ENV = {
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONHASHSEED": "0",
+}
+
+
+class BoundaryError(Exception):
+    """The guarded process failed: it timed out, died, or could not start."""
+
+
+class HookTimeout(BoundaryError):
+    """A call ran past its time limit; the process was killed."""
+
+
+class ProcessDied(BoundaryError):
+    """The guarded process exited or was killed (memory, CPU, a crash, ``os._exit``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Resource limits of the guarded process.
+
+    Args:
+        memory_bytes: Address space (``RLIMIT_AS``); the interpreter with numpy and Optuna
+            takes about 0.6 GiB of it.
+        cpu_seconds: CPU time over the process's whole life (``RLIMIT_CPU``); a study's worth
+            of hook calls, not one call (that is ``hook_timeout``).
+        open_files: ``RLIMIT_NOFILE``.
+        file_bytes: Largest file it may write, in its own ``/tmp`` (``RLIMIT_FSIZE``).
+        processes: ``RLIMIT_NPROC`` (tasks, threads included).
+        tmp_bytes: Size of its private ``/tmp``.
+        hook_timeout: Wall-clock seconds one hook call may take.
+        start_timeout: Wall-clock seconds to start the process and load the source.
+    """
+
+    memory_bytes: int = 512 * 1024**2
+    cpu_seconds: int = 600
+    open_files: int = 64
+    file_bytes: int = 16 * 1024**2
+    processes: int = 8
+    tmp_bytes: int = 64 * 1024**2
+    hook_timeout: float = 3.0
+    start_timeout: float = 60.0
+
+    def rlimits(self) -> dict[str, int]:
+        return {
+            "RLIMIT_AS": self.memory_bytes,
+            "RLIMIT_CPU": self.cpu_seconds,
+            "RLIMIT_NOFILE": self.open_files,
+            "RLIMIT_FSIZE": self.file_bytes,
+            "RLIMIT_NPROC": self.processes,
+            "RLIMIT_CORE": 0,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+    """Which layers are on. Everything is on in production; tests switch single layers on to
+    show what each one stops alone. The environment is always scrubbed."""
+
+    namespaces: bool = True
+    rlimits: bool = True
+    seccomp: bool = True
+
+    @property
+    def complete(self) -> bool:
+        return self.namespaces and self.rlimits and self.seccomp
+
+
+FULL = Layers()
+
+
+@functools.lru_cache(maxsize=1)
+def _bwrap_problem() -> str | None:
+    path = shutil.which("bwrap")
+    if path is None:
+        return (
+            "bubblewrap is not installed: `apt-get install bubblewrap` (Debian/Ubuntu) or your "
+            "distribution's package"
+        )
+    probe = subprocess.run(
+        [path, *_bwrap_args(Layers(), tmp_bytes=1024**2), "--", "/bin/true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        return (
+            f"bubblewrap cannot create namespaces here ({probe.stderr.strip()[:200]}); allow "
+            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1) or run as root"
+        )
+    return None
+
+
+def boundary_problems(layers: Layers = FULL) -> list[str]:
+    """What keeps the boundary from being built on this machine (empty: all layers work)."""
+    problems = []
+    if not sys.platform.startswith("linux"):
+        return [f"the boundary needs Linux namespaces; this is {sys.platform}"]
+    if layers.namespaces:
+        problem = _bwrap_problem()
+        if problem:
+            problems.append(problem)
+    if layers.seccomp:
+        problem = _seccomp.available()
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _visible_paths() -> list[str]:
+    """What the child may read: the interpreter, its standard library, the site-packages and
+    this package's folders; not ``sys.path`` as a whole, which may hold the working folder (and
+    a SQLite database in it)."""
+    import importlib.util
+    import site
+    import sysconfig
+
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    }
+    paths.update(
+        sysconfig.get_paths().get(k, "") for k in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
+    paths.update(site.getsitepackages())
+    for name in ("bilevel_optuna", "bilevel_optuna.samplers"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            paths.update(spec.submodule_search_locations)
+    paths = {os.path.abspath(p) for p in paths if p}
+    paths |= {os.path.realpath(p) for p in paths}
+    kept: list[str] = []
+    for p in sorted(paths):
+        if os.path.isdir(p) and not any(p.startswith(k.rstrip("/") + "/") for k in kept):
+            kept.append(p)
+    return kept
+
+
+def _bwrap_args(layers: Layers, *, tmp_bytes: int) -> list[str]:
+    args = []
+    for system in ("/usr", "/etc/ld.so.cache", "/etc/alternatives"):
+        if os.path.exists(system):
+            args += ["--ro-bind", system, system]
+    for link in ("bin", "lib", "lib64", "sbin"):
+        target = f"/{link}"
+        if os.path.islink(target):
+            args += ["--symlink", os.readlink(target), target]
+        elif os.path.isdir(target):
+            args += ["--ro-bind", target, target]
+    for path in _visible_paths():
+        if not path.startswith("/usr/"):
+            args += ["--ro-bind", path, path]
+    args += [
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+        "--remount-ro", "/",
+        "--remount-ro", "/dev",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--clearenv",
+        "--chdir", "/tmp",
+    ]  # fmt: skip
+    for key, value in SAFE_ENV.items():
+        args += ["--setenv", key, value]
+    return args
+
+
+class GuardedProcess:
+    """One child process with the layers on; thread-safe request/reply with a time limit.
+
+    The process starts on the first :meth:`request` and is started again after it was killed;
+    :meth:`close` ends it.
+    """
+
+    def __init__(self, *, limits: Limits = Limits(), layers: Layers = FULL) -> None:
+        self.limits = limits
+        self.layers = layers
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stderr: Any = None
+        self.starts = 0
+
+    # ------------------------------------------------------------ lifecycle
+    def _command(self) -> list[str]:
+        # A script, not ``-m``: running a module would import the package's __init__ first.
+        python = [sys.executable, "-I", str(_CHILD)]
+        if not self.layers.namespaces:
+            return python
+        bwrap = shutil.which("bwrap")
+        assert bwrap is not None
+        return [bwrap, *_bwrap_args(self.layers, tmp_bytes=self.limits.tmp_bytes), "--", *python]
+
+    def _start(self) -> None:
+        problems = boundary_problems(self.layers)
+        if problems:
+            raise BoundaryError("cannot build the boundary: " + "; ".join(problems))
+        self._stderr = tempfile.TemporaryFile(prefix="bilevel-optuna-guarded-")
+        cwd = tempfile.mkdtemp(prefix="bilevel-optuna-guarded-")
+        self._proc = _launch(
+            self._command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=(
+                dict(SAFE_ENV, TMPDIR=cwd, HOME=cwd)
+                if not self.layers.namespaces
+                else dict(SAFE_ENV)
+            ),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+        self._cwd = cwd
+        self.starts += 1
+        settings = {
+            "rlimits": self.limits.rlimits() if self.layers.rlimits else {},
+            "seccomp": self.layers.seccomp,
+        }
+        data = json.dumps(settings).encode()
+        reply = self._exchange(struct.pack(">I", len(data)) + data, self.limits.start_timeout)
+        if not reply.get("ready"):
+            self.kill()
+            raise BoundaryError(f"the guarded process did not start: {reply}")
+
+    def kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+        shutil.rmtree(getattr(self, "_cwd", ""), ignore_errors=True)
+
+    def close(self) -> None:
+        """End the process (closing its pipe first, so it exits on its own when it can)."""
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None and proc.stdin is not None:
+                try:
+                    proc.stdin.close()
+                    proc.wait(timeout=1.0)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            self.kill()
+            if self._stderr is not None:
+                self._stderr.close()
+                self._stderr = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stderr_tail(self, size: int = 400) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0, os.SEEK_END)
+        end = self._stderr.tell()
+        self._stderr.seek(max(0, end - size))
+        return self._stderr.read().decode("utf-8", "replace").strip()
+
+    # ------------------------------------------------------------- requests
+    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one message and wait for the reply; kill the process past ``timeout``."""
+        data = json.dumps(message, separators=(",", ":"), default=_wire._default).encode("utf-8")
+        with self._lock:
+            if self._proc is None:
+                self._start()
+            return self._exchange(
+                struct.pack(">I", len(data)) + data,
+                self.limits.hook_timeout if timeout is None else timeout,
+            )
+
+    def _exchange(self, payload: bytes, timeout: float) -> dict[str, Any]:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        out_fd, in_fd = proc.stdin.fileno(), proc.stdout.fileno()
+        os.set_blocking(out_fd, False)
+        os.set_blocking(in_fd, False)
+        buffer = bytearray()
+        sent = 0
+        with selectors.DefaultSelector() as selector:
+            selector.register(in_fd, selectors.EVENT_READ)
+            if payload:
+                selector.register(out_fd, selectors.EVENT_WRITE)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.kill()
+                    raise HookTimeout(f"timed out after {timeout:g} s; the process was killed")
+                for key, _ in selector.select(left):
+                    if key.fd == out_fd:
+                        try:
+                            sent += os.write(out_fd, payload[sent : sent + 65536])
+                        except BrokenPipeError:
+                            selector.unregister(out_fd)
+                            continue
+                        if sent >= len(payload):
+                            selector.unregister(out_fd)
+                        continue
+                    chunk = os.read(in_fd, 1 << 20)
+                    if not chunk:
+                        code = proc.wait()
+                        tail = self.stderr_tail()
+                        self.kill()
+                        raise ProcessDied(
+                            _death(code) + (f"; its last output: {tail}" if tail else "")
+                        )
+                    buffer += chunk
+                    if len(buffer) >= 4:
+                        (size,) = struct.unpack(">I", bytes(buffer[:4]))
+                        if size > _wire.MAX_MESSAGE_BYTES:
+                            self.kill()
+                            raise ProcessDied(f"sent a message of {size} bytes")
+                        if len(buffer) >= 4 + size:
+                            reply = json.loads(bytes(buffer[4 : 4 + size]).decode("utf-8"))
+                            if not isinstance(reply, dict):
+                                self.kill()
+                                raise ProcessDied("sent a reply that is not a JSON object")
+                            return reply
+
+
+def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start the process from a thread that lives as long as it does.
+
+    bubblewrap's ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the *thread*
+    that started the process ends, not the process: a hook called from the sampler's guard
+    thread would see its child killed as soon as that thread returned.
+    """
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    def run() -> None:
+        try:
+            box["proc"] = subprocess.Popen(command, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller below
+            box["error"] = err
+        started.set()
+        if "proc" in box:
+            box["proc"].wait()
+
+    threading.Thread(target=run, daemon=True, name="bilevel-optuna-guarded").start()
+    started.wait()
+    if "error" in box:
+        raise BoundaryError(f"cannot start the guarded process: {box['error']}") from box["error"]
+    return box["proc"]
+
+
+def _death(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        why = {"SIGKILL": " (killed: memory, or its time ran out)", "SIGXCPU": " (CPU limit)"}
+        return f"the guarded process was killed by {name}{why.get(name, '')}"
+    return f"the guarded process exited with status {code}"

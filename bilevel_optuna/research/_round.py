@@ -1,0 +1,592 @@
+"""Research rounds: diagnose, ideas, critique, specify, write, check, repair, register, measure.
+
+One round, every step a chat request whose prompt and answer are stored in the research study
+(so a round replays without a model, :class:`ReplayResearchModel`):
+
+1. diagnose the run from its stored traces (:mod:`._diagnose`);
+2. ideas from named fields (tabu search, design of experiments, ...), as JSON;
+3. critique them and pick one, as JSON;
+4. specify: a name, the hooks, one sentence of behaviour, as JSON;
+5. write it: full source (mode ``"code"``), or a composition of existing rules under a JSON
+   schema (mode ``"compose"``, :mod:`._compose`) that small models can satisfy;
+6. check it with the gate; on a rejection feed the stage and reasons back and ask again, at most
+   ``max_repairs`` times; store every source, accepted or not;
+7. inject the accepted ones into a new outer study for the round (``<run>/round-NNN``) whose
+   search space adds them as choices, with the incumbent configuration and the incumbent plus
+   each new mechanism enqueued first; measure each against the incumbent and the baselines with
+   the statistics (paired by seed).
+
+A model that answers nothing usable costs its step a default (recorded as such), never the run.
+Rounds already stored are skipped, so a run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import warnings
+from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+
+from bilevel_optuna import _attrs
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna.chat._base import ChatModel
+from bilevel_optuna.chat._base import ChatReply
+from bilevel_optuna.chat._base import ChatRequest
+from bilevel_optuna.exceptions import ChatAnswerError
+from bilevel_optuna.exceptions import ChatModelError
+from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.exceptions import ReplayMissError
+from bilevel_optuna.research._check import CheckResult
+from bilevel_optuna.research._check import check_source
+from bilevel_optuna.research._compose import ComposeError
+from bilevel_optuna.research._compose import compose_schema
+from bilevel_optuna.research._compose import describe_rules
+from bilevel_optuna.research._compose import render
+from bilevel_optuna.research._diagnose import Diagnosis
+from bilevel_optuna.research._diagnose import diagnose
+from bilevel_optuna.research._store import GeneratedMechanism
+from bilevel_optuna.research._store import MechanismStore
+from bilevel_optuna.samplers._loading import source_hash
+from bilevel_optuna.samplers._mechanism import HOOKS
+
+from bilevel_optuna.research._report import ResearchReport
+
+_logger = get_logger(__name__)
+
+MODES = ("compose", "code", "both")
+
+#: Fields ideas are drawn from (named, so the model reaches for known techniques).
+FIELDS = (
+    "tabu search",
+    "design of experiments",
+    "simulated annealing",
+    "evolution strategies",
+    "multi-armed bandits",
+    "trust regions",
+    "novelty search",
+)
+
+_SYSTEM = (
+    "You improve an optimizer in which a language model proposes hyperparameter configurations. "
+    "A mechanism is a small Python class with hooks that change how proposals are made."
+)
+
+_API = """The Mechanism API (from bilevel_optuna.samplers import Mechanism, Review):
+class Name(Mechanism):
+    name = "short_name"
+    def __init__(self, *, param: float = 0.1): self.param = param   # hyperparameters, keyword-only
+    @classmethod
+    def search_space(cls): return {"param": FloatDistribution(0.0, 1.0)}  # from optuna.distributions
+    def prepare(self, context): ...   # add context.notes, reorder context.history, or set context.params
+    def review(self, candidate, context): return Review.accept() / Review.reject("why") / Review.replace(params)
+    def choose(self, candidates, context): return candidates   # reorder; first is evaluated
+    def after_trial(self, study, trial, state, values): ...
+context has: search_space, trials, complete_trials, best_trial, minimize, history, notes, params,
+rng (numpy Generator), record, normalize(params), distance(a, b). Allowed imports: math, random,
+numpy, optuna.distributions, collections, itertools, functools, heapq, statistics."""
+
+
+# ----------------------------------------------------------------------------- chat
+class RecordingModel(ChatModel):
+    """Passes requests to a model and stores each prompt and answer in the research study."""
+
+    def __init__(self, model: ChatModel, store: MechanismStore) -> None:
+        self.model = model
+        self.store = store
+        self.name = model.name
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        try:
+            reply = self.model.complete(request)
+        except ChatAnswerError as err:
+            if err.reply is not None:
+                self._record(request, err.reply)
+            raise
+        self._record(request, reply)
+        return reply
+
+    def _record(self, request: ChatRequest, reply: ChatReply) -> None:
+        self.store.record_exchange(request.hash(), json.loads(request.to_json()), reply.to_dict())
+
+
+class ReplayResearchModel(ChatModel):
+    """Serves the answers stored by a research run back, by request hash: a round replays with
+    no model at all."""
+
+    name = "replay"
+
+    def __init__(self, store: MechanismStore) -> None:
+        self.exchanges = store.exchanges()
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        found = self.exchanges.get(request.hash())
+        if found is None:
+            raise ReplayMissError(
+                f"No stored answer for request {request.hash()[:12]}; this round was not run "
+                "with these settings."
+            )
+        return ChatReply.from_dict(found["reply"])
+
+
+# ----------------------------------------------------------------------------- spec
+@dataclasses.dataclass
+class ResearchSpec:
+    """What ``bilevel-optuna research run SPEC.toml`` does (the ``[research]`` and
+    ``[evaluate]`` tables).
+
+    Args:
+        storage: The storage URL of the bilevel run.
+        run: The bilevel run's name (its outer study).
+        rounds: Research rounds in all (rounds already stored are skipped).
+        mode: ``"compose"``, ``"code"`` or ``"both"`` (each round writes one of each).
+        model: Chat model spec (``"local"``, ``"openai:MODEL@URL"``) or a ChatModel.
+        max_repairs: Repairs after a rejection, per source.
+        seed: Seed of every request (replay needs the same).
+        n_outer_trials: Outer trials of each round's evaluation study; 0 skips the evaluation.
+        objectives: Objectives of the evaluation (default: the run's training objectives).
+        n_inner_trials, n_repeats: Size of the evaluation's inner studies.
+        baselines: Baseline arms of the evaluation.
+    """
+
+    storage: str
+    run: str
+    rounds: int = 1
+    mode: str = "compose"
+    model: Any = "local"
+    max_repairs: int = 2
+    seed: int = 0
+    n_outer_trials: int = 2
+    objectives: list[str] = dataclasses.field(default_factory=list)
+    n_inner_trials: int = 6
+    n_repeats: int = 2
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["random", "tpe"])
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {MODES} but got {self.mode!r}.")
+        for key, low in (("rounds", 1), ("max_repairs", 0), ("n_outer_trials", 0),
+                         ("n_inner_trials", 1), ("n_repeats", 1)):  # fmt: skip
+            if int(getattr(self, key)) < low:
+                raise ConfigurationError(f"{key} must be >= {low} but got {getattr(self, key)}.")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "ResearchSpec":
+        import tomllib
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigurationError(f"No such research spec {str(path)!r}.")
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+        research = dict(data.pop("research", {}))
+        evaluate = dict(data.pop("evaluate", {}))
+        if data:
+            raise ConfigurationError(
+                f"Unknown tables {sorted(data)} in {path}; a research spec has [research] and [evaluate]."
+            )
+        if "n_trials" in evaluate:
+            evaluate["n_outer_trials"] = evaluate.pop("n_trials")
+        values = {**research, **evaluate}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown settings {unknown} in {path}; valid ones are {sorted(fields)}."
+            )
+        for key in ("storage", "run"):
+            if key not in values:
+                raise ConfigurationError(f"{path} must set `{key}` in [research].")
+        return cls(**values)
+
+
+# ------------------------------------------------------------------------- one round
+def _seed(seed: int, *parts: int) -> int:
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0] >> 1)
+
+
+class _Asker:
+    """Chat steps of one round with recorded defaults when an answer is unusable."""
+
+    def __init__(self, model: ChatModel, seed: int, round_number: int) -> None:
+        self.model = model
+        self.seed = seed
+        self.round = round_number
+        self.calls = 0
+        self.prompts: list[str] = []
+        self.failures: list[str] = []
+
+    def ask(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        schema: dict[str, Any] | None,
+        max_tokens: int,
+        step: int,
+        temperature: float = 0.7,
+    ) -> str | None:
+        request = ChatRequest(
+            messages=tuple(messages),
+            json_schema=schema,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=_seed(self.seed, self.round, step),
+        )
+        self.calls += 1
+        self.prompts.append(request.hash())
+        try:
+            return self.model.complete(request).text
+        except ChatAnswerError as err:
+            self.failures.append(f"step {step}: {err}"[:300])
+            return err.raw or (err.reply.text if err.reply else None)
+        except ChatModelError as err:
+            self.failures.append(f"step {step}: {type(err).__name__}: {err}"[:300])
+            return None
+
+    def ask_json(self, messages: list[dict[str, str]], schema: dict[str, Any], **kw: Any) -> Any:
+        text = self.ask(messages, schema=schema, **kw)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            match = re.search(r"\{.*\}", text, re.S)
+            if match:
+                try:
+                    return json.loads(match.group(0))
+                except json.JSONDecodeError:
+                    pass
+        self.failures.append(f"step {kw.get('step')}: the answer is not JSON")
+        return None
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": text}]
+
+
+def _is_sentence(text: str) -> bool:
+    """Whether a free-text answer holds words (a grammar keeps the JSON valid, not the prose:
+    a small model fills string fields with fragments such as ``3 }, {``)."""
+    return len(re.findall(r"[A-Za-z]{3,}", text)) >= 3
+
+
+def extract_code(text: str) -> str:
+    """The source inside a fenced block of an answer, else the answer itself."""
+    blocks = re.findall(r"```(?:python|py)?\s*\n(.*?)```", text, re.S)
+    if blocks:
+        return max(blocks, key=len)
+    return text.strip().strip("`")
+
+
+def research_round(
+    store: MechanismStore,
+    *,
+    model: ChatModel,
+    round_number: int,
+    diagnosis: Diagnosis,
+    modes: Sequence[str],
+    max_repairs: int = 2,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run steps 2 to 6 of one round; return its record (also stored in the research study)."""
+    say = progress or (lambda line: None)
+    start = time.perf_counter()
+    asker = _Asker(RecordingModel(model, store), seed, round_number)
+    facts = "\n".join(diagnosis.lines())
+
+    # 2. ideas
+    ideas_schema = {
+        "type": "object",
+        "properties": {
+            "ideas": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 3,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "field": {"type": "string", "enum": list(FIELDS)},
+                        "idea": {"type": "string", "maxLength": 160},
+                    },
+                    "required": ["field", "idea"],
+                },
+            }
+        },
+        "required": ["ideas"],
+    }
+    answer = asker.ask_json(
+        _user(
+            f"What the optimizer did:\n{facts}\n\nPropose up to three mechanisms that would fix "
+            f"this, each from one of these fields: {', '.join(FIELDS)}. One sentence each."
+        ),
+        ideas_schema,
+        max_tokens=200,
+        step=2,
+    )
+    ideas = [
+        {"field": str(i.get("field", "")), "idea": str(i.get("idea", "")).strip()[:200]}
+        for i in (answer or {}).get("ideas", [])
+        if isinstance(i, dict) and _is_sentence(str(i.get("idea", "")))
+    ]
+    defaulted = []
+    if not ideas:
+        defaulted.append("ideas")
+        ideas = [
+            {
+                "field": "tabu search",
+                "idea": "Reject proposals that repeat or nearly repeat earlier trials.",
+            }
+        ]
+    say(f"round {round_number}: {len(ideas)} idea(s)")
+
+    # 3. critique and pick
+    listing = "\n".join(f"{k}. [{i['field']}] {i['idea']}" for k, i in enumerate(ideas))
+    answer = asker.ask_json(
+        _user(
+            f"What the optimizer did:\n{facts}\n\nIdeas:\n{listing}\n\nJudge each by impact "
+            "times feasibility over complexity and pick the best one."
+        ),
+        {
+            "type": "object",
+            "properties": {
+                "choice": {"type": "integer", "minimum": 0, "maximum": len(ideas) - 1},
+                "reason": {"type": "string", "maxLength": 160},
+            },
+            "required": ["choice", "reason"],
+        },
+        max_tokens=90,
+        step=3,
+    )
+    try:
+        choice = int((answer or {}).get("choice", 0))
+    except (TypeError, ValueError):
+        choice = 0
+    if answer is None or not 0 <= choice < len(ideas):
+        defaulted.append("choice")
+        choice = 0 if not 0 <= choice < len(ideas) else choice
+    idea = ideas[choice]
+
+    # 4. specify
+    answer = asker.ask_json(
+        _user(
+            f"Specify a mechanism for this idea: {idea['idea']}\nGive it a short lowercase name, "
+            f"the hooks it needs (of {list(HOOKS)}) and one sentence of what it does."
+        ),
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,30}$"},
+                "hooks": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 4,
+                    "items": {"type": "string", "enum": list(HOOKS)},
+                },
+                "behaviour": {"type": "string", "maxLength": 200},
+            },
+            "required": ["name", "hooks", "behaviour"],
+        },
+        max_tokens=110,
+        step=4,
+    )
+    spec = answer if isinstance(answer, dict) else {}
+    if not spec:
+        defaulted.append("spec")
+    name = str(spec.get("name") or "novel_mechanism")
+    behaviour = str(spec.get("behaviour") or idea["idea"])[:300]
+
+    # 5.-6. write, check, repair, store
+    outcomes = []
+    for m, mode in enumerate(modes):
+        item = _write_and_check(
+            store, asker, mode=mode, idea=idea, name=name, behaviour=behaviour, facts=facts,
+            round_number=round_number, max_repairs=max_repairs, step=10 * (m + 1),
+        )  # fmt: skip
+        outcomes.append(item)
+        say(f"round {round_number} ({mode}): {item.check.summary()[:160]}")
+    record = {
+        "diagnosis": diagnosis.to_dict(),
+        "ideas": ideas,
+        "choice": choice,
+        "spec": {"name": name, "hooks": spec.get("hooks", []), "behaviour": behaviour},
+        "defaulted": defaulted,
+        "failures": asker.failures[:20],
+        "model_calls": asker.calls,
+        "prompts": asker.prompts,
+        "mechanisms": [
+            {
+                "name": o.name,
+                "sha256": o.sha256,
+                "mode": o.mode,
+                "status": o.status,
+                "attempt": o.attempt,
+            }
+            for o in outcomes
+        ],
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    store.set_round(round_number, record)
+    return record
+
+
+def _write_and_check(
+    store: MechanismStore,
+    asker: _Asker,
+    *,
+    mode: str,
+    idea: dict[str, str],
+    name: str,
+    behaviour: str,
+    facts: str,
+    round_number: int,
+    max_repairs: int,
+    step: int,
+) -> GeneratedMechanism:
+    if mode == "compose":
+        prompt = (
+            f"Idea: {idea['idea']}\nBehaviour: {behaviour}\n\nBuild it from one to three of "
+            f"these rules, each with a strength from 0 to 1:\n{describe_rules()}\n"
+            f"Name it {name!r} or similar."
+        )
+    else:
+        prompt = (
+            f"{_API}\n\nWhat the optimizer did:\n{facts}\n\nWrite a mechanism named {name!r} "
+            f"that does this: {behaviour}\nAnswer with the whole Python source in one "
+            "```python block."
+        )
+    messages = _user(prompt)
+    item: GeneratedMechanism | None = None
+    for attempt in range(max_repairs + 1):
+        seen_prompts = len(asker.prompts)
+        if mode == "compose":
+            answer = asker.ask_json(
+                messages, compose_schema(), max_tokens=120, step=step + attempt
+            )
+            raw = json.dumps(answer) if answer is not None else ""
+            try:
+                source = render(answer or {}, idea=idea["idea"]) if answer else ""
+                problem = "" if source else "the answer was empty or not JSON"
+            except ComposeError as err:
+                source, problem = "", str(err)
+        else:
+            raw = (
+                asker.ask(
+                    messages, schema=None, max_tokens=500, step=step + attempt, temperature=0.4
+                )
+                or ""
+            )
+            source = extract_code(raw)
+            problem = "" if source.strip() else "the answer held no source"
+        if problem:
+            check = CheckResult(False, "parse", [problem], source_hash(source or raw))
+            source = source or f"# no usable answer\n# {raw[:500]!r}\n"
+        else:
+            check = check_source(source)
+        item = store.add(
+            source, check, round=round_number, idea=idea["idea"], mode=mode, attempt=attempt,
+            prompts=asker.prompts[seen_prompts:],
+        )  # fmt: skip
+        if check.accepted:
+            return item
+        reasons = "; ".join(check.reasons)[:800]
+        messages = messages + [
+            {"role": "assistant", "content": raw[:1500] or "(nothing)"},
+            {
+                "role": "user",
+                "content": f"It was rejected at the {check.stage} stage: {reasons}. Fix that and "
+                "answer again in the same form.",
+            },
+        ]
+    assert item is not None
+    return item
+
+
+# ---------------------------------------------------------------------- the whole run
+def _check_run(storage: Any, run: str) -> optuna.study.StudySummary:
+    summaries = optuna.get_all_study_summaries(storage=storage, include_best_trial=False)
+    for s in summaries:
+        if s.study_name == run and s.user_attrs.get(_attrs.KIND) == "outer":
+            return s
+    runs = sorted(s.study_name for s in summaries if s.user_attrs.get(_attrs.KIND) == "outer")
+    raise ConfigurationError(
+        f"Run {run!r} is not in this storage; the bilevel runs there are {runs}. Run "
+        "`bilevel-optuna run SPEC.toml` first, or fix `run` in the research spec."
+    )
+
+
+def run_research(
+    spec: str | Path | ResearchSpec | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> "ResearchReport":
+    """Run research rounds on a bilevel run stored in a storage.
+
+    Args:
+        spec: A research spec file (TOML) or a :class:`ResearchSpec`; or give its settings as
+            keywords (``storage=..., run=..., rounds=..., mode=..., model=...``).
+        progress: Called with one line per step.
+
+    Returns:
+        A :class:`~bilevel_optuna.research.ResearchReport`.
+
+    Example:
+
+        .. code-block:: python
+
+            from bilevel_optuna import run_research
+
+            report = run_research(storage="sqlite:///bilevel_demo.db", run="demo", rounds=1)
+            print(report.to_markdown())
+    """
+    from bilevel_optuna.chat._spec import get_chat_model
+    from bilevel_optuna.research._evaluate import evaluate_round
+    from bilevel_optuna.research._report import build_report
+
+    if spec is None:
+        spec = ResearchSpec(**settings)
+    elif not isinstance(spec, ResearchSpec):
+        spec = ResearchSpec.from_toml(spec)
+        if settings:
+            spec = dataclasses.replace(spec, **settings)
+    say = progress or (lambda line: None)
+    if isinstance(spec.storage, str):
+        if "://" not in spec.storage:
+            raise ConfigurationError(
+                f"storage must be a database URL such as 'sqlite:///bilevel.db' but got "
+                f"{spec.storage!r}."
+            )
+        store_storage: Any = optuna.storages.RDBStorage(spec.storage)
+    else:
+        store_storage = spec.storage
+    _check_run(store_storage, spec.run)
+    store = MechanismStore(store_storage, spec.run)
+    model = spec.model if isinstance(spec.model, ChatModel) else get_chat_model(spec.model)
+    modes = ["compose", "code"] if spec.mode == "both" else [spec.mode]
+    done = store.rounds()
+    for number in range(1, spec.rounds + 1):
+        record = done.get(number)
+        if record is None:
+            diagnosis = diagnose(store_storage, spec.run)
+            record = research_round(
+                store, model=model, round_number=number, diagnosis=diagnosis, modes=modes,
+                max_repairs=spec.max_repairs, seed=spec.seed, progress=say,
+            )  # fmt: skip
+        if spec.n_outer_trials and "evaluation" not in record:
+            accepted = [m["name"] for m in record["mechanisms"] if m["status"] == "accepted"]
+            if accepted:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    record["evaluation"] = evaluate_round(
+                        store, spec, number, accepted, progress=say
+                    )
+                store.set_round(number, record)
+    return build_report(store)
