@@ -2,8 +2,8 @@
 
 An outer trial suggests a :class:`ProposerConfig`, runs one inner study per (training objective,
 repeat seed) with it, and returns the aggregate score. Every outer trial uses the same seeds (a
-paired design), each repeat is reported as an intermediate value so that Optuna's
-``WilcoxonPruner`` can stop a poor configuration early, and baselines (TPE, random and the Level-0
+paired design), each (repeat, objective) score is reported as an intermediate value so that
+racing (``_racing.py``) can stop a poor configuration early, and baselines (TPE, random and the Level-0
 LLM sampler) run in the same storage with the same seeds. Inner studies are named after their
 configuration's hash, so a rerun after a crash reuses every finished inner study.
 """
@@ -42,6 +42,7 @@ from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._inner import INTERRUPTED
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import run_inner_study
+from bilevel_optuna.studies._racing import OuterRacing
 
 _logger = get_logger(__name__)
 
@@ -310,7 +311,7 @@ class _Bilevel:
 
     # ---------------------------------------------------------------- outer
     def outer_objective(
-        self, space: OuterSpace, prune: bool, cost: bool
+        self, space: OuterSpace, racing: OuterRacing, cost: bool
     ) -> Callable[[optuna.Trial], Any]:
         def objective(trial: optuna.Trial) -> Any:
             config = space.suggest(trial)
@@ -333,21 +334,15 @@ class _Bilevel:
                     value = statistics.fmean(scores)
                     per_repeat.append(value)
                     trial.set_user_attr(_attrs.INNER_STUDIES, names)
-                    if cost:
-                        continue
-                    trial.report(value, step=repeat)
-                    if prune and trial.should_prune():
-                        trial.set_user_attr(
-                            _attrs.SUMMARY,
-                            {
-                                "per_repeat": per_repeat,
-                                "pruned_after": repeat + 1,
-                                "tokens": tokens,
-                            },
-                        )
-                        raise optuna.TrialPruned(
-                            f"Pruned after {repeat + 1} of {len(self.seeds)} repeats."
-                        )
+                    # Racing (studies/_racing.py): report the repeat's (repeat, objective)
+                    # scores; raises TrialPruned, inner studies marked, if it lost.
+                    racing.after_repeat(
+                        trial,
+                        repeat=repeat,
+                        scores=scores,
+                        inner_studies=names,
+                        summary={"per_repeat": per_repeat, "tokens": tokens},
+                    )
             except KeyboardInterrupt:
                 trial.set_user_attr(INTERRUPTED, True)
                 raise
@@ -496,7 +491,9 @@ def run_bilevel_study(
         aggregate: The outer value: ``"regret"`` (mean normalized regret), ``"best"`` (mean best
             value), ``"auc"`` (area under the anytime regret curve) or ``"auto"`` (regret where
             every optimum is known, else best).
-        prune: Stop poor configurations early with ``WilcoxonPruner`` (repeats as instances).
+        prune: Race the configurations: one stops (PRUNED) once a one-sided signed-rank test on
+            its (repeat, objective) scores finds it worse than the best complete one
+            (``studies/_racing.py``). Warns when the repeats are too few for the test.
         cost_objective: Add the LLM tokens spent as a second outer objective (no pruning then).
         baselines: Baseline arms run with the same seeds: ``"random"``, ``"tpe"``, ``"llm-level0"``.
         seed: Seed of the outer sampler and the default repeat seeds.
@@ -543,6 +540,13 @@ def run_bilevel_study(
         raise ConfigurationError(
             f"heldout_seeds must be distinct and not empty but got {heldout_seeds_list}."
         )
+    # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
+    racing = OuterRacing.for_run(
+        prune=prune,
+        cost_objective=cost_objective,
+        n_repeats=len(seeds_list),
+        n_objectives=len(objectives),
+    )
     space = outer_space or OuterSpace()
     storage_obj, storage_url = make_storage(storage)
 
@@ -590,20 +594,19 @@ def run_bilevel_study(
     else:
         sampler = outer_sampler
     directions = ["minimize", "minimize"] if cost_objective else ["minimize"]
-    pruner = (
-        optuna.pruners.WilcoxonPruner(p_threshold=0.1)
-        if prune and not cost_objective
-        else optuna.pruners.NopPruner()
-    )
     outer = optuna.create_study(
         storage=storage_obj,
         study_name=run_name,
         sampler=sampler,
-        pruner=pruner,
+        pruner=racing.pruner(),
         directions=directions,
         load_if_exists=True,
     )
-    for key, value in ((_attrs.KIND, "outer"), (_attrs.RUN, run_name)):
+    for key, value in (
+        (_attrs.KIND, "outer"),
+        (_attrs.RUN, run_name),
+        (_attrs.RACING, racing.to_dict()),
+    ):
         if outer.user_attrs.get(key) != value:
             outer.set_user_attr(key, value)
     if outer_sampler in ("tpe", "random") and outer.trials:
@@ -618,7 +621,10 @@ def run_bilevel_study(
 
         if not optuna_dashboard.get_note(outer):
             optuna_dashboard.save_note(
-                outer, _note(run_name, objectives, heldout, seeds_list, n_inner_trials, aggregate)
+                outer,
+                _note(run_name, objectives, heldout, seeds_list, n_inner_trials, aggregate)
+                + "\n\n"
+                + racing.note(),
             )
     except Exception as err:  # noqa: BLE001 - the note is a convenience, never a failure
         _logger.debug("Could not save the dashboard note: %s", err)
@@ -641,7 +647,7 @@ def run_bilevel_study(
                 total=n_outer_trials, initial=done, desc=f"{run_name} outer", unit="trial"
             )
         outer.optimize(
-            bilevel.outer_objective(space, prune, cost_objective),
+            bilevel.outer_objective(space, racing, cost_objective),
             n_trials=n_outer_trials - done,
             callbacks=[
                 optuna.study.MaxTrialsCallback(n_outer_trials, states=counted),
