@@ -36,6 +36,7 @@ Two processes given ``--only full`` share the full run's outer trials (workers).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import statistics
@@ -266,8 +267,6 @@ def _instances(storage: Any, trial: optuna.trial.FrozenTrial, args: argparse.Nam
 
 def _report_rules(storage: Any, full_trials: list[Any], args: argparse.Namespace) -> None:
     """Stopping rules replayed on the full run's stored values (a simulation)."""
-    from bilevel_optuna.studies import _racing
-
     scales = _random_scales(storage, args)
     data = []
     for t in full_trials:
@@ -287,7 +286,7 @@ def _report_rules(storage: Any, full_trials: list[Any], args: argparse.Namespace
             for r in range(args.repeats)
         ]
         data.append((t.number, grid, budget))
-    rows = _racing.simulate_rules(data, n_inner=args.inner)
+    rows = _simulate_rules(data, n_inner=args.inner, n_objectives=len(args.objectives))
     print()
     print(
         "Other rules on the same outer trials, replayed on the full run's stored values "
@@ -301,8 +300,123 @@ def _report_rules(storage: Any, full_trials: list[Any], args: argparse.Namespace
         print(
             f"| {row.rule} | {row.evaluations} | {1 - row.evaluations / total:.0%} "
             f"| {row.chosen} | {'yes' if row.chosen == rows[0].chosen else 'no'} "
-            f"| {row.n_stopped} |"
+            f"| {row.n_stopped}: {row.stopped_after or '-'} |"
         )
+
+
+@dataclasses.dataclass
+class _RuleRow:
+    rule: str
+    evaluations: int
+    chosen: int
+    n_stopped: int
+    stopped_after: list[int]
+
+
+def _simulate_rules(data: list[Any], *, n_inner: int, n_objectives: int) -> list[_RuleRow]:
+    """Each rule run over the same outer trials, in order, on their stored scores.
+
+    ``data`` holds ``(trial number, grid, curves)``: ``grid[r][j]`` is instance (r, j)'s score
+    at the full inner budget and ``curves[r][j][k]`` its score after ``k + 1`` inner trials.
+    No rule decides after the last repeat (that saves nothing). Optuna's pruners run on an
+    in-memory study exactly as the outer objective would call them.
+    """
+    from bilevel_optuna.studies._racing import DEFAULT_P_THRESHOLD
+    from bilevel_optuna.studies._racing import RacingPruner
+    from bilevel_optuna.studies._racing import decide
+
+    n_repeats = len(data[0][1])
+    per_instance = n_inner
+
+    def with_pruner(label: str, pruner: Any, instances: bool) -> _RuleRow:
+        study = optuna.create_study(pruner=pruner)
+        cost, stopped, values = 0, [], {}
+        for number, grid, _ in data:
+            trial = study.ask()
+            for r in range(n_repeats):
+                cost += n_objectives * per_instance
+                if instances:
+                    for j in range(n_objectives):
+                        trial.report(grid[r][j], step=r * n_objectives + j)
+                else:
+                    trial.report(statistics.fmean(grid[r]), step=r)
+                if r + 1 < n_repeats and trial.should_prune():
+                    study.tell(trial, state=TrialState.PRUNED)
+                    stopped.append(r + 1)
+                    break
+            else:
+                value = statistics.fmean(v for row in grid for v in row)
+                trial.set_user_attr(
+                    _attrs.JUDGED_ON, {"instances": n_repeats * n_objectives, "repeats": n_repeats}
+                )
+                study.tell(trial, value)
+                values[number] = value
+        chosen = min(values, key=lambda n: values[n])
+        return _RuleRow(label, cost, chosen, len(stopped), stopped)
+
+    def intensify(label: str, budget: int | None) -> _RuleRow:
+        """SMAC-style (budget None): checks after repeats 1, 2, 4, ..., stop when the mean on
+        the common instances is worse, no test. With a budget: the racing test on scores after
+        ``budget`` inner trials first; survivors are then run to the full budget."""
+        cost, stopped, values, best = 0, [], {}, None
+        for number, grid, curves in data:
+            flat = [v for row in grid for v in row]
+            early = (
+                [row[j][budget - 1] for row in curves for j in range(n_objectives)]
+                if budget
+                else flat
+            )
+            stop_at = None
+            for r in range(n_repeats - 1):
+                if best is None:
+                    break
+                k = (r + 1) * n_objectives
+                if budget:
+                    if decide(early[:k], best[1][:k], p_threshold=DEFAULT_P_THRESHOLD).stop:
+                        stop_at = r + 1
+                        break
+                elif ((r + 1) & r) == 0 and statistics.fmean(flat[:k]) > statistics.fmean(
+                    best[0][:k]
+                ):
+                    stop_at = r + 1
+                    break
+            if stop_at is not None:
+                cost += stop_at * n_objectives * (budget or per_instance)
+                stopped.append(stop_at)
+                continue
+            cost += n_repeats * n_objectives * per_instance
+            values[number] = statistics.fmean(flat)
+            if best is None or values[number] < statistics.fmean(best[0]):
+                best = (flat, early)
+        chosen = min(values, key=lambda n: values[n])
+        return _RuleRow(label, cost, chosen, len(stopped), stopped)
+
+    rows = [
+        with_pruner("full repeats (reference)", optuna.pruners.NopPruner(), False),
+        with_pruner(
+            "WilcoxonPruner(p=0.1), repeat means (before)",
+            optuna.pruners.WilcoxonPruner(p_threshold=0.1),
+            False,
+        ),
+        with_pruner(
+            "WilcoxonPruner(p=0.1), (repeat, objective) steps",
+            optuna.pruners.WilcoxonPruner(p_threshold=0.1),
+            True,
+        ),
+        with_pruner(
+            "racing (shipped): signed-rank vs incumbent, (repeat, objective) instances",
+            RacingPruner(n_instances=n_repeats * n_objectives),
+            True,
+        ),
+        intensify("intensification, no test (SMAC-style, checks after 1, 2, 4 repeats)", None),
+    ]
+    for budget in sorted({max(1, n_inner // 3), max(1, n_inner // 2)}):
+        if budget < n_inner:
+            rows.append(
+                intensify(f"racing on the first {budget} of {n_inner} inner trials, then full",
+                          budget)
+            )
+    return rows
 
 
 def _random_scales(storage: Any, args: argparse.Namespace) -> dict[str, float]:
