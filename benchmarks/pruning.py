@@ -188,6 +188,7 @@ def report(args: argparse.Namespace) -> None:
     race_evals = _evaluations(storage, racing, args.outer)
     full_value = {t.number: t.values[0] for t in full_trials if t.state == TrialState.COMPLETE}
     best_full = min(full_value, key=lambda n: full_value[n])
+    arm_of = {t.number: t.user_attrs.get(_attrs.ARM, "") for t in full_trials}
     race_complete = [t for t in race_trials if t.state == TrialState.COMPLETE]
     best_race = min(race_complete, key=lambda t: t.values[0])
 
@@ -222,7 +223,7 @@ def report(args: argparse.Namespace) -> None:
     chosen_source = int(best_race.user_attrs.get("bilevel:full_run_trial", best_race.number))
     ranked = sorted(full_value, key=lambda n: full_value[n])
     print(
-        f"Chosen: full run trial {best_full} ({full_trials[best_full].user_attrs[_attrs.ARM]}, "
+        f"Chosen: full run trial {best_full} ({arm_of[best_full]}, "
         f"{full_value[best_full]:.4g}); racing run trial {best_race.number} (= full run trial "
         f"{chosen_source}, {best_race.values[0]:.4g}): "
         + (
@@ -234,15 +235,16 @@ def report(args: argparse.Namespace) -> None:
     )
     stopped = [t for t in race_trials if t.state == TrialState.PRUNED]
     if stopped:
-        values = [
-            full_value.get(int(t.user_attrs.get("bilevel:full_run_trial", t.number)), math.nan)
-            for t in stopped
-        ]
+        cells = []
+        for t in stopped:
+            source = int(t.user_attrs.get("bilevel:full_run_trial", t.number))
+            cells.append(
+                f"trial {t.number}: {full_value.get(source, math.nan):.4g} (full-run rank "
+                f"{ranked.index(source) + 1 if source in ranked else '-'} of {len(ranked)})"
+            )
         print(
-            f"Stopped configurations' full-run values: {', '.join(f'{v:.4g}' for v in values)} "
-            f"(the chosen configuration's: {full_value[best_full]:.4g}); lowest stopped "
-            f"{min(values):.4g}, rank among the full run's {args.outer}: "
-            f"{ranked.index(min(full_value, key=lambda n: abs(full_value[n] - min(values)))) + 1}."
+            f"Stopped configurations, their full-run values: {'; '.join(cells)}. The chosen "
+            f"configuration's: {full_value[best_full]:.4g} (rank 1)."
         )
     _report_rules(storage, full_trials, args)
     if args.heldout:

@@ -330,8 +330,18 @@ class OuterRacing:
         }
 
     def note(self) -> str:
-        """One line for the run's dashboard note."""
-        return describe(self.to_dict())
+        """The racing paragraph of the run's dashboard note."""
+        text = describe(self.to_dict())
+        if self.enabled:
+            text += (
+                " A configuration stops once it is significantly worse than the best complete "
+                "one on the (repeat, objective) instances both have. Stopped configurations are "
+                "PRUNED: their partial values are never ranked beside complete ones; "
+                "`bilevel:judged_on` on each outer trial says on how many repeats it was "
+                "judged, and the inner studies of a stopped one are kept, marked "
+                "`bilevel:stopped`."
+            )
+        return text
 
     def after_repeat(
         self,
@@ -412,12 +422,10 @@ def describe(racing: dict[str, Any] | None) -> str:
     if not racing.get("can_stop"):
         return f"Racing: on, but has no power. {racing.get('message', '')}"
     return (
-        f"Racing: a configuration stops once it is worse than the incumbent by a one-sided "
-        f"Wilcoxon signed-rank test, p < {racing['p_threshold']:g}, on (repeat, objective) "
-        f"instances ({racing['instances_per_repeat']} per repeat); the earliest stop is after "
-        f"repeat {racing['first_stop']} of {racing['n_repeats']}. Stopped configurations are "
-        "PRUNED (their partial values are never ranked); `bilevel:judged_on` on each outer "
-        "trial says on how many repeats it was judged."
+        f"Racing: on (one-sided Wilcoxon signed-rank against the incumbent, "
+        f"p < {racing['p_threshold']:g}, {racing['instances_per_repeat']} instance(s) per "
+        f"repeat); the earliest stop is after repeat {racing['first_stop']} of "
+        f"{racing['n_repeats']}."
     )
 
 

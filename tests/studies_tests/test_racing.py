@@ -249,7 +249,7 @@ def test_a_losing_configuration_stops_early_and_is_kept_marked(
 
     _status(argparse.Namespace(target=None, storage=url))
     out = capsys.readouterr().out
-    assert "Racing: a configuration stops" in out and "1 stopped early" in out
+    assert "Racing: on (one-sided Wilcoxon" in out and "1 stopped early" in out
     import optuna_dashboard
 
     assert "Racing:" in optuna_dashboard.get_note(result.outer_study)
