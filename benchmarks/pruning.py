@@ -1,4 +1,4 @@
-"""Benchmark: what outer-loop racing saves, and whether it picks the configuration full repeats pick.
+"""Benchmark: what outer racing saves, and whether it picks what full repeats pick.
 
 Two bilevel runs share one storage, the seeds and the outer space:
 
@@ -295,7 +295,7 @@ def _report_rules(storage: Any, full_trials: list[Any], args: argparse.Namespace
         "(simulation; 'evaluations' counts inner trials):"
     )
     print()
-    print("| rule | evaluations | saved | chosen (full-run trial) | same choice | stopped trials |")
+    print("| rule | evaluations | saved | chosen (full-run trial) | same choice | stopped after |")
     print("|---|---|---|---|---|---|")
     total = len(data) * args.repeats * len(args.objectives) * args.inner
     for row in rows:
@@ -430,10 +430,8 @@ def _random_scales(storage: Any, args: argparse.Namespace) -> dict[str, float]:
         objective = get_objective(name)
         regrets = []
         for r in range(args.repeats):
-            study = optuna.load_study(
-                study_name=f"{args.prefix}-full/random/{objective.name}/seed-{args.seed * 1000 + r}",
-                storage=storage,
-            )
+            name = f"{args.prefix}-full/random/{objective.name}/seed-{args.seed * 1000 + r}"
+            study = optuna.load_study(study_name=name, storage=storage)
             regrets.append(read_inner_result(study, objective, n_trials=args.inner).regret)
         scale = statistics.median(regrets)
         scales[objective.name] = scale if scale > 0 else 1.0

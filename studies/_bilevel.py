@@ -3,8 +3,8 @@
 An outer trial suggests a :class:`ProposerConfig`, runs one inner study per (training objective,
 repeat seed) with it, and returns the aggregate score. Every outer trial uses the same seeds (a
 paired design), each (repeat, objective) score is reported as an intermediate value so that
-racing (``_racing.py``) can stop a poor configuration early, and baselines (TPE, random and the Level-0
-LLM sampler) run in the same storage with the same seeds. Inner studies are named after their
+racing (``_racing.py``) can stop a poor configuration early, and baselines (TPE, random and the
+Level-0 LLM sampler) run in the same storage with the same seeds. Inner studies are named after their
 configuration's hash, so a rerun after a crash reuses every finished inner study.
 """
 

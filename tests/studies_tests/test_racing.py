@@ -82,7 +82,9 @@ def test_instance_steps_are_repeat_major() -> None:
         ([0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0], False, 1.0),  # better everywhere
     ],
 )
-def test_decide(challenger: list[float], incumbent: list[float], stop: bool, pvalue: float) -> None:
+def test_decide(
+    challenger: list[float], incumbent: list[float], stop: bool, pvalue: float
+) -> None:
     decision = decide(challenger, incumbent, p_threshold=0.1, incumbent_number=3)
     assert decision.stop is stop
     assert decision.pvalue == pytest.approx(pvalue)
