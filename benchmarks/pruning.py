@@ -268,157 +268,151 @@ def _instances(storage: Any, trial: optuna.trial.FrozenTrial, args: argparse.Nam
 
 
 def _report_rules(storage: Any, full_trials: list[Any], args: argparse.Namespace) -> None:
-    """Stopping rules replayed on the full run's stored values (a simulation)."""
+    """Stopping rules replayed on the full run's stored scores (a simulation)."""
+    import numpy as np
+
     scales = _random_scales(storage, args)
     data = []
     for t in full_trials:
         curves = _instances(storage, t, args)
-        grid = [
-            [
-                curves[r][o][-1] / scales[o] if o in curves.get(r, {}) else math.nan
-                for o in args.objectives
-            ]
-            for r in range(args.repeats)
-        ]
-        budget = [
-            [
-                [c / scales[o] for c in curves[r][o]] if o in curves.get(r, {}) else []
-                for o in args.objectives
-            ]
-            for r in range(args.repeats)
-        ]
-        data.append((t.number, grid, budget))
-    rows = _simulate_rules(data, n_inner=args.inner, n_objectives=len(args.objectives))
+        data.append(
+            (
+                t.number,
+                np.array(
+                    [
+                        [[c / scales[o] for c in curves[r][o]] for o in args.objectives]
+                        for r in range(args.repeats)
+                    ]
+                ),
+            )
+        )
+    rng = np.random.default_rng(0)
+    orders = [np.arange(args.repeats)] + [
+        rng.permutation(args.repeats) for _ in range(args.orders)
+    ]
+    total = len(data) * args.repeats * len(args.objectives) * args.inner
+    reference = _simulate(data, _RULES[0][1], None, np.arange(args.repeats)).chosen
     print()
     print(
-        "Other rules on the same outer trials, replayed on the full run's stored values "
-        "(simulation; 'evaluations' counts inner trials):"
+        "Stopping rules on the same outer trials, replayed on the full run's stored scores "
+        f"(a simulation; evaluations are inner trials, of {total} with full repeats). First "
+        f"columns: the repeats in the run's order; last two: over {args.orders} random orders "
+        "of the repeats (the same order for every trial, so pairs stay paired)."
     )
     print()
-    print("| rule | evaluations | saved | chosen (full-run trial) | same choice | stopped after |")
-    print("|---|---|---|---|---|---|")
-    total = len(data) * args.repeats * len(args.objectives) * args.inner
-    for row in rows:
-        print(
-            f"| {row.rule} | {row.evaluations} | {1 - row.evaluations / total:.0%} "
-            f"| {row.chosen} | {'yes' if row.chosen == rows[0].chosen else 'no'} "
-            f"| {row.n_stopped}: {row.stopped_after or '-'} |"
-        )
+    print(
+        "| rule | evaluations | saved | chosen (full-run trial) | stopped after (repeats) "
+        f"| saved over {args.orders} orders, median [min, max] | same choice as full repeats |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, rule, budget in _RULES:
+        for b in [budget] if budget is None else [max(1, args.inner // 3), args.inner // 2]:
+            if b is not None and not 0 < b < args.inner:
+                continue
+            name = label.format(b=b, n=args.inner)
+            first = _simulate(data, rule, b, orders[0])
+            runs = [_simulate(data, rule, b, order) for order in orders[1:]]
+            shares = sorted(1 - r.evaluations / total for r in runs)
+            same = sum(r.chosen == reference for r in runs)
+            print(
+                f"| {name} | {first.evaluations} | {1 - first.evaluations / total:.0%} "
+                f"| {first.chosen} | {first.stopped_after or '-'} "
+                f"| {statistics.median(shares):.0%} [{shares[0]:.0%}, {shares[-1]:.0%}] "
+                f"| {same} of {len(runs)} |"
+            )
 
 
 @dataclasses.dataclass
-class _RuleRow:
-    rule: str
+class _RuleRun:
     evaluations: int
     chosen: int
-    n_stopped: int
     stopped_after: list[int]
 
 
-def _simulate_rules(data: list[Any], *, n_inner: int, n_objectives: int) -> list[_RuleRow]:
-    """Each rule run over the same outer trials, in order, on their stored scores.
+def _never(challenger: Any, incumbent: Any, repeats: int) -> bool:
+    return False
 
-    ``data`` holds ``(trial number, grid, curves)``: ``grid[r][j]`` is instance (r, j)'s score
-    at the full inner budget and ``curves[r][j][k]`` its score after ``k + 1`` inner trials.
-    No rule decides after the last repeat (that saves nothing). Optuna's pruners run on an
-    in-memory study exactly as the outer objective would call them.
-    """
-    from bilevel_optuna.studies._racing import DEFAULT_P_THRESHOLD
-    from bilevel_optuna.studies._racing import RacingPruner
+
+def _wilcoxon_repeat_means(challenger: Any, incumbent: Any, repeats: int) -> bool:
+    """Optuna's WilcoxonPruner(p_threshold=0.1) on repeat means, as the outer loop used it:
+    one-sided signed-rank with zsplit zeros, against the best complete trial."""
+    import scipy.stats
+
+    diff = challenger.mean(axis=1) - incumbent.mean(axis=1)
+    if len(diff) < 2:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = scipy.stats.wilcoxon(diff, alternative="greater", zero_method="zsplit").pvalue
+    return bool(p < 0.1 and challenger.mean() > incumbent.mean())
+
+
+def _racing_rule(challenger: Any, incumbent: Any, repeats: int) -> bool:
+    """The shipped rule (studies/_racing.decide) on (repeat, objective) instances."""
     from bilevel_optuna.studies._racing import decide
 
-    n_repeats = len(data[0][1])
-    per_instance = n_inner
+    return decide(list(challenger.ravel()), list(incumbent.ravel()), p_threshold=0.1).stop
 
-    def with_pruner(label: str, pruner: Any, instances: bool) -> _RuleRow:
-        study = optuna.create_study(pruner=pruner)
-        cost, stopped, values = 0, [], {}
-        for number, grid, _ in data:
-            trial = study.ask()
-            for r in range(n_repeats):
-                cost += n_objectives * per_instance
-                if instances:
-                    for j in range(n_objectives):
-                        trial.report(grid[r][j], step=r * n_objectives + j)
-                else:
-                    trial.report(statistics.fmean(grid[r]), step=r)
-                if r + 1 < n_repeats and trial.should_prune():
-                    study.tell(trial, state=TrialState.PRUNED)
-                    stopped.append(r + 1)
-                    break
-            else:
-                value = statistics.fmean(v for row in grid for v in row)
-                trial.set_user_attr(
-                    _attrs.JUDGED_ON, {"instances": n_repeats * n_objectives, "repeats": n_repeats}
-                )
-                study.tell(trial, value)
-                values[number] = value
-        chosen = min(values, key=lambda n: values[n])
-        return _RuleRow(label, cost, chosen, len(stopped), stopped)
 
-    def intensify(label: str, budget: int | None) -> _RuleRow:
-        """SMAC-style (budget None): checks after repeats 1, 2, 4, ..., stop when the mean on
-        the common instances is worse, no test. With a budget: the racing test on scores after
-        ``budget`` inner trials first; survivors are then run to the full budget."""
-        cost, stopped, values, best = 0, [], {}, None
-        for number, grid, curves in data:
-            flat = [v for row in grid for v in row]
-            early = (
-                [row[j][budget - 1] for row in curves for j in range(n_objectives)]
-                if budget
-                else flat
-            )
-            stop_at = None
-            for r in range(n_repeats - 1):
-                if best is None:
-                    break
-                k = (r + 1) * n_objectives
-                if budget:
-                    if decide(early[:k], best[1][:k], p_threshold=DEFAULT_P_THRESHOLD).stop:
-                        stop_at = r + 1
-                        break
-                elif ((r + 1) & r) == 0 and statistics.fmean(flat[:k]) > statistics.fmean(
-                    best[0][:k]
-                ):
-                    stop_at = r + 1
-                    break
-            if stop_at is not None:
-                cost += stop_at * n_objectives * (budget or per_instance)
-                stopped.append(stop_at)
-                continue
-            cost += n_repeats * n_objectives * per_instance
-            values[number] = statistics.fmean(flat)
-            if best is None or values[number] < statistics.fmean(best[0]):
-                best = (flat, early)
-        chosen = min(values, key=lambda n: values[n])
-        return _RuleRow(label, cost, chosen, len(stopped), stopped)
+def _t_repeat_means(challenger: Any, incumbent: Any, repeats: int) -> bool:
+    """A one-sided paired t-test on repeat means, p < 0.1 (parametric: can act at 2 repeats)."""
+    import scipy.stats
 
-    rows = [
-        with_pruner("full repeats (reference)", optuna.pruners.NopPruner(), False),
-        with_pruner(
-            "WilcoxonPruner(p=0.1), repeat means (before)",
-            optuna.pruners.WilcoxonPruner(p_threshold=0.1),
-            False,
-        ),
-        with_pruner(
-            "WilcoxonPruner(p=0.1), (repeat, objective) steps",
-            optuna.pruners.WilcoxonPruner(p_threshold=0.1),
-            True,
-        ),
-        with_pruner(
-            "racing (shipped): signed-rank vs incumbent, (repeat, objective) instances",
-            RacingPruner(n_instances=n_repeats * n_objectives),
-            True,
-        ),
-        intensify("intensification, no test (SMAC-style, checks after 1, 2, 4 repeats)", None),
-    ]
-    for budget in sorted({max(1, n_inner // 3), max(1, n_inner // 2)}):
-        if budget < n_inner:
-            rows.append(
-                intensify(f"racing on the first {budget} of {n_inner} inner trials, then full",
-                          budget)
-            )
-    return rows
+    diff = challenger.mean(axis=1) - incumbent.mean(axis=1)
+    if len(diff) < 2 or not diff.std():
+        return bool(len(diff) >= 2 and diff.mean() > 0)
+    return bool(scipy.stats.ttest_1samp(diff, 0.0, alternative="greater").pvalue < 0.1)
+
+
+def _intensify(challenger: Any, incumbent: Any, repeats: int) -> bool:
+    """SMAC-style intensification without a test: after 1, 2, 4, ... repeats, stop when the
+    mean on the common instances is worse than the incumbent's."""
+    return repeats & (repeats - 1) == 0 and bool(challenger.mean() > incumbent.mean())
+
+
+#: (label, rule, inner budget of the first stage: None = full budget only, 0 = try budgets)
+_RULES: list[tuple[str, Any, int | None]] = [
+    ("full repeats (reference)", _never, None),
+    ("WilcoxonPruner(p=0.1) on repeat means (before)", _wilcoxon_repeat_means, None),
+    ("racing (shipped): signed-rank on (repeat, objective) instances", _racing_rule, None),
+    ("paired t-test on repeat means, p < 0.1", _t_repeat_means, None),
+    ("intensification, no test (SMAC-style)", _intensify, None),
+    ("racing on the first {b} of {n} inner trials, then the full budget", _racing_rule, 0),
+]
+
+
+def _simulate(data: list[Any], rule: Any, budget: int | None, order: Any) -> _RuleRun:
+    """One rule over the outer trials in their order, repeats in ``order``.
+
+    ``data`` holds ``(trial number, scores)`` with ``scores[r, j, k]`` the score of instance
+    (repeat r, objective j) after ``k + 1`` inner trials. A challenger is judged after each
+    repeat but the last against the best complete trial so far, on the scores after ``budget``
+    inner trials (the full budget when ``None``); one that is never stopped runs every repeat
+    at the full budget (with a first stage, that is its cost too: the stage's trials are the
+    first trials of the same inner studies).
+    """
+    evaluations, stopped, values = 0, [], {}
+    incumbent = None
+    for number, scores in data:
+        n_repeats, n_objectives, n_inner = scores.shape
+        scores = scores[order]
+        k = (budget or n_inner) - 1
+        stop_at = None
+        if incumbent is not None:
+            for r in range(1, n_repeats):
+                if rule(scores[:r, :, k], incumbent[:r, :, k], r):
+                    stop_at = r
+                    break
+        if stop_at is not None:
+            evaluations += stop_at * n_objectives * (k + 1)
+            stopped.append(stop_at)
+            continue
+        evaluations += n_repeats * n_objectives * n_inner
+        values[number] = float(scores[:, :, -1].mean())
+        if incumbent is None or values[number] < float(incumbent[:, :, -1].mean()):
+            incumbent = scores
+    chosen = min(values, key=lambda n: values[n])
+    return _RuleRun(evaluations, chosen, stopped)
 
 
 def _random_scales(storage: Any, args: argparse.Namespace) -> dict[str, float]:
@@ -468,6 +462,9 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=6, help="trials per inner study")
     parser.add_argument("--repeats", type=int, default=8, help="paired seeds per outer trial")
     parser.add_argument("--heldout-seeds", type=int, default=10)
+    parser.add_argument(
+        "--orders", type=int, default=200, help="random repeat orders in the rule simulation"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     parser.add_argument("--report", action="store_true", help="only print the tables")

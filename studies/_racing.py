@@ -22,7 +22,7 @@ does, but stops pruning altogether once a value is infinite (an inner study with
 trial scores ``inf``: exactly a configuration to stop), compares the challenger's partial mean
 with the incumbent's full one, and keeps no record of why it pruned. Here non-finite scores
 rank worst, the means compared are on the same instances, and the decision (p-value,
-incumbent, instances) is stored on the trial for the dashboard. The test is scipy's.
+incumbent, instances) is stored on the trial for the dashboard.
 """
 
 from __future__ import annotations
@@ -143,6 +143,28 @@ def _finite_ranked(diff: np.ndarray) -> np.ndarray:
     return np.where(np.isposinf(diff), big, np.where(np.isneginf(diff), -big, diff))
 
 
+def _signed_rank_greater(diff: np.ndarray) -> float:
+    """Exact one-sided p-value ``P(W+ >= w+)`` of the signed-rank test, ties included.
+
+    The null distribution of ``W+`` given the observed (mid)ranks is counted exactly over the
+    ``2**n`` sign patterns by dynamic programming on doubled ranks (integers). scipy's
+    ``wilcoxon`` gives the same numbers, but with ties it resamples through
+    ``permutation_test``: 1.6 s for 12 instances here, and random beyond 13.
+    """
+    n = int(diff.size)
+    if n == 0:
+        return 1.0
+    doubled = np.rint(2.0 * scipy.stats.rankdata(np.abs(diff))).astype(int)
+    counts = np.zeros(int(doubled.sum()) + 1)
+    counts[0] = 1.0
+    for rank in doubled:
+        shifted = np.zeros_like(counts)
+        shifted[rank:] = counts[:-rank]
+        counts = counts + shifted
+    observed = int(doubled[diff > 0].sum())
+    return float(counts[observed:].sum() / counts.sum())
+
+
 def decide(
     challenger: Sequence[float],
     incumbent: Sequence[float],
@@ -155,7 +177,7 @@ def decide(
 
     ``challenger[i]`` and ``incumbent[i]`` are the two trials' scores on instance ``i``. The
     challenger stops when the one-sided exact Wilcoxon signed-rank test (zero differences
-    dropped, ties handled exactly by scipy) gives ``p < p_threshold`` and its mean on these
+    dropped, tied magnitudes given midranks, the exact conditional null) gives ``p < p_threshold`` and its mean on these
     instances is worse. Non-finite scores (a repeat with no complete inner trial) rank worst.
     """
     if len(challenger) != len(incumbent):
@@ -168,9 +190,7 @@ def decide(
     n = int(diff.size)
     if n < 2 or not np.any(diff):
         return RacingDecision(False, math.nan, n, incumbent_number, "too few instances")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy's note on ties and small n
-        pvalue = float(scipy.stats.wilcoxon(diff, alternative="greater").pvalue)
+    pvalue = _signed_rank_greater(diff[diff != 0])
     worse = float(np.mean(diff)) > 0
     stop = bool(pvalue < p_threshold and worse)
     reason = (

@@ -281,3 +281,22 @@ def test_a_run_without_power_says_so(tmp_path: Path) -> None:
     outer = optuna.load_study(study_name="weak", storage=url)
     assert not outer.user_attrs[_attrs.RACING]["can_stop"]
     assert "no power" in status_lines(outer, outer.trials)[0]
+
+
+@pytest.mark.parametrize(
+    "diff",
+    [
+        [0.5, 3.0, 4.0, -0.5],  # tied magnitudes
+        [1.0, 1.0, 1.0, -1.0, 2.0, 2.0],
+        [0.3, -0.1, 0.8, 0.8, -0.3, 1.2, 0.4, 0.1, -0.4, 0.9, 0.5],
+    ],
+)
+def test_exact_p_value_with_ties_matches_scipy_enumeration(diff: list[float]) -> None:
+    import scipy.stats
+
+    # The reference: scipy's signed-rank test by full enumeration of the sign patterns.
+    expected = scipy.stats.wilcoxon(
+        diff, alternative="greater", method=scipy.stats.PermutationMethod(n_resamples=10**6)
+    ).pvalue
+    decision = decide(diff, [0.0] * len(diff))
+    assert decision.pvalue == pytest.approx(expected, rel=1e-9)
