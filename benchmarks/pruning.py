@@ -100,21 +100,27 @@ def _run(args: argparse.Namespace, racing: bool) -> None:
     model: ChatModel = LocalChatModel(n_threads=args.threads)
     if racing:
         full = optuna.load_study(study_name=full_name, storage=storage)
-        planned = sorted(full.get_trials(deepcopy=False, states=_DONE), key=lambda t: t.number)
+        planned = sorted(
+            (t for t in full.get_trials(deepcopy=False, states=_DONE) if t.number < args.outer),
+            key=lambda t: t.number,
+        )
         if len(planned) < args.outer:
             raise SystemExit(
-                f"The full run holds {len(planned)} finished outer trials of {args.outer}; "
-                "finish it first (--only full)."
+                f"The full run has finished {len(planned)} of its first {args.outer} outer "
+                "trials; finish it first (--only full)."
             )
         outer = optuna.create_study(
             storage=storage, study_name=racing_name, load_if_exists=True, direction="minimize"
         )
-        if not outer.trials:  # the same outer trials, in the full run's order
-            for t in planned[: args.outer]:
+        # The same outer trials, in the full run's order (a resumed run with a larger --outer
+        # enqueues the rest).
+        queued = {t.user_attrs.get("bilevel:full_run_trial") for t in outer.trials}
+        for t in planned[: args.outer]:
+            if t.number not in queued:
                 attrs = {"bilevel:full_run_trial": t.number}
                 if "bilevel:reference" in t.user_attrs:
                     attrs["bilevel:reference"] = t.user_attrs["bilevel:reference"]
-                outer.enqueue_trial(t.params, user_attrs=attrs)
+                outer.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
         model = _ReplayOrLive(_recorded_answers(storage, full_name), model)
     run_bilevel_study(
         args.objectives,
