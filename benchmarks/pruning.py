@@ -147,21 +147,23 @@ def _run(args: argparse.Namespace, racing: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------ report
-def _inner_trials(storage: Any, name: str, cache: dict[str, int]) -> int:
+def _inner_trials(storage: Any, name: str, cache: dict[str, int], cap: int) -> int:
     if name not in cache:
         inner = optuna.load_study(study_name=name, storage=storage)
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        cache[name] = len(inner.get_trials(deepcopy=False, states=finished))
+        # At most the budget: two workers racing on one study (a shared baseline) can run a
+        # few more, which the score never reads.
+        cache[name] = min(cap, len(inner.get_trials(deepcopy=False, states=finished)))
     return cache[name]
 
 
-def _evaluations(storage: Any, outer: optuna.Study, n_outer: int) -> dict[int, int]:
+def _evaluations(storage: Any, outer: optuna.Study, n_outer: int, cap: int) -> dict[int, int]:
     """Inner trials behind each of the first ``n_outer`` finished outer trials."""
     cache: dict[str, int] = {}
     trials = sorted(outer.get_trials(deepcopy=False, states=_DONE), key=lambda t: t.number)
     return {
         t.number: sum(
-            _inner_trials(storage, n, cache) for n in t.user_attrs.get(_attrs.INNER_STUDIES, [])
+            _inner_trials(storage, n, cache, cap) for n in t.user_attrs.get(_attrs.INNER_STUDIES, [])
         )
         for t in trials[:n_outer]
     }
@@ -190,8 +192,8 @@ def report(args: argparse.Namespace) -> None:
     full_trials = full_trials[: args.outer]
     race_trials = sorted(racing.get_trials(deepcopy=False, states=_DONE), key=lambda t: t.number)
     race_trials = race_trials[: args.outer]
-    full_evals = _evaluations(storage, full, args.outer)
-    race_evals = _evaluations(storage, racing, args.outer)
+    full_evals = _evaluations(storage, full, args.outer, args.inner)
+    race_evals = _evaluations(storage, racing, args.outer, args.inner)
     full_value = {t.number: t.values[0] for t in full_trials if t.state == TrialState.COMPLETE}
     best_full = min(full_value, key=lambda n: full_value[n])
     arm_of = {t.number: t.user_attrs.get(_attrs.ARM, "") for t in full_trials}
