@@ -17,10 +17,15 @@ OPTIMUM = "bilevel:optimum"  # known optimum of the objective, or absent
 OUTER_STUDY = "bilevel:outer_study"  # name of the outer study an inner study belongs to
 OUTER_TRIAL = "bilevel:outer_trial"  # number of the outer trial an inner study belongs to
 CONFIG = "bilevel:config"  # proposer configuration used by an inner study (JSON-able dict)
+STOPPED = "bilevel:stopped"  # inner study of a configuration racing stopped: {outer_trial, ...}
+
+# --- Outer study user attributes ---
+RACING = "bilevel:racing"  # how the outer study races: rule, p_threshold, power (studies/_racing)
 
 # --- Outer trial user attributes ---
 INNER_STUDIES = "bilevel:inner_studies"  # list of inner study names
 SUMMARY = "bilevel:summary"  # per-repeat values and the aggregate
+JUDGED_ON = "bilevel:judged_on"  # {repeats, of, instances, stopped[, pvalue, incumbent, reason]}
 
 # --- Inner trial user attributes, written by LLMSampler ---
 SOURCE = "llm:source"  # "llm", "repaired", "fallback", "mechanism", "queued"

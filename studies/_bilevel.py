@@ -2,8 +2,8 @@
 
 An outer trial suggests a :class:`ProposerConfig`, runs one inner study per (training objective,
 repeat seed) with it, and returns the aggregate score. Every outer trial uses the same seeds (a
-paired design), each repeat is reported as an intermediate value so that Optuna's
-``WilcoxonPruner`` can stop a poor configuration early, and baselines (TPE, random and the Level-0
+paired design), each (repeat, objective) score is reported as an intermediate value so that
+racing (``_racing``) can stop a poor configuration early, and baselines (TPE, random and the Level-0
 LLM sampler) run in the same storage with the same seeds. Inner studies are named after their
 configuration's hash, so a rerun after a crash reuses every finished inner study.
 
@@ -30,7 +30,6 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._experimental import set_metric_names
-from bilevel_optuna._experimental import wilcoxon_pruner
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import DEFAULT_STORAGE  # noqa: F401 - where callers found it
 from bilevel_optuna._storage import make_storage
@@ -49,6 +48,7 @@ from bilevel_optuna.studies._arms import check_baselines
 from bilevel_optuna.studies._arms import make_sampler
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
+from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._outer import OuterObjective
 from bilevel_optuna.studies._outer import enqueue_level0
@@ -216,7 +216,7 @@ def _open_outer_study(
     model: ChatModel | str | None,
     seed: int,
     n_inner_trials: int,
-    prune: bool,
+    racing: OuterRacing,
     cost_objective: bool,
 ) -> optuna.Study:
     """Create or resume the outer study, with its attributes, metric names and note."""
@@ -224,15 +224,15 @@ def _open_outer_study(
         storage=storage,
         study_name=run_name,
         sampler=_outer_sampler(plan, seed=seed, model=model),
-        pruner=(
-            wilcoxon_pruner(p_threshold=0.1)
-            if prune and not cost_objective
-            else optuna.pruners.NopPruner()
-        ),
+        pruner=racing.pruner(),
         directions=["minimize", "minimize"] if cost_objective else ["minimize"],
         load_if_exists=True,
     )
-    for key, value in ((_attrs.KIND, "outer"), (_attrs.RUN, run_name)):
+    for key, value in (
+        (_attrs.KIND, "outer"),
+        (_attrs.RUN, run_name),
+        (_attrs.RACING, racing.to_dict()),
+    ):
         if outer.user_attrs.get(key) != value:
             outer.set_user_attr(key, value)
     metrics = [metric_name(plan.aggregate)]
@@ -242,13 +242,15 @@ def _open_outer_study(
         # start-up configurations again, from the first; the trials already there move it on.
         assert isinstance(plan.outer_sampler, str)
         outer.sampler = make_sampler(plan.outer_sampler, seed=seed + len(outer.trials))
-    _save_note(outer, plan, run_name, n_inner_trials)
+    _save_note(outer, plan, run_name, n_inner_trials, racing)
     requeue_interrupted(outer)
     enqueue_level0(outer, space)
     return outer
 
 
-def _save_note(outer: optuna.Study, plan: _Plan, run_name: str, n_inner_trials: int) -> None:
+def _save_note(
+    outer: optuna.Study, plan: _Plan, run_name: str, n_inner_trials: int, racing: OuterRacing
+) -> None:
     try:
         import optuna_dashboard
 
@@ -262,7 +264,9 @@ def _save_note(outer: optuna.Study, plan: _Plan, run_name: str, n_inner_trials: 
                     plan.seeds,
                     n_inner_trials,
                     plan.aggregate,
-                ),
+                )
+                + "\n\n"
+                + racing.note(),
             )
     except Exception as err:  # noqa: BLE001 - the note is a convenience, never a failure
         _logger.debug("Could not save the dashboard note: %s", err)
@@ -447,7 +451,9 @@ def run_bilevel_study(
         aggregate: The outer value: ``"regret"`` (mean normalized regret), ``"best"`` (mean best
             value), ``"auc"`` (area under the anytime regret curve) or ``"auto"`` (regret where
             every optimum is known, else best).
-        prune: Stop poor configurations early with ``WilcoxonPruner`` (repeats as instances).
+        prune: Race the configurations: one stops (PRUNED) once a one-sided signed-rank test on
+            its (repeat, objective) scores finds it worse than the best complete one
+            (``studies/_racing.py``). Warns when the repeats are too few for the test.
         cost_objective: Add the LLM tokens spent as a second outer objective (no pruning then).
         baselines: Baseline arms run with the same seeds: ``"random"``, ``"tpe"``,
             ``"llm-level0"`` (the default), and ``"gp"`` (Optuna's GPSampler, opt-in: it costs
@@ -481,6 +487,13 @@ def run_bilevel_study(
         outer_sampler=outer_sampler,
         seed=seed,
     )
+    # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
+    racing = OuterRacing.for_run(
+        prune=prune,
+        cost_objective=cost_objective,
+        n_repeats=len(plan.seeds),
+        n_objectives=len(plan.objectives),
+    )
     space = outer_space or OuterSpace()
     # 2. The storage, and what runs an arm's inner study in it.
     storage_obj, storage_url = make_storage(storage)
@@ -511,7 +524,7 @@ def run_bilevel_study(
         model=model,
         seed=seed,
         n_inner_trials=n_inner_trials,
-        prune=prune,
+        racing=racing,
         cost_objective=cost_objective,
     )
     _optimize_outer(
@@ -521,7 +534,7 @@ def run_bilevel_study(
             runner=runner,
             scorer=scorer,
             objectives=plan.objectives,
-            prune=prune,
+            racing=racing,
             cost=cost_objective,
         ),
         n_outer_trials=n_outer_trials,

@@ -1,8 +1,8 @@
 """The outer objective: one proposer configuration, run on every (repeat seed, objective).
 
-Each repeat's mean score is reported as an intermediate value, so that the outer study's
-pruner (``WilcoxonPruner``, repeats as instances) can stop a poor configuration early. The
-pruning decision is made in one place, :meth:`OuterObjective.report_repeat`.
+Each (repeat, objective) score is reported as an intermediate value, so that racing
+(:mod:`bilevel_optuna.studies._racing`) can stop a poor configuration early. The decision is
+asked in one place: :meth:`~bilevel_optuna.studies._racing.OuterRacing.after_repeat`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._inner import INTERRUPTED
+from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._scoring import Scorer
 
 
@@ -39,14 +40,14 @@ class OuterObjective:
         runner: ArmRunner,
         scorer: Scorer,
         objectives: list[Objective],
-        prune: bool,
+        racing: OuterRacing,
         cost: bool,
     ) -> None:
         self.space = space
         self.runner = runner
         self.scorer = scorer
         self.objectives = objectives
-        self.prune = prune and not cost
+        self.racing = racing
         self.cost = cost
 
     def __call__(self, trial: optuna.Trial) -> Any:
@@ -71,12 +72,14 @@ class OuterObjective:
                 value = statistics.fmean(scores)
                 per_repeat.append(value)
                 trial.set_user_attr(_attrs.INNER_STUDIES, names)
-                if self.report_repeat(trial, repeat, value):
-                    trial.set_user_attr(
-                        _attrs.SUMMARY,
-                        {"per_repeat": per_repeat, "pruned_after": repeat + 1, "tokens": tokens},
-                    )
-                    raise optuna.TrialPruned(f"Pruned after {repeat + 1} of {len(seeds)} repeats.")
+                # Raises TrialPruned (inner studies kept and marked) if this one lost the race.
+                self.racing.after_repeat(
+                    trial,
+                    repeat=repeat,
+                    scores=scores,
+                    inner_studies=names,
+                    summary={"per_repeat": per_repeat, "tokens": tokens},
+                )
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED, True)
             raise
@@ -96,18 +99,6 @@ class OuterObjective:
             }
         trial.set_user_attr(_attrs.SUMMARY, summary)
         return (mean, tokens / len(seeds)) if self.cost else mean
-
-    def report_repeat(self, trial: optuna.Trial, repeat: int, value: float) -> bool:
-        """Report repeat ``repeat``'s score and say whether to stop this configuration.
-
-        The one place where the outer loop's pruning rule is asked (a racing rule plugs in
-        here). Two-objective runs (``cost=True``) report nothing: Optuna prunes
-        single-objective studies only.
-        """
-        if self.cost:
-            return False
-        trial.report(value, step=repeat)
-        return self.prune and trial.should_prune()
 
 
 def requeue_interrupted(study: optuna.Study) -> None:

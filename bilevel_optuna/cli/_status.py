@@ -50,6 +50,12 @@ def _status(args: argparse.Namespace) -> int:
                 f"  running: trial {t.number} {t.user_attrs.get(_attrs.ARM, '')} "
                 f"({len(t.user_attrs.get(_attrs.INNER_STUDIES, []))} inner studies so far)"
             )
+        if summary.user_attrs.get(_attrs.KIND) == "outer":
+            # Racing: its setting (or its lack of power) and on how many repeats each was judged.
+            from bilevel_optuna.studies._racing import status_lines
+
+            for line in status_lines(study, trials):
+                print(f"  {line}")
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete:
             best = (
