@@ -84,7 +84,9 @@ def check(objective: ScriptObjective) -> None:
             )
     elif objective.params_via == "env":
         # Without a prefix a parameter could silently replace PATH or HOME.
-        inherited = set(os.environ) | set(objective.env) if not objective.env_prefix else set(objective.env)
+        inherited = set(objective.env)
+        if not objective.env_prefix:
+            inherited |= set(os.environ)
         for name in names:
             var = env_name(objective, name)
             if not ENV_NAME.match(var):

@@ -175,7 +175,8 @@ def _plan(
         )
     if isinstance(outer_sampler, str) and outer_sampler not in OUTER_SAMPLERS:
         raise ConfigurationError(
-            f"outer_sampler must be one of {OUTER_SAMPLERS} or a sampler but got {outer_sampler!r}."
+            f"outer_sampler must be one of {OUTER_SAMPLERS} or a sampler but got "
+            f"{outer_sampler!r}."
         )
     return _Plan(
         objectives=objectives,

@@ -74,7 +74,10 @@ def _run(args: argparse.Namespace) -> int:
     if result.best_config is None:
         print("No outer trial completed.")
         return 1
-    print(f"best proposer configuration {result.best_label} (outer value {result.best_value:.4g}):")
+    print(
+        f"best proposer configuration {result.best_label} "
+        f"(outer value {result.best_value:.4g}):"
+    )
     for key, value in result.best_config.to_dict().items():
         print(f"  {key}: {_number(value)}")
     print()

@@ -253,8 +253,12 @@ def compare(
         if control is not None
         else list(itertools.combinations(labels, 2))
     )
-    tested = [_test_pair(a, b, loaded, arm_summaries, metric_values, paired, alpha) for a, b in pairs]
-    comparisons = _judge_all(tested, floor=floor, alpha=alpha, direction=direction, bootstrap=bootstrap)
+    tested = [
+        _test_pair(a, b, loaded, arm_summaries, metric_values, paired, alpha) for a, b in pairs
+    ]
+    comparisons = _judge_all(
+        tested, floor=floor, alpha=alpha, direction=direction, bootstrap=bootstrap
+    )
     omnibus, posthoc, omnibus_notes = _omnibus(
         loaded, arm_summaries, metric_values, comparisons, paired=paired, alpha=alpha,
         direction=direction,

@@ -73,7 +73,9 @@ def _cd_title(result: CompareResult, newline: str) -> str:
     assert ph is not None
     title = f"Critical difference diagram (Nemenyi, alpha = {ph.alpha:g}); rank 1 is best"
     if ph.licensed is False:  # Demsar 2006: only after Friedman rejects
-        title += f"{newline}NOT LICENSED: Friedman p = {result.pvalue:.3g} >= alpha; reference only"
+        title += (
+            f"{newline}NOT LICENSED: Friedman p = {result.pvalue:.3g} >= alpha; reference only"
+        )
     return title
 
 

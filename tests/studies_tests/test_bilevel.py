@@ -100,9 +100,15 @@ def test_bilevel_run_on_postgresql(postgres_url: str) -> None:
     try:
         _check_run(postgres_url, run)
     finally:
-        for s in optuna.get_all_study_summaries(storage=postgres_url, include_best_trial=False):
+        # The database is shared with other test runs, which delete their own studies: list
+        # studies without reading their trials, and let a study that vanished be.
+        storage = optuna.storages.RDBStorage(postgres_url)
+        for s in storage.get_all_studies():
             if s.study_name == run or s.user_attrs.get(_attrs.RUN) == run:
-                optuna.delete_study(study_name=s.study_name, storage=postgres_url)
+                try:
+                    optuna.delete_study(study_name=s.study_name, storage=storage)
+                except KeyError:
+                    pass
 
 
 SPEC = """
@@ -297,3 +303,23 @@ def test_a_run_on_a_journal_file(tmp_path: Path) -> None:
     outer = optuna.load_study(study_name="conventions", storage=storage)
     assert len(outer.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 1
     assert (tmp_path / "run_artifacts").is_dir() and result.report_artifacts
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"outer_sampler": "cmaes"}, "outer_sampler"),
+        ({"baselines": ["random", "smac"]}, "smac"),
+        ({"seeds": [1, 1]}, "distinct"),
+        ({"aggregate": "median"}, "aggregate"),
+    ],
+)
+def test_every_argument_is_checked_before_any_study_runs(
+    tmp_path: Path, kwargs: dict, match: str
+) -> None:
+    from bilevel_optuna.exceptions import ConfigurationError
+
+    db = tmp_path / "none.db"
+    with pytest.raises(ConfigurationError, match=match):
+        run_bilevel_study("branin", storage=f"sqlite:///{db}", **kwargs)
+    assert not db.exists()  # not even the storage was opened

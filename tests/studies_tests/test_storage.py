@@ -87,7 +87,9 @@ def test_a_journal_file_opens_without_heartbeats(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("as_object", [False, True])
-def test_heartbeats_on_a_journal_storage_are_a_clear_error(tmp_path: Path, as_object: bool) -> None:
+def test_heartbeats_on_a_journal_storage_are_a_clear_error(
+    tmp_path: Path, as_object: bool
+) -> None:
     path = str(tmp_path / "run.log")
     storage = open_storage(path) if as_object else path
     with pytest.raises(ConfigurationError, match="no heartbeats.*RDB URL"):
