@@ -31,15 +31,15 @@ from bilevel_optuna.chat._llama._decoder import chat_prompt as _chat_prompt
 from bilevel_optuna.chat._llama._decoder import choice_seed as _choice_seed
 from bilevel_optuna.chat._llama._decoder import grammar_for as _grammar
 from bilevel_optuna.chat._llama._decoder import sample_side_by_side as _sample_side_by_side
-from bilevel_optuna.chat._llama._loader import DEFAULT_MODEL_PACKAGE  # noqa: F401 - imported from here
-from bilevel_optuna.chat._llama._loader import DEFAULT_MODEL_STEM  # noqa: F401 - imported from here
+from bilevel_optuna.chat._llama._loader import DEFAULT_MODEL_PACKAGE  # noqa: F401
+from bilevel_optuna.chat._llama._loader import DEFAULT_MODEL_STEM  # noqa: F401
 from bilevel_optuna.chat._llama._loader import MAX_CHOICES
 from bilevel_optuna.chat._llama._loader import PREFIX_CHUNK
 from bilevel_optuna.chat._llama._loader import _Loaded
 from bilevel_optuna.chat._llama._loader import default_model_path
 from bilevel_optuna.chat._llama._loader import load as _load
-from bilevel_optuna.chat._llama._probe import _probe_cache_path  # noqa: F401 - imported from here
-from bilevel_optuna.chat._llama._probe import _probe_extra_buffers  # noqa: F401 - imported from here
+from bilevel_optuna.chat._llama._probe import _probe_cache_path  # noqa: F401
+from bilevel_optuna.chat._llama._probe import _probe_extra_buffers  # noqa: F401
 from bilevel_optuna.chat._llama._probe import all_cores as _all_cores
 from bilevel_optuna.chat._llama._probe import extra_buffers_work as _extra_buffers_work
 from bilevel_optuna.chat._validation import Validate

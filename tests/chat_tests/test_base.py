@@ -79,7 +79,10 @@ BOUNDED = {
     [
         ('{"x": 3, "k": "a"}', ()),
         ('{"x": 20, "k": "a"}', ("at $.x: 20 is greater than the maximum of 15",)),
-        ('{"x": "3", "k": "A"}', ("at $.k: 'A' is not one of ['a', 'b']", "at $.x: '3' is not of type")),
+        (
+            '{"x": "3", "k": "A"}',
+            ("at $.k: 'A' is not one of ['a', 'b']", "at $.x: '3' is not of type"),
+        ),
     ],
 )
 def test_value_violations_are_marked_not_raised(text: str, marks: tuple[str, ...]) -> None:

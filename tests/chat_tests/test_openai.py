@@ -538,7 +538,10 @@ def test_strict_is_set_where_the_schema_qualifies(scripted: Scripted) -> None:
             },
             False,  # a nested object that allows anything
         ),
-        ({"type": "object", "properties": {}, "required": [], "additionalProperties": False}, True),
+        (
+            {"type": "object", "properties": {}, "required": [], "additionalProperties": False},
+            True,
+        ),
     ],
 )
 def test_strict_qualification(schema: dict[str, Any], qualifies: bool) -> None:

