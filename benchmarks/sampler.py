@@ -107,7 +107,9 @@ def overhead_table(repeats: int) -> None:
     print("|---|---|---|")
     for n in (100, 1000):
         llm = _time_ask(
-            _study_with(n), LLMSampler(model=InstantModel(), search_space=SPACE, seed=0), repeats
+            _study_with(n),
+            LLMSampler(preset="level0", model=InstantModel(), search_space=SPACE, seed=0),
+            repeats,
         )
         tpe = _time_ask(_study_with(n), optuna.samplers.TPESampler(seed=0), repeats)
         print(
@@ -127,7 +129,7 @@ def prompt_table() -> None:
     print("|---|---|---|")
     for n in (10, 100, 1000):
         study = _study_with(n)
-        sampler = LLMSampler(model=InstantModel(), search_space=SPACE, seed=0)
+        sampler = LLMSampler(preset="level0", model=InstantModel(), search_space=SPACE, seed=0)
         trial = study.ask()
         proposal = _Proposal(sampler, study, study._storage.get_trial(trial._trial_id), SPACE)
         inputs = PromptInputs(
@@ -164,7 +166,12 @@ def throughput_table(n_trials: int) -> None:
     print("|---|---|---|---|---|---|---|")
     for k in (1, 8):
         sampler = LLMSampler(
-            model="local", search_space=SPACE, n_candidates=k, seed=0, history_size=10
+            preset="level0",
+            model="local",
+            search_space=SPACE,
+            n_candidates=k,
+            seed=0,
+            history_size=10,
         )
         study = optuna.create_study(sampler=sampler)
         study.optimize(
