@@ -11,6 +11,7 @@ from chat_doubles import answer_json
 from optuna.distributions import FloatDistribution
 
 from bilevel_optuna.samplers import LLMSampler
+from bilevel_optuna.samplers import TabuMechanism
 from bilevel_optuna.samplers import Mechanism
 from bilevel_optuna.samplers import ProposalContext
 from bilevel_optuna.samplers import Review
@@ -62,7 +63,7 @@ def test_a_mechanism_that_acted_is_verified_quietly() -> None:
     assert summary.n_trials == summary.n_active == 4
     assert summary.n_changed == 3  # trials 1-3 rejected the repeat of x=1.0
     assert summary.calls["review"] == 1 + 3 * 2
-    assert summary.changes == 3 * 2 and summary.n_errors == 0 and summary.versions == ["1"]
+    assert summary.changes == 3 * 2 and summary.n_errors == 0 and summary.versions == [TabuMechanism.version]
 
 
 def test_a_mechanism_whose_hooks_never_ran_is_reported_loudly(

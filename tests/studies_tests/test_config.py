@@ -61,7 +61,9 @@ def test_fixed_and_narrowed_settings() -> None:
 
 def test_params_of_reproduces_a_config() -> None:
     space = OuterSpace(mechanisms=["tabu"])
-    config = ProposerConfig(temperature=0.9, mechanisms=(("tabu", {"radius": 0.05, "tenure": 3}),))
+    config = ProposerConfig(
+        temperature=0.9, mechanisms=(("tabu", {"radius": 0.05, "tenure": 3, "on_reject": "ask"}),)
+    )
     study = optuna.create_study()
     study.enqueue_trial(space.params_of(config))
     assert space.suggest(study.ask()) == config
