@@ -215,13 +215,21 @@ def _bwrap_args(layers: Layers, *, tmp_bytes: int) -> list[str]:
             args += ["--symlink", os.readlink(target), target]
         elif os.path.isdir(target):
             args += ["--ro-bind", target, target]
-    for path in _visible_paths():
-        if not path.startswith("/usr/"):
+    visible = [p for p in _visible_paths() if not p.startswith("/usr/")]
+    # A package checked out under /tmp (a CI clone, say) is bound again after the private
+    # /tmp is mounted over it: bubblewrap applies its mounts in order.
+    under_tmp = [p for p in visible if p == "/tmp" or p.startswith("/tmp/")]
+    for path in visible:
+        if path not in under_tmp:
             args += ["--ro-bind", path, path]
     args += [
         "--dev", "/dev",
         "--proc", "/proc",
         "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+    ]  # fmt: skip
+    for path in under_tmp:
+        args += ["--ro-bind", path, path]
+    args += [
         "--remount-ro", "/",
         "--remount-ro", "/dev",
         "--unshare-all",
