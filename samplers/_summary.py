@@ -1,7 +1,8 @@
 """Verified injection: what each configured mechanism did, read back from the stored trials.
 
 LLMSampler stores, on every trial it proposes, a record per configured mechanism under the
-trial user attribute :data:`bilevel_optuna._attrs.MECHANISMS`: hook call counts, how many times
+trial user attribute :data:`bilevel_optuna._attrs.MECHANISMS` (its shape is
+:class:`~bilevel_optuna.samplers._record.MechanismRecord`'s): hook call counts, how many times
 it changed the proposal, its errors, and whether it was switched off. This module adds the
 records up per mechanism, and says loudly (a :class:`MechanismInactiveWarning` and a logger
 warning) when a configured mechanism never ran or never changed anything: an injected class
@@ -18,6 +19,7 @@ from typing import Any
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna.samplers._record import MechanismRecord
 
 if TYPE_CHECKING:
     import optuna
@@ -128,27 +130,23 @@ def summarize_mechanisms(
         entry(name)
     for s in _studies(study):
         for trial in s.get_trials(deepcopy=False):
-            records = trial.user_attrs.get(_attrs.MECHANISMS)
-            if not isinstance(records, dict):
-                continue
-            for name, record in records.items():
-                if not isinstance(record, dict):
-                    continue
+            record = MechanismRecord.of_trial(trial.user_attrs)
+            for name in record.entries:
                 e = entry(name)
                 e["n_trials"] += 1
-                hooks = record.get("hooks") or {}
-                for hook, n in hooks.items():
-                    e["calls"][hook] = e["calls"].get(hook, 0) + int(n)
-                if any(int(n) > 0 for n in hooks.values()):
+                calls = record.calls(name)
+                for hook, n in calls.items():
+                    e["calls"][hook] = e["calls"].get(hook, 0) + n
+                if any(n > 0 for n in calls.values()):
                     e["n_active"] += 1
-                changed = int(record.get("changed", 0))
+                changed = record.changes(name)
                 e["changes"] += changed
                 taken = trial.user_attrs.get(TAKEN_BY) == name
                 e["n_taken"] += taken
                 e["n_changed"] += changed > 0 or taken
-                e["errors"].extend((trial.number, str(m)) for m in record.get("errors", []))
-                e["n_off"] += bool(record.get("off", False))
-                version = str(record.get("version", ""))
+                e["errors"].extend((trial.number, m) for m in record.errors(name))
+                e["n_off"] += record.is_off(name)
+                version = record.version(name)
                 if version and version not in e["versions"]:
                     e["versions"].append(version)
 
