@@ -126,7 +126,9 @@ def build_objective(entry: Any, *, base_dir: Path, where: str) -> Objective:
         if entry.get("kind") == "script":
             from bilevel_optuna.objectives._script import ScriptObjective
 
-            return ScriptObjective.from_config(entry, base_dir=base_dir)
+            objective = ScriptObjective.from_config(entry, base_dir=base_dir)
+            objective.spec_entry = dict(entry)
+            return objective
         if "name" in entry and "kind" not in entry:
             kwargs = {k: v for k, v in entry.items() if k != "name"}
             return get_objective(entry["name"], **kwargs)
