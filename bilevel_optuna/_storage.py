@@ -4,9 +4,10 @@ A storage is an RDB URL (SQLite on one machine, PostgreSQL or MySQL across serve
 of an Optuna journal file (``*.log``, one machine), or a storage object, which is used as is.
 With no storage given, ``OPTUNA_STORAGE`` is read, then :data:`DEFAULT_STORAGE`.
 
-RDB storages get heartbeats, so the trials of a killed process are failed and retried; SQLite
-files also get transactions that take the write lock at ``BEGIN`` (see
-:func:`serialize_sqlite_transactions`). Optuna's journal storage has no heartbeats: it is
+RDB storages get heartbeats, so the trials of a killed process are failed and retried, and run
+again a transaction the server aborted (a deadlock, a serialization failure: see
+:mod:`bilevel_optuna._transient`); SQLite files also get transactions that take the write lock
+at ``BEGIN`` (see :func:`serialize_sqlite_transactions`). Optuna's journal storage has no heartbeats: it is
 accepted where that does not matter (one machine), and refused with an explanation where a
 caller needs them (``heartbeat=True``).
 
@@ -34,6 +35,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from bilevel_optuna._experimental import HEARTBEAT
 from bilevel_optuna._experimental import experimental
+from bilevel_optuna._transient import RetryingRDBStorage
 from bilevel_optuna._urls import hide_password
 from bilevel_optuna.exceptions import ConfigurationError
 
@@ -232,7 +234,7 @@ def _open_rdb(
     beats = heartbeat is not False
     try:
         with experimental(*HEARTBEAT):
-            storage = optuna.storages.RDBStorage(
+            storage = RetryingRDBStorage(
                 parsed.render_as_string(hide_password=False),
                 engine_kwargs=_engine_kwargs(parsed, settings, sqlite=sqlite),
                 heartbeat_interval=interval if beats else None,
