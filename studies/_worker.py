@@ -396,15 +396,15 @@ class RunWorker:
             if frozen is not None and frozen.state in _COUNTED:
                 self.queue.finish(claim)
                 return None
-        if isinstance(self.outer_sampler, str):
-            # Reseeded at each ask: a resumed run, or a second worker, must not draw the random
-            # start-up configurations again from the first.
-            offset = len(self.outer.get_trials(deepcopy=False))
-            self.outer.sampler = make_sampler(self.outer_sampler, seed=self.seed + offset)
         with warnings.catch_warnings():
             # Outer trials have no heartbeat of their own: their repeats' tasks beat instead.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
             trial = self.outer.ask()
+        if isinstance(self.outer_sampler, str):
+            # Reseeded by trial number before anything is sampled (Optuna samples at the first
+            # suggest): a resumed run, or two workers asking at once, must not draw the same
+            # random start-up configurations.
+            self.outer.sampler = make_sampler(self.outer_sampler, seed=self.seed + trial.number)
         if not self.queue.set_outer_trial(claim, trial.number):
             self.outer.tell(trial, state=TrialState.FAIL)
             raise LostClaim()
