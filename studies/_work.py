@@ -10,7 +10,7 @@ module keeps two of its own:
   ``bilevel-optuna status``.
 
 The claim protocol. A task row is ``waiting``, ``running``, ``done``, ``failed`` or
-``cancelled``. A worker claims a row with one compare-and-set ``UPDATE ... WHERE id = :id AND
+``cancelled`` (and a done slot is ``settling`` while one worker races or scores its trial). A worker claims a row with one compare-and-set ``UPDATE ... WHERE id = :id AND
 (state = 'waiting' OR (state = 'running' AND heartbeat < now - stale_after))``: the database
 locks that row for the statement, so of two workers racing for it exactly one sees a row count
 of 1. The claim increments ``attempts``, which is the claim's fencing token: every later write
@@ -54,6 +54,7 @@ RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"
+SETTLING = "settling"  # a done slot whose outer trial one worker is settling now
 #: Task kinds: an outer slot, or an inner study of the given study kind.
 KINDS = ("outer", "baseline", "inner", "heldout")
 
@@ -369,6 +370,33 @@ class WorkQueue:
     def set_outer_trial(self, claim: Claim, number: int) -> bool:
         """Record on a claimed slot the outer trial its claim created."""
         return self._update(self._fenced(claim), outer_trial=int(number)) == 1
+
+    def lock_settling(self, slot: str, worker: str) -> bool:
+        """Take the right to settle (race, score, tell) the outer trial of a done slot.
+
+        One worker at a time settles a trial: a compare-and-set from ``done`` to ``settling``
+        (or over a stale ``settling``, whose worker went silent), undone by
+        :meth:`unlock_settling`.
+        """
+        t = tasks_table
+        tid = task_id(self.run, slot)
+        stale = (t.c.state == SETTLING) & (t.c.heartbeat < self._now - self.stale_after)
+        return (
+            self._update(
+                (t.c.id == tid) & ((t.c.state == DONE) | stale),
+                state=SETTLING,
+                worker=worker,
+                heartbeat=self._now,
+            )
+            == 1
+        )
+
+    def unlock_settling(self, slot: str, worker: str) -> None:
+        t = tasks_table
+        self._update(
+            (t.c.id == task_id(self.run, slot)) & (t.c.state == SETTLING) & (t.c.worker == worker),
+            state=DONE,
+        )
 
     def reopen_slot(self, key: str) -> int:
         """A slot whose outer trial failed: waiting again, with no trial, so another is made."""

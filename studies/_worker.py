@@ -34,6 +34,7 @@ from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -486,7 +487,37 @@ class RunWorker:
                 continue
             if not self._scales_for(self.objective_names, self.seeds, tasks):
                 continue
-            self._settle(trial, list(keys), tasks)
+            if not self._repeat_news(trial, list(keys), tasks):
+                continue
+            slot = trial.user_attrs.get(SLOT)
+            if slot is None or not self.queue.lock_settling(slot, self.worker_id):
+                continue  # another worker settles it now
+            try:
+                fresh = self.outer.get_trials(deepcopy=False)[trial.number]
+                if fresh.state == TrialState.RUNNING:
+                    self._settle(fresh, list(keys), tasks)
+            except UpdateFinishedTrialError:
+                _logger.debug("Outer trial %d was finished elsewhere.", trial.number)
+            finally:
+                self.queue.unlock_settling(slot, self.worker_id)
+
+    def _repeat_news(self, trial: FrozenTrial, keys: list[str], tasks: dict[str, Task]) -> bool:
+        """Whether every repeat of ``trial`` is in, or one that racing has not judged yet."""
+        n_obj = len(self.objective_names)
+        complete = 0
+        for repeat in range(len(self.seeds)):
+            repeat_keys = keys[repeat * n_obj : (repeat + 1) * n_obj]
+            if any(tasks.get(k) is None or tasks[k].state != _work.DONE for k in repeat_keys):
+                break
+            complete += 1
+        if complete == len(self.seeds):
+            return True
+        if not self.racing.reports:
+            return False
+        steps = set(trial.intermediate_values)
+        return any(
+            not all(r * n_obj + j in steps for j in range(n_obj)) for r in range(complete)
+        )
 
     def _settle(self, trial: FrozenTrial, keys: list[str], tasks: dict[str, Task]) -> None:
         n_obj = len(self.objective_names)
