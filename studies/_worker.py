@@ -192,7 +192,13 @@ class RunWorker:
                         else None, priority=_BASELINE + seq,
                     )
                     seq += 1
-        existing = {t.key for t in self.queue.tasks(kind="outer")}
+        slots = self.queue.tasks(kind="outer")
+        existing = {t.key for t in slots}
+        # A resumed run with a smaller budget: its extra slots that nothing claimed yet go.
+        self.queue.cancel(
+            [t.key for t in slots if t.payload.get("slot", 0) >= self.n_outer_trials
+             and t.state == _work.WAITING]
+        )
         counted = [
             t for t in self.outer.get_trials(deepcopy=False, states=_COUNTED)
             if SLOT not in t.user_attrs
@@ -598,7 +604,7 @@ class RunWorker:
 
     def _budget_spent(self, tasks: Sequence[Task] | None = None) -> bool:
         slots = tasks if tasks is not None else self.queue.tasks(kind="outer")
-        slots = [t for t in slots if t.kind == "outer"]
+        slots = [t for t in slots if t.kind == "outer" and t.state != _work.CANCELLED]
         if len(slots) < self.n_outer_trials or any(t.state != _work.DONE for t in slots):
             return False
         return not self.outer.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
