@@ -71,7 +71,8 @@ tasks_table = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("worker", sa.String(128), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("heartbeat", sa.Float, nullable=True),  # database clock, seconds since the epoch
+    # Database clock, epoch seconds; DOUBLE: a MySQL FLOAT would round them to 128 s.
+    sa.Column("heartbeat", sa.Double, nullable=True),
     sa.Column("outer_trial", sa.Integer, nullable=True),  # slots: the trial the claim created
     sa.Column("error", sa.Text, nullable=True),
 )
@@ -83,8 +84,8 @@ workers_table = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("model", sa.String(255), nullable=True),
-    sa.Column("started", sa.Float, nullable=False),
-    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("started", sa.Double, nullable=False),
+    sa.Column("heartbeat", sa.Double, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # running, stopped
     sa.Column("task_key", sa.String(1024), nullable=True),
     sa.Column("n_done", sa.Integer, nullable=False, default=0),
@@ -145,11 +146,11 @@ def _db_now(engine: sa.engine.Engine) -> sa.ColumnElement[float]:
     """The database's clock in seconds since the epoch, as a SQL expression."""
     name = engine.dialect.name
     if name == "postgresql":
-        return sa.literal_column("EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())", sa.Float)
+        return sa.literal_column("EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())", sa.Double)
     if name in ("mysql", "mariadb"):
-        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Float)
+        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Double)
     if name == "sqlite":
-        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Double)
     raise ConfigurationError(
         f"Workers are supported on PostgreSQL, MySQL/MariaDB and SQLite, not {name}."
     )
