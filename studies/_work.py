@@ -142,6 +142,21 @@ def _engine_of(storage: BaseStorage) -> sa.engine.Engine:
     return engine
 
 
+_PRIVATE: dict[int, sa.engine.Engine] = {}
+
+
+def _private_engine(storage: BaseStorage) -> sa.engine.Engine:
+    """An in-memory SQLite database for the claims of a storage that has none of its own."""
+    key = id(storage)
+    if key not in _PRIVATE:
+        _PRIVATE[key] = sa.create_engine(
+            "sqlite://",
+            poolclass=sa.pool.StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+    return _PRIVATE[key]
+
+
 def _db_now(engine: sa.engine.Engine) -> sa.ColumnElement[float]:
     """The database's clock in seconds since the epoch, as a SQL expression."""
     name = engine.dialect.name
@@ -166,8 +181,20 @@ class WorkQueue:
             over by another worker.
     """
 
-    def __init__(self, storage: BaseStorage, run_name: str, *, stale_after: float = 60.0) -> None:
-        self.engine = _engine_of(storage)
+    def __init__(
+        self,
+        storage: BaseStorage,
+        run_name: str,
+        *,
+        stale_after: float = 60.0,
+        local: bool = False,
+    ) -> None:
+        if local and getattr(storage, "engine", None) is None:
+            # A journal file or an in-memory storage: one process, so the claims can live in
+            # this process's memory (no worker can join such a run).
+            self.engine = _private_engine(storage)
+        else:
+            self.engine = _engine_of(storage)
         self.run = run_name
         self.stale_after = float(stale_after)
         self._now = _db_now(self.engine)
