@@ -22,6 +22,8 @@ def _connect_timeout(storage: optuna.storages.RDBStorage) -> int:
     raw = storage.engine.raw_connection()
     try:
         dbapi = raw.driver_connection
+        if storage.engine.dialect.driver == "psycopg":
+            return int(dbapi.info.get_parameters()["connect_timeout"])
         if storage.engine.dialect.name == "postgresql":
             return int(dbapi.get_dsn_parameters()["connect_timeout"])
         return int(dbapi.connect_timeout)
@@ -42,6 +44,16 @@ def test_pool_and_timeout_options_reach_the_engine_and_the_driver(server_db: str
         optuna.create_study(storage=storage, study_name="s").optimize(
             lambda t: t.suggest_float("x", 0, 1), n_trials=2
         )
+    finally:
+        storage.engine.dispose()
+
+
+def test_psycopg_3_gets_the_same_options(postgres_db: str) -> None:
+    pytest.importorskip("psycopg")
+    url = postgres_db.replace("postgresql+psycopg2://", "postgresql+psycopg://")
+    storage = open_storage(f"{url}?connect_timeout=4&pool_size=1")
+    try:
+        assert _connect_timeout(storage) == 4 and storage.engine.pool.size() == 1
     finally:
         storage.engine.dispose()
 

@@ -4,6 +4,7 @@ failures on PostgreSQL; recognized, retried, and retried inside Optuna's storage
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -119,8 +120,10 @@ def test_a_real_deadlock_is_transient(engine: sqlalchemy.engine.Engine) -> None:
     assert _values(engine) == [1, 1]  # the aborted one left nothing behind
 
 
-def test_a_real_serialization_failure_is_transient(postgres_db: str) -> None:
-    engine = sqlalchemy.create_engine(postgres_db)
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_a_real_serialization_failure_is_transient(postgres_db: str, driver: str) -> None:
+    pytest.importorskip(driver)
+    engine = sqlalchemy.create_engine(postgres_db.replace("+psycopg2:", f"+{driver}:"))
     try:
         with engine.begin() as connection:
             connection.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
@@ -201,6 +204,9 @@ def test_the_retrying_storage_is_still_an_rdb_storage_with_heartbeats(tmp_path: 
         assert getattr(RetryingRDBStorage, name).__wrapped__ is getattr(
             optuna.storages.RDBStorage, name
         )
+    copy = pickle.loads(pickle.dumps(storage))  # as sent to another process
+    assert isinstance(copy, RetryingRDBStorage) and copy.get_heartbeat_interval() == 1
+    copy.engine.dispose()
     # A trial whose worker stopped beating is failed (and retried) as with Optuna's class.
     study = optuna.create_study(storage=storage, study_name="s")
     with pytest.warns(UserWarning, match="Heartbeat"):  # optuna prefers optimize; ask is fine
