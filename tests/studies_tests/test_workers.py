@@ -156,7 +156,9 @@ def _wait_all(procs: list[Any], logs: list[Path], timeout: float = RUN_TIMEOUT_S
 
 
 def _tails(logs: list[Path]) -> str:
-    return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs)
+    return "\n".join(
+        f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs if log.exists()
+    )
 
 
 @pytest.fixture
@@ -326,6 +328,52 @@ def test_netns_server_reaches_database_until_cut(
     assert (again.returncode, again.stdout.strip()) == (0, "1"), again.stderr
 
 
+_HOLD = """
+import sys, time
+{connect}
+cur = c.cursor(); cur.execute("select 1"); cur.fetchall()
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+try:
+    cur.execute("select 2"); cur.fetchall()
+    print("answered", flush=True)
+except Exception as err:
+    print("failed", type(err).__name__, round(time.monotonic() - start, 1), flush=True)
+"""
+_CONNECT = {
+    "postgresql": "import psycopg2; c = psycopg2.connect(host=%r, port=%d, user='postgres', "
+    "dbname='postgres')",
+    "mysql": "import pymysql; c = pymysql.connect(host=%r, port=%d, user='root')",
+}
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_netns_cut_hangs_an_open_connection_until_it_fails(
+    backend: str, netns_servers: Callable[[], Any]
+) -> None:
+    server = netns_servers()
+    host, fwd = server.address(5432 if backend == "postgresql" else 3306)
+    code = _HOLD.format(connect=_CONNECT[backend] % (host, fwd))
+    proc = server.popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        server.cut()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        time.sleep(2)
+        assert proc.poll() is None, "the query did not hang while the link was down"
+        server.restore()
+        # The database session was dropped at the cut: the next packet gets a reset.
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert out.split()[0] == "failed", out
+
+
 @pytest.mark.netns
 def test_netns_server_is_removed(netns_servers: Callable[[], Any]) -> None:
     import netns
@@ -336,6 +384,21 @@ def test_netns_server_is_removed(netns_servers: Callable[[], Any]) -> None:
     assert server.name not in netns._namespaces()
     link = subprocess.run(["ip", "link", "show", f"bo{server.n}h"], capture_output=True)
     assert link.returncode != 0
+
+
+@pytest.mark.netns
+def test_netns_removes_namespaces_of_dead_test_runs(netns_servers: Callable[[], Any]) -> None:
+    import netns
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = f"{netns.PREFIX}{gone.pid}-254"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        netns_servers()  # each new server clears the stale ones first
+        assert stale not in netns._namespaces()
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)
 
 
 # --- the issue's tests --------------------------------------------------------------------------
