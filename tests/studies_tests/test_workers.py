@@ -39,6 +39,9 @@ N_INNER_STUDIES = (N_OUTER + len(BASELINES)) * N_REPEATS
 # How long a whole run may take here (2 shared cores, Python start-up per process).
 RUN_TIMEOUT_S = 120
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Outer trial attribute: the slot whose claim created it; inner trial attribute: its worker.
+SLOT_ATTR = "bilevel:slot"
+WORKER_ATTR = "bilevel:worker"
 
 ADMIN = {
     "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/{db}",
@@ -197,7 +200,8 @@ def _task_rows(url: str) -> int:
 def _tasks(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     from bilevel_optuna.studies._work import WorkQueue
 
-    return WorkQueue(storage, RUN).tasks()
+    rows = WorkQueue(storage, RUN).tasks()
+    return [row if isinstance(row, dict) else row.as_dict() for row in rows]
 
 
 def _inner_studies(storage: optuna.storages.BaseStorage) -> list[optuna.study.StudySummary]:
@@ -206,6 +210,11 @@ def _inner_studies(storage: optuna.storages.BaseStorage) -> list[optuna.study.St
         for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
         if s.user_attrs.get(_attrs.RUN) == RUN and s.study_name != RUN
     ]
+
+
+def _run_study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    """The outer study and every inner study of the run."""
+    return [RUN] + sorted(s.study_name for s in _inner_studies(storage))
 
 
 def _trials(storage: optuna.storages.BaseStorage, name: str) -> list[optuna.trial.FrozenTrial]:
@@ -269,6 +278,8 @@ def _check_complete_run(storage: optuna.storages.BaseStorage) -> list[dict[str, 
     assert len(set(slot_trials)) == N_OUTER, f"two slots share an outer trial: {slots}"
     finished_numbers = {t.number for t in outer if t.state in FINISHED}
     assert set(slot_trials) == finished_numbers, (slots, finished_numbers)
+    slot_of = [t.user_attrs.get(SLOT_ATTR) for t in outer if t.state in FINISHED]
+    assert len(set(slot_of)) == N_OUTER, f"finished outer trials share a slot: {slot_of}"
 
     keys = [t["key"] for t in tasks if t["kind"] in ("inner", "baseline")]
     assert len(keys) == len(set(keys)) == N_INNER_STUDIES, keys
@@ -419,6 +430,12 @@ def test_three_workers_finish_the_budget_once(
     tasks = _check_complete_run(storage)
     workers = {t["worker"] for t in tasks if t["kind"] in ("inner", "baseline")}
     assert len(workers) >= 2, f"the work did not spread: {workers}"
+    ran_by = {
+        t.user_attrs.get(WORKER_ATTR)
+        for s in _inner_studies(storage)
+        for t in _trials(storage, s.study_name)
+    }
+    assert ran_by == workers, (ran_by, workers)
     assert "best proposer configuration" in logs[0].read_text()
 
 
@@ -466,6 +483,7 @@ def test_cut_off_worker_is_replaced_and_writes_nothing_after(
     storage = _storage(url)
     task = _wait_for("a repeat in progress", lambda: _running_inner_task(storage), 60, logs)
     server.cut()
+    cut_at = time.time()
     before = _values(storage)
     assert before, "no finished inner trial before the cut"
 
@@ -476,6 +494,15 @@ def test_cut_off_worker_is_replaced_and_writes_nothing_after(
     (again,) = [t for t in _tasks(storage) if t["key"] == task["key"]]
     assert again["attempts"] >= 2, again
     assert again["worker"] != task["worker"], (task, again)
+    late = [
+        (name, t.number)
+        for name in _run_study_names(storage)
+        for t in _trials(storage, name)
+        if t.user_attrs.get(WORKER_ATTR) == task["worker"]
+        and t.datetime_complete is not None
+        and t.datetime_complete.timestamp() > cut_at
+    ]
+    assert late == [], "the cut-off worker finished trials after the cut"
     finished = _snapshot(storage)
 
     server.restore()
@@ -491,13 +518,12 @@ def test_cut_off_worker_is_replaced_and_writes_nothing_after(
 
 def _snapshot(storage: optuna.storages.BaseStorage) -> dict[str, Any]:
     """Every trial of the run (outer and inner) and every task row, as comparable values."""
-    names = [RUN] + sorted(s.study_name for s in _inner_studies(storage))
     trials = {
         name: [
             (t.number, t.state.name, t.values, t.params, t.user_attrs)
             for t in _trials(storage, name)
         ]
-        for name in names
+        for name in _run_study_names(storage)
     }
     tasks = sorted((t["key"], t["state"], t["worker"], t["attempts"]) for t in _tasks(storage))
     return {"trials": trials, "tasks": tasks}
