@@ -137,7 +137,10 @@ def _worker_argv(url: str) -> list[str]:
     return _cli("worker", "--storage", url, "--run", RUN, "--model", "uniform")
 
 
-def _start(argv: list[str], log: Path, wrap: Callable[[list[str]], list[str]] | None = None) -> Any:
+Wrap = Callable[[list[str]], list[str]]
+
+
+def _start(argv: list[str], log: Path, wrap: Wrap | None = None) -> Any:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = log.open("wb")
     return subprocess.Popen(
@@ -160,7 +163,9 @@ def _wait_all(procs: list[Any], logs: list[Path], timeout: float = RUN_TIMEOUT_S
 
 def _tails(logs: list[Path]) -> str:
     return "\n".join(
-        f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}" for log in logs if log.exists()
+        f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}"
+        for log in logs
+        if log.exists()
     )
 
 
@@ -192,7 +197,8 @@ def _task_rows(url: str) -> int:
     engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM bilevel_tasks")).scalar())
+            count = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM bilevel_tasks"))
+            return int(count.scalar_one())
     finally:
         engine.dispose()
 
@@ -241,14 +247,17 @@ def _wait_for(what: str, check: Callable[[], Any], timeout: float, logs: list[Pa
 
 
 def _running_inner_task(storage: optuna.storages.BaseStorage) -> dict[str, Any] | None:
-    """A running inner task whose study has at least one finished trial (mid-repeat)."""
+    """A running inner task whose study has at least one finished trial (mid-repeat).
+
+    At least two trials are still to come, so the repeat cannot end before the caller acts.
+    """
     for task in _tasks(storage):
         if task["kind"] in ("inner", "baseline") and task["state"] == "running":
             try:
                 trials = _trials(storage, task["key"])
             except KeyError:
                 continue
-            if 1 <= _finished(trials) < N_INNER:
+            if 1 <= _finished(trials) <= N_INNER - 2:
                 return task
     return None
 
@@ -443,7 +452,7 @@ def test_kill_9_mid_repeat_keeps_finished_values(
     database: str, tmp_path: Path, procs: list[Any]
 ) -> None:
     url = _with_heartbeat(database)
-    spec = _spec(tmp_path, seconds=0.5)
+    spec = _spec(tmp_path, seconds=0.3)
     logs = [tmp_path / f"{name}.log" for name in ("run", "worker-1", "worker-2")]
     # Alone at first, so the running task found below is the run process's own.
     victim = _start(_run_argv(spec, url), logs[0])
@@ -474,7 +483,7 @@ def test_cut_off_worker_is_replaced_and_writes_nothing_after(
     database: str, tmp_path: Path, procs: list[Any], netns_servers: Callable[[], Any]
 ) -> None:
     url = _with_heartbeat(database)
-    spec = _spec(tmp_path, seconds=0.5)
+    spec = _spec(tmp_path, seconds=0.3)
     logs = [tmp_path / f"{name}.log" for name in ("cut-off", "worker-1", "worker-2")]
     server = netns_servers()
     remote = _start(_run_argv(spec, server.url(url)), logs[0], wrap=server.command)
