@@ -1,7 +1,8 @@
 """Objectives by name, for the TOML study specs and the CLI.
 
-Names: ``branin``, ``hartmann6``, ``rosenbrock``, ``ackley``, ``levy``, ``mixed``, ``lm``, and one
-per tabular dataset (``hpobench/kc1``, ``hpolib/naval_propulsion``, ``nb201/cifar10``, ...).
+Names: ``branin``, ``hartmann6``, ``rosenbrock``, ``ackley``, ``levy``, ``mixed``, ``lm``, one
+per tabular dataset (``hpobench/kc1``, ``hpolib/naval_propulsion``, ``nb201/cifar10``, ...), and
+``sleep``, which wraps another one (``get_objective("sleep", base="branin", seconds=0.5)``).
 Keyword arguments go to the objective's constructor, e.g.
 ``get_objective("ackley", dim=10, shift_seed=1)`` or ``get_objective("lm", steps=100)``.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.objectives._lm_task import LMObjective
+from bilevel_optuna.objectives._sleep import SleepObjective
 from bilevel_optuna.objectives._synthetic import Ackley
 from bilevel_optuna.objectives._synthetic import Branin
 from bilevel_optuna.objectives._synthetic import Hartmann6
@@ -39,6 +41,8 @@ _FACTORIES: dict[str, Callable[..., Objective]] = {
 }
 _FAMILIES: dict[str, str] = {name: "synthetic" for name in _FACTORIES}
 _FAMILIES["lm"] = "lm"
+_FACTORIES["sleep"] = SleepObjective
+_FAMILIES["sleep"] = "wrapper"
 
 
 def _tabular_factory(name: str) -> Callable[..., Objective]:
@@ -62,7 +66,8 @@ def list_objectives() -> list[str]:
 
 
 def objective_family(name: str) -> str:
-    """``"synthetic"``, ``"tabular"``, ``"lm"``, or ``"user"`` for registered ones."""
+    """``"synthetic"``, ``"tabular"``, ``"lm"``, ``"wrapper"`` (``sleep``), or ``"user"`` for
+    registered ones."""
     _check_name(name)
     return _FAMILIES[name]
 
@@ -124,8 +129,11 @@ def get_objective(name: str, **kwargs: Any) -> Objective:
                 f"Objective {name!r} does not take {unknown}; it takes {allowed}."
             )
     try:
-        return factory(**kwargs)
+        objective = factory(**kwargs)
     except ConfigurationError:
         raise
     except ValueError as err:
         raise ConfigurationError(f"Objective {name!r}: {err}") from err
+    # How a worker on another server rebuilds it (studies/_settings.py).
+    objective.spec_entry = name if not kwargs else {"name": name, **kwargs}
+    return objective

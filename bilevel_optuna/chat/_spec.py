@@ -18,6 +18,7 @@ SPEC_FORMS = (
     "'openai' or 'openai:MODEL' (base URL from OPENAI_BASE_URL, model from BILEVEL_OPTUNA_MODEL)",
     "'openai:MODEL@BASE_URL' (e.g. 'openai:smollm2@http://127.0.0.1:8000/v1')",
     "'replay:STORAGE_URL#STUDY' (answers recorded in a study)",
+    "'uniform' (the null model: uniformly random answers valid under the schema, no tokens)",
 )
 
 # "openai:MODEL@http(s)://...": the URL starts at the first "@http://" or "@https://".
@@ -65,6 +66,10 @@ def get_chat_model(spec: str | ChatModel | None = None) -> ChatModel:
             return OpenAIChatModel(
                 model=match.group("model") or None, base_url=match.group("base_url")
             )
+    if text == "uniform":
+        from bilevel_optuna.chat._uniform import UniformChatModel
+
+        return UniformChatModel()
     if kind == "replay":
         storage, sep, study = rest.rpartition("#")
         if sep and storage and study:
