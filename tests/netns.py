@@ -9,8 +9,9 @@ PostgreSQL and MariaDB listen on 127.0.0.1 only, which a namespace cannot reach.
   address and forwarding to 127.0.0.1, so ``server.url(url)`` is the database URL as seen from
   inside the namespace.
 
-:meth:`Server.cut` takes the host end of the link down: the worker's packets are dropped, its
-open connections hang and new ones fail, as when a server loses its network. By default the
+:meth:`Server.cut` takes the host end of the link down: the worker's packets are dropped
+silently (the neighbour entries are permanent, so no "No route to host" either), its open
+connections hang and new ones time out, as when a server loses its network. By default the
 forwarder also closes the database sessions it holds for that server, as the database does once
 its TCP keepalive gives up on a silent peer (otherwise a transaction left open by the cut-off
 worker would keep its row locks forever). :meth:`Server.restore` brings the link back; the
@@ -202,6 +203,18 @@ class Server:
         _ip("link", "set", self._host_dev, "up")
         self.ip_in_ns("addr", "add", f"{self.ns_ip}/30", "dev", self._ns_dev)
         self.ip_in_ns("link", "set", self._ns_dev, "up")
+        # Permanent neighbour entries: with the link down, packets vanish silently (as on a
+        # real network failure) instead of failing fast with "No route to host" once ARP fails.
+        host_mac = _mac(_ip("-o", "link", "show", self._host_dev).stdout)
+        ns_mac = _mac(self.ip_in_ns("-o", "link", "show", self._ns_dev).stdout)
+        self.ip_in_ns(
+            "neigh", "replace", self.host_ip, "lladdr", host_mac, "dev", self._ns_dev,
+            "nud", "permanent",
+        )  # fmt: skip
+        _ip(
+            "neigh", "replace", self.ns_ip, "lladdr", ns_mac, "dev", self._host_dev,
+            "nud", "permanent",
+        )  # fmt: skip
         for port in self._ports:
             self._forwarders[port] = _Forwarder((self.host_ip, 0), ("127.0.0.1", port))
 
@@ -259,6 +272,13 @@ class Server:
         self._forwarders.clear()
         _ip("netns", "del", self.name, check=False)
         _ip("link", "del", self._host_dev, check=False)
+
+
+def _mac(link: str) -> str:
+    match = re.search(r"link/ether ([0-9a-f:]{17})", link)
+    if match is None:
+        raise NetnsUnavailable(f"no MAC address in `ip link` output: {link.strip()}")
+    return match.group(1)
 
 
 def _default_port(backend: str) -> int:
