@@ -94,7 +94,7 @@ def backoff_delay(attempt: int, base_delay: float, rng: random.Random | None = N
     :data:`MAX_DELAY_S`: two workers that deadlocked each other do not retry in step.
     """
     draw = (rng or random).random()
-    return min(MAX_DELAY_S, base_delay * 2 ** (attempt - 1) * (0.5 + draw))
+    return min(MAX_DELAY_S, base_delay * 2.0 ** (attempt - 1) * (0.5 + draw))
 
 
 def retry_transient(

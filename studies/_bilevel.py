@@ -19,6 +19,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
@@ -32,6 +33,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna._experimental import set_metric_names
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import DEFAULT_STORAGE  # noqa: F401 - where callers found it
+from bilevel_optuna._storage import heartbeat_settings
 from bilevel_optuna._storage import make_storage
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.exceptions import ConfigurationError
@@ -290,22 +292,21 @@ def _best(outer: optuna.Study) -> tuple[ProposerConfig | None, float]:
 
 def _heartbeat_interval(storage: BaseStorage) -> float:
     """Seconds between a worker's heartbeats: the storage's, or 15 without heartbeats."""
-    interval = getattr(storage, "heartbeat_interval", None)
+    interval, _ = heartbeat_settings(storage)
     return float(interval) if interval else 15.0
 
 
 def stale_after(storage: BaseStorage) -> float:
     """Seconds of silence after which a worker's claim is taken over.
 
-    Longer than Optuna's grace period for the inner trials plus two heartbeats, so that by the
-    time a task is taken over, the trial its worker left RUNNING is stale for Optuna too.
-    Without heartbeats (a journal file: one process), never.
+    The storage's grace period for the inner trials plus two heartbeats, so that by the time
+    a task is taken over, the trial its worker left RUNNING is stale for Optuna too. Without
+    heartbeats (a journal file: one process), never.
     """
-    interval = getattr(storage, "heartbeat_interval", None)
+    interval, grace = heartbeat_settings(storage)
     if not interval:
         return 10.0 * 365 * 24 * 3600
-    grace = getattr(storage, "grace_period", None) or 2 * interval
-    return float(grace) + 2.0 * float(interval)
+    return float(grace or 2 * interval) + 2.0 * float(interval)
 
 
 def _settings(
@@ -440,6 +441,7 @@ def run_bilevel_study(
     *,
     heldout_objectives: Sequence[ObjectiveLike] = (),
     storage: str | BaseStorage | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     run_name: str = "bilevel",
     n_outer_trials: int = 8,
     n_inner_trials: int = 20,
@@ -469,7 +471,10 @@ def run_bilevel_study(
         storage: A database URL, an Optuna journal file (``run.log``: one machine) or a storage
             object; by default ``$OPTUNA_STORAGE``, else SQLite (``bilevel_optuna.db`` in the
             working directory). Workers on other servers join by using the same URL and
-            ``run_name``.
+            ``run_name`` (``bilevel-optuna worker --storage URL --run NAME``).
+        storage_options: Engine and heartbeat options for a database URL (pool size,
+            pre-ping, timeouts, recycle, heartbeat interval and grace period: README,
+            "Connections"); the same keys in the URL's query string win.
         run_name: Name of the outer study; inner studies are named under it.
         n_outer_trials: Outer trials to finish (complete or pruned), over all workers.
         n_inner_trials: Trials per inner study.
@@ -530,7 +535,7 @@ def run_bilevel_study(
     )
     space = outer_space or OuterSpace()
     # 2. The storage, and what runs an arm's inner study in it.
-    storage_obj, storage_url = make_storage(storage)
+    storage_obj, storage_url = make_storage(storage, options=storage_options)
     say = progress or (lambda message: None)
     runner = ArmRunner(
         storage=storage_obj,

@@ -34,6 +34,7 @@ from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
@@ -191,7 +192,13 @@ class RunWorker:
                         else None, priority=_BASELINE + seq,
                     )
                     seq += 1
-        existing = {t.key for t in self.queue.tasks(kind="outer")}
+        slots = self.queue.tasks(kind="outer")
+        existing = {t.key for t in slots}
+        # A resumed run with a smaller budget: its extra slots that nothing claimed yet go.
+        self.queue.cancel(
+            [t.key for t in slots if t.payload.get("slot", 0) >= self.n_outer_trials
+             and t.state == _work.WAITING]
+        )
         counted = [
             t for t in self.outer.get_trials(deepcopy=False, states=_COUNTED)
             if SLOT not in t.user_attrs
@@ -396,15 +403,15 @@ class RunWorker:
             if frozen is not None and frozen.state in _COUNTED:
                 self.queue.finish(claim)
                 return None
-        if isinstance(self.outer_sampler, str):
-            # Reseeded at each ask: a resumed run, or a second worker, must not draw the random
-            # start-up configurations again from the first.
-            offset = len(self.outer.get_trials(deepcopy=False))
-            self.outer.sampler = make_sampler(self.outer_sampler, seed=self.seed + offset)
         with warnings.catch_warnings():
             # Outer trials have no heartbeat of their own: their repeats' tasks beat instead.
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
             trial = self.outer.ask()
+        if isinstance(self.outer_sampler, str):
+            # Reseeded by trial number before anything is sampled (Optuna samples at the first
+            # suggest): a resumed run, or two workers asking at once, must not draw the same
+            # random start-up configurations.
+            self.outer.sampler = make_sampler(self.outer_sampler, seed=self.seed + trial.number)
         if not self.queue.set_outer_trial(claim, trial.number):
             self.outer.tell(trial, state=TrialState.FAIL)
             raise LostClaim()
@@ -486,7 +493,37 @@ class RunWorker:
                 continue
             if not self._scales_for(self.objective_names, self.seeds, tasks):
                 continue
-            self._settle(trial, list(keys), tasks)
+            if not self._repeat_news(trial, list(keys), tasks):
+                continue
+            slot = trial.user_attrs.get(SLOT)
+            if slot is None or not self.queue.lock_settling(slot, self.worker_id):
+                continue  # another worker settles it now
+            try:
+                fresh = self.outer.get_trials(deepcopy=False)[trial.number]
+                if fresh.state == TrialState.RUNNING:
+                    self._settle(fresh, list(keys), tasks)
+            except UpdateFinishedTrialError:
+                _logger.debug("Outer trial %d was finished elsewhere.", trial.number)
+            finally:
+                self.queue.unlock_settling(slot, self.worker_id)
+
+    def _repeat_news(self, trial: FrozenTrial, keys: list[str], tasks: dict[str, Task]) -> bool:
+        """Whether every repeat of ``trial`` is in, or one that racing has not judged yet."""
+        n_obj = len(self.objective_names)
+        complete = 0
+        for repeat in range(len(self.seeds)):
+            repeat_keys = keys[repeat * n_obj : (repeat + 1) * n_obj]
+            if any(tasks.get(k) is None or tasks[k].state != _work.DONE for k in repeat_keys):
+                break
+            complete += 1
+        if complete == len(self.seeds):
+            return True
+        if not self.racing.reports:
+            return False
+        steps = set(trial.intermediate_values)
+        return any(
+            not all(r * n_obj + j in steps for j in range(n_obj)) for r in range(complete)
+        )
 
     def _settle(self, trial: FrozenTrial, keys: list[str], tasks: dict[str, Task]) -> None:
         n_obj = len(self.objective_names)
@@ -567,7 +604,7 @@ class RunWorker:
 
     def _budget_spent(self, tasks: Sequence[Task] | None = None) -> bool:
         slots = tasks if tasks is not None else self.queue.tasks(kind="outer")
-        slots = [t for t in slots if t.kind == "outer"]
+        slots = [t for t in slots if t.kind == "outer" and t.state != _work.CANCELLED]
         if len(slots) < self.n_outer_trials or any(t.state != _work.DONE for t in slots):
             return False
         return not self.outer.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
