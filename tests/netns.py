@@ -14,8 +14,8 @@ silently (the neighbour entries are permanent, so no "No route to host" either),
 connections hang and new ones time out, as when a server loses its network. By default the
 forwarder also closes the database sessions it holds for that server, as the database does once
 its TCP keepalive gives up on a silent peer (otherwise a transaction left open by the cut-off
-worker would keep its row locks forever). :meth:`Server.restore` brings the link back; the
-worker's next packet on an old connection is answered with a reset.
+worker would keep its row locks forever). :meth:`Server.restore` brings the link back and
+resets the worker's old connections at once, so it hears that its sessions are gone.
 
 Names carry the test process's pid, so concurrent test sessions do not collide, and
 :func:`remove_stale` deletes the namespaces of processes that are gone (a crashed run). Everything
@@ -29,6 +29,7 @@ import fcntl
 import os
 import re
 import socket
+import struct
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -102,6 +103,10 @@ class _Forwarder:
         self._sock.settimeout(0.2)
         self.port: int = self._sock.getsockname()[1]
         self._open: set[socket.socket] = set()
+        self._upstream: set[socket.socket] = set()
+        # Worker-side sockets whose database session was dropped during a cut, closed (with a
+        # reset) once the link is back, so the worker hears of it at once.
+        self._held: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -123,6 +128,7 @@ class _Forwarder:
             upstream.settimeout(None)
             with self._lock:
                 self._open.update((client, upstream))
+                self._upstream.add(upstream)
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
@@ -133,12 +139,16 @@ class _Forwarder:
         except OSError:
             pass
         finally:
-            self._drop(src, dst)
+            with self._lock:
+                keep = [sock for sock in (src, dst) if sock in self._held]
+            self._drop(*[sock for sock in (src, dst) if sock not in keep])
 
     def _drop(self, *socks: socket.socket) -> None:
         for sock in socks:
             with self._lock:
                 self._open.discard(sock)
+                self._upstream.discard(sock)
+                self._held.discard(sock)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
@@ -149,6 +159,23 @@ class _Forwarder:
             socks = list(self._open)
         self._drop(*socks)
         return len(socks)
+
+    def sever(self) -> int:
+        """End every database session now, holding the worker-side sockets; how many."""
+        with self._lock:
+            upstream = list(self._upstream)
+            self._held.update(self._open - self._upstream)
+        self._drop(*upstream)
+        return len(upstream)
+
+    def reset_held(self) -> None:
+        """Close the held worker-side sockets with a reset (the link must be up again)."""
+        with self._lock:
+            held = list(self._held)
+        for sock in held:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._drop(*held)
 
     def close(self) -> None:
         self._closed.set()
@@ -258,12 +285,14 @@ class Server:
         self.is_cut = True
         if drop_sessions:
             for forwarder in self._forwarders.values():
-                forwarder.drop_all()
+                forwarder.sever()
 
     def restore(self) -> None:
         """Bring the link back up."""
         _ip("link", "set", self._host_dev, "up")
         self.is_cut = False
+        for forwarder in self._forwarders.values():
+            forwarder.reset_held()
 
     def close(self) -> None:
         """Stop the forwarders and delete the namespace (which removes the veth pair)."""
