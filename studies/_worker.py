@@ -255,7 +255,7 @@ class RunWorker:
         Raises:
             RunFailed: A task failed here, or the run is blocked by a task that failed on
                 another worker.
-            KeyboardInterrupt: After handing the claim in hand back.
+            KeyboardInterrupt: After handing the claim in hand back (:meth:`_run_claim`).
         """
         self.queue.reset_failed()
         self.queue.register_worker(self.worker_id, model=self.model_label)
@@ -281,11 +281,6 @@ class RunWorker:
                         raise
                     interrupted, self._interrupted = self._interrupted, None
                     outage = self._wait_out(err, outage)
-        except KeyboardInterrupt:
-            claim = self._claim
-            if claim is not None and self.queue.release(claim):
-                _logger.warning("Handed %s back: another worker can take it now.", claim.task.key)
-            raise
         finally:
             self._stop.set()
             beater.join(timeout=5)
@@ -366,6 +361,11 @@ class RunWorker:
                 self._start_outer_trial(claim)
             else:
                 self._run_inner(claim)
+        except KeyboardInterrupt:
+            # Ctrl-C: the task is waiting again at once, for any worker, with no grace period.
+            if self.queue.release(claim):
+                _logger.warning("Handed %s back: another worker can take it now.", claim.task.key)
+            raise
         except Exception as err:
             if is_disconnect(err):
                 self._interrupted = claim

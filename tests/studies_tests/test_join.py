@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -122,3 +123,29 @@ def test_a_journal_file_runs_in_one_process(tmp_path: Path) -> None:
         outer_space=OuterSpace(mechanisms=[]),
     )
     assert len(result.outer_study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_ctrl_c_hands_the_claim_back_at_once(tmp_path: Path) -> None:
+    spec = tmp_path / "join.toml"
+    spec.write_text(SPEC.format(n_outer=2).replace("seconds = 0.05", "seconds = 0.5"))
+    url = f"sqlite:///{tmp_path}/join.db"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "bilevel_optuna", "run", str(spec), "--storage", url, "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    deadline = time.time() + 120
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(0.3)
+        try:
+            running = [t for t in WorkQueue(open_storage(url), "join").tasks()
+                       if t.state == "running"]
+        except Exception:  # noqa: BLE001 - the run is still creating its tables
+            continue
+    assert running, "the run never claimed a task"
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 130, out
+    (task,) = [t for t in WorkQueue(open_storage(url), "join").tasks() if t.key == running[0].key]
+    assert task.state == "waiting" and task.worker is None  # no grace period to wait out
+    assert not [t for t in WorkQueue(open_storage(url), "join").tasks() if t.state == "running"]
