@@ -222,7 +222,9 @@ def _outer_sampler(
 ) -> BaseSampler:
     if not isinstance(plan.outer_sampler, str):
         return plan.outer_sampler
-    return outer_sampler_named(plan.outer_sampler, aggregate=plan.aggregate, seed=seed, model=model)
+    return outer_sampler_named(
+        plan.outer_sampler, aggregate=plan.aggregate, seed=seed, model=model
+    )
 
 
 def _open_outer_study(
@@ -368,7 +370,9 @@ def _read_results(
         for arm in plan.base_arms
     }
     if best_config is not None and best_arm is not None:
-        results["best"] = {o.name: [read(best_arm, o, s) for s in plan.seeds_of(o)] for o in everything}
+        results["best"] = {
+            o.name: [read(best_arm, o, s) for s in plan.seeds_of(o)] for o in everything
+        }
     return results
 
 

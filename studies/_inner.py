@@ -129,7 +129,9 @@ def take_over(study: optuna.Study) -> int:
         retry(study, storage.get_trial(trial._trial_id))
         n += 1
     if n:
-        _logger.info("Took over %s: %d trial(s) of a silent worker queued again.", study.study_name, n)
+        _logger.info(
+            "Took over %s: %d trial(s) of a silent worker queued again.", study.study_name, n
+        )
     return n
 
 

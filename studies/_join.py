@@ -31,7 +31,8 @@ def _register_generated(storage: BaseStorage, run_name: str) -> list[str]:
     from bilevel_optuna import _attrs
 
     name = run_name + _attrs.RESEARCH_SUFFIX
-    names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    names = {s.study_name for s in summaries}
     if name not in names:
         return []
     from bilevel_optuna.research import register_stored_mechanisms
@@ -85,8 +86,8 @@ def run_worker(
     if generated:
         _logger.info("Registered the run's generated mechanisms: %s", generated)
     objectives, heldout = settings.build_objectives()
-    missing = [n for n, o in zip(settings.objective_names, objectives) if o is None]
-    missing += [n for n, o in zip(settings.heldout_names, heldout) if o is None]
+    missing = [n for n, o in zip(settings.objective_names, objectives, strict=True) if o is None]
+    missing += [n for n, o in zip(settings.heldout_names, heldout, strict=True) if o is None]
     if missing:
         _logger.warning(
             "The run's objectives %s were given to run_bilevel_study as Python objects; this "

@@ -10,7 +10,8 @@ module keeps two of its own:
   ``bilevel-optuna status``.
 
 The claim protocol. A task row is ``waiting``, ``running``, ``done``, ``failed`` or
-``cancelled`` (and a done slot is ``settling`` while one worker races or scores its trial). A worker claims a row with one compare-and-set ``UPDATE ... WHERE id = :id AND
+``cancelled`` (and a done slot is ``settling`` while one worker races or scores its trial). A
+worker claims a row with one compare-and-set ``UPDATE ... WHERE id = :id AND
 (state = 'waiting' OR (state = 'running' AND heartbeat < now - stale_after))``: the database
 locks that row for the statement, so of two workers racing for it exactly one sees a row count
 of 1. The claim increments ``attempts``, which is the claim's fencing token: every later write
@@ -379,7 +380,8 @@ class WorkQueue:
 
         def read() -> bool:
             with self.engine.connect() as conn:
-                return conn.execute(sa.select(t.c.id).where(self._fenced(claim))).first() is not None
+                found = conn.execute(sa.select(t.c.id).where(self._fenced(claim))).first()
+                return found is not None
 
         return retry_transient(read)
 
@@ -440,7 +442,8 @@ class WorkQueue:
     def _update(self, where: sa.ColumnElement[bool], **values: Any) -> int:
         def update() -> int:
             with self.engine.begin() as conn:
-                return int(conn.execute(sa.update(tasks_table).where(where).values(**values)).rowcount)
+                result = conn.execute(sa.update(tasks_table).where(where).values(**values))
+                return int(result.rowcount)
 
         return retry_transient(update)
 

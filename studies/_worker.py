@@ -64,8 +64,8 @@ from bilevel_optuna.studies._work import WorkQueue
 
 _logger = get_logger(__name__)
 
-#: Outer trial attributes (README, "Storage data model"): its tasks, in (repeat, objective)
-#: order, written once they are queued (a RUNNING trial without them is being set up), and its slot.
+#: Outer trial attributes (README, "Storage data model"): its tasks in (repeat, objective)
+#: order, written once queued (a RUNNING trial without them is being set up), and its slot.
 TASKS = _attrs.TASKS
 SLOT = _attrs.SLOT
 
@@ -153,8 +153,12 @@ class RunWorker:
         self.outer = outer
         self.objective_names = list(objective_names)
         self.heldout_names = list(heldout_names)
-        self.objectives = {n: o for n, o in zip(objective_names, objectives) if o is not None}
-        self.objectives.update({n: o for n, o in zip(heldout_names, heldout) if o is not None})
+        self.objectives = {
+            n: o for n, o in zip(objective_names, objectives, strict=True) if o is not None
+        }
+        self.objectives.update(
+            {n: o for n, o in zip(heldout_names, heldout, strict=True) if o is not None}
+        )
         self.seeds = list(seeds)
         self.heldout_seeds = list(heldout_seeds)
         self.baselines = list(baselines)
@@ -192,9 +196,9 @@ class RunWorker:
         for arm in self.baselines:
             for name in self.objective_names:
                 for seed in self.seeds:
+                    config = LEVEL0 if arm == LEVEL0_ARM else None
                     self._add_inner(
-                        arm, name, seed, kind="baseline", config=LEVEL0 if arm == LEVEL0_ARM
-                        else None, priority=_BASELINE + seq,
+                        arm, name, seed, kind="baseline", config=config, priority=_BASELINE + seq
                     )
                     seq += 1
         slots = self.queue.tasks(kind="outer")
@@ -210,10 +214,9 @@ class RunWorker:
         ]
         for k in range(self.n_outer_trials):
             key = slot_key(self.run_name, k)
-            if key in existing:
-                continue
-            self.queue.add(key, kind="outer", priority=_SLOT + k, payload={"slot": k})
-            if k < len(counted) and not existing:
+            # Adding is idempotent, and brings back a slot a smaller budget had cancelled.
+            added = self.queue.add(key, kind="outer", priority=_SLOT + k, payload={"slot": k})
+            if added and k < len(counted) and not existing:
                 # A finished trial of an older run holds this slot.
                 claim = self.queue.claim(_work.task_id(self.run_name, key), self.worker_id)
                 if claim is not None:
@@ -509,7 +512,9 @@ class RunWorker:
         study = optuna.load_study(study_name=key, storage=self.storage)
         return read_inner_result(study, objective, n_trials=self.runner.n_inner_trials)
 
-    def _scales_for(self, names: Sequence[str], seeds: Sequence[int], tasks: dict[str, Task]) -> bool:
+    def _scales_for(
+        self, names: Sequence[str], seeds: Sequence[int], tasks: dict[str, Task]
+    ) -> bool:
         """Set random search's scales for these objectives once its studies are in."""
         if self.scorer.aggregate not in ("regret", "auc"):
             return True
@@ -588,7 +593,7 @@ class RunWorker:
             if any(tasks.get(k) is None or tasks[k].state != _work.DONE for k in repeat_keys):
                 return  # racing and the value wait for this repeat
             scores = []
-            for key, name in zip(repeat_keys, self.objective_names):
+            for key, name in zip(repeat_keys, self.objective_names, strict=True):
                 objective = self.objectives[name]
                 result = self._result(key, objective)
                 names.append(key)
@@ -672,23 +677,20 @@ class RunWorker:
         best_arm = arm_of(best)
         if self.outer.user_attrs.get(_attrs.BEST_ARM) == best_arm:
             return
-        seq = 0
-        for arm in self.baselines:
-            for name in self.heldout_names:
-                for seed in self.heldout_seeds:
-                    self._add_inner(
-                        arm, name, seed, kind="baseline",
-                        config=LEVEL0 if arm == LEVEL0_ARM else None, priority=_HELDOUT + seq,
-                    )
-                    seq += 1
-        for name in self.objective_names:
-            for seed in self.seeds:
-                self._add_inner(best_arm, name, seed, kind="inner", config=best, priority=_HELDOUT + seq)
-                seq += 1
-        for name in self.heldout_names:
-            for seed in self.heldout_seeds:
-                self._add_inner(best_arm, name, seed, kind="heldout", config=best, priority=_HELDOUT + seq)
-                seq += 1
+        jobs: list[tuple[str, str, int, str, ProposerConfig | None]] = [
+            (arm, name, seed, "baseline", LEVEL0 if arm == LEVEL0_ARM else None)
+            for arm in self.baselines
+            for name in self.heldout_names
+            for seed in self.heldout_seeds
+        ]
+        jobs += [(best_arm, n, s, "inner", best) for n in self.objective_names for s in self.seeds]
+        jobs += [
+            (best_arm, n, s, "heldout", best)
+            for n in self.heldout_names
+            for s in self.heldout_seeds
+        ]
+        for seq, (arm, name, seed, kind, config) in enumerate(jobs):
+            self._add_inner(arm, name, seed, kind=kind, config=config, priority=_HELDOUT + seq)
         self.outer.set_user_attr(_attrs.BEST_CONFIG, best.to_dict())
         self.outer.set_user_attr(_attrs.BEST_ARM, best_arm)
 
