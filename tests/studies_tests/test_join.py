@@ -74,7 +74,8 @@ def test_an_unknown_run_names_the_runs_there(tmp_path: Path) -> None:
 
 def test_a_worker_process_joins_with_the_url_and_name_alone(tmp_path: Path) -> None:
     spec = tmp_path / "join.toml"
-    spec.write_text(SPEC.format(n_outer=3))
+    # Trials that sleep 0.4 s: the run lasts long enough for the worker to join it.
+    spec.write_text(SPEC.format(n_outer=3).replace("seconds = 0.05", "seconds = 0.4"))
     url = f"sqlite:///{tmp_path}/join.db?heartbeat_interval=1&grace_period=3"
     cli = [sys.executable, "-m", "bilevel_optuna"]
     run = subprocess.Popen(
