@@ -282,10 +282,8 @@ def measure(mode: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     if mode in ("none", "local"):
         spec = "uniform" if mode == "none" else "local"
-        rtt = round_trip_ms(spec)
         for n in args.workers:
             row = workers(spec, n, args, workdir)
-            row["round_trip_ms"] = rtt
             rows.append({"mode": mode, "spec": spec, "server_hwm_mib": 0.0, **row})
         return rows
     link = remote_link() if mode == "remote" else contextlib.nullcontext()
