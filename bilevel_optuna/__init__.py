@@ -18,6 +18,7 @@ from bilevel_optuna.studies import BilevelResult
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import ProposerConfig
 from bilevel_optuna.studies import run_bilevel_study
+from bilevel_optuna.studies import run_worker
 
 __all__ = [
     "BilevelResult",
@@ -37,5 +38,6 @@ __all__ = [
     "get_objective",
     "run_bilevel_study",
     "run_research",
+    "run_worker",
     "summarize_mechanisms",
 ]

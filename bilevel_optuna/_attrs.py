@@ -62,6 +62,12 @@ REFERENCE = "bilevel:reference"  # outer trial: enqueued as a reference point ("
 RESUMED_FROM = "bilevel:resumed_from"  # outer trial: number of the trial Ctrl-C stopped
 REPORT_ARTIFACTS = "bilevel:report_artifacts"  # outer study: {file name: artifact id}
 
+# --- Workers (studies/_work.py, studies/_worker.py) ---
+SETTINGS = "bilevel:settings"  # outer study: what a worker rebuilds the run from
+TASKS = "bilevel:tasks"  # outer trial: its inner studies (task keys), in (repeat, objective) order
+SLOT = "bilevel:slot"  # outer trial: the budget slot whose claim created it
+WORKER = "bilevel:worker"  # inner trial: the worker that ran it (host:pid:id)
+
 # --- Level 2: mechanism research (the research study `<run>/research` of a bilevel run) ---
 # A study of kind "research" per bilevel run holds one trial per generated source: COMPLETE
 # (value 1) when the gate accepted it, FAIL when it rejected it; its user attributes say why.

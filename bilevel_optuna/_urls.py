@@ -12,6 +12,8 @@ import urllib.parse
 
 #: What a password is replaced with in a URL shown to a user (SQLAlchemy writes the same).
 MASK = "***"
+# Query keys that carry a password (libpq's ``password``, MySQL drivers' ``passwd``).
+_PASSWORD_KEYS = ("password", "passwd")
 
 
 def is_loopback(address: str) -> bool:
@@ -33,7 +35,7 @@ def is_loopback(address: str) -> bool:
 
 
 def hide_password(url: str) -> str:
-    """``url`` with its password masked: ``postgresql://user:***@host/db``.
+    """``url`` with its password masked: ``postgresql://user:***@host/db``, also in the query.
 
     Works for database URLs (``dialect+driver://``) and HTTP base URLs alike; a string that is
     not a URL (a journal file's path) has nothing to hide and is returned as is. A URL that does
@@ -46,8 +48,14 @@ def hide_password(url: str) -> str:
         password = parts.password
     except ValueError:
         return url.split(":", 1)[0] + ":..."
-    if password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{hostinfo}"))
+    original = parts
+    if password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:{MASK}@{hostinfo}")
+    if parts.query:  # libpq and some drivers also take the password as ?password=...
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        if any(key.lower() in _PASSWORD_KEYS for key, _ in pairs):
+            masked = [(k, MASK if k.lower() in _PASSWORD_KEYS else v) for k, v in pairs]
+            parts = parts._replace(query=urllib.parse.urlencode(masked, safe="*"))
+    return url if parts == original else urllib.parse.urlunsplit(parts)

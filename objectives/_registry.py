@@ -129,8 +129,11 @@ def get_objective(name: str, **kwargs: Any) -> Objective:
                 f"Objective {name!r} does not take {unknown}; it takes {allowed}."
             )
     try:
-        return factory(**kwargs)
+        objective = factory(**kwargs)
     except ConfigurationError:
         raise
     except ValueError as err:
         raise ConfigurationError(f"Objective {name!r}: {err}") from err
+    # How a worker on another server rebuilds it (studies/_settings.py).
+    objective.spec_entry = name if not kwargs else {"name": name, **kwargs}
+    return objective

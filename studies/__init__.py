@@ -6,10 +6,12 @@ from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._inner import InnerResult
+from bilevel_optuna.studies._join import run_worker
 from bilevel_optuna.studies._single import run_spec_study
 from bilevel_optuna.studies._spec import BilevelSpec
 from bilevel_optuna.studies._spec import StudySpec
 from bilevel_optuna.studies._spec import load_spec
+from bilevel_optuna.studies._worker import RunFailed
 
 __all__ = [
     "BilevelResult",
@@ -18,8 +20,10 @@ __all__ = [
     "LEVEL0",
     "OuterSpace",
     "ProposerConfig",
+    "RunFailed",
     "StudySpec",
     "load_spec",
     "run_bilevel_study",
     "run_spec_study",
+    "run_worker",
 ]

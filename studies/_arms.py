@@ -135,7 +135,11 @@ class ArmRunner:
         self.callbacks = list(callbacks)
 
     def study_name(self, arm: str, objective: Objective, seed: int) -> str:
-        return f"{self.run_name}/{arm}/{objective.name}/seed-{seed}"
+        return self.study_name_of(arm, objective.name, seed)
+
+    def study_name_of(self, arm: str, objective_name: str, seed: int) -> str:
+        """``<run>/<arm>/<objective>/seed-<seed>``: the inner study, and its task's key."""
+        return f"{self.run_name}/{arm}/{objective_name}/seed-{seed}"
 
     def sampler_for(
         self, arm: str, objective: Objective, seed: int, config: ProposerConfig | None
@@ -160,7 +164,7 @@ class ArmRunner:
         *,
         kind: str,
         config: ProposerConfig | None,
-        outer_trial: optuna.trial.Trial | None,
+        outer_trial: int | None,
     ) -> dict[str, Any]:
         """The study user attributes of the storage data model (README, "Storage data model")."""
         attrs: dict[str, Any] = {
@@ -177,7 +181,7 @@ class ArmRunner:
             attrs[_attrs.CONFIG] = config.to_dict()
         if outer_trial is not None:
             attrs[_attrs.OUTER_STUDY] = self.run_name
-            attrs[_attrs.OUTER_TRIAL] = outer_trial.number
+            attrs[_attrs.OUTER_TRIAL] = int(outer_trial)
         pin = sampler_pin(arm, seed)
         if pin is not None:
             attrs[_attrs.SAMPLER] = pin
@@ -191,9 +195,15 @@ class ArmRunner:
         *,
         kind: str,
         config: ProposerConfig | None = None,
-        outer_trial: optuna.trial.Trial | None = None,
+        outer_trial: int | None = None,
+        guard: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+        worker: str | None = None,
     ) -> InnerResult:
-        """Run the arm's study on ``objective`` with ``seed`` until it has every trial."""
+        """Run the arm's study on ``objective`` with ``seed`` until it has every trial.
+
+        ``guard`` is called after each trial (a worker stops the study there when it lost its
+        claim); ``worker`` is written on each trial it runs (``bilevel:worker``).
+        """
         start = time.perf_counter()
         result = run_inner_study(
             storage=self.storage,
@@ -205,7 +215,8 @@ class ArmRunner:
                 arm, objective, seed, kind=kind, config=config, outer_trial=outer_trial
             ),
             progress_bar=self.progress_bar,
-            callbacks=self.callbacks,
+            callbacks=self.callbacks + ([guard] if guard is not None else []),
+            worker=worker,
         )
         if result.n_new:  # not when finished before (a rerun): nothing new to say
             shown = "regret" if objective.optimum is not None else "best"

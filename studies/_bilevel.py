@@ -19,6 +19,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
@@ -32,6 +33,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna._experimental import set_metric_names
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import DEFAULT_STORAGE  # noqa: F401 - where callers found it
+from bilevel_optuna._storage import heartbeat_settings
 from bilevel_optuna._storage import make_storage
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.exceptions import ConfigurationError
@@ -50,9 +52,15 @@ from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._inner import InnerResult
-from bilevel_optuna.studies._outer import OuterObjective
+from bilevel_optuna.studies._inner import read_inner_result
 from bilevel_optuna.studies._outer import enqueue_level0
-from bilevel_optuna.studies._outer import requeue_interrupted
+from bilevel_optuna.studies._outer import outer_line as _outer_line  # noqa: F401 - old name
+from bilevel_optuna.studies._settings import RunSettings
+from bilevel_optuna.studies._settings import objective_entry
+from bilevel_optuna.studies._settings import safe_model_spec
+from bilevel_optuna.studies._settings import store_settings
+from bilevel_optuna.studies._work import WorkQueue
+from bilevel_optuna.studies._worker import RunWorker
 from bilevel_optuna.studies._scoring import Scorer
 from bilevel_optuna.studies._scoring import metric_name
 from bilevel_optuna.studies._scoring import resolve_aggregate
@@ -189,13 +197,12 @@ def _plan(
     )
 
 
-def _outer_sampler(
-    plan: _Plan, *, seed: int, model: ChatModel | str | None
+def outer_sampler_named(
+    name: str, *, aggregate: str, seed: int, model: ChatModel | str | None
 ) -> BaseSampler:
-    if not isinstance(plan.outer_sampler, str):
-        return plan.outer_sampler
-    if plan.outer_sampler != "llm":
-        return make_sampler(plan.outer_sampler, seed=seed)
+    """The outer study's sampler by name: ``"tpe"``, ``"random"`` or ``"llm"``."""
+    if name != "llm":
+        return make_sampler(name, seed=seed)
     return make_sampler(
         "llm",
         seed=seed,
@@ -204,8 +211,16 @@ def _outer_sampler(
             "Tune the settings of an LLM-driven hyperparameter optimizer. Lower is better: "
             "the value is the optimizer's regret relative to random search."
         ),
-        metric_name=metric_name(plan.aggregate),
+        metric_name=metric_name(aggregate),
     )
+
+
+def _outer_sampler(
+    plan: _Plan, *, seed: int, model: ChatModel | str | None
+) -> BaseSampler:
+    if not isinstance(plan.outer_sampler, str):
+        return plan.outer_sampler
+    return outer_sampler_named(plan.outer_sampler, aggregate=plan.aggregate, seed=seed, model=model)
 
 
 def _open_outer_study(
@@ -238,13 +253,7 @@ def _open_outer_study(
             outer.set_user_attr(key, value)
     metrics = [metric_name(plan.aggregate)]
     set_metric_names(outer, metrics + ["tokens per repeat"] if cost_objective else metrics)
-    if plan.outer_sampler in ("tpe", "random") and outer.trials:
-        # A resumed run (or a second worker) with the same seed would draw the random
-        # start-up configurations again, from the first; the trials already there move it on.
-        assert isinstance(plan.outer_sampler, str)
-        outer.sampler = make_sampler(plan.outer_sampler, seed=seed + len(outer.trials))
     _save_note(outer, plan, run_name, n_inner_trials, racing)
-    requeue_interrupted(outer)
     enqueue_level0(outer, space)
     return outer
 
@@ -273,67 +282,92 @@ def _save_note(
         _logger.debug("Could not save the dashboard note: %s", err)
 
 
-def _optimize_outer(
-    outer: optuna.Study,
-    objective: OuterObjective,
-    *,
-    n_outer_trials: int,
-    run_name: str,
-    progress: Callable[[str], None],
-    callbacks: Sequence[Callback],
-    show_progress_bar: bool,
-) -> None:
-    """Run outer trials until ``n_outer_trials`` are complete or pruned, over all workers."""
-    done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
-    if done >= n_outer_trials:
-        return
-    bar = None
-    if show_progress_bar:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_outer_trials, initial=done, desc=f"{run_name} outer", unit="trial")
-
-    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        progress(_outer_line(trial))
-        if bar is not None:
-            bar.update(1)
-
-    try:
-        outer.optimize(
-            objective,
-            n_trials=n_outer_trials - done,
-            callbacks=[
-                optuna.study.MaxTrialsCallback(n_outer_trials, states=_COUNTED),
-                report,
-                *callbacks,
-            ],
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _outer_line(trial: optuna.trial.FrozenTrial) -> str:
-    """``outer trial 3 complete: cfg-d65f7017 (t=0.7 h=24 tabu) value 0.8123``."""
-    config = trial.user_attrs.get(_attrs.CONFIG)
-    arm = str(trial.user_attrs.get(_attrs.ARM, ""))
-    label = arm_label(arm, ProposerConfig.from_dict(config) if config else None)
-    if trial.values:
-        shown = " ".join(f"{v:.4g}" for v in trial.values)
-    elif trial.intermediate_values:  # pruned: the last repeat's score
-        last = trial.intermediate_values[max(trial.intermediate_values)]
-        shown = f"{last:.4g} (after {len(trial.intermediate_values)} repeats)"
-    else:
-        shown = "none"
-    return f"outer trial {trial.number} {trial.state.name.lower()}: {label} value {shown}"
-
-
 def _best(outer: optuna.Study) -> tuple[ProposerConfig | None, float]:
     complete = outer.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return None, math.nan
     best_trial = min(complete, key=lambda t: t.values[0])
     return ProposerConfig.from_dict(best_trial.user_attrs[_attrs.CONFIG]), best_trial.values[0]
+
+
+def _heartbeat_interval(storage: BaseStorage) -> float:
+    """Seconds between a worker's heartbeats: the storage's, or 15 without heartbeats."""
+    interval, _ = heartbeat_settings(storage)
+    return float(interval) if interval else 15.0
+
+
+def stale_after(storage: BaseStorage) -> float:
+    """Seconds of silence after which a worker's claim is taken over.
+
+    The storage's grace period for the inner trials plus two heartbeats, so that by the time
+    a task is taken over, the trial its worker left RUNNING is stale for Optuna too. Without
+    heartbeats (a journal file: one process), never.
+    """
+    interval, grace = heartbeat_settings(storage)
+    if not interval:
+        return 10.0 * 365 * 24 * 3600
+    return float(grace or 2 * interval) + 2.0 * float(interval)
+
+
+def _settings(
+    plan: _Plan,
+    *,
+    storage: BaseStorage,
+    n_outer_trials: int,
+    n_inner_trials: int,
+    space: OuterSpace,
+    prune: bool,
+    cost_objective: bool,
+    seed: int,
+    model: ChatModel | str | None,
+) -> RunSettings:
+    """What ``bilevel-optuna worker`` rebuilds this run from (studies/_settings.py)."""
+    sampler = plan.outer_sampler if isinstance(plan.outer_sampler, str) else None
+    return RunSettings(
+        objectives=[objective_entry(o) for o in plan.objectives],
+        objective_names=[o.name for o in plan.objectives],
+        heldout=[objective_entry(o) for o in plan.heldout],
+        heldout_names=[o.name for o in plan.heldout],
+        base_dir=os.getcwd(),
+        n_outer_trials=n_outer_trials,
+        n_inner_trials=n_inner_trials,
+        seeds=plan.seeds,
+        heldout_seeds=plan.heldout_seeds,
+        aggregate=plan.aggregate,
+        baselines=plan.base_arms,
+        outer_sampler=sampler,
+        space=space.to_config(),
+        prune=prune,
+        cost_objective=cost_objective,
+        seed=seed,
+        model=safe_model_spec(model),
+        stale_after=stale_after(storage),
+    )
+
+
+def _read_results(
+    runner: ArmRunner,
+    plan: _Plan,
+    outer: optuna.Study,
+    best_config: ProposerConfig | None,
+    best_arm: str | None,
+) -> Results:
+    """Every baseline's and the best configuration's inner results, read from the storage."""
+
+    def read(arm: str, objective: Objective, seed: int) -> InnerResult:
+        study = optuna.load_study(
+            study_name=runner.study_name(arm, objective, seed), storage=runner.storage
+        )
+        return read_inner_result(study, objective, n_trials=runner.n_inner_trials)
+
+    everything = plan.objectives + plan.heldout
+    results: Results = {
+        arm: {o.name: [read(arm, o, s) for s in plan.seeds_of(o)] for o in everything}
+        for arm in plan.base_arms
+    }
+    if best_config is not None and best_arm is not None:
+        results["best"] = {o.name: [read(best_arm, o, s) for s in plan.seeds_of(o)] for o in everything}
+    return results
 
 
 def _compare(
@@ -407,6 +441,7 @@ def run_bilevel_study(
     *,
     heldout_objectives: Sequence[ObjectiveLike] = (),
     storage: str | BaseStorage | None = None,
+    storage_options: Mapping[str, Any] | None = None,
     run_name: str = "bilevel",
     n_outer_trials: int = 8,
     n_inner_trials: int = 20,
@@ -436,7 +471,10 @@ def run_bilevel_study(
         storage: A database URL, an Optuna journal file (``run.log``: one machine) or a storage
             object; by default ``$OPTUNA_STORAGE``, else SQLite (``bilevel_optuna.db`` in the
             working directory). Workers on other servers join by using the same URL and
-            ``run_name``.
+            ``run_name`` (``bilevel-optuna worker --storage URL --run NAME``).
+        storage_options: Engine and heartbeat options for a database URL (pool size,
+            pre-ping, timeouts, recycle, heartbeat interval and grace period: README,
+            "Connections"); the same keys in the URL's query string win.
         run_name: Name of the outer study; inner studies are named under it.
         n_outer_trials: Outer trials to finish (complete or pruned), over all workers.
         n_inner_trials: Trials per inner study.
@@ -497,7 +535,7 @@ def run_bilevel_study(
     )
     space = outer_space or OuterSpace()
     # 2. The storage, and what runs an arm's inner study in it.
-    storage_obj, storage_url = make_storage(storage)
+    storage_obj, storage_url = make_storage(storage, options=storage_options)
     say = progress or (lambda message: None)
     runner = ArmRunner(
         storage=storage_obj,
@@ -512,11 +550,7 @@ def run_bilevel_study(
     scorer = Scorer(plan.aggregate)
     store = artifact_store(artifacts, storage_url)
 
-    # 3. Baselines on the training objectives; random search's regret sets the outer scale.
-    results = runner.run_baselines(plan.base_arms, plan.objectives, plan.seeds)
-    scorer.set_scales(results.get("random", {}))
-
-    # 4. The outer loop.
+    # 3. The outer study, with the settings a worker on another server rebuilds the run from.
     outer = _open_outer_study(
         plan,
         storage=storage_obj,
@@ -528,48 +562,58 @@ def run_bilevel_study(
         racing=racing,
         cost_objective=cost_objective,
     )
-    _optimize_outer(
-        outer,
-        OuterObjective(
-            space=space,
-            runner=runner,
-            scorer=scorer,
-            objectives=plan.objectives,
-            racing=racing,
-            cost=cost_objective,
-        ),
+    settings = _settings(
+        plan,
+        storage=storage_obj,
         n_outer_trials=n_outer_trials,
+        n_inner_trials=n_inner_trials,
+        space=space,
+        prune=prune,
+        cost_objective=cost_objective,
+        seed=seed,
+        model=model,
+    )
+    store_settings(outer, settings)
+
+    # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
+    # held-out evaluation, claimed task by task with every other worker of the run.
+    worker = RunWorker(
+        storage=storage_obj,
         run_name=run_name,
+        outer=outer,
+        objectives=plan.objectives,
+        heldout=plan.heldout,
+        objective_names=[o.name for o in plan.objectives],
+        heldout_names=[o.name for o in plan.heldout],
+        seeds=plan.seeds,
+        heldout_seeds=plan.heldout_seeds,
+        baselines=plan.base_arms,
+        runner=runner,
+        scorer=scorer,
+        racing=racing,
+        space=space,
+        outer_sampler=plan.outer_sampler if isinstance(plan.outer_sampler, str) and
+        plan.outer_sampler != "llm" else outer.sampler,
+        n_outer_trials=n_outer_trials,
+        seed=seed,
+        cost=cost_objective,
+        queue=WorkQueue(storage_obj, run_name, stale_after=settings.stale_after),
+        heartbeat_interval=_heartbeat_interval(storage_obj),
         progress=say,
         callbacks=callbacks,
-        show_progress_bar=show_progress_bar,
+        model_label=safe_model_spec(model) or "local",
     )
-    best_config, best_value = _best(outer)
+    worker.ensure_tasks()
+    worker.work()
 
-    # 5. Baselines on the held-out objectives, and the best configuration on every objective.
-    if plan.heldout:
-        heldout_results = runner.run_baselines(plan.base_arms, plan.heldout, plan.heldout_seeds)
-        scorer.set_scales(heldout_results.get("random", {}))
-        for arm, per_objective in heldout_results.items():
-            results[arm].update(per_objective)
-    best_arm = None
-    if best_config is not None:
-        best_arm = arm_of(best_config)
-        outer.set_user_attr(_attrs.BEST_CONFIG, best_config.to_dict())
-        results["best"] = {
-            obj.name: [
-                runner.run(
-                    best_arm,
-                    obj,
-                    s,
-                    kind="heldout" if obj in plan.heldout else "inner",
-                    config=best_config,
-                )
-                for s in plan.seeds_of(obj)
-            ]
-            for obj in plan.objectives + plan.heldout
-        }
-        outer.set_user_attr(_attrs.BEST_ARM, best_arm)
+    # 5. What the run found, read back from the storage.
+    best_config, best_value = _best(outer)
+    best_arm = arm_of(best_config) if best_config is not None else None
+    results = _read_results(
+        runner, plan, outer, best_config, best_arm
+    )
+    if "random" in results:
+        scorer.set_scales(results["random"])
 
     # 6. The statistics, from the stored values.
     comparison = heldout_comparison = None

@@ -157,6 +157,45 @@ class OuterSpace:
         except (TypeError, ValueError) as err:
             raise ConfigurationError(f"Invalid fixed proposer setting: {err}") from err
 
+    def to_config(self) -> dict[str, Any] | None:
+        """A JSON-able form that :meth:`from_config` rebuilds on another server, or None when a
+        mechanism is a class no name resolves to there."""
+        from optuna.distributions import distribution_to_json
+
+        from bilevel_optuna.samplers._loading import builtin_mechanism_names
+
+        settings = {
+            key: {"distribution": distribution_to_json(value)}
+            if isinstance(value, BaseDistribution)
+            else value
+            for key, value in self.settings.items()
+        }
+        names = list(self.mechanisms)
+        for name, cls in self.mechanisms.items():
+            try:
+                if get_mechanism_class(name) is not cls and name not in builtin_mechanism_names():
+                    return None
+            except (ConfigurationError, KeyError, ValueError):
+                return None
+        return {"settings": settings, "mechanisms": names, "max_mechanisms": self.max_mechanisms}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> OuterSpace:
+        """The space :meth:`to_config` described (generated mechanisms must be registered)."""
+        from optuna.distributions import json_to_distribution
+
+        settings = {
+            key: json_to_distribution(value["distribution"])
+            if isinstance(value, Mapping) and "distribution" in value
+            else value
+            for key, value in config["settings"].items()
+        }
+        return cls(
+            **settings,
+            mechanisms=list(config["mechanisms"]),
+            max_mechanisms=int(config["max_mechanisms"]),
+        )
+
     def distributions(self) -> dict[str, BaseDistribution]:
         """The unconditional distributions (for describing the space)."""
         out = {k: v for k, v in self.settings.items() if isinstance(v, BaseDistribution)}

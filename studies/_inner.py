@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -11,11 +12,15 @@ from typing import Any
 import optuna
 from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
+from optuna.exceptions import ExperimentalWarning
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._experimental import set_metric_names
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._storage import MAX_RETRY
 from bilevel_optuna.objectives._base import Objective
 
 _logger = get_logger(__name__)
@@ -23,6 +28,7 @@ _logger = get_logger(__name__)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 #: Trial user attribute set on a trial stopped by Ctrl-C.
 INTERRUPTED = "bilevel:interrupted"
+WORKER = _attrs.WORKER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,12 +61,17 @@ def _has_true_value(objective: Objective) -> bool:
     return type(objective).true_value is not Objective.true_value
 
 
-def _objective_with_true_value(objective: Objective) -> Callable[[optuna.Trial], float]:
-    """The objective, recording the noise-free value where it differs, and marking a trial
-    stopped by Ctrl-C so that a resumed study does not count it as done."""
+def _objective_with_true_value(
+    objective: Objective, worker: str | None = None
+) -> Callable[[optuna.Trial], float]:
+    """The objective, recording the noise-free value where it differs and the worker that ran
+    it, and marking a trial stopped by Ctrl-C so that a resumed study does not count it as
+    done."""
     noisy = _has_true_value(objective)
 
     def wrapped(trial: optuna.Trial) -> float:
+        if worker is not None:
+            trial.set_user_attr(WORKER, worker)
         try:
             value = objective(trial)
         except KeyboardInterrupt:
@@ -73,10 +84,53 @@ def _objective_with_true_value(objective: Objective) -> Callable[[optuna.Trial],
     return wrapped
 
 
+def _retry_history(trial: optuna.trial.FrozenTrial) -> list[int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback.retry_history(trial)
+
+
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Finished trials by number, less those stopped by Ctrl-C (they are run again)."""
-    trials = study.get_trials(deepcopy=False, states=_FINISHED)
-    return sorted((t for t in trials if not t.user_attrs.get(INTERRUPTED)), key=lambda t: t.number)
+    """Finished trials by number, less those stopped by Ctrl-C (they are run again) and those
+    whose worker went silent and which were queued again (their retry counts instead)."""
+    every = study.get_trials(deepcopy=False)
+    retried = {n for t in every for n in _retry_history(t)}
+    return sorted(
+        (
+            t
+            for t in every
+            if t.state in _FINISHED
+            and not t.user_attrs.get(INTERRUPTED)
+            and t.number not in retried
+        ),
+        key=lambda t: t.number,
+    )
+
+
+def take_over(study: optuna.Study) -> int:
+    """Fail the trials a silent worker left RUNNING and queue each again with its parameters.
+
+    Called when a worker starts on an inner study: it holds the study's claim, so no other
+    process runs a trial of it, and any RUNNING trial is a dead worker's. Returns how many.
+    """
+    storage = study._storage
+    n = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        try:
+            storage.set_trial_user_attr(
+                trial._trial_id, _attrs.FAILURE_REASON, "its worker went silent; queued again"
+            )
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:  # it finished meanwhile: nothing to take over
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        retry(study, storage.get_trial(trial._trial_id))
+        n += 1
+    if n:
+        _logger.info("Took over %s: %d trial(s) of a silent worker queued again.", study.study_name, n)
+    return n
 
 
 def run_inner_study(
@@ -90,6 +144,7 @@ def run_inner_study(
     catch: tuple[type[Exception], ...] = (),
     progress_bar: bool = False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    worker: str | None = None,
 ) -> InnerResult:
     """Create or resume ``study_name`` and run it until ``n_trials`` trials have finished.
 
@@ -109,6 +164,8 @@ def run_inner_study(
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
     set_metric_names(study, [objective.metric_name])
+    if worker is not None:
+        take_over(study)
     done = len(_finished(study))
     if done < n_trials:
         if done:
@@ -122,7 +179,7 @@ def run_inner_study(
             all_callbacks.append(lambda study, trial: bar.update(1))
         try:
             study.optimize(
-                _objective_with_true_value(objective),
+                _objective_with_true_value(objective, worker),
                 n_trials=n_trials - done,
                 catch=catch,
                 callbacks=all_callbacks,

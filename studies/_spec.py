@@ -32,6 +32,7 @@ else:  # pragma: no cover
 _RUN = {
     "name": (str, ...),
     "storage": (str, None),
+    "storage_options": (dict, None),
     "model": (str, None),
     "seed": (int, 0),
 }
@@ -126,7 +127,9 @@ def build_objective(entry: Any, *, base_dir: Path, where: str) -> Objective:
         if entry.get("kind") == "script":
             from bilevel_optuna.objectives._script import ScriptObjective
 
-            return ScriptObjective.from_config(entry, base_dir=base_dir)
+            objective = ScriptObjective.from_config(entry, base_dir=base_dir)
+            objective.spec_entry = dict(entry)
+            return objective
         if "name" in entry and "kind" not in entry:
             kwargs = {k: v for k, v in entry.items() if k != "name"}
             return get_objective(entry["name"], **kwargs)
@@ -208,6 +211,10 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
     inner = _table(data.get("inner", {}), _INNER, "inner")
     outer = _table(data.get("outer", {}), _OUTER, "outer")
     space_table = _table(outer.pop("space"), _SPACE, "outer.space")
+    from bilevel_optuna._storage import parse_storage_options
+
+    # Checked now, so that a misspelt key fails before the run starts; kept as written.
+    parse_storage_options(run["storage_options"], where="[run] storage_options")
     objectives = [
         build_objective(e, base_dir=base_dir, where="[inner] objectives")
         for e in inner["objectives"]
@@ -245,6 +252,8 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         "baselines": outer["baselines"],
         "outer_space": space,
     }
+    if run["storage_options"] is not None:  # only when given: run_bilevel_study(storage_options=)
+        kwargs["storage_options"] = dict(run["storage_options"])
     return BilevelSpec(path=path, kwargs=kwargs)
 
 

@@ -19,6 +19,7 @@ from bilevel_optuna.exceptions import BilevelOptunaError
 # Modules that hold a subcommand, in the order `--help` lists them.
 _SUBCOMMAND_MODULES = (
     "bilevel_optuna.cli._run",
+    "bilevel_optuna.cli._worker",
     "bilevel_optuna.cli._status",
     "bilevel_optuna.cli._compare",
     "bilevel_optuna.cli._serve",

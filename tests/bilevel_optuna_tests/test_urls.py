@@ -39,6 +39,13 @@ def test_is_loopback(address: str, loopback: bool) -> None:
         ("postgresql://user@db/runs", "postgresql://user@db/runs"),
         ("sqlite:///runs.db", "sqlite:///runs.db"),
         ("runs.log", "runs.log"),
+        # libpq and MySQL drivers also take a password in the query string.
+        (
+            "postgresql://u@db/runs?sslmode=require&password=s3cret",
+            "postgresql://u@db/runs?sslmode=require&password=***",
+        ),
+        ("mysql://u:a@db/x?passwd=b&charset=utf8", "mysql://u:***@db/x?passwd=***&charset=utf8"),
+        ("sqlite:///runs.db?pool_size=2", "sqlite:///runs.db?pool_size=2"),
     ],
 )
 def test_hide_password(url: str, shown: str) -> None:

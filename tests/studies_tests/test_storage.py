@@ -100,3 +100,47 @@ def test_reading_a_journal_file_that_does_not_exist_is_an_error(tmp_path: Path) 
     with pytest.raises(ConfigurationError, match="No journal file"):
         open_storage(str(tmp_path / "missing.log"), read_only=True)
     assert not (tmp_path / "missing.log").exists()
+
+
+# --- a spec's [run] storage_options ---
+
+from bilevel_optuna.studies import BilevelSpec  # noqa: E402
+from bilevel_optuna.studies import load_spec  # noqa: E402
+
+_SPEC = """
+[run]
+name = "t"
+storage = "sqlite:///t.db"
+{options}
+
+[inner]
+objectives = ["branin"]
+
+[outer]
+n_trials = 2
+"""
+
+
+def test_a_spec_passes_its_storage_options_on(tmp_path: Path) -> None:
+    path = tmp_path / "spec.toml"
+    path.write_text(_SPEC.format(options="storage_options = {pool_size = 2, grace_period = 60}"))
+    spec = load_spec(path)
+    assert isinstance(spec, BilevelSpec)
+    assert spec.kwargs["storage_options"] == {"pool_size": 2, "grace_period": 60}
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ("storage_options = {pool_sise = 2}", r"'pool_sise' in \[run\] storage_options"),
+        ("storage_options = {pool_size = -1}", r"pool_size in \[run\] storage_options must be"),
+        ("storage_options = 3", r"storage_options. in \[run\] must be dict"),
+    ],
+)
+def test_a_bad_storage_option_in_a_spec_fails_on_load(
+    tmp_path: Path, options: str, match: str
+) -> None:
+    path = tmp_path / "spec.toml"
+    path.write_text(_SPEC.format(options=options))
+    with pytest.raises(ConfigurationError, match=match):
+        load_spec(path)

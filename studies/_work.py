@@ -1,0 +1,469 @@
+"""The claim table: how the workers of a bilevel run share its work through the database.
+
+Optuna's RDB storage holds the studies and trials; beside its tables, in the same database, this
+module keeps two of its own:
+
+- ``bilevel_tasks``: one row per unit of work of a run. A unit is one inner study (an arm's
+  repeat on one objective, keyed by the study's name) or one outer *slot* (``<run>#outer-<k>``:
+  claiming it creates one outer trial, so a run never has more outer trials than its budget).
+- ``bilevel_workers``: one row per worker process, with its heartbeat and what it runs, for
+  ``bilevel-optuna status``.
+
+The claim protocol. A task row is ``waiting``, ``running``, ``done``, ``failed`` or
+``cancelled``. A worker claims a row with one compare-and-set ``UPDATE ... WHERE id = :id AND
+(state = 'waiting' OR (state = 'running' AND heartbeat < now - stale_after))``: the database
+locks that row for the statement, so of two workers racing for it exactly one sees a row count
+of 1. The claim increments ``attempts``, which is the claim's fencing token: every later write
+of the claimant (heartbeat, done, release) carries ``worker`` and ``attempts`` in its ``WHERE``
+and changes nothing once another worker has taken the row over. A claim is *stale* when its
+heartbeat is older than ``stale_after`` seconds; every time is the database's clock, never a
+worker's, so servers whose clocks differ agree on what is stale.
+
+Why rows of our own rather than Optuna's trial queue (``enqueue_trial`` + heartbeats + the retry
+callback): a worker must claim a *given* unit exactly once, the run's budget must hold however
+many workers ask at once (``study.ask`` creates a new trial when the queue is empty), and a
+retried unit must keep its identity (Optuna's retry makes a new trial and stops after
+``max_retry``). Inside a claimed inner study, Optuna's own heartbeats and retry callback do
+their usual job on the inner trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from optuna.storages import BaseStorage
+
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna._transient import retry_transient
+from bilevel_optuna.exceptions import ConfigurationError
+
+_logger = get_logger(__name__)
+
+WAITING = "waiting"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+CANCELLED = "cancelled"
+#: Task kinds: an outer slot, or an inner study of the given study kind.
+KINDS = ("outer", "baseline", "inner", "heldout")
+
+_metadata = sa.MetaData()
+tasks_table = sa.Table(
+    "bilevel_tasks",
+    _metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # sha1 of run and key
+    sa.Column("run", sa.String(512), nullable=False, index=True),
+    sa.Column("task_key", sa.String(1024), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("priority", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("worker", sa.String(128), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("heartbeat", sa.Float, nullable=True),  # database clock, seconds since the epoch
+    sa.Column("outer_trial", sa.Integer, nullable=True),  # slots: the trial the claim created
+    sa.Column("error", sa.Text, nullable=True),
+)
+workers_table = sa.Table(
+    "bilevel_workers",
+    _metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("run", sa.String(512), nullable=False, index=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(255), nullable=True),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # running, stopped
+    sa.Column("task_key", sa.String(1024), nullable=True),
+    sa.Column("n_done", sa.Integer, nullable=False, default=0),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One row of ``bilevel_tasks``, as read."""
+
+    id: str
+    run: str
+    key: str
+    kind: str
+    priority: int
+    payload: dict[str, Any]
+    state: str
+    worker: str | None
+    attempts: int
+    heartbeat: float | None
+    outer_trial: int | None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A task held by this worker: the row and the fencing token (``attempts``)."""
+
+    task: Task
+    worker: str
+    attempts: int
+
+
+def task_id(run: str, key: str) -> str:
+    return hashlib.sha1(f"{run}\x00{key}".encode()).hexdigest()
+
+
+def new_worker_id() -> str:
+    """``host:pid:random``: unique per process, readable in ``status``."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _engine_of(storage: BaseStorage) -> sa.engine.Engine:
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        raise ConfigurationError(
+            f"Workers share a run through an RDB storage (a database URL), but got "
+            f"{type(storage).__name__}. Use sqlite:///FILE.db on one machine, or a PostgreSQL or "
+            "MySQL URL across servers."
+        )
+    return engine
+
+
+def _db_now(engine: sa.engine.Engine) -> sa.ColumnElement[float]:
+    """The database's clock in seconds since the epoch, as a SQL expression."""
+    name = engine.dialect.name
+    if name == "postgresql":
+        return sa.literal_column("EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())", sa.Float)
+    if name in ("mysql", "mariadb"):
+        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Float)
+    if name == "sqlite":
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+    raise ConfigurationError(
+        f"Workers are supported on PostgreSQL, MySQL/MariaDB and SQLite, not {name}."
+    )
+
+
+class WorkQueue:
+    """The tasks and workers of one run, in the run's database.
+
+    Args:
+        storage: The run's RDB storage (its engine is used; the tables are created if missing).
+        run_name: The bilevel run.
+        stale_after: Seconds after its last heartbeat at which a running claim may be taken
+            over by another worker.
+    """
+
+    def __init__(self, storage: BaseStorage, run_name: str, *, stale_after: float = 60.0) -> None:
+        self.engine = _engine_of(storage)
+        self.run = run_name
+        self.stale_after = float(stale_after)
+        self._now = _db_now(self.engine)
+        retry_transient(_metadata.create_all, self.engine, checkfirst=True)
+
+    # --- Reading ---------------------------------------------------------------------------
+
+    def tasks(self, *, kind: str | None = None, keys: Iterable[str] | None = None) -> list[Task]:
+        """The run's tasks (optionally of one kind, or these keys), by priority."""
+        t = tasks_table
+        query = sa.select(t).where(t.c.run == self.run)
+        if kind is not None:
+            query = query.where(t.c.kind == kind)
+        if keys is not None:
+            ids = [task_id(self.run, k) for k in keys]
+            if not ids:
+                return []
+            query = query.where(t.c.id.in_(ids))
+        query = query.order_by(t.c.priority, t.c.task_key)
+
+        def read() -> list[Task]:
+            with self.engine.connect() as conn:
+                return [_task(row) for row in conn.execute(query)]
+
+        return retry_transient(read)
+
+    def now(self) -> float:
+        """The database's clock."""
+
+        def read() -> float:
+            with self.engine.connect() as conn:
+                return float(conn.execute(sa.select(self._now)).scalar_one())
+
+        return retry_transient(read)
+
+    def exists(self) -> bool:
+        return bool(self.tasks(kind="outer"))
+
+    # --- Writing tasks -----------------------------------------------------------------------
+
+    def add(
+        self, key: str, *, kind: str, priority: int, payload: dict[str, Any]
+    ) -> bool:
+        """Add a waiting task unless one with this key exists; True if this call added it."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS} but got {kind!r}.")
+        row = {
+            "id": task_id(self.run, key),
+            "run": self.run,
+            "task_key": key,
+            "kind": kind,
+            "priority": int(priority),
+            "payload": json.dumps(payload, sort_keys=True, default=str),
+            "state": WAITING,
+            "attempts": 0,
+        }
+
+        def insert() -> bool:
+            with self.engine.begin() as conn:
+                found = conn.execute(
+                    sa.select(tasks_table.c.state).where(tasks_table.c.id == row["id"])
+                ).first()
+                if found is not None:
+                    if found[0] in (CANCELLED, FAILED):  # needed again (e.g. a config redrawn)
+                        conn.execute(
+                            sa.update(tasks_table)
+                            .where(tasks_table.c.id == row["id"])
+                            .values(state=WAITING, worker=None, heartbeat=None, error=None)
+                        )
+                    return False
+                try:
+                    conn.execute(sa.insert(tasks_table).values(**row))
+                except sa.exc.IntegrityError:  # another worker added it in between
+                    return False
+                return True
+
+        try:
+            return retry_transient(insert)
+        except sa.exc.IntegrityError:
+            return False
+
+    def reset_failed(self) -> int:
+        """Failed baseline and held-out tasks back to waiting (a worker starting again retries
+        them). A failed repeat of an outer trial is not: its trial failed and its slot went to
+        a new configuration; it runs again only if a configuration needs it again."""
+        t = tasks_table
+        return self._update(
+            (t.c.run == self.run) & (t.c.state == FAILED) & (t.c.kind != "inner"),
+            state=WAITING,
+            worker=None,
+            error=None,
+        )
+
+    def cancel(self, keys: Sequence[str]) -> int:
+        """Cancel waiting or running tasks (a configuration racing stopped)."""
+        if not keys:
+            return 0
+        t = tasks_table
+        ids = [task_id(self.run, k) for k in keys]
+        return self._update(t.c.id.in_(ids) & t.c.state.in_((WAITING, RUNNING)), state=CANCELLED)
+
+    # --- Claims ------------------------------------------------------------------------------
+
+    def _claimable(self) -> sa.ColumnElement[bool]:
+        t = tasks_table
+        return (t.c.state == WAITING) | (
+            (t.c.state == RUNNING) & (t.c.heartbeat < self._now - self.stale_after)
+        )
+
+    def claim_next(
+        self, worker: str, *, accept: Callable[[Task], bool] = lambda task: True
+    ) -> Claim | None:
+        """Claim the claimable task of lowest priority that ``accept`` takes, or None."""
+        t = tasks_table
+        query = (
+            sa.select(t)
+            .where((t.c.run == self.run) & self._claimable())
+            .order_by(t.c.priority, t.c.task_key)
+            .limit(64)
+        )
+
+        def candidates() -> list[Task]:
+            with self.engine.connect() as conn:
+                return [_task(row) for row in conn.execute(query)]
+
+        for task in retry_transient(candidates):
+            if not accept(task):
+                continue
+            claim = self.claim(task.id, worker)
+            if claim is not None:
+                return claim
+        return None
+
+    def claim(self, tid: str, worker: str) -> Claim | None:
+        """Claim one task by id (compare-and-set); None if another worker holds it."""
+        t = tasks_table
+
+        def update() -> Claim | None:
+            with self.engine.begin() as conn:
+                result = conn.execute(
+                    sa.update(t)
+                    .where((t.c.id == tid) & self._claimable())
+                    .values(
+                        state=RUNNING,
+                        worker=worker,
+                        attempts=t.c.attempts + 1,
+                        heartbeat=self._now,
+                        error=None,
+                    )
+                )
+                if result.rowcount != 1:
+                    return None
+                row = conn.execute(sa.select(t).where(t.c.id == tid)).one()
+            task = _task(row)
+            return Claim(task=task, worker=worker, attempts=task.attempts)
+
+        claim = retry_transient(update)
+        if claim is not None and claim.attempts > 1:
+            _logger.info(
+                "Took over %s (attempt %d): its last claim went silent.",
+                claim.task.key,
+                claim.attempts,
+            )
+        return claim
+
+    def _fenced(self, claim: Claim) -> sa.ColumnElement[bool]:
+        t = tasks_table
+        return (
+            (t.c.id == claim.task.id)
+            & (t.c.worker == claim.worker)
+            & (t.c.attempts == claim.attempts)
+            & (t.c.state == RUNNING)
+        )
+
+    def beat(self, claim: Claim) -> bool:
+        """Renew the claim's heartbeat; False when the claim is no longer this worker's."""
+        return self._update(self._fenced(claim), heartbeat=self._now) == 1
+
+    def holds(self, claim: Claim) -> bool:
+        """Whether the claim is still this worker's (read, no write)."""
+        t = tasks_table
+
+        def read() -> bool:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(t.c.id).where(self._fenced(claim))).first() is not None
+
+        return retry_transient(read)
+
+    def finish(self, claim: Claim, **values: Any) -> bool:
+        """Mark the claimed task done; False (nothing written) if the claim was lost."""
+        return self._update(self._fenced(claim), state=DONE, heartbeat=self._now, **values) == 1
+
+    def fail(self, claim: Claim, error: str) -> bool:
+        """Mark the claimed task failed with ``error`` (a worker starting again retries it)."""
+        return self._update(self._fenced(claim), state=FAILED, error=error[:2000]) == 1
+
+    def release(self, claim: Claim) -> bool:
+        """Hand the claim back at once (Ctrl-C): the task is waiting again."""
+        return self._update(self._fenced(claim), state=WAITING, worker=None, heartbeat=None) == 1
+
+    def set_outer_trial(self, claim: Claim, number: int) -> bool:
+        """Record on a claimed slot the outer trial its claim created."""
+        return self._update(self._fenced(claim), outer_trial=int(number)) == 1
+
+    def reopen_slot(self, key: str) -> int:
+        """A slot whose outer trial failed: waiting again, with no trial, so another is made."""
+        t = tasks_table
+        return self._update(
+            (t.c.id == task_id(self.run, key)) & (t.c.kind == "outer"),
+            state=WAITING,
+            worker=None,
+            heartbeat=None,
+            outer_trial=None,
+        )
+
+    def _update(self, where: sa.ColumnElement[bool], **values: Any) -> int:
+        def update() -> int:
+            with self.engine.begin() as conn:
+                return int(conn.execute(sa.update(tasks_table).where(where).values(**values)).rowcount)
+
+        return retry_transient(update)
+
+    # --- Workers -----------------------------------------------------------------------------
+
+    def register_worker(self, worker: str, *, model: str | None) -> None:
+        host, pid = worker.split(":")[0], os.getpid()
+
+        def insert() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.insert(workers_table).values(
+                        id=worker,
+                        run=self.run,
+                        host=host,
+                        pid=pid,
+                        model=(model or "")[:255] or None,
+                        started=self._now,
+                        heartbeat=self._now,
+                        state=RUNNING,
+                        n_done=0,
+                    )
+                )
+
+        retry_transient(insert)
+
+    def beat_worker(self, worker: str, *, task_key: str | None, n_done: int) -> None:
+        w = workers_table
+
+        def update() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.update(w)
+                    .where(w.c.id == worker)
+                    .values(heartbeat=self._now, task_key=task_key, n_done=n_done)
+                )
+
+        retry_transient(update)
+
+    def stop_worker(self, worker: str) -> None:
+        w = workers_table
+
+        def update() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.update(w).where(w.c.id == worker).values(state="stopped", task_key=None)
+                )
+
+        retry_transient(update)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The run's workers with ``silent_s``: seconds since their last heartbeat."""
+        w = workers_table
+        query = (
+            sa.select(w, (self._now - w.c.heartbeat).label("silent_s"))
+            .where(w.c.run == self.run)
+            .order_by(w.c.started)
+        )
+
+        def read() -> list[dict[str, Any]]:
+            with self.engine.connect() as conn:
+                return [dict(row._mapping) for row in conn.execute(query)]
+
+        return retry_transient(read)
+
+
+def _task(row: Any) -> Task:
+    m = row._mapping
+    return Task(
+        id=m["id"],
+        run=m["run"],
+        key=m["task_key"],
+        kind=m["kind"],
+        priority=int(m["priority"]),
+        payload=json.loads(m["payload"]),
+        state=m["state"],
+        worker=m["worker"],
+        attempts=int(m["attempts"] or 0),
+        heartbeat=m["heartbeat"],
+        outer_trial=m["outer_trial"],
+        error=m["error"],
+    )
