@@ -7,12 +7,12 @@ With no storage given, ``OPTUNA_STORAGE`` is read, then :data:`DEFAULT_STORAGE`.
 RDB storages get heartbeats, so the trials of a killed process are failed and retried, and run
 again a transaction the server aborted (a deadlock, a serialization failure: see
 :mod:`bilevel_optuna._transient`); SQLite files also get transactions that take the write lock
-at ``BEGIN`` (see :func:`serialize_sqlite_transactions`). Optuna's journal storage has no heartbeats: it is
-accepted where that does not matter (one machine), and refused with an explanation where a
-caller needs them (``heartbeat=True``).
+at ``BEGIN`` (see :func:`serialize_sqlite_transactions`). Optuna's journal storage has no
+heartbeats: it is accepted where that does not matter (one machine), and refused with an
+explanation where a caller needs them (``heartbeat=True``).
 
 Server databases take options in the URL's query string (or a spec's ``[run] storage_options``
-table), e.g. ``postgresql+psycopg2://user@host/db?pool_size=2&heartbeat_interval=5``: the
+table), e.g. ``postgresql://user@host/db?pool_size=2&heartbeat_interval=5``: the
 engine's pool (:data:`STORAGE_OPTIONS`), the connect timeout, whatever the driver is, and the
 heartbeat timing. These keys are taken out of the URL before SQLAlchemy sees it; every other key
 is the driver's, and is passed on to it untouched.
@@ -33,6 +33,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from bilevel_optuna._connect import connection_error
+from bilevel_optuna._connect import resolve_driver
 from bilevel_optuna._experimental import HEARTBEAT
 from bilevel_optuna._experimental import experimental
 from bilevel_optuna._transient import RetryingRDBStorage
@@ -82,13 +84,19 @@ STORAGE_OPTIONS: dict[str, _Option] = {
     "max_overflow": _Option(int, -1, "connections opened beyond pool_size at a peak; -1: any"),
     "pool_timeout": _Option(float, 0, "seconds to wait for a free pooled connection"),
     "pool_recycle": _Option(int, -1, "reopen connections older than this many seconds; -1: never"),
-    "pool_pre_ping": _Option(bool, None, "test each connection before use (default: true on servers)"),
+    "pool_pre_ping": _Option(
+        bool, None, "test each connection before use (default: true on servers)"
+    ),
     "connect_timeout": _Option(
         int, 1, f"seconds to open a connection (default {CONNECT_TIMEOUT_S}; SQLite: lock wait)"
     ),
-    "heartbeat_interval": _Option(int, 1, f"seconds between heartbeats (default {HEARTBEAT_INTERVAL_S})"),
+    "heartbeat_interval": _Option(
+        int, 1, f"seconds between heartbeats (default {HEARTBEAT_INTERVAL_S})"
+    ),
     "grace_period": _Option(
-        int, 1, f"seconds of silence before a worker's trials count as dead (default {GRACE_PERIOD_S})"
+        int,
+        1,
+        f"seconds of silence before a worker's trials count as dead (default {GRACE_PERIOD_S})",
     ),
 }
 _POOL_OPTIONS = ("pool_size", "max_overflow", "pool_timeout", "pool_recycle", "pool_pre_ping")
@@ -137,7 +145,7 @@ def _no_heartbeat_error(what: str) -> ConfigurationError:
     return ConfigurationError(
         f"{what} has no heartbeats, so a trial of a killed worker would stay RUNNING forever "
         "instead of being retried. Use an RDB URL (sqlite:///FILE.db on one machine, "
-        "postgresql+psycopg2://... or mysql+pymysql://... across servers) where workers can die."
+        "postgresql://... or mysql://... across servers) where workers can die."
     )
 
 
@@ -151,7 +159,7 @@ def open_storage(
     """The Optuna storage for a URL, a journal file path or a storage object.
 
     Args:
-        storage: A URL (``sqlite:///runs.db``, ``postgresql+psycopg2://user@host/db``), a
+        storage: A URL (``sqlite:///runs.db``, ``postgresql://user@host/db``), a
             journal file (``runs.log``), a storage object (returned as is), or None for
             ``$OPTUNA_STORAGE`` or :data:`DEFAULT_STORAGE`.
         read_only: The caller only reads (a comparison): a file that does not exist is an
@@ -213,14 +221,16 @@ def _open_rdb(
 ) -> BaseStorage:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.exc import DBAPIError
 
     try:
         parsed = make_url(url)
     except ArgumentError as err:
+        path = url if url.endswith((".db", ".sqlite", ".sqlite3")) else "runs.db"
         raise ConfigurationError(
             f"{hide_password(url)!r} is not a storage URL; expected a database URL such as "
-            "sqlite:///runs.db or postgresql+psycopg2://user@host/db, or a journal file such "
-            "as runs.log."
+            f"sqlite:///{path} or postgresql://user@host/db, or a journal file such as "
+            "runs.log."
         ) from err
     parsed, from_url = _take_url_options(parsed)
     settings = {**parse_storage_options(options), **from_url}
@@ -231,6 +241,7 @@ def _open_rdb(
             f"No SQLite file at {database!r}; check the path in the storage URL."
         )
     interval, grace = _heartbeat_timing(settings)
+    parsed = resolve_driver(parsed)
     beats = heartbeat is not False
     try:
         with experimental(*HEARTBEAT):
@@ -243,12 +254,8 @@ def _open_rdb(
                     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY) if beats else None
                 ),
             )
-    except ImportError as err:
-        raise ConfigurationError(
-            f"The driver for {parsed.drivername} is not installed ({err}). For PostgreSQL, "
-            "pip install psycopg2-binary and use postgresql+psycopg2://...; for MySQL, "
-            "pip install pymysql and use mysql+pymysql://..."
-        ) from err
+    except (DBAPIError, optuna.exceptions.StorageInternalError) as err:
+        raise connection_error(err, parsed) from err
     except TypeError as err:  # a pool option this database's pool does not take
         raise ConfigurationError(
             f"A storage option does not apply to {hide_password(url)}: {err}"
@@ -376,10 +383,13 @@ def heartbeat_settings(storage: BaseStorage) -> tuple[int | None, int | None]:
     Code that beats its own heartbeats on the same database (the claims of a worker) uses these,
     so that a storage URL's ``heartbeat_interval`` and ``grace_period`` time both alike.
     """
+    from optuna.storages._heartbeat import BaseHeartbeat
+
     backend = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps an RDB one
-    if not has_heartbeat(backend):
+    if not isinstance(backend, BaseHeartbeat) or backend.get_heartbeat_interval() is None:
         return None, None
     interval = backend.get_heartbeat_interval()
+    assert interval is not None
     grace = getattr(backend, "grace_period", None) or 2 * interval  # optuna's own default
     return interval, grace
 

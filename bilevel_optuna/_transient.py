@@ -87,6 +87,39 @@ def is_transient(exc: BaseException) -> bool:
     return transient_reason(exc) is not None
 
 
+# Driver errors that mean the connection is gone or cannot be made: MySQL client errors 2002
+# and 2003 (cannot connect), 2006 (server has gone away), 2013 (lost connection).
+_MYSQL_DISCONNECT = {2002, 2003, 2006, 2013}
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database cannot be reached (a cut network, a restarted server).
+
+    Unlike :func:`is_transient`, retrying at once does not help: a worker waits for the
+    database to come back (``studies/_worker.py``).
+    """
+    import sqlalchemy.exc
+
+    for err in _causes(exc):
+        if getattr(err, "connection_invalidated", False):
+            return True
+        if isinstance(err, (sqlalchemy.exc.DisconnectionError, sqlalchemy.exc.InterfaceError)):
+            return True
+        if _is_mysql_error(err) and err.args and err.args[0] in _MYSQL_DISCONNECT:
+            return True
+        if type(err).__module__.split(".")[0] == "psycopg2" and type(err).__name__ in (
+            "OperationalError",
+            "InterfaceError",
+        ):
+            return transient_reason(err) is None  # psycopg2 gives no code for these
+        if type(err).__module__.split(".")[0] == "psycopg" and type(err).__name__ in (
+            "OperationalError",
+            "InterfaceError",
+        ):
+            return transient_reason(err) is None
+    return False
+
+
 def backoff_delay(attempt: int, base_delay: float, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry ``attempt`` (1 for the first): jittered exponential backoff.
 
@@ -94,7 +127,7 @@ def backoff_delay(attempt: int, base_delay: float, rng: random.Random | None = N
     :data:`MAX_DELAY_S`: two workers that deadlocked each other do not retry in step.
     """
     draw = (rng or random).random()
-    return min(MAX_DELAY_S, base_delay * 2 ** (attempt - 1) * (0.5 + draw))
+    return min(MAX_DELAY_S, base_delay * 2.0 ** (attempt - 1) * (0.5 + draw))
 
 
 def retry_transient(

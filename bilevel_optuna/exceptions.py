@@ -16,6 +16,13 @@ class ConfigurationError(BilevelOptunaError, ValueError):
     """A setting, spec or argument is wrong; the message names it and says how to fix it."""
 
 
+class StorageError(BilevelOptunaError):
+    """The storage's server cannot be reached or refuses: the message says which and the fix.
+
+    For a wrong URL or a missing driver, see :class:`ConfigurationError`.
+    """
+
+
 class ChatModelError(BilevelOptunaError):
     """A chat model could not answer.
 

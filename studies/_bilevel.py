@@ -8,7 +8,9 @@ LLM sampler) run in the same storage with the same seeds. Inner studies are name
 configuration's hash, so a rerun after a crash reuses every finished inner study.
 
 The parts live beside this module: storage (``bilevel_optuna._storage``), arms and the sampler
-factory (``_arms``), scoring (``_scoring``) and the outer objective (``_outer``);
+factory (``_arms``), scoring (``_scoring``), the run's stored settings (``_settings``), the claim
+table (``_work``) and the worker loop (``_worker``) that runs baselines, outer trials and their
+repeats task by task, beside any ``bilevel-optuna worker`` on other servers (``_join``);
 :func:`run_bilevel_study` calls them in order.
 """
 
@@ -597,7 +599,7 @@ def run_bilevel_study(
         n_outer_trials=n_outer_trials,
         seed=seed,
         cost=cost_objective,
-        queue=WorkQueue(storage_obj, run_name, stale_after=settings.stale_after),
+        queue=WorkQueue(storage_obj, run_name, stale_after=settings.stale_after, local=True),
         heartbeat_interval=_heartbeat_interval(storage_obj),
         progress=say,
         callbacks=callbacks,

@@ -94,9 +94,9 @@ class RunSettings:
 
 
 def store_settings(outer: optuna.Study, settings: RunSettings) -> None:
-    """Write the settings on the outer study (once; a resumed run keeps the first)."""
-    current = outer.user_attrs.get(SETTINGS)
-    if current is None:
+    """Write the settings on the outer study; the process that runs ``run`` is their author, so
+    a resumed run with a larger budget updates them for its workers."""
+    if outer.user_attrs.get(SETTINGS) != settings.to_dict():
         outer.set_user_attr(SETTINGS, settings.to_dict())
 
 

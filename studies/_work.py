@@ -10,7 +10,7 @@ module keeps two of its own:
   ``bilevel-optuna status``.
 
 The claim protocol. A task row is ``waiting``, ``running``, ``done``, ``failed`` or
-``cancelled``. A worker claims a row with one compare-and-set ``UPDATE ... WHERE id = :id AND
+``cancelled`` (and a done slot is ``settling`` while one worker races or scores its trial). A worker claims a row with one compare-and-set ``UPDATE ... WHERE id = :id AND
 (state = 'waiting' OR (state = 'running' AND heartbeat < now - stale_after))``: the database
 locks that row for the statement, so of two workers racing for it exactly one sees a row count
 of 1. The claim increments ``attempts``, which is the claim's fencing token: every later write
@@ -54,6 +54,7 @@ RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"
+SETTLING = "settling"  # a done slot whose outer trial one worker is settling now
 #: Task kinds: an outer slot, or an inner study of the given study kind.
 KINDS = ("outer", "baseline", "inner", "heldout")
 
@@ -70,7 +71,8 @@ tasks_table = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("worker", sa.String(128), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("heartbeat", sa.Float, nullable=True),  # database clock, seconds since the epoch
+    # Database clock, epoch seconds; DOUBLE: a MySQL FLOAT would round them to 128 s.
+    sa.Column("heartbeat", sa.Double, nullable=True),
     sa.Column("outer_trial", sa.Integer, nullable=True),  # slots: the trial the claim created
     sa.Column("error", sa.Text, nullable=True),
 )
@@ -82,8 +84,8 @@ workers_table = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("model", sa.String(255), nullable=True),
-    sa.Column("started", sa.Float, nullable=False),
-    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("started", sa.Double, nullable=False),
+    sa.Column("heartbeat", sa.Double, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # running, stopped
     sa.Column("task_key", sa.String(1024), nullable=True),
     sa.Column("n_done", sa.Integer, nullable=False, default=0),
@@ -140,15 +142,30 @@ def _engine_of(storage: BaseStorage) -> sa.engine.Engine:
     return engine
 
 
+_PRIVATE: dict[int, sa.engine.Engine] = {}
+
+
+def _private_engine(storage: BaseStorage) -> sa.engine.Engine:
+    """An in-memory SQLite database for the claims of a storage that has none of its own."""
+    key = id(storage)
+    if key not in _PRIVATE:
+        _PRIVATE[key] = sa.create_engine(
+            "sqlite://",
+            poolclass=sa.pool.StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+    return _PRIVATE[key]
+
+
 def _db_now(engine: sa.engine.Engine) -> sa.ColumnElement[float]:
     """The database's clock in seconds since the epoch, as a SQL expression."""
     name = engine.dialect.name
     if name == "postgresql":
-        return sa.literal_column("EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())", sa.Float)
+        return sa.literal_column("EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())", sa.Double)
     if name in ("mysql", "mariadb"):
-        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Float)
+        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Double)
     if name == "sqlite":
-        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Double)
     raise ConfigurationError(
         f"Workers are supported on PostgreSQL, MySQL/MariaDB and SQLite, not {name}."
     )
@@ -164,8 +181,20 @@ class WorkQueue:
             over by another worker.
     """
 
-    def __init__(self, storage: BaseStorage, run_name: str, *, stale_after: float = 60.0) -> None:
-        self.engine = _engine_of(storage)
+    def __init__(
+        self,
+        storage: BaseStorage,
+        run_name: str,
+        *,
+        stale_after: float = 60.0,
+        local: bool = False,
+    ) -> None:
+        if local and getattr(storage, "engine", None) is None:
+            # A journal file or an in-memory storage: one process, so the claims can live in
+            # this process's memory (no worker can join such a run).
+            self.engine = _private_engine(storage)
+        else:
+            self.engine = _engine_of(storage)
         self.run = run_name
         self.stale_after = float(stale_after)
         self._now = _db_now(self.engine)
@@ -369,6 +398,33 @@ class WorkQueue:
     def set_outer_trial(self, claim: Claim, number: int) -> bool:
         """Record on a claimed slot the outer trial its claim created."""
         return self._update(self._fenced(claim), outer_trial=int(number)) == 1
+
+    def lock_settling(self, slot: str, worker: str) -> bool:
+        """Take the right to settle (race, score, tell) the outer trial of a done slot.
+
+        One worker at a time settles a trial: a compare-and-set from ``done`` to ``settling``
+        (or over a stale ``settling``, whose worker went silent), undone by
+        :meth:`unlock_settling`.
+        """
+        t = tasks_table
+        tid = task_id(self.run, slot)
+        stale = (t.c.state == SETTLING) & (t.c.heartbeat < self._now - self.stale_after)
+        return (
+            self._update(
+                (t.c.id == tid) & ((t.c.state == DONE) | stale),
+                state=SETTLING,
+                worker=worker,
+                heartbeat=self._now,
+            )
+            == 1
+        )
+
+    def unlock_settling(self, slot: str, worker: str) -> None:
+        t = tasks_table
+        self._update(
+            (t.c.id == task_id(self.run, slot)) & (t.c.state == SETTLING) & (t.c.worker == worker),
+            state=DONE,
+        )
 
     def reopen_slot(self, key: str) -> int:
         """A slot whose outer trial failed: waiting again, with no trial, so another is made."""

@@ -34,12 +34,14 @@ from typing import Any
 
 import optuna
 from optuna.samplers import BaseSampler
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._transient import is_disconnect
 from bilevel_optuna.exceptions import BilevelOptunaError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.studies import _work
@@ -70,6 +72,9 @@ SLOT = _attrs.SLOT
 # Task priorities: lower is claimed first.
 _BASELINE, _INNER, _SLOT, _HELDOUT = 0, 1_000_000_000, 2_000_000_000, 3_000_000_000
 _IDLE_POLL_S = 0.5
+_OUTAGE_POLL_S = 2.0
+#: Seconds a worker waits for an unreachable database before it stops.
+MAX_OUTAGE_S = 900.0
 _COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 Progress = Callable[[str], None]
@@ -169,6 +174,7 @@ class RunWorker:
         self.worker_id = _work.new_worker_id()
         self.n_done = 0
         self._claim: Claim | None = None
+        self._interrupted: Claim | None = None  # the claim in hand when the database went away
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._scales_ready: set[str] = set()
@@ -191,7 +197,13 @@ class RunWorker:
                         else None, priority=_BASELINE + seq,
                     )
                     seq += 1
-        existing = {t.key for t in self.queue.tasks(kind="outer")}
+        slots = self.queue.tasks(kind="outer")
+        existing = {t.key for t in slots}
+        # A resumed run with a smaller budget: its extra slots that nothing claimed yet go.
+        self.queue.cancel(
+            [t.key for t in slots if t.payload.get("slot", 0) >= self.n_outer_trials
+             and t.state == _work.WAITING]
+        )
         counted = [
             t for t in self.outer.get_trials(deepcopy=False, states=_COUNTED)
             if SLOT not in t.user_attrs
@@ -249,18 +261,26 @@ class RunWorker:
         self.queue.register_worker(self.worker_id, model=self.model_label)
         beater = threading.Thread(target=self._beat, name="bilevel-heartbeat", daemon=True)
         beater.start()
+        interrupted: Claim | None = None  # a claim the database went away under
+        outage: float | None = None
         try:
             while True:
-                self.settle()
-                self._queue_post_phase()
-                claim = self.queue.claim_next(self.worker_id, accept=self._can_run)
-                if claim is None:
-                    if self._finished():
+                try:
+                    if interrupted is not None:
+                        claim, interrupted = interrupted, None
+                        if self.queue.holds(claim):
+                            self._run_claim(claim)  # resumes its inner study
+                        else:
+                            _logger.warning("Lost %s while the database was away.", claim.task.key)
+                        continue
+                    if self._step():
                         return self.n_done
-                    self._check_blocked()
-                    time.sleep(_IDLE_POLL_S)
-                    continue
-                self._run_claim(claim)
+                    outage = None
+                except Exception as err:
+                    if not is_disconnect(err):
+                        raise
+                    interrupted, self._interrupted = self._interrupted, None
+                    outage = self._wait_out(err, outage)
         except KeyboardInterrupt:
             claim = self._claim
             if claim is not None and self.queue.release(claim):
@@ -273,6 +293,39 @@ class RunWorker:
                 self.queue.stop_worker(self.worker_id)
             except Exception as err:  # noqa: BLE001 - the database may be what failed
                 _logger.debug("Could not mark worker %s stopped: %s", self.worker_id, err)
+
+    def _step(self) -> bool:
+        """One turn of the loop; True when the run is done."""
+        self.settle()
+        self._queue_post_phase()
+        claim = self.queue.claim_next(self.worker_id, accept=self._can_run)
+        if claim is None:
+            if self._finished():
+                return True
+            self._check_blocked()
+            time.sleep(_IDLE_POLL_S)
+            return False
+        self._run_claim(claim)
+        return False
+
+    def _wait_out(self, err: BaseException, since: float | None) -> float:
+        """Sleep through an outage of the database; give up after :data:`MAX_OUTAGE_S`."""
+        now = time.monotonic()
+        if since is None:
+            since = now
+            _logger.warning(
+                "The database is unreachable (%s); waiting for it (claims held meanwhile are "
+                "taken over by other workers after %.0f s).",
+                type(err).__name__,
+                self.queue.stale_after,
+            )
+        if now - since > MAX_OUTAGE_S:
+            raise RunFailed(
+                f"The database has been unreachable for {now - since:.0f} s ({err}); this worker "
+                "stops. Start it again once the database is reachable."
+            ) from err
+        time.sleep(_OUTAGE_POLL_S)
+        return since
 
     def _beat(self) -> None:
         """Heartbeat thread: the claim in hand and the worker's row, every interval."""
@@ -313,7 +366,11 @@ class RunWorker:
                 self._start_outer_trial(claim)
             else:
                 self._run_inner(claim)
-        except LostClaim:
+        except Exception as err:
+            if is_disconnect(err):
+                self._interrupted = claim
+            if not isinstance(err, LostClaim):
+                raise
             _logger.warning(
                 "Lost %s to another worker (this one went silent for too long); its work there "
                 "is kept, and this worker writes nothing more for it.",
@@ -349,6 +406,8 @@ class RunWorker:
                 worker=self.worker_id,
             )
         except Exception as err:
+            if is_disconnect(err):
+                raise  # the loop waits for the database and resumes the claim if still held
             if self._lost.is_set() or not self.queue.holds(claim):
                 raise LostClaim() from err
             self._task_failed(claim, err)
@@ -486,7 +545,37 @@ class RunWorker:
                 continue
             if not self._scales_for(self.objective_names, self.seeds, tasks):
                 continue
-            self._settle(trial, list(keys), tasks)
+            if not self._repeat_news(trial, list(keys), tasks):
+                continue
+            slot = trial.user_attrs.get(SLOT)
+            if slot is None or not self.queue.lock_settling(slot, self.worker_id):
+                continue  # another worker settles it now
+            try:
+                fresh = self.outer.get_trials(deepcopy=False)[trial.number]
+                if fresh.state == TrialState.RUNNING:
+                    self._settle(fresh, list(keys), tasks)
+            except UpdateFinishedTrialError:
+                _logger.debug("Outer trial %d was finished elsewhere.", trial.number)
+            finally:
+                self.queue.unlock_settling(slot, self.worker_id)
+
+    def _repeat_news(self, trial: FrozenTrial, keys: list[str], tasks: dict[str, Task]) -> bool:
+        """Whether every repeat of ``trial`` is in, or one that racing has not judged yet."""
+        n_obj = len(self.objective_names)
+        complete = 0
+        for repeat in range(len(self.seeds)):
+            repeat_keys = keys[repeat * n_obj : (repeat + 1) * n_obj]
+            if any(tasks.get(k) is None or tasks[k].state != _work.DONE for k in repeat_keys):
+                break
+            complete += 1
+        if complete == len(self.seeds):
+            return True
+        if not self.racing.reports:
+            return False
+        steps = set(trial.intermediate_values)
+        return any(
+            not all(r * n_obj + j in steps for j in range(n_obj)) for r in range(complete)
+        )
 
     def _settle(self, trial: FrozenTrial, keys: list[str], tasks: dict[str, Task]) -> None:
         n_obj = len(self.objective_names)
@@ -567,7 +656,7 @@ class RunWorker:
 
     def _budget_spent(self, tasks: Sequence[Task] | None = None) -> bool:
         slots = tasks if tasks is not None else self.queue.tasks(kind="outer")
-        slots = [t for t in slots if t.kind == "outer"]
+        slots = [t for t in slots if t.kind == "outer" and t.state != _work.CANCELLED]
         if len(slots) < self.n_outer_trials or any(t.state != _work.DONE for t in slots):
             return False
         return not self.outer.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -48,9 +48,12 @@ def _status(args: argparse.Namespace) -> int:
         for t in running:
             print(
                 f"  running: trial {t.number} {t.user_attrs.get(_attrs.ARM, '')} "
-                f"({len(t.user_attrs.get(_attrs.INNER_STUDIES, []))} inner studies so far)"
+                f"({len(t.user_attrs.get(_attrs.INNER_STUDIES, []))} of "
+                f"{len(t.user_attrs.get(_attrs.TASKS, [])) or '?'} inner studies in)"
             )
         if summary.user_attrs.get(_attrs.KIND) == "outer":
+            for line in _worker_lines(storage, summary.study_name):
+                print(f"  {line}")
             # Racing: its setting (or its lack of power) and on how many repeats each was judged.
             from bilevel_optuna.studies._racing import status_lines
 
@@ -67,3 +70,38 @@ def _status(args: argparse.Namespace) -> int:
             config = best.user_attrs.get(_attrs.CONFIG)
             print(f"  {config if config else best.params}")
     return 0
+
+
+def _worker_lines(storage: Any, run: str) -> list[str]:
+    """The run's tasks by state and its workers: alive (what each runs) or silent."""
+    from bilevel_optuna.exceptions import ConfigurationError
+    from bilevel_optuna.studies._work import WorkQueue
+
+    try:
+        queue = WorkQueue(storage, run)
+        tasks = queue.tasks()
+        workers = queue.workers()
+    except ConfigurationError:  # not an RDB storage: no workers there
+        return []
+    if not tasks and not workers:
+        return []
+    settings = optuna.load_study(study_name=run, storage=storage).user_attrs.get(
+        _attrs.SETTINGS, {}
+    )
+    stale_after = float(settings.get("stale_after", 60.0))
+    states = Counter(t.state for t in tasks)
+    lines = [
+        "tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        + f" (stale after {stale_after:.0f} s of silence)"
+    ]
+    for w in workers:
+        silent = float(w["silent_s"] or 0.0)
+        if w["state"] == "stopped":
+            what = f"stopped after {w['n_done']} task(s)"
+        elif silent > stale_after:
+            what = f"SILENT for {silent:.0f} s (its claim is taken over)"
+        else:
+            doing = w["task_key"] or "waiting for work"
+            what = f"alive ({silent:.0f} s ago), {w['n_done']} done, running {doing}"
+        lines.append(f"worker {w['id']} [{w['model'] or 'local'}]: {what}")
+    return lines

@@ -46,7 +46,8 @@ class _Draw:
     ],
 )
 def test_backoff_delay(attempt: int, draw: float, delay: float) -> None:
-    assert backoff_delay(attempt, 0.05, _Draw(draw)) == pytest.approx(delay)  # type: ignore[arg-type]
+    rng: Any = _Draw(draw)
+    assert backoff_delay(attempt, 0.05, rng) == pytest.approx(delay)
 
 
 @pytest.fixture
@@ -150,7 +151,11 @@ def test_retry_transient_runs_both_deadlocked_transactions_once_each(
     assert errors == []
     assert _values(engine) == [2, 2]  # each transaction's two updates applied exactly once
     retries = [r.getMessage() for r in caplog.records if "retry 1 of 4" in r.getMessage()]
-    assert len(retries) == 1 and retries[0].startswith("Deadlock (") and "in transaction" in retries[0]
+    assert (
+        len(retries) == 1
+        and retries[0].startswith("Deadlock (")
+        and "in transaction" in retries[0]
+    )
 
 
 def test_other_errors_are_raised_at_once(engine: sqlalchemy.engine.Engine) -> None:
@@ -249,7 +254,8 @@ def _finish_under_contention(
                     "WHERE wait_event_type = 'Lock' AND datname = current_database()"
                 )
                 connection.exec_driver_sql(
-                    f"UPDATE trials SET datetime_start = datetime_start WHERE trial_id = {trial_id}"
+                    "UPDATE trials SET datetime_start = datetime_start "
+                    f"WHERE trial_id = {trial_id}"
                 )
             else:
                 waiting = (
