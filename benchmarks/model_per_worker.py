@@ -170,7 +170,11 @@ def delayed(target: tuple[str, int], delay_s: float) -> Iterator[int]:
         async with srv:
             await srv.serve_forever()
 
-    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    def run() -> None:
+        with contextlib.suppress(RuntimeError):  # "loop stopped": how the forwarder ends
+            loop.run_until_complete(serve())
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     started.wait(10)
     try:
