@@ -4,10 +4,13 @@
     python benchmarks/workers.py --backends postgresql --workers 1,8 --no-kill
     python benchmarks/workers.py --report               # the table of what is recorded
 
-The run: 8 outer trials x 2 repeats x 8 inner trials on ``sleep-branin`` (Branin that sleeps
-0.25 s per trial, so that eight workers on two cores wait rather than compute), baselines
-random and TPE, no pruning, proposer ``uniform`` (the null chat model: instant, no tokens). The
-work is 20 inner studies of 8 trials, 40 s of sleep in all.
+The run: 8 outer trials x 2 repeats x 4 inner trials on ``sleep-branin`` (Branin that sleeps
+1 s per trial, so that eight workers on two cores wait rather than compute), baselines random
+and TPE, no pruning, proposer ``uniform`` (the null chat model: instant, no tokens). The work
+is 20 inner studies of 4 trials, 80 s of sleep in all. A trial costs a worker about 0.3-0.5 s
+of CPU besides its sleep on this machine (the sampler and its stored records, Optuna's ORM, the
+claims; the databases run on the same two cores), so a shorter sleep makes eight workers
+CPU-bound and measures the cores, not the distribution.
 
 Each configuration gets a fresh database (PostgreSQL, MariaDB) or file (SQLite). The workers
 are separate processes, exactly as on separate servers: one ``bilevel-optuna run SPEC`` and
@@ -258,7 +261,7 @@ def measure(
         killed: dict[str, Any] = {}
         done_at = None
         while done_at is None:
-            time.sleep(0.1)
+            time.sleep(0.25)
             tasks = read_tasks(engine, run)
             inner = [t for t in tasks if t["kind"] in INNER_KINDS]
             finished = [t for t in inner if t["state"] in ("done", "cancelled")]
@@ -372,8 +375,8 @@ def kill_one(procs: list[tuple[str, Any]], inner: list[dict[str, Any]]) -> dict[
 def report(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| storage | workers | wall s | speed-up | SQL ms/trial | overhead ms/trial | "
-        "inner studies | outer trials | lost | duplicated | claimed again |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "inner studies | outer trials | lost | duplicated | claimed again | exit != 0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {r["backend"]: r["wall_s"] for r in rows if r["workers"] == 1 and not r["kill"]}
     for r in rows:
@@ -385,15 +388,15 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"{r['sql_ms_per_trial']:.1f} | {r['overhead_ms_per_trial']:.0f} | "
             f"{r['inner_studies']}/{r['planned_studies']} | {r['outer_trials']} | "
             f"{r['lost_trials']} | {r['duplicated_trials'] + r['extra_outer_trials']} | "
-            f"{r['reclaimed_tasks']} |"
+            f"{r['reclaimed_tasks']} | {sum(c != 0 for c in r['exit_codes'])} |"
         )
     kills = [r for r in rows if r["kill"]]
     if kills:
         lines += [
             "",
             "| storage | workers | killed at s | claimed again after s | wall s | penalty s | "
-            "failed inner trials (retried) | lost | duplicated |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "failed inner trials (retried) | lost | duplicated | exit != 0 (besides the killed) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         plain = {
             (r["backend"], r["workers"]): r["wall_s"] for r in rows if not r["kill"]
@@ -406,7 +409,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {r['backend']} | {r['workers']} | {k.get('at', float('nan')):.1f} | "
                 f"{after} | {r['wall_s']:.1f} | {penalty} | {r['failed_inner_trials']} | "
-                f"{r['lost_trials']} | {r['duplicated_trials'] + r['extra_outer_trials']} |"
+                f"{r['lost_trials']} | {r['duplicated_trials'] + r['extra_outer_trials']} | "
+                f"{sum(c not in (0, -9) for c in r['exit_codes'])} |"
             )
     return "\n".join(lines)
 
@@ -420,8 +424,8 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2,4,8")
     parser.add_argument("--outer", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--inner", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=0.25)
+    parser.add_argument("--inner", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--kill-backends", default="postgresql,mysql")
     parser.add_argument("--no-kill", action="store_true")
     parser.add_argument(
