@@ -133,6 +133,9 @@ def test_ctrl_c_hands_the_claim_back_at_once(tmp_path: Path) -> None:
     run = subprocess.Popen(
         [sys.executable, "-m", "bilevel_optuna", "run", str(spec), "--storage", url, "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+        # A shell's background job starts with SIGINT ignored, and Python then keeps ignoring
+        # it: give the child the default, so that Python turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     running = []
