@@ -327,17 +327,58 @@ class WorkQueue:
             claim = self.claim(task.id, worker)
             if claim is not None:
                 return claim
+        return self._claim_from_the_dead(worker, accept)
+
+    def _claim_from_the_dead(
+        self, worker: str, accept: Callable[[Task], bool]
+    ) -> Claim | None:
+        """Take over, at once, a running task whose worker was a process of this machine that
+        no longer exists (a crashed or killed ``run``, restarted here): no grace period to
+        wait out. A process on another server is judged by its heartbeat alone."""
+        t = tasks_table
+        host = socket.gethostname()[:80]
+        query = (
+            sa.select(t)
+            .where((t.c.run == self.run) & (t.c.state == RUNNING) & t.c.worker.like(f"{host}:%"))
+            .order_by(t.c.priority, t.c.task_key)
+        )
+
+        def candidates() -> list[Task]:
+            with self.engine.connect() as conn:
+                return [_task(row) for row in conn.execute(query)]
+
+        for task in retry_transient(candidates):
+            if task.worker is None or _alive(task.worker) or not accept(task):
+                continue
+            claim = self._claim_if(
+                task.id,
+                worker,
+                (t.c.state == RUNNING) & (t.c.worker == task.worker)
+                & (t.c.attempts == task.attempts),
+            )
+            if claim is not None:
+                _logger.info(
+                    "Took over %s at once: its worker %s is no longer running on this machine.",
+                    task.key,
+                    task.worker,
+                )
+                return claim
         return None
 
     def claim(self, tid: str, worker: str) -> Claim | None:
         """Claim one task by id (compare-and-set); None if another worker holds it."""
+        return self._claim_if(tid, worker, self._claimable())
+
+    def _claim_if(
+        self, tid: str, worker: str, condition: sa.ColumnElement[bool]
+    ) -> Claim | None:
         t = tasks_table
 
         def update() -> Claim | None:
             with self.engine.begin() as conn:
                 result = conn.execute(
                     sa.update(t)
-                    .where((t.c.id == tid) & self._claimable())
+                    .where((t.c.id == tid) & condition)
                     .values(
                         state=RUNNING,
                         worker=worker,
@@ -508,6 +549,27 @@ class WorkQueue:
                 return [dict(row._mapping) for row in conn.execute(query)]
 
         return retry_transient(read)
+
+
+def _alive(worker: str) -> bool:
+    """Whether the process of a worker id of this machine (``host:pid:...``) still runs."""
+    try:
+        pid = int(worker.split(":")[1])
+    except (IndexError, ValueError):
+        return True  # not an id this package wrote: judge it by its heartbeat
+    if pid == os.getpid():
+        return True  # an earlier worker of this process: judge it by its heartbeat
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: gone all the same
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _task(row: Any) -> Task:

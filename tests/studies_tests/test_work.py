@@ -162,3 +162,20 @@ def test_a_journal_storage_has_no_claim_table(tmp_path) -> None:  # type: ignore
     storage = open_storage(str(tmp_path / "run.log"))
     with pytest.raises(ConfigurationError, match="RDB storage"):
         WorkQueue(storage, "run")
+
+
+def test_a_claim_of_a_dead_process_of_this_machine_is_taken_over_at_once(url: str) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    queue = _queue(url, stale_after=3600)  # a heartbeat would not go stale in this test
+    queue.add("t", kind="baseline", priority=0, payload={})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    gone = f"{socket.gethostname()[:80]}:{int(dead.stdout)}:0000"
+    assert queue.claim_next(gone) is not None
+    alive = queue.claim_next(f"{socket.gethostname()[:80]}:1:0000")  # pid 1 runs
+    assert alive is not None and alive.attempts == 2  # took over from the dead one
+    # ...but not from a live process, nor from another machine's worker.
+    assert queue.claim_next("elsewhere:1:0000") is None
