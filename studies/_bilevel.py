@@ -61,7 +61,6 @@ from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import objective_entry
 from bilevel_optuna.studies._settings import safe_model_spec
 from bilevel_optuna.studies._settings import store_settings
-from bilevel_optuna.studies._work import WorkQueue
 from bilevel_optuna.studies._worker import RunWorker
 from bilevel_optuna.studies._scoring import Scorer
 from bilevel_optuna.studies._scoring import metric_name
@@ -292,12 +291,6 @@ def _best(outer: optuna.Study) -> tuple[ProposerConfig | None, float]:
         return None, math.nan
     best_trial = min(complete, key=lambda t: t.values[0])
     return ProposerConfig.from_dict(best_trial.user_attrs[_attrs.CONFIG]), best_trial.values[0]
-
-
-def _heartbeat_interval(storage: BaseStorage) -> float:
-    """Seconds between a worker's heartbeats: the storage's, or 15 without heartbeats."""
-    interval, _ = heartbeat_settings(storage)
-    return float(interval) if interval else 15.0
 
 
 def stale_after(storage: BaseStorage) -> float:
@@ -584,30 +577,22 @@ def run_bilevel_study(
     # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
     # held-out evaluation, claimed task by task with every other worker of the run.
     worker = RunWorker(
+        settings=settings,
         storage=storage_obj,
         run_name=run_name,
         outer=outer,
         objectives=plan.objectives,
         heldout=plan.heldout,
-        objective_names=[o.name for o in plan.objectives],
-        heldout_names=[o.name for o in plan.heldout],
-        seeds=plan.seeds,
-        heldout_seeds=plan.heldout_seeds,
-        baselines=plan.base_arms,
         runner=runner,
-        scorer=scorer,
         racing=racing,
         space=space,
-        outer_sampler=plan.outer_sampler if isinstance(plan.outer_sampler, str) and
-        plan.outer_sampler != "llm" else outer.sampler,
-        n_outer_trials=n_outer_trials,
-        seed=seed,
-        cost=cost_objective,
-        queue=WorkQueue(storage_obj, run_name, stale_after=settings.stale_after, local=True),
-        heartbeat_interval=_heartbeat_interval(storage_obj),
+        outer_sampler=plan.outer_sampler
+        if plan.outer_sampler in ("tpe", "random")
+        else outer.sampler,
         progress=say,
         callbacks=callbacks,
         model_label=safe_model_spec(model) or "local",
+        local=True,
     )
     worker.ensure_tasks()
     worker.work()

@@ -11,14 +11,11 @@ from bilevel_optuna._storage import open_storage
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.studies._arms import ArmRunner
-from bilevel_optuna.studies._bilevel import _heartbeat_interval
 from bilevel_optuna.studies._bilevel import outer_sampler_named
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._racing import OuterRacing
-from bilevel_optuna.studies._scoring import Scorer
 from bilevel_optuna.studies._settings import load_settings
 from bilevel_optuna.studies._settings import safe_model_spec
-from bilevel_optuna.studies._work import WorkQueue
 from bilevel_optuna.studies._worker import RunWorker
 
 _logger = get_logger(__name__)
@@ -124,29 +121,16 @@ def run_worker(
         progress_bar=show_progress_bar,
     )
     worker = RunWorker(
+        settings=settings,
         storage=storage_obj,
         run_name=run_name,
         outer=outer,
         objectives=objectives,
         heldout=heldout,
-        objective_names=settings.objective_names,
-        heldout_names=settings.heldout_names,
-        seeds=settings.seeds,
-        heldout_seeds=settings.heldout_seeds,
-        baselines=settings.baselines,
         runner=runner,
-        scorer=Scorer(settings.aggregate),
         racing=racing,
         space=space,
-        outer_sampler=(
-            outer_sampler if outer_sampler in ("tpe", "random") else
-            (outer.sampler if outer_sampler == "llm" else None)
-        ),
-        n_outer_trials=settings.n_outer_trials,
-        seed=settings.seed,
-        cost=settings.cost_objective,
-        queue=WorkQueue(storage_obj, run_name, stale_after=settings.stale_after),
-        heartbeat_interval=_heartbeat_interval(storage_obj),
+        outer_sampler=outer_sampler if outer_sampler != "llm" else outer.sampler,
         progress=say,
         model_label=safe_model_spec(chosen_model) or "local",
     )

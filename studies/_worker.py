@@ -41,6 +41,7 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._storage import heartbeat_settings
 from bilevel_optuna._transient import is_disconnect
 from bilevel_optuna.exceptions import BilevelOptunaError
 from bilevel_optuna.objectives._base import Objective
@@ -58,6 +59,7 @@ from bilevel_optuna.studies._inner import read_inner_result
 from bilevel_optuna.studies._outer import outer_line
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._scoring import Scorer
+from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._work import Claim
 from bilevel_optuna.studies._work import Task
 from bilevel_optuna.studies._work import WorkQueue
@@ -97,81 +99,71 @@ class RunWorker:
     """One process's part in a bilevel run.
 
     Args:
+        settings: The run's settings (studies/_settings.py): objectives' names, repeats'
+            seeds, baselines, budget, aggregate, ``stale_after``.
         storage: The run's storage.
         run_name: The run (= the outer study's name).
         outer: The outer study.
-        objectives, heldout: The training and held-out objectives; None where this process
-            cannot build one (a worker then leaves that objective's tasks to others).
-        seeds, heldout_seeds: The repeats' seeds.
-        baselines: Baseline arms.
+        objectives, heldout: The training and held-out objectives, in the settings' order;
+            None where this process cannot build one (a worker then leaves that objective's
+            tasks to others).
         runner: Runs an arm's inner study.
-        scorer: The outer value's aggregate.
         racing: The racing rule.
         space: The outer space, or None when this process cannot build it (it then takes no
             new outer trial).
-        outer_sampler: ``"tpe"``/``"random"`` (reseeded at each new outer trial so that workers
-            do not draw the same start-up configurations), a sampler, or None.
-        n_outer_trials: The budget.
-        seed: The run's seed.
-        cost: Two outer objectives (score, tokens per repeat).
-        queue: The claim table.
+        outer_sampler: ``"tpe"``/``"random"`` (reseeded by trial number, so that workers
+            asking at once do not draw the same start-up configurations), a sampler, or None.
         progress: Called with one line per finished inner study and outer trial.
         callbacks: Called as ``(outer_study, frozen_trial)`` after an outer trial this worker
             finished.
         model_label: The model this worker runs, for ``status``.
+        local: Keep the claims in this process when the storage has no database of its own
+            (a journal file: one process).
     """
 
     def __init__(
         self,
         *,
+        settings: RunSettings,
         storage: BaseStorage,
         run_name: str,
         outer: optuna.Study,
         objectives: Sequence[Objective | None],
         heldout: Sequence[Objective | None],
-        objective_names: Sequence[str],
-        heldout_names: Sequence[str],
-        seeds: Sequence[int],
-        heldout_seeds: Sequence[int],
-        baselines: Sequence[str],
         runner: ArmRunner,
-        scorer: Scorer,
         racing: OuterRacing,
         space: OuterSpace | None,
         outer_sampler: str | BaseSampler | None,
-        n_outer_trials: int,
-        seed: int,
-        cost: bool,
-        queue: WorkQueue,
-        heartbeat_interval: float,
         progress: Progress | None = None,
         callbacks: Sequence[Callback] = (),
         model_label: str | None = None,
+        local: bool = False,
     ) -> None:
         self.storage = storage
         self.run_name = run_name
         self.outer = outer
-        self.objective_names = list(objective_names)
-        self.heldout_names = list(heldout_names)
+        self.objective_names = list(settings.objective_names)
+        self.heldout_names = list(settings.heldout_names)
         self.objectives = {
-            n: o for n, o in zip(objective_names, objectives, strict=True) if o is not None
+            n: o for n, o in zip(self.objective_names, objectives, strict=True) if o is not None
         }
         self.objectives.update(
-            {n: o for n, o in zip(heldout_names, heldout, strict=True) if o is not None}
+            {n: o for n, o in zip(self.heldout_names, heldout, strict=True) if o is not None}
         )
-        self.seeds = list(seeds)
-        self.heldout_seeds = list(heldout_seeds)
-        self.baselines = list(baselines)
+        self.seeds = list(settings.seeds)
+        self.heldout_seeds = list(settings.heldout_seeds)
+        self.baselines = list(settings.baselines)
         self.runner = runner
-        self.scorer = scorer
+        self.scorer = Scorer(settings.aggregate)
         self.racing = racing
         self.space = space
         self.outer_sampler = outer_sampler
-        self.n_outer_trials = n_outer_trials
-        self.seed = seed
-        self.cost = cost
-        self.queue = queue
-        self.heartbeat_interval = max(float(heartbeat_interval), 0.2)
+        self.n_outer_trials = settings.n_outer_trials
+        self.seed = settings.seed
+        self.cost = settings.cost_objective
+        self.queue = WorkQueue(storage, run_name, stale_after=settings.stale_after, local=local)
+        interval, _ = heartbeat_settings(storage)
+        self.heartbeat_interval = max(float(interval or 15.0), 0.2)
         self.progress: Progress = progress or (lambda message: None)
         self.callbacks = list(callbacks)
         self.model_label = model_label
