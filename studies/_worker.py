@@ -171,7 +171,9 @@ class RunWorker:
         self.n_done = 0
         self._claim: Claim | None = None
         self._interrupted: Claim | None = None  # the claim in hand when the database went away
-        self._lost = threading.Event()
+        # The claim the heartbeat found taken over. A claim, not a flag: a beat of the claim
+        # just finished can return after the next one is claimed, and must not mark that one.
+        self._lost: Claim | None = None
         self._stop = threading.Event()
         self._scales_ready: set[str] = set()
         self._warned: set[str] = set()
@@ -322,8 +324,8 @@ class RunWorker:
         while not self._stop.wait(self.heartbeat_interval):
             claim = self._claim
             try:
-                if claim is not None and not self.queue.beat(claim):
-                    self._lost.set()
+                if claim is not None and not self.queue.beat(claim) and self._claim is claim:
+                    self._lost = claim
                 self.queue.beat_worker(
                     self.worker_id,
                     task_key=claim.task.key if claim is not None else None,
@@ -350,7 +352,6 @@ class RunWorker:
 
     def _run_claim(self, claim: Claim) -> None:
         self._claim = claim
-        self._lost.clear()
         try:
             if claim.task.kind == "outer":
                 self._start_outer_trial(claim)
@@ -385,8 +386,8 @@ class RunWorker:
         )
 
         def guard(study: optuna.Study, trial: FrozenTrial) -> None:
-            if self._lost.is_set() or not self.queue.holds(claim):
-                self._lost.set()
+            if self._lost is claim or not self.queue.holds(claim):
+                self._lost = claim
                 study.stop()
 
         try:
@@ -403,7 +404,7 @@ class RunWorker:
         except Exception as err:
             if is_disconnect(err):
                 raise  # the loop waits for the database and resumes the claim if still held
-            if self._lost.is_set() or not self.queue.holds(claim):
+            if self._lost is claim or not self.queue.holds(claim):
                 raise LostClaim() from err
             self._task_failed(claim, err)
             raise RunFailed(
@@ -411,7 +412,7 @@ class RunWorker:
                 f"{err}. It is marked failed; fix the cause and start a worker again (failed "
                 "tasks are retried when a worker starts)."
             ) from err
-        if self._lost.is_set():
+        if self._lost is claim:
             raise LostClaim()
         if self.queue.finish(claim):
             self.n_done += 1
