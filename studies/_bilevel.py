@@ -56,7 +56,6 @@ from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import read_inner_result
 from bilevel_optuna.studies._outer import enqueue_level0
-from bilevel_optuna.studies._outer import outer_line as _outer_line  # noqa: F401 - old name
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import objective_entry
 from bilevel_optuna.studies._settings import safe_model_spec

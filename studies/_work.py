@@ -231,9 +231,6 @@ class WorkQueue:
 
         return retry_transient(read)
 
-    def exists(self) -> bool:
-        return bool(self.tasks(kind="outer"))
-
     # --- Writing tasks -----------------------------------------------------------------------
 
     def add(

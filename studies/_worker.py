@@ -176,7 +176,6 @@ class RunWorker:
         self._lost: Claim | None = None
         self._stop = threading.Event()
         self._scales_ready: set[str] = set()
-        self._warned: set[str] = set()
 
     # --- Setting a run up --------------------------------------------------------------------
 
@@ -292,9 +291,10 @@ class RunWorker:
         self._queue_post_phase()
         claim = self.queue.claim_next(self.worker_id, accept=self._can_run)
         if claim is None:
-            if self._finished():
+            tasks = self.queue.tasks()
+            if self._finished(tasks):
                 return True
-            self._check_blocked()
+            self._check_blocked(tasks)
             time.sleep(_IDLE_POLL_S)
             return False
         self._run_claim(claim)
@@ -337,18 +337,9 @@ class RunWorker:
     def _can_run(self, task: Task) -> bool:
         if task.kind == "outer":
             return self.space is not None and self.outer_sampler is not None
-        name = task.payload.get("objective")
-        if name in self.objectives:
-            return True
-        if name not in self._warned:
-            self._warned.add(name)
-            _logger.warning(
-                "This worker cannot build the objective %r (the run was started from Python "
-                "with an object that has no spec form); it leaves those tasks to the process "
-                "that started the run.",
-                name,
-            )
-        return False
+        # An objective given to run_bilevel_study as a Python object has no spec form: its
+        # tasks are left to the process that started the run (run_worker says so once).
+        return task.payload.get("objective") in self.objectives
 
     def _run_claim(self, claim: Claim) -> None:
         self._claim = claim
@@ -391,7 +382,7 @@ class RunWorker:
                 study.stop()
 
         try:
-            result = self.runner.run(
+            self.runner.run(
                 payload["arm"],
                 objective,
                 int(payload["seed"]),
@@ -414,11 +405,9 @@ class RunWorker:
             ) from err
         if self._lost is claim:
             raise LostClaim()
-        if self.queue.finish(claim):
-            self.n_done += 1
-        else:
+        if not self.queue.finish(claim):
             raise LostClaim()
-        del result
+        self.n_done += 1
 
     def _task_failed(self, claim: Claim, err: BaseException) -> None:
         error = f"{type(err).__name__}: {err}"
@@ -531,19 +520,19 @@ class RunWorker:
             return
         tasks = {t.key: t for t in self.queue.tasks()}
         slots = {t.outer_trial for t in tasks.values() if t.kind == "outer"}
-        now = self.queue.now()
+        # Scores need every training objective here, and random search's scale.
+        can_score = all(name in self.objectives for name in self.objective_names) and (
+            self._scales_for(self.objective_names, self.seeds, tasks)
+        )
         for trial in running:
             keys = trial.user_attrs.get(TASKS)
             if keys is None:
-                started = trial.datetime_start.timestamp() if trial.datetime_start else now
-                if trial.number not in slots and now - started > self.queue.stale_after:
-                    self._fail_outer(trial, "its worker stopped before queuing its repeats")
+                if trial.number not in slots and trial.datetime_start is not None:
+                    silent = self.queue.now() - trial.datetime_start.timestamp()
+                    if silent > self.queue.stale_after:
+                        self._fail_outer(trial, "its worker stopped before queuing its repeats")
                 continue
-            if not all(name in self.objectives for name in self.objective_names):
-                continue
-            if not self._scales_for(self.objective_names, self.seeds, tasks):
-                continue
-            if not self._repeat_news(trial, list(keys), tasks):
+            if not can_score or not self._repeat_news(trial, list(keys), tasks):
                 continue
             slot = trial.user_attrs.get(SLOT)
             if slot is None or not self.queue.lock_settling(slot, self.worker_id):
@@ -687,8 +676,7 @@ class RunWorker:
         self.outer.set_user_attr(_attrs.BEST_CONFIG, best.to_dict())
         self.outer.set_user_attr(_attrs.BEST_ARM, best_arm)
 
-    def _finished(self) -> bool:
-        tasks = self.queue.tasks()
+    def _finished(self, tasks: Sequence[Task]) -> bool:
         if any(t.state in (_work.WAITING, _work.RUNNING) for t in tasks):
             return False
         if not self._budget_spent(tasks):
@@ -704,8 +692,7 @@ class RunWorker:
         best_trial = min(complete, key=lambda t: t.values[0])
         return ProposerConfig.from_dict(best_trial.user_attrs[_attrs.CONFIG])
 
-    def _check_blocked(self) -> None:
-        tasks = self.queue.tasks()
+    def _check_blocked(self, tasks: Sequence[Task]) -> None:
         failed = [t for t in tasks if t.state == _work.FAILED and t.kind != "inner"]
         if failed and not any(t.state == _work.RUNNING for t in tasks):
             first = failed[0]
