@@ -119,6 +119,7 @@ def run_worker(
         model=chosen_model,
         progress=say,
         progress_bar=show_progress_bar,
+        policy=settings.policy(),
     )
     worker = RunWorker(
         settings=settings,

@@ -62,6 +62,22 @@ class RunSettings:
     model: str | None
     stale_after: float
     version: int = _VERSION
+    # The model policy (studies/_spend.py): on endpoint errors, and the run's spend cap.
+    on_model_error: str = "raise"
+    max_tokens_total: int | None = None
+    max_cost: float | None = None
+    token_prices: list[float] | None = None
+
+    def policy(self) -> Any:
+        """The run's :class:`~bilevel_optuna.studies._spend.ModelPolicy`."""
+        from bilevel_optuna.studies._spend import ModelPolicy
+
+        return ModelPolicy(
+            on_model_error=self.on_model_error,
+            max_tokens_total=self.max_tokens_total,
+            max_cost=self.max_cost,
+            token_prices=self.token_prices,  # type: ignore[arg-type]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
