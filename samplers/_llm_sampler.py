@@ -25,8 +25,12 @@ from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.exceptions import ChatAnswerError
 from bilevel_optuna.exceptions import ChatAuthenticationError
+from bilevel_optuna.exceptions import ChatConnectionError
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ChatModelNotFoundError
+from bilevel_optuna.exceptions import ChatRateLimitError
+from bilevel_optuna.exceptions import ChatServerError
+from bilevel_optuna.exceptions import ChatTimeoutError
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.samplers._answer import AnswerError
 from bilevel_optuna.samplers._answer import answer_schema
@@ -58,6 +62,8 @@ _logger = get_logger(__name__)
 
 #: Errors that no retry or fallback can heal: the study stops with the message.
 _FATAL_CHAT_ERRORS = (ChatAuthenticationError, ChatModelNotFoundError)
+#: The endpoint's faults, after the client's retries: ``on_model_error`` says what follows.
+_ENDPOINT_ERRORS = (ChatConnectionError, ChatTimeoutError, ChatRateLimitError, ChatServerError)
 #: What a sampler does when the endpoint fails (``on_model_error``).
 ON_MODEL_ERROR = ("raise", "fallback")
 # What has been said once in this process (a fallback, a cap reached), by what and where: a
@@ -123,7 +129,8 @@ class LLMSampler(BaseSampler):
         n_candidates: Answers asked per model call (``ChatRequest.n``), one configuration
             each; the first is evaluated now, the rest are queued.
         max_attempts: Model calls per proposal before falling back: a trial whose answers are
-            all unusable takes its parameters from ``base_sampler`` (``llm:source`` is
+            all unusable, or whose request the model refuses (a prompt past its context
+            window), takes its parameters from ``base_sampler`` (``llm:source`` is
             ``"fallback"``, counted in the study's ``llm:fallback``).
         base_sampler: Samples parameters outside the relative search space (conditional or
             dynamic ones) and the fallback. Defaults to ``TPESampler(seed=seed)``: after its
@@ -138,7 +145,8 @@ class LLMSampler(BaseSampler):
             objective give the same study.
         on_model_error: What happens when the endpoint fails: checked before the first trial
             (:meth:`~bilevel_optuna.chat.ChatModel.check`: down, key refused, model not served)
-            and on every call, after the client's own retries. ``"raise"`` (default): the study
+            and on every call (down, timed out, rate-limited, failing with 5xx after the
+            client's own retries). ``"raise"`` (default): the study
             stops with the error, one line naming the URL, the cause and the fix.
             ``"fallback"``: the trials take their parameters from ``base_sampler``, said once
             as a warning and counted in the study's user attribute ``llm:fallback``.
@@ -456,7 +464,7 @@ class _Proposal:
                 last_error = f"{type(err).__name__}: {err}"
                 messages = messages + self._feedback(err.raw or "", str(err))
                 continue
-            except ChatModelError as err:
+            except _ENDPOINT_ERRORS as err:
                 # The endpoint is down, slow or overloaded, after the client's retries: asking
                 # again at once won't help.
                 if sampler.on_model_error == "raise":
@@ -467,6 +475,20 @@ class _Proposal:
                     self.study,
                     "%s This trial takes its parameters from %s (on_model_error='fallback'); "
                     "such trials are counted in the study's user attribute %r.",
+                    err,
+                    type(sampler._base_sampler).__name__,
+                    _spend.FALLBACK_ATTR,
+                )
+                break
+            except ChatModelError as err:
+                # The model refused this request (a prompt past its context window, a field
+                # the endpoint rejects): the next trial's request may differ.
+                last_error = f"{_spend.REFUSED_REASON}: {type(err).__name__}: {err}"
+                _say_once(
+                    "refused",
+                    self.study,
+                    "%s This trial takes its parameters from %s; such trials are counted in the "
+                    "study's user attribute %r.",
                     err,
                     type(sampler._base_sampler).__name__,
                     _spend.FALLBACK_ATTR,

@@ -25,10 +25,11 @@ from bilevel_optuna.exceptions import ConfigurationError
 CAP_REASON = "spend cap reached"
 ENDPOINT_REASON = "endpoint error"
 ANSWER_REASON = "no usable answer"
+REFUSED_REASON = "request refused"
 #: Study user attribute: ``{"trials": n, "why": {reason: n}, "last_error": "..."}``.
-FALLBACK_ATTR = "llm:fallback"
+FALLBACK_ATTR = _attrs.FALLBACK
 #: Study user attribute written once, where the sampler's cap was reached.
-CAP_ATTR = "llm:spend_cap"
+CAP_ATTR = _attrs.SPEND_CAP
 
 
 def check_prices(token_prices: Sequence[float] | None) -> tuple[float, float] | None:
@@ -79,7 +80,7 @@ class Spend:
         n_trials: Trials counted.
         n_fallback: Trials whose parameters came from the base sampler instead of the model.
         why: Reason -> fallback trials (:data:`CAP_REASON`, :data:`ENDPOINT_REASON`,
-            :data:`ANSWER_REASON`).
+            :data:`REFUSED_REASON`, :data:`ANSWER_REASON`).
     """
 
     prompt_tokens: int = 0
@@ -119,7 +120,10 @@ class Spend:
             text += f", ${cost:.4f}"
         if self.n_fallback:
             why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.why.items()))
-            text += f"; {self.n_fallback} of {self.n_trials} trials from the fallback ({why})"
+            text += (
+                f"; {self.n_fallback} of the {self.n_trials} trials from the fallback sampler "
+                f"({why})"
+            )
         return text
 
 
@@ -129,6 +133,8 @@ def reason_of(error: str) -> str:
         return CAP_REASON
     if error.startswith(ENDPOINT_REASON):
         return ENDPOINT_REASON
+    if error.startswith(REFUSED_REASON):
+        return REFUSED_REASON
     return ANSWER_REASON
 
 

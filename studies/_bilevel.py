@@ -549,14 +549,6 @@ def run_bilevel_study(
         outer_sampler=outer_sampler,
         seed=seed,
     )
-    # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
-    racing = OuterRacing.for_run(
-        prune=prune,
-        cost_objective=cost_objective,
-        n_repeats=len(plan.seeds),
-        n_objectives=len(plan.objectives),
-    )
-    space = outer_space or OuterSpace()
     policy = ModelPolicy(
         on_model_error=on_model_error,
         max_tokens_total=max_tokens_total,
@@ -565,6 +557,14 @@ def run_bilevel_study(
     )
     # The endpoint answers, takes the key and serves the model, before anything is stored.
     check_model(model, policy)
+    # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
+    racing = OuterRacing.for_run(
+        prune=prune,
+        cost_objective=cost_objective,
+        n_repeats=len(plan.seeds),
+        n_objectives=len(plan.objectives),
+    )
+    space = outer_space or OuterSpace()
     # 2. The storage, and what runs an arm's inner study in it.
     storage_obj, storage_url = make_storage(storage, options=storage_options)
     say = progress or (lambda message: None)

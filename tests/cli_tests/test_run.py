@@ -29,6 +29,7 @@ n_repeats = 1
 [outer]
 n_trials = 1
 baselines = ["random"]
+prune = false
 """
 
 

@@ -20,6 +20,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.exceptions import ChatAuthenticationError
 from bilevel_optuna.exceptions import ChatConnectionError
+from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ChatModelNotFoundError
 from bilevel_optuna.exceptions import ChatTimeoutError
 from bilevel_optuna.exceptions import ConfigurationError
@@ -414,3 +415,15 @@ def test_money_cap_counts_with_the_prices() -> None:
 def test_invalid_policy_settings_name_the_fix(kwargs: dict, phrase: str) -> None:
     with pytest.raises(ConfigurationError, match=phrase):
         LLMSampler(model=ScriptedChatModel(lambda r, i: "{}"), **kwargs)
+
+
+def test_a_refused_request_falls_back_for_that_trial_and_is_counted() -> None:
+    refusal = ChatModelError("The embedded model could not answer: prompt past n_ctx.")
+    model = ScriptedChatModel(
+        lambda r, i: refusal if i == 0 else answer_json({"x": 1.0, "n": 2, "c": "a"})
+    )
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
+    study.optimize(objective, n_trials=2)
+    assert [t.user_attrs[_attrs.SOURCE] for t in study.trials] == ["fallback", "llm"]
+    assert study.trials[0].user_attrs[_attrs.ERROR].startswith("request refused: ChatModelError")
+    assert study.user_attrs["llm:fallback"]["why"] == {"request refused": 1}

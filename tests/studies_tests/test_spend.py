@@ -24,6 +24,7 @@ TINY = dict(
     n_inner_trials=3,
     n_repeats=1,
     baselines=["random"],
+    prune=False,
     outer_space=OuterSpace(
         temperature=0.5,
         history_size=10,
@@ -82,10 +83,10 @@ def test_a_fallback_asked_for_is_said_once_counted_and_shown_by_status(
     assert main(["status", storage]) == 0
     out = capsys.readouterr().out
     assert (
-        f"model spend: 0 tokens (0 in, 0 out); {3 * len(studies)} of "
+        f"model spend: 0 tokens (0 in, 0 out); {3 * len(studies)} of the "
         in out
     )
-    assert f"trials from the fallback ({3 * len(studies)} endpoint error)" in out
+    assert f"trials from the fallback sampler ({3 * len(studies)} endpoint error)" in out
 
 
 def test_spend_and_cap_of_a_run_on_the_embedded_model(
