@@ -43,8 +43,10 @@ QUEUED_BY = "llm:queued_by"  # number of the trial whose model call proposed thi
 MECHANISMS = "llm:mechanisms"  # {name: {"version", "hooks": {hook: calls}, "changed", "errors", "off", ...}}: samplers/_record.py
 
 # --- Study user attributes, written by LLMSampler (samplers/_spend.py) ---
-FALLBACK = "llm:fallback"  # {"trials": n, "why": {reason: n}, "last_error": "..."}: trials from the base sampler
-SPEND_CAP = "llm:spend_cap"  # {"trial": n, "cap": "max_tokens_total=...: ... spent"}: where the cap was reached
+# Trials proposed by the base sampler: {"trials": n, "why": {reason: n}, "last_error": "..."}
+FALLBACK = "llm:fallback"
+# Where the spend cap was reached: {"trial": n, "cap": "max_tokens_total=...: ... spent"}
+SPEND_CAP = "llm:spend_cap"
 
 # --- Inner trial system attributes (not shown on the dashboard) ---
 EXCHANGES = "bilevel_optuna:exchanges"  # [{hash, reply}] for replay

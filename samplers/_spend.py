@@ -61,7 +61,9 @@ def check_cap(
         )
     if max_cost is not None:
         if isinstance(max_cost, bool) or not isinstance(max_cost, (int, float)) or max_cost < 0:
-            raise ConfigurationError(f"max_cost must be a number >= 0 or None but got {max_cost!r}.")
+            raise ConfigurationError(
+                f"max_cost must be a number >= 0 or None but got {max_cost!r}."
+            )
         if prices is None:
             raise ConfigurationError(
                 f"max_cost={max_cost} needs the model's prices to count money: give "

@@ -563,7 +563,9 @@ class OpenAIChatModel(ChatModel):
                 f"served model in {source}, or in {MODEL_ENV}.",
                 status_code=err.status_code,
             )
-        return ChatModelError(f"{where} answered an error ({detail}).", status_code=err.status_code)
+        return ChatModelError(
+            f"{where} answered an error ({detail}).", status_code=err.status_code
+        )
 
     # --- errors ---------------------------------------------------------------------------
 
