@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 
 import optuna
@@ -21,6 +22,9 @@ from optuna.storages import BaseStorage
 from bilevel_optuna import _attrs
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
+
+if TYPE_CHECKING:
+    from bilevel_optuna.studies._spend import ModelPolicy
 
 #: Outer study user attribute holding the run's settings.
 SETTINGS = _attrs.SETTINGS
@@ -68,7 +72,7 @@ class RunSettings:
     max_cost: float | None = None
     token_prices: list[float] | None = None
 
-    def policy(self) -> Any:
+    def policy(self) -> ModelPolicy:
         """The run's :class:`~bilevel_optuna.studies._spend.ModelPolicy`."""
         from bilevel_optuna.studies._spend import ModelPolicy
 

@@ -17,7 +17,6 @@ import optuna
 from optuna.storages import BaseStorage
 
 from bilevel_optuna import _attrs
-from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ConfigurationError
@@ -25,8 +24,6 @@ from bilevel_optuna.samplers._spend import Spend
 from bilevel_optuna.samplers._spend import check_cap
 from bilevel_optuna.samplers._spend import check_prices
 from bilevel_optuna.samplers._spend import spend_of
-
-_logger = get_logger(__name__)
 
 #: Study kinds whose trials a run's spend counts.
 _KINDS = ("outer", "inner", "baseline", "heldout", "single")
