@@ -137,14 +137,14 @@ def spend_lines(storage: BaseStorage, run: str, settings: dict[str, Any]) -> lis
     whole = total(spends)
     if not whole.tokens and not whole.n_fallback:
         return []
-    lines = [f"model spend: {whole.describe(prices)}"]
     caps = []
     if settings.get("max_tokens_total") is not None:
-        caps.append(f"{settings['max_tokens_total']:,} tokens")
+        n = settings["max_tokens_total"]
+        caps.append(f"{n:,} token{'' if n == 1 else 's'}")
     if settings.get("max_cost") is not None:
-        caps.append(f"{settings['max_cost']:g}")
-    if caps:
-        lines[0] += f" (cap: {' or '.join(caps)})"
+        caps.append(f"${settings['max_cost']:g}")
+    cap = f" (cap: {' or '.join(caps)})" if caps else ""
+    lines = [f"model spend{cap}: {whole.describe(prices)}"]
     listed = sorted(
         ((n, s) for n, s in spends.items() if s.tokens or s.n_fallback),
         key=lambda item: -item[1].tokens,
