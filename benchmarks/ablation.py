@@ -138,29 +138,55 @@ def _proof(studies: list[optuna.Study], offered: list[str]) -> dict[str, str]:
     return {name: summary[name].status for name in offered}
 
 
+def _enqueue_each_mechanism(
+    storage: optuna.storages.BaseStorage, name: str, space: Any, n_outer: int
+) -> int:
+    """On a new outer study: Level 0 first, then each offered mechanism alone, so the records
+    prove every one ran; return the outer trials to run (at least one per enqueued trial)."""
+    from bilevel_optuna.studies import LEVEL0
+
+    outer = optuna.create_study(
+        storage=storage, study_name=name, direction="minimize", load_if_exists=True
+    )
+    queue = [(space.params_of(LEVEL0), {_attrs.REFERENCE: "llm-level0"})]
+    for mechanism in sorted(space.mechanisms):
+        params = {**space.params_of(LEVEL0), f"mech.{mechanism}": True}
+        if mechanism == "candidate_choice" and "n_candidates" in params:
+            params["n_candidates"] = 3  # its choose hook needs two candidates or more
+        queue.append((params, {"ablation:role": mechanism}))
+    if not outer.trials:
+        for params, attrs in queue:
+            outer.enqueue_trial(params, user_attrs=attrs)
+    return max(n_outer, len(queue))
+
+
 def tune(url: str, group: str, outer_seed: int, size: Size, model: str,
          say: Any) -> dict[str, Any]:
     """Tune group B, C or D on the training objectives (resumable); return its choice.
 
-    The choice is kept in the outer study's user attribute ``ablation:choice``, so a later run
-    judges the same configuration without tuning again.
+    C's research round runs on B's outer study (C is B plus Level 2, so B's tuning is shared and
+    counted in both). The choice is kept in the outer study's user attribute
+    ``ablation:choice:<group>``, so a later run judges the same configuration without tuning
+    again.
     """
     from bilevel_optuna import run_bilevel_study
     from bilevel_optuna import run_research
 
     storage = _storage(url)
-    name = run_name(group, outer_seed)
+    name = run_name("B" if group == "C" else group, outer_seed)
+    key = f"ablation:choice:{group}"
     try:
         outer = optuna.load_study(study_name=name, storage=storage)
-        kept = outer.user_attrs.get("ablation:choice")
+        kept = outer.user_attrs.get(key)
     except KeyError:
         kept = None
     if kept:
         return dict(kept)
-    space = _space(group)
+    space = _space("B" if group == "C" else group)
     started = time.perf_counter()
+    n_outer = _enqueue_each_mechanism(storage, name, space, size.n_outer)
     result = run_bilevel_study(
-        list(size.train), storage=url, run_name=name, n_outer_trials=size.n_outer,
+        list(size.train), storage=url, run_name=name, n_outer_trials=n_outer,
         n_inner_trials=size.n_inner, n_repeats=size.n_repeats, model=model, outer_space=space,
         baselines=[], prune=False, seed=outer_seed, progress=say, artifacts=None,
     )  # fmt: skip
@@ -195,13 +221,14 @@ def tune(url: str, group: str, outer_seed: int, size: Size, model: str,
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     )
     choice = {
+        "run": name,
         "config": config,
         "tuning_evals": evals,
         "mechanisms": _proof(studies, offered),
         "research": research,
         "tuning_s": round(time.perf_counter() - started, 1),
     }
-    optuna.load_study(study_name=name, storage=storage).set_user_attr("ablation:choice", choice)
+    optuna.load_study(study_name=name, storage=storage).set_user_attr(key, choice)
     return choice
 
 
@@ -219,9 +246,10 @@ def make_sampler(arm: str, choice: dict[str, Any] | None, objective: Any, seed: 
         from bilevel_optuna.studies import ProposerConfig
 
         assert outer_seed is not None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            register_stored_mechanisms(_storage(url), run_name(arm, outer_seed))
+        if choice["research"].get("accepted"):  # generated mechanisms load from the storage
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                register_stored_mechanisms(_storage(url), choice["run"])
         kwargs = ProposerConfig.from_dict(choice["config"]).sampler_kwargs()
     return LLMSampler(
         model=model, description=objective.description, search_space=objective.search_space,
@@ -257,6 +285,7 @@ def judge(url: str, arm: str, outer_seed: int | None, table: str, seed: int, siz
     extra: dict[str, Any] = {}
     if choice is not None:
         extra = {
+            "run": choice["run"],
             "config": choice["config"],
             "mechanisms": choice["mechanisms"],
             "research": choice["research"],

@@ -21,6 +21,7 @@ regret is lower) with a 95% paired bootstrap interval, from ``bilevel_optuna.sta
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -57,6 +58,8 @@ FOCAL = {
     "heldout": ("default", ["tpe", "random", "level0", "cmaes", "gp"]),
     "lm": ("bilevel", ["default", "tpe", "random"]),
 }
+#: Where the focal arm has no rows yet, the next one takes its place.
+STAND_IN = {"bilevel": "default"}
 REFERENCE_ARM = "tpe"  # whose median wall time sets the equal-wall-time budget
 
 
@@ -75,6 +78,7 @@ class Cell:
     fallback: float
     tuning: float
     curve: list[tuple[int, float, float]]
+    extra: str = ""
 
 
 def _float(text: str) -> float:
@@ -102,6 +106,7 @@ def cells_of(rows: Sequence[dict[str, str]]) -> list[Cell]:
                 fallback=_float(row["fallback_share"]),
                 tuning=_float(row.get("tuning_evals", "")),
                 curve=_results.parse_curve(row.get("curve", "")),
+                extra=row.get("extra", ""),
             )
         )
     return cells
@@ -319,6 +324,9 @@ def render_versus(name: str, rows: Sequence[dict[str, str]]) -> list[str]:
     cells = cells_of(rows)
     budgets = wall_budgets(cells)
     focal, opponents = FOCAL[name]
+    if focal not in {c.arm for c in cells} and focal in STAND_IN:
+        focal = STAND_IN[focal]
+        opponents = [o for o in opponents if o != focal]
     arms = _arms_in_order(cells, [focal, *opponents])
     objectives = _objectives(cells)
     present = [o for o in opponents if o in arms]
@@ -360,6 +368,22 @@ def render_mechanisms(rows: Sequence[dict[str, str]]) -> list[str]:
     return lines
 
 
+def _tuning_proof(cells: Sequence[Cell]) -> tuple[str, str]:
+    """From a group's ``extra``: how many offered mechanisms ran (naming those that did not),
+    and the Level-2 sources accepted of those written."""
+    extra = next((json.loads(c.extra) for c in cells if c.extra), {})
+    statuses = extra.get("mechanisms") or {}
+    ran = "-"
+    if statuses:
+        never = sorted(n for n, s in statuses.items() if s == "never_ran")
+        ran = f"{len(statuses) - len(never)} of {len(statuses)}"
+        ran += f" (never: {', '.join(never)})" if never else ""
+    research = extra.get("research") or {}
+    written = research.get("written")
+    accepted = research.get("accepted") or []
+    return ran, "-" if written is None else f"{len(accepted)} / {written}"
+
+
 def render_ablation(rows: Sequence[dict[str, str]]) -> list[str]:
     """Groups A-D held out: per group and outer seed, then the groups against each other."""
     cells = cells_of(rows)
@@ -369,8 +393,9 @@ def render_ablation(rows: Sequence[dict[str, str]]) -> list[str]:
     lines = provenance(rows, COMMANDS["ablation"]) + [
         "",
         "| group | outer seed | held-out cells | regret at equal trials, median [IQR] "
-        "| tuning evaluations (inner trials) | model / fallback share |",
-        "|---|---|---|---|---|---|",
+        "| tuning evaluations (inner trials) | model / fallback share | offered mechanisms "
+        "that ran in tuning (trial records) | Level 2 sources accepted / written |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for group in groups:
         outer = sorted({c.outer_seed for c in cells if c.arm == group})
@@ -378,11 +403,12 @@ def render_ablation(rows: Sequence[dict[str, str]]) -> list[str]:
             mine = [c for c in cells if c.arm == group and c.outer_seed == o]
             tuning = sorted({c.tuning for c in mine if not math.isnan(c.tuning)})
             model = [c.model for c in mine if not math.isnan(c.model)]
+            ran, research = _tuning_proof(mine)
             lines.append(
                 f"| {group} | {o or '-'} | {len(mine)} | {_quartiles([c.regret for c in mine])} "
                 f"| {', '.join(f'{t:.0f}' for t in tuning) or '0'} "
                 f"| {f'{np.mean(model):.2f}' if model else '-'} / "
-                f"{_fmt(float(np.mean([c.fallback for c in mine])))} |"
+                f"{_fmt(float(np.mean([c.fallback for c in mine])))} | {ran} | {research} |"
             )
     pairs = [(g, o) for g, o in [("B", "A"), ("C", "B"), ("D", "C"), ("D", "A"), ("D", "tpe")]
              if g in groups and o in groups]  # fmt: skip
@@ -427,6 +453,7 @@ def render_headline(data: dict[str, list[dict[str, str]]]) -> str:
         ("heldout", "default", "level0", "The shipped default against Level 0, held out"),
         ("ablation", "D", "A", "Ablation: everything (D) against the default sampler alone (A)"),
         ("lm", "bilevel", "tpe", "LM task: the bilevel-chosen configuration against TPE"),
+        ("lm", "default", "tpe", "LM task: the shipped default against TPE"),
     ]
     lines = [
         "| question | reading | objectives: arm better / no significant difference / worse "
