@@ -78,6 +78,7 @@ ARM_NAMES = {"llm": "level0", "llm-level0": "level0"}
 
 SOURCE = "llm:source"
 TRUE_VALUE = "bilevel:true_value"
+MECHANISMS = "llm:mechanisms"
 
 
 def results_path(benchmark: str) -> Path:
@@ -277,7 +278,9 @@ def study_row(
     noise-free value (``bilevel:true_value``, else ``objective.true_value``) of the trial with
     the best observed value; wall time is the sum of the trials' durations (start to complete,
     so the sampler's time is in it and a resumed study's pause is not); ``date`` is the day the
-    last counted trial finished.
+    last counted trial finished. Where the trials carry mechanism records (``llm:mechanisms``),
+    ``extra["records"]`` says per mechanism its status and the trials it changed, as
+    ``summarize_mechanisms`` reads them: the proof that it ran.
     """
     from optuna.trial import TrialState
 
@@ -328,8 +331,23 @@ def study_row(
         "machine": machine_name or machine(),
         "curve": ";".join(points),
     }  # fmt: skip
+    records = _mechanism_records(study) if any(MECHANISMS in t.user_attrs for t in trials) else {}
+    if records:
+        columns["extra"] = {"records": records, **(columns.get("extra") or {})}
     row.update(columns)
     return row
+
+
+def _mechanism_records(study: Any) -> dict[str, str]:
+    """Mechanism -> ``"<status> <changed>/<trials with a record>"`` over the study's trials."""
+    import warnings
+
+    from bilevel_optuna.samplers._summary import summarize_mechanisms
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = summarize_mechanisms(study, warn=False)
+    return {name: f"{s.status} {s.n_changed}/{s.n_trials}" for name, s in sorted(summary.items())}
 
 
 # ----------------------------------------------------------------------- export from storage

@@ -10,10 +10,13 @@ the sampler, the model's sampling and every trial's training seed):
   dict as JSON or a file, or ``--from-run STORAGE_URL RUN`` reads it from the outer study);
 - ``tpe`` and ``random``.
 
-The size: 200 optimizer steps per trial (about 5 s on one core of the development machine,
-enough for good configurations to leave the unigram plateau), 20 trials per study. Each
-finished study appends one row to benchmarks/results/lm.csv (objective ``lm/200steps``);
-cells already there are skipped, and every study is stored, so a stopped run resumes.
+The size: the task's default 300 optimizer steps per trial (8.4 s on one core of the development
+machine at a load average of 4 to 10, BENCHMARKS.md "Objectives"; fewer steps leave most
+configurations on the unigram plateau, so the comparison would measure who starts learning
+earliest), 20 trials per study: about 3 minutes a TPE or random study there, plus the model's
+proposals for the LLM arms. Each finished study appends one row to benchmarks/results/lm.csv
+(objective ``lm/300steps``); cells already there are skipped, and every study is stored, so a
+stopped run resumes.
 
     nohup nice -n 10 python benchmarks/lm.py --storage sqlite:////tmp/lm.db --seeds 10 \
         > /tmp/lm.log 2>&1 &
@@ -40,7 +43,7 @@ from mechanisms import TRUE_VALUE  # noqa: E402
 from mechanisms import _storage  # noqa: E402
 
 ARMS = ["tpe", "random", "default", "bilevel"]
-STEPS = 200
+STEPS = 300
 TRIALS = 20
 
 

@@ -364,7 +364,30 @@ def render_mechanisms(rows: Sequence[dict[str, str]]) -> list[str]:
     lines += test_table(
         cells, budgets, [(a, "level0") for a in arms if a != "level0"], objectives,
         family=lambda _f, _o, objective: (objective,),
-    )  # fmt: skip
+    ) + [""]  # fmt: skip
+    lines += [
+        "Proof that each mechanism ran (its records on the trials, all seeds and objectives):",
+        "",
+        "| arm | mechanism | trials it changed / trials with its record | studies by status |",
+        "|---|---|---|---|",
+    ]
+    for arm in arms:
+        totals: dict[str, list[int]] = {}
+        statuses: dict[str, dict[str, int]] = {}
+        for c in cells:
+            if c.arm != arm or not c.extra:
+                continue
+            for name, text in (json.loads(c.extra).get("records") or {}).items():
+                status, _, counts = text.partition(" ")
+                changed, _, total = counts.partition("/")
+                t = totals.setdefault(name, [0, 0])
+                t[0] += int(changed)
+                t[1] += int(total)
+                s = statuses.setdefault(name, {})
+                s[status] = s.get(status, 0) + 1
+        for name, (changed, total) in sorted(totals.items()):
+            by_status = ", ".join(f"{k} {v}" for k, v in sorted(statuses[name].items()))
+            lines.append(f"| {arm} | {name} | {changed} / {total} | {by_status} |")
     return lines
 
 
