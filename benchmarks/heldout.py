@@ -59,6 +59,7 @@ HELDOUT_TABLES = [
     "nb201/cifar10",
 ]
 ARMS = ["default", "llm", "tpe", "random"]  # add "gp" with --arms: minutes a study on 2 cores
+# "cmaes" (Optuna's CmaEsSampler, needs the cmaes package) is an arm too: --arms ...,cmaes
 OPPONENTS = ["tpe", "llm"]
 
 
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--arms",
         default=",".join(ARMS),
-        help="comma list of default, llm (or level0), tpe, random, gp",
+        help="comma list of default, llm (or level0), tpe, random, gp, cmaes",
     )
     parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per job")
@@ -207,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tables = _results.parse_list(args.tables)
     arms = ["llm" if a == "level0" else a for a in _results.parse_list(args.arms)]
-    unknown = sorted(set(arms) - {"default", "llm", "tpe", "random", "gp"})
+    known = ["default", "level0", "tpe", "random", "gp", "cmaes"]
+    unknown = sorted(set(arms) - set(known) - {"llm"})
     if unknown:
-        parser.error(f"unknown arms {unknown}; choose from default, level0, tpe, random, gp")
+        parser.error(f"unknown arms {unknown}; choose from {', '.join(known)}")
     try:
         seeds = _results.parse_seeds(args.seeds)
     except ValueError as err:

@@ -70,6 +70,8 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     if arm == "gp":
         return optuna.samplers.GPSampler(seed=seed)
+    if arm == "cmaes":  # needs the `cmaes` package; categorical parameters go to random search
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     from bilevel_optuna.samplers import LLMSampler
 
     # "llm" is Level 0; each mechanism arm is Level 0 with that one mechanism, so its effect is
