@@ -307,7 +307,9 @@ def study_row(
         if best is None or sign * float(trial.value) < sign * float(best.value):
             best = trial
             if has_optimum:
-                points.append(f"{i}:{elapsed:.3g}:{regret_of(trial):.4g}")
+                # Elapsed as wall_s is rounded, so a budget equal to a study's wall time
+                # includes its last trial.
+                points.append(f"{i}:{round(elapsed, 2)!r}:{regret_of(trial):.4g}")
     assert best is not None
     sources = [t.user_attrs.get(SOURCE) for t in trials]
     n = len(trials)
@@ -321,7 +323,7 @@ def study_row(
         "n_trials": int(n_trials),
         "best_value": float(best.value),
         "regret": regret_of(best) if has_optimum else None,
-        "wall_s": round(elapsed, 3),
+        "wall_s": round(elapsed, 2),
         "model_share": round(sum(s in ("llm", "repaired") for s in sources) / n, 4)
         if llm else None,
         "fallback_share": round(sum(s == "fallback" for s in sources) / n, 4) if llm else None,

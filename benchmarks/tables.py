@@ -515,7 +515,13 @@ def render_headline(data: dict[str, list[dict[str, str]]]) -> str:
                 f"| benchmarks/results/{name}.csv |"
             )
     if len(lines) == 2:
-        return "No finished cells yet."
+        n = sum(len(rows) for rows in data.values())
+        if n == 0:
+            return "No finished cells yet."
+        return (
+            f"No question has two seeds with both arms finished yet ({n} cells so far, in the "
+            "tables below)."
+        )
     return "\n".join(lines)
 
 
