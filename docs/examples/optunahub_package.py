@@ -1,0 +1,7 @@
+"""The sampler as an OptunaHub package, loaded from this repository's registry folder."""
+
+import optunahub
+
+module = optunahub.load_local_module(package="samplers/llm_sampler", registry_root="package")
+sampler = module.LLMSampler(description="...", seed=0)
+print(type(sampler).__name__)
