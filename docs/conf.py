@@ -12,6 +12,7 @@ import sys
 # The package is installed in development mode (``pip install -e .``); this keeps the build
 # working from a plain checkout as well.
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("_ext"))
 
 from bilevel_optuna import __version__  # noqa: E402
 
@@ -26,14 +27,15 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
-    "sphinxarg.ext",
+    "cli_reference",
+    "public_api",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 # docs/notes/ holds the helpers' drafts that the lead places into these pages; they are not
 # pages of their own.
-exclude_patterns = ["_build", "notes", "examples", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "_tools", "_static/README.md", "notes", "examples"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 # Headings get anchors, so a page can link to ``other.md#a-section``.
@@ -97,7 +99,20 @@ _EXTERNAL_MODULES = (
     "socket",
     "io",
     "ast",
+    "abc",
 )
-nitpick_ignore_regex = [
-    (r"py:.*", rf"{module}(\..*)?") for module in _EXTERNAL_MODULES
-]
+# Names of other packages that annotations written under ``TYPE_CHECKING`` leave unqualified.
+_EXTERNAL_BARE_NAMES = (
+    "ArrayLike",  # numpy.typing
+    "ArtifactStore",  # optuna.artifacts
+    "BaseDistribution",  # optuna.distributions
+    "BaseSampler",  # optuna.samplers
+    "BaseStorage",  # optuna.storages
+    "Callback",  # optuna.study
+    "FrozenTrial",  # optuna.trial
+    "Path",  # pathlib
+    "Study",  # optuna.study
+    "TrialState",  # optuna.trial
+)
+nitpick_ignore_regex = [(r"py:.*", rf"{module}(\..*)?") for module in _EXTERNAL_MODULES]
+nitpick_ignore = [("py:class", name) for name in _EXTERNAL_BARE_NAMES]

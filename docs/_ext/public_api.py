@@ -5,9 +5,9 @@ re-exports it) means that autodoc sees ``bilevel_optuna.samplers._tabu.TabuMecha
 hints, while the reference documents ``bilevel_optuna.samplers.TabuMechanism``. Two pieces
 connect them:
 
-- ``missing-reference``: a reference to a private path is resolved to the public name of the
-  same object (the first public module that exports it, in :data:`PUBLIC_MODULES` order). A
-  reference to an object that no public module exports stays unresolved, so nitpicky mode
+- a post-transform points a reference to a private path, or to a bare name, at the public name
+  of the same object (the first public module that exports it, in ``PUBLIC_MODULES`` order).
+  A reference to an object that no public module exports stays unresolved, so nitpicky mode
   still reports it.
 - ``.. public-aliases:: MODULE``: documents each name of ``MODULE.__all__`` that another public
   module already documents as a short "alias of" entry, so the top-level package's
@@ -19,6 +19,7 @@ reading source files, which would replace autodoc and napoleon for two small hoo
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from typing import Any
@@ -27,7 +28,7 @@ from docutils import nodes
 from docutils.statemachine import StringList
 from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
-from sphinx.environment import BuildEnvironment
+from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
@@ -66,19 +67,34 @@ def _private_path(obj: Any) -> str | None:
     return f"{module}.{qualname}"
 
 
-def canonical_names() -> dict[str, str]:
-    """Map each exported object's defining path (and its own public paths) to its home."""
+@functools.lru_cache(maxsize=1)
+def _canonical() -> dict[str, str]:
+    """Map each exported object's bare name, defining path and alias paths to its home.
+
+    A bare name exported as two different objects is left out (it stays ambiguous, and
+    nitpicky mode says so).
+    """
     mapping: dict[str, str] = {}
+    bare: dict[str, str | None] = {}
     for module_name in PUBLIC_MODULES:
         module = importlib.import_module(module_name)
         for name in public_names(module_name):
             obj = getattr(module, name)
-            public = f"{module_name}.{name}"
             if inspect.ismodule(obj):
                 continue
+            public = f"{module_name}.{name}"
+            home = _home(module_name, name) or public
+            mapping.setdefault(public, home)
             private = _private_path(obj)
             if private is not None and private.startswith("bilevel_optuna"):
-                mapping.setdefault(private, public)
+                mapping.setdefault(private, home)
+            if bare.get(name, home) != home:
+                bare[name] = None
+            else:
+                bare[name] = home
+    for name, home in bare.items():
+        if home is not None:
+            mapping.setdefault(name, home)
     return mapping
 
 
@@ -121,29 +137,42 @@ class PublicAliases(SphinxDirective):
         return list(container.children)
 
 
-def _resolve_private(
-    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: nodes.TextElement
-) -> nodes.Node | None:
-    if node.get("refdomain") != "py":
-        return None
-    target = node.get("reftarget", "")
-    if not target.startswith("bilevel_optuna"):
-        return None
-    public = app.config._bilevel_canonical.get(target)
-    if public is None:
-        return None
-    domain = env.get_domain("py")
-    new = node.deepcopy()
-    new["reftarget"] = public
-    return domain.resolve_xref(
-        env, node.get("refdoc", ""), app.builder, node["reftype"], public, new, contnode
-    )
+class ResolvePublicNames(SphinxPostTransform):
+    """Point references to this package's objects at their documented public names.
+
+    Runs before Sphinx's own resolver. A bare name (``Objective``, from an annotation that
+    autodoc could not evaluate) would otherwise be searched by suffix and match both the full
+    entry and the top-level alias; a private path (``...samplers._tabu.TabuMechanism``) has no
+    entry of its own.
+    """
+
+    default_priority = 5  # Sphinx's ReferencesResolver runs at 10
+
+    def run(self, **kwargs: Any) -> None:
+        canonical = _canonical()
+        for node in self.document.findall(pending_xref):
+            if node.get("refdomain") != "py":
+                continue
+            target = node.get("reftarget", "")
+            public = canonical.get(target)
+            if public is not None:
+                node["reftarget"] = public
+                node["refspecific"] = False
+
+
+def _process_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[type]) -> None:
+    """Show a private base class (``_AnyDimension``) as the public bases it stands for."""
+    expanded: list[type] = []
+    for base in bases:
+        while base.__name__.startswith("_") and base.__module__.startswith("bilevel_optuna"):
+            base = base.__bases__[0]
+        if base not in expanded:
+            expanded.append(base)
+    bases[:] = expanded
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("public-aliases", PublicAliases)
-    app.add_config_value("_bilevel_canonical", {}, "env")
-    app.connect("config-inited", lambda app, config: setattr(
-        config, "_bilevel_canonical", canonical_names()))
-    app.connect("missing-reference", _resolve_private)
+    app.add_post_transform(ResolvePublicNames)
+    app.connect("autodoc-process-bases", _process_bases)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,4 +1,7 @@
-"""The sampler as an OptunaHub package, loaded from this repository's registry folder."""
+"""The sampler as an OptunaHub package, loaded from this repository's registry folder.
+
+Run from the repository root (``registry_root`` is relative to it).
+"""
 
 import optunahub
 
