@@ -9,6 +9,7 @@ fresh folder.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import subprocess
 import sys
@@ -31,6 +32,15 @@ def _docstring(path: Path) -> str:
 def _param(path: Path) -> object:
     marks = [pytest.mark.slow] if "slow:" in _docstring(path) else []
     return pytest.param(path, id=path.stem, marks=marks)
+
+
+def test_no_example_shadows_a_module() -> None:
+    # ``python docs/examples/x.py`` puts docs/examples/ first on sys.path: an example named
+    # like a module (statistics.py) would be imported in its place by every library.
+    for path in EXAMPLES:
+        assert path.stem not in sys.stdlib_module_names, f"{path.name} shadows the stdlib"
+        spec = importlib.util.find_spec(path.stem)
+        assert spec is None, f"{path.name} shadows the installed module {path.stem}"
 
 
 def test_every_example_has_a_docstring() -> None:
