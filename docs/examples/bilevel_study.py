@@ -8,9 +8,9 @@ from bilevel_optuna import run_bilevel_study
 result = run_bilevel_study(
     "branin",  # or an Objective, or a plain Optuna objective function
     heldout_objectives=["hartmann6"],
-    n_outer_trials=4,
-    n_inner_trials=10,
-    n_repeats=3,
+    n_outer_trials=3,  # configurations of the proposer; the first is Level 0
+    n_inner_trials=6,
+    n_repeats=2,  # paired seeds; too few for a test, enough to see every part
     storage="sqlite:///bilevel.db",
 )
 print(result.best_config)

@@ -28,7 +28,7 @@ def test_every_package_folder_ships_py_typed() -> None:
     # Each folder that is the root of a package tree (the package and the mapped subpackages).
     for package, folder in package_dir.items():
         assert (ROOT / folder / "py.typed").exists(), f"{folder}/py.typed is missing"
-        patterns = [p.strip() for p in package_data.get(package, "").split(",")]
+        patterns = [p.strip() for key in (package, "*") for p in package_data.get(key, "").split(",")]
         assert "py.typed" in patterns, f"setup.cfg does not ship py.typed for {package}"
 
 
