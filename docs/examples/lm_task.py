@@ -1,6 +1,8 @@
 """The LM task: tune a tiny transformer's training, pruning weak trials early.
 
-slow: about N minutes on a 2-core CPU (ten trainings of 300 steps).
+slow: 13 minutes (805 s) measured on a 2-core CPU shared with other jobs (load average about
+20), 2026-12-06: ten trainings of 300 steps, each about 12 s of training on a quiet core. It
+printed a best val_bpb of 1.861 against the floor of 1.771.
 """
 
 import optuna
