@@ -519,8 +519,8 @@ def render_headline(data: dict[str, list[dict[str, str]]]) -> str:
         if n == 0:
             return "No finished cells yet."
         return (
-            f"No question has two seeds with both arms finished yet ({n} cells so far, in the "
-            "tables below)."
+            f"No question has two seeds with both arms finished yet ({n} cells so far in "
+            "benchmarks/results/; BENCHMARKS.md has their tables)."
         )
     return "\n".join(lines)
 
