@@ -105,7 +105,8 @@ class BilevelResult:
         report_artifacts: File name -> Optuna artifact id of the stored report and plots
             (``optuna.artifacts.get_all_artifact_meta(result.outer_study)`` lists them).
         spend: The run's tokens and fallback trials, over all its studies
-            (:class:`~bilevel_optuna.samplers._spend.Spend`; ``spend.cost(prices)`` in money).
+            (``Spend`` of ``samplers/_spend.py``: ``spend.tokens``, ``spend.n_fallback``,
+            ``spend.why``, ``spend.cost(prices)`` in money).
     """
 
     outer_study: optuna.Study

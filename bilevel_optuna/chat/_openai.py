@@ -463,7 +463,7 @@ class OpenAIChatModel(ChatModel):
 
     def check(self) -> None:
         """Check that the endpoint answers, takes the key and serves the model: once per
-        process per (base URL, model, key), with a short timeout (:data:`CHECK_TIMEOUT_S`).
+        process per (base URL, model, key), with a short timeout (``CHECK_TIMEOUT_S``).
 
         One request lists the endpoint's models. Where the model is not in the list (servers
         such as llama.cpp's or Ollama's answer to other names too), or there is no list, one
