@@ -59,7 +59,6 @@ from bilevel_optuna.studies._outer import enqueue_level0
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import objective_entry
 from bilevel_optuna.studies._settings import safe_model_spec
-from bilevel_optuna.samplers._spend import Spend
 from bilevel_optuna.studies._settings import store_settings
 from bilevel_optuna.studies._spend import ModelPolicy
 from bilevel_optuna.studies._spend import check_model
@@ -119,7 +118,7 @@ class BilevelResult:
     heldout_comparison: Any = None
     best_arm: str | None = None
     report_artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
-    spend: Spend | None = None
+    spend: Any = None  # a samplers._spend.Spend: Any keeps the private class out of the docs
 
     @property
     def best_label(self) -> str:
