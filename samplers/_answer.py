@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -207,6 +208,26 @@ def _extract_json(text: str) -> Any:
     raise AnswerError("The answer is not valid JSON; answer with one JSON object only.")
 
 
+#: The rationale stored when the answer gives no reason (a template without one, or filler).
+NO_REASON = "none given"
+# Filler a small model writes where a reason goes: the schema's or the prompt's own words.
+_FILLER = {
+    "", "none", "null", "n/a", "na", "no", "nothing", "string", "text", "reason",
+    "rationale", "a rationale", "short rationale", "a short rationale", "the rationale",
+    "give a short rationale", "explanation",
+}
+
+
+def stated_reason(text: str) -> str:
+    """The model's reason as it stated it, or :data:`NO_REASON` where it gave none: nothing,
+    no letters at all, or filler that echoes the schema or the prompt ("short rationale")."""
+    text = " ".join(text.split())
+    words = re.sub(r"[^a-z/ ]+", " ", text.lower()).split()
+    if not any(c.isalpha() for c in text) or " ".join(words) in _FILLER:
+        return NO_REASON
+    return text
+
+
 def parse_answer(
     text: str, search_space: Mapping[str, BaseDistribution], n_candidates: int
 ) -> tuple[ParsedAnswer, list[str]]:
@@ -220,7 +241,7 @@ def parse_answer(
         data = {"rationale": "", "candidates": [data]}  # a bare configuration
     if not isinstance(data, Mapping) or not isinstance(data.get("candidates"), list):
         raise AnswerError('The answer must be an object with a "candidates" list.')
-    rationale = str(data.get("rationale", "")).strip()
+    rationale = stated_reason(str(data.get("rationale", "")))
     if len(rationale) > RATIONALE_MAX_CHARS:
         rationale = rationale[: RATIONALE_MAX_CHARS - 1] + "…"
     candidates, all_repairs, errors = [], [], []
@@ -244,7 +265,7 @@ def parse_answers(
 
     An answer may hold one configuration or a list of them (a server that ignores ``n``, or a
     model asked for a list); candidates are taken in order. The rationale is the first
-    non-empty one. Answers that cannot be used add their error to the returned list.
+    one that states a reason (else :data:`NO_REASON`). Answers that cannot be used add their error to the returned list.
 
     Raises:
         AnswerError: If no answer holds a usable candidate.
@@ -264,7 +285,8 @@ def parse_answers(
         candidates.extend(parsed.candidates)
         repairs.extend(parsed.repairs)
         errors.extend(more)
-        rationale = rationale or parsed.rationale
+        if not rationale or rationale == NO_REASON:
+            rationale = parsed.rationale
     if not candidates:
         raise AnswerError(" ".join(dict.fromkeys(errors)) or "No answer holds a configuration.")
     return ParsedAnswer(candidates=candidates, rationale=rationale, repairs=repairs), errors

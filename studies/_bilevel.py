@@ -16,11 +16,13 @@ repeats task by task, beside any ``bilevel-optuna worker`` on other servers (``_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import warnings
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +45,7 @@ from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.objectives._base import as_objective
 from bilevel_optuna.studies._artifacts import AUTO
 from bilevel_optuna.studies._artifacts import artifact_store
+from bilevel_optuna.studies._artifacts import record_artifact_store
 from bilevel_optuna.studies._artifacts import store_report
 from bilevel_optuna.studies._arms import BASELINES
 from bilevel_optuna.studies._arms import ArmRunner
@@ -55,7 +58,10 @@ from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import read_inner_result
-from bilevel_optuna.studies._outer import enqueue_level0
+from bilevel_optuna.studies._outer import check_presets
+from bilevel_optuna.studies._outer import enqueue_presets
+from bilevel_optuna.studies._progress import ProgressBar
+from bilevel_optuna.studies._progress import progress_bar_default
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import objective_entry
 from bilevel_optuna.studies._settings import safe_model_spec
@@ -236,6 +242,7 @@ def _open_outer_study(
     n_inner_trials: int,
     racing: OuterRacing,
     cost_objective: bool,
+    start_from: Sequence[str],
 ) -> optuna.Study:
     """Create or resume the outer study, with its attributes, metric names and note."""
     outer = optuna.create_study(
@@ -249,6 +256,11 @@ def _open_outer_study(
     for key, value in (
         (_attrs.KIND, "outer"),
         (_attrs.RUN, run_name),
+        (
+            _attrs.ROLE,
+            f"outer study: one trial per proposer configuration; its inner studies are "
+            f"{run_name}/<arm>/<objective>/seed-<seed>",
+        ),
         (_attrs.RACING, racing.to_dict()),
     ):
         if outer.user_attrs.get(key) != value:
@@ -256,7 +268,7 @@ def _open_outer_study(
     metrics = [metric_name(plan.aggregate)]
     set_metric_names(outer, metrics + ["tokens per repeat"] if cost_objective else metrics)
     _save_note(outer, plan, run_name, n_inner_trials, racing)
-    enqueue_level0(outer, space)
+    enqueue_presets(outer, space, start_from)
     return outer
 
 
@@ -434,6 +446,18 @@ def _note(
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _optuna_verbosity(level: int | None) -> Iterator[None]:
+    """Optuna's verbosity set to ``level`` (None: as is), and the caller's restored after."""
+    previous = optuna.logging.get_verbosity()
+    if level is not None:
+        optuna.logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
 def run_bilevel_study(
     objective: ObjectiveLike | Sequence[ObjectiveLike],
     *,
@@ -448,6 +472,7 @@ def run_bilevel_study(
     heldout_seeds: Sequence[int] | None = None,
     model: ChatModel | str | None = None,
     outer_space: OuterSpace | None = None,
+    start_from: Sequence[str] = ("level0",),
     outer_sampler: str | BaseSampler = "tpe",
     aggregate: str = "auto",
     prune: bool = True,
@@ -455,7 +480,8 @@ def run_bilevel_study(
     baselines: Sequence[str] = BASELINES,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
-    show_progress_bar: bool = False,
+    show_progress_bar: bool | None = None,
+    optuna_verbosity: int | None = optuna.logging.WARNING,
     callbacks: Sequence[Callback] = (),
     artifacts: str | os.PathLike[str] | ArtifactStore | None = AUTO,
 ) -> BilevelResult:
@@ -483,6 +509,9 @@ def run_bilevel_study(
             every outer trial.
         model: Chat model or spec (``"local"`` by default, see :func:`~bilevel_optuna.chat.get_chat_model`).
         outer_space: The search space of proposer configurations.
+        start_from: LLMSampler presets (``"level0"``, ``"default"``) that are the outer
+            study's first trials, in order, where the space can express them: the loop starts
+            from what ships. Level 0 is free (its studies are the llm-level0 baseline's).
         outer_sampler: ``"tpe"`` (default), ``"random"``, ``"llm"`` (LLMSampler tunes itself) or a
             sampler.
         aggregate: The outer value: ``"regret"`` (mean normalized regret), ``"best"`` (mean best
@@ -497,8 +526,15 @@ def run_bilevel_study(
             seconds per trial on a laptop's CPU and needs torch).
         seed: Seed of the outer sampler and the default repeat seeds.
         progress: Called with one line of text per finished inner study and outer trial.
-        show_progress_bar: Show tqdm bars on stderr: the outer trials, and the running inner
-            study's trials.
+        show_progress_bar: One tqdm bar on stderr over the whole run, like Optuna's
+            ``show_progress_bar``: inner studies done of all the run will hold (outer trials x
+            repeats x objectives, the baselines and the held-out evaluation), how many run,
+            the outer trials done, the running study's trial, and an ETA from the finished
+            ones. None (the default): a bar where stderr is a terminal, none where it is not.
+        optuna_verbosity: Optuna's logging verbosity while the run runs
+            (``optuna.logging.WARNING`` by default: no INFO line per inner trial;
+            ``optuna.logging.INFO`` brings them back; None leaves it as set). The verbosity
+            you had is restored afterwards.
         callbacks: Passed to ``optimize`` of every inner study and of the outer study (e.g.
             optuna-integration's ``MLflowCallback`` or ``WeightsAndBiasesCallback``): called
             with ``(study, frozen_trial)`` after each trial, inner and outer.
@@ -510,141 +546,154 @@ def run_bilevel_study(
     Returns:
         A :class:`BilevelResult`.
     """
-    # 1. Every argument checked, before any work.
-    plan = _plan(
-        objective,
-        heldout_objectives,
-        n_outer_trials=n_outer_trials,
-        n_inner_trials=n_inner_trials,
-        n_repeats=n_repeats,
-        seeds=seeds,
-        heldout_seeds=heldout_seeds,
-        aggregate=aggregate,
-        baselines=baselines,
-        outer_sampler=outer_sampler,
-        seed=seed,
-    )
-    # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
-    racing = OuterRacing.for_run(
-        prune=prune,
-        cost_objective=cost_objective,
-        n_repeats=len(plan.seeds),
-        n_objectives=len(plan.objectives),
-    )
-    space = outer_space or OuterSpace()
-    # 2. The storage, and what runs an arm's inner study in it.
-    storage_obj, storage_url = make_storage(storage, options=storage_options)
-    say = progress or (lambda message: None)
-    runner = ArmRunner(
-        storage=storage_obj,
-        run_name=run_name,
-        n_inner_trials=n_inner_trials,
-        seeds=plan.seeds,
-        model=model,
-        progress=say,
-        progress_bar=show_progress_bar,
-        callbacks=callbacks,
-    )
-    scorer = Scorer(plan.aggregate)
-    store = artifact_store(artifacts, storage_url)
-
-    # 3. The outer study, with the settings a worker on another server rebuilds the run from.
-    outer = _open_outer_study(
-        plan,
-        storage=storage_obj,
-        run_name=run_name,
-        space=space,
-        model=model,
-        seed=seed,
-        n_inner_trials=n_inner_trials,
-        racing=racing,
-        cost_objective=cost_objective,
-    )
-    settings = _settings(
-        plan,
-        storage=storage_obj,
-        n_outer_trials=n_outer_trials,
-        n_inner_trials=n_inner_trials,
-        space=space,
-        prune=prune,
-        cost_objective=cost_objective,
-        seed=seed,
-        model=model,
-    )
-    store_settings(outer, settings)
-
-    # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
-    # held-out evaluation, claimed task by task with every other worker of the run.
-    worker = RunWorker(
-        settings=settings,
-        storage=storage_obj,
-        run_name=run_name,
-        outer=outer,
-        objectives=plan.objectives,
-        heldout=plan.heldout,
-        runner=runner,
-        racing=racing,
-        space=space,
-        outer_sampler=plan.outer_sampler
-        if plan.outer_sampler in ("tpe", "random")
-        else outer.sampler,
-        progress=say,
-        callbacks=callbacks,
-        model_label=safe_model_spec(model) or "local",
-        local=True,
-    )
-    worker.ensure_tasks()
-    worker.work()
-
-    # 5. What the run found, read back from the storage.
-    best_config, best_value = _best(outer)
-    best_arm = arm_of(best_config) if best_config is not None else None
-    results = _read_results(
-        runner, plan, outer, best_config, best_arm
-    )
-    if "random" in results:
-        scorer.set_scales(results["random"])
-
-    # 6. The statistics, from the stored values.
-    comparison = heldout_comparison = None
-    if best_arm is not None:
-        compared = list(dict.fromkeys([best_arm, *plan.base_arms]))
-        comparison = _compare(
-            storage_obj, run_name, compared, plan.objectives, ("inner", "baseline"), n_inner_trials
+    with _optuna_verbosity(optuna_verbosity):
+        # 1. Every argument checked, before any work.
+        plan = _plan(
+            objective,
+            heldout_objectives,
+            n_outer_trials=n_outer_trials,
+            n_inner_trials=n_inner_trials,
+            n_repeats=n_repeats,
+            seeds=seeds,
+            heldout_seeds=heldout_seeds,
+            aggregate=aggregate,
+            baselines=baselines,
+            outer_sampler=outer_sampler,
+            seed=seed,
         )
-        if plan.heldout:
-            heldout_comparison = _compare(
-                storage_obj, run_name, compared, plan.heldout, ("heldout", "baseline"),
-                n_inner_trials,
+        check_presets(start_from)
+        # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
+        racing = OuterRacing.for_run(
+            prune=prune,
+            cost_objective=cost_objective,
+            n_repeats=len(plan.seeds),
+            n_objectives=len(plan.objectives),
+        )
+        space = outer_space or OuterSpace()
+        # 2. The storage, and what runs an arm's inner study in it.
+        storage_obj, storage_url = make_storage(storage, options=storage_options)
+        say = progress or (lambda message: None)
+        runner = ArmRunner(
+            storage=storage_obj,
+            run_name=run_name,
+            n_inner_trials=n_inner_trials,
+            seeds=plan.seeds,
+            model=model,
+            progress=say,
+            callbacks=callbacks,
+        )
+        scorer = Scorer(plan.aggregate)
+        store = artifact_store(artifacts, storage_url)
+
+        # 3. The outer study, with the settings a worker on another server rebuilds the run from.
+        outer = _open_outer_study(
+            plan,
+            storage=storage_obj,
+            run_name=run_name,
+            space=space,
+            model=model,
+            seed=seed,
+            n_inner_trials=n_inner_trials,
+            racing=racing,
+            cost_objective=cost_objective,
+            start_from=start_from,
+        )
+        settings = _settings(
+            plan,
+            storage=storage_obj,
+            n_outer_trials=n_outer_trials,
+            n_inner_trials=n_inner_trials,
+            space=space,
+            prune=prune,
+            cost_objective=cost_objective,
+            seed=seed,
+            model=model,
+        )
+        store_settings(outer, settings)
+        if store is not None:
+            record_artifact_store(outer, store)
+
+        bar = ProgressBar(settings, desc=run_name) if progress_bar_default(show_progress_bar) else None
+        if bar is not None:
+            runner.callbacks.append(bar.trial)
+
+        # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
+        # held-out evaluation, claimed task by task with every other worker of the run.
+        worker = RunWorker(
+            settings=settings,
+            storage=storage_obj,
+            run_name=run_name,
+            outer=outer,
+            objectives=plan.objectives,
+            heldout=plan.heldout,
+            runner=runner,
+            racing=racing,
+            space=space,
+            outer_sampler=plan.outer_sampler
+            if plan.outer_sampler in ("tpe", "random")
+            else outer.sampler,
+            progress=say,
+            callbacks=callbacks,
+            model_label=safe_model_spec(model) or "local",
+            bar=bar,
+            local=True,
+        )
+        worker.ensure_tasks()
+        try:
+            worker.work()
+        finally:
+            if bar is not None:
+                bar.close()
+
+        # 5. What the run found, read back from the storage.
+        best_config, best_value = _best(outer)
+        best_arm = arm_of(best_config) if best_config is not None else None
+        results = _read_results(
+            runner, plan, outer, best_config, best_arm
+        )
+        if "random" in results:
+            scorer.set_scales(results["random"])
+
+        # 6. The statistics, from the stored values.
+        comparison = heldout_comparison = None
+        if best_arm is not None:
+            compared = list(dict.fromkeys([best_arm, *plan.base_arms]))
+            comparison = _compare(
+                storage_obj, run_name, compared, plan.objectives, ("inner", "baseline"), n_inner_trials
             )
-    stored: dict[str, str] = {}
-    if store is not None and comparison is not None:
-        n_done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
-        stored = store_report(
-            outer,
-            store,
-            {"comparison": comparison, "heldout_comparison": heldout_comparison},
-            key=f"{best_arm} after {n_done} outer trials",
-        )
+            if plan.heldout:
+                heldout_comparison = _compare(
+                    storage_obj, run_name, compared, plan.heldout, ("heldout", "baseline"),
+                    n_inner_trials,
+                )
+        stored: dict[str, str] = {}
+        if store is not None and comparison is not None:
+            n_done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
+            stored = store_report(
+                outer,
+                store,
+                {"comparison": comparison, "heldout_comparison": heldout_comparison},
+                key=f"{best_arm} after {n_done} outer trials",
+            )
 
-    return BilevelResult(
-        comparison=comparison,
-        heldout_comparison=heldout_comparison,
-        outer_study=outer,
-        best_config=best_config,
-        best_value=best_value,
-        arms={
-            arm: {name: [r.study_name for r in rs] for name, rs in per_objective.items()}
-            for arm, per_objective in results.items()
-        },
-        arm_scores={
-            arm: {
-                obj.name: [scorer(r, obj) for r in per_objective[obj.name]]
-                for obj in plan.objectives + plan.heldout
-            }
-            for arm, per_objective in results.items()
-        },
-        storage_url=storage_url,
-        best_arm=best_arm,
-        report_artifacts=stored,
-    )
+        return BilevelResult(
+            comparison=comparison,
+            heldout_comparison=heldout_comparison,
+            outer_study=outer,
+            best_config=best_config,
+            best_value=best_value,
+            arms={
+                arm: {name: [r.study_name for r in rs] for name, rs in per_objective.items()}
+                for arm, per_objective in results.items()
+            },
+            arm_scores={
+                arm: {
+                    obj.name: [scorer(r, obj) for r in per_objective[obj.name]]
+                    for obj in plan.objectives + plan.heldout
+                }
+                for arm, per_objective in results.items()
+            },
+            storage_url=storage_url,
+            best_arm=best_arm,
+            report_artifacts=stored,
+        )
