@@ -6,6 +6,7 @@ workers (:mod:`bilevel_optuna.studies._worker`), which also race and settle it.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +58,19 @@ def enqueue_level0(study: optuna.Study, space: OuterSpace) -> None:
     enqueue_presets(study, space, ["level0"])
 
 
+def _spelled_out(config: ProposerConfig, space: OuterSpace) -> ProposerConfig:
+    """``config`` with each mechanism's unset parameters at their defaults: a preset names only
+    the ones it changes, an outer trial suggests them all."""
+    from bilevel_optuna.samplers._loading import load_mechanism
+
+    mechanisms = []
+    for name, params in config.mechanisms:
+        if name in space.mechanisms:
+            params = {**load_mechanism(name, **params).params(), **params}
+        mechanisms.append((name, params))
+    return dataclasses.replace(config, mechanisms=tuple(mechanisms))
+
+
 def check_presets(names: Sequence[str]) -> list[ProposerConfig]:
     """The named presets' configurations, or an error naming the valid presets."""
     from bilevel_optuna.samplers._presets import preset
@@ -76,6 +90,7 @@ def enqueue_presets(study: optuna.Study, space: OuterSpace, names: Sequence[str]
     if study.trials:
         return
     for name, config in zip(names, configs, strict=True):
+        config = _spelled_out(config, space)
         params = space.params_of(config)
         if represents(space, params, config):
             reference = "llm-level0" if name == "level0" else f"preset {name}"

@@ -170,7 +170,7 @@ def _objectives_of(args: argparse.Namespace) -> list[str | None]:
     studies; ``[None]`` (no filter) where the studies name at most one."""
     if args.objective:
         names: list[str | None] = list(dict.fromkeys(args.objective))
-        return names if len(names) > 1 else [names[0]]
+        return names if len(names) > 1 else [None]
     from bilevel_optuna import _attrs
     from bilevel_optuna._storage import open_storage
     from bilevel_optuna.stats._load import select_studies
