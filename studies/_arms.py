@@ -167,7 +167,10 @@ class ArmRunner:
         outer_trial: int | None,
     ) -> dict[str, Any]:
         """The study user attributes of the storage data model (README, "Storage data model")."""
-        attrs: dict[str, Any] = {
+        # The role first: the dashboard lists study attributes in the order they were set.
+        role = self.role(arm, objective.name, seed, kind=kind, outer_trial=outer_trial)
+        attrs: dict[str, Any] = {_attrs.ROLE: role} if role is not None else {}
+        attrs |= {
             _attrs.KIND: kind,
             _attrs.RUN: self.run_name,
             _attrs.ARM: arm,
@@ -185,9 +188,6 @@ class ArmRunner:
         pin = sampler_pin(arm, seed)
         if pin is not None:
             attrs[_attrs.SAMPLER] = pin
-        role = self.role(arm, objective.name, seed, kind=kind, outer_trial=outer_trial)
-        if role is not None:
-            attrs[_attrs.ROLE] = role
         return attrs
 
     def role(

@@ -254,13 +254,13 @@ def _open_outer_study(
         load_if_exists=True,
     )
     for key, value in (
-        (_attrs.KIND, "outer"),
-        (_attrs.RUN, run_name),
         (
             _attrs.ROLE,
             f"outer study: one trial per proposer configuration; its inner studies are "
             f"{run_name}/<arm>/<objective>/seed-<seed>",
         ),
+        (_attrs.KIND, "outer"),
+        (_attrs.RUN, run_name),
         (_attrs.RACING, racing.to_dict()),
     ):
         if outer.user_attrs.get(key) != value:

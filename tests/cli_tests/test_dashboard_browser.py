@@ -50,7 +50,7 @@ def run_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         n_repeats=1,
         baselines=("random", "tpe"),
         outer_space=OuterSpace(
-            temperature=0.7,
+            temperature=0.5,
             history_size=15,
             history_order="best",
             template="default",  # asks for a rationale
