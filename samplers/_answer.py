@@ -210,20 +210,22 @@ def _extract_json(text: str) -> Any:
 
 #: The rationale stored when the answer gives no reason (a template without one, or filler).
 NO_REASON = "none given"
-# Filler a small model writes where a reason goes: the schema's or the prompt's own words.
-_FILLER = {
-    "", "none", "null", "n/a", "na", "no", "nothing", "string", "text", "reason",
-    "rationale", "a rationale", "short rationale", "a short rationale", "the rationale",
-    "give a short rationale", "explanation",
-}
+# Filler a small model writes where a reason goes: the schema's, the prompt's or the
+# template's own words ("short rationale", "minimizing objective value", "minimal").
+_FILLER_WORDS = frozenset(
+    "a an the no none null n na nothing string text reason rationale short give explanation "
+    "minimal minimize minimizing minimized minimum maximize maximizing maximized maximum "
+    "objective value values new configuration config compact default json".split()
+)
 
 
 def stated_reason(text: str) -> str:
     """The model's reason as it stated it, or :data:`NO_REASON` where it gave none: nothing,
-    no letters at all, or filler that echoes the schema or the prompt ("short rationale")."""
-    text = " ".join(text.split())
-    words = re.sub(r"[^a-z/ ]+", " ", text.lower()).split()
-    if not any(c.isalpha() for c in text) or " ".join(words) in _FILLER:
+    no letters, or only filler that echoes the schema, the prompt or the template's name.
+    Leftover JSON punctuation in front (``}} ...``) is dropped."""
+    text = " ".join(text.split()).lstrip("{}[]#:;,. ")
+    words = re.findall(r"[a-z]+", text.lower())
+    if not words or all(w in _FILLER_WORDS for w in words):
         return NO_REASON
     return text
 

@@ -143,6 +143,9 @@ def test_unsupported_distribution_is_named() -> None:
         ("Short rationale.", "none given"),
         ("string", "none given"),
         ("N/A", "none given"),
+        ("minimal-minimal", "none given"),
+        ("minimizing objective value.", "none given"),
+        ("}} it is too close to trial 3", "it is too close to trial 3"),
     ],
 )
 def test_the_stored_rationale_is_a_reason_or_none_given(text: str, stored: str) -> None:
