@@ -130,12 +130,18 @@ def select_studies(
                 "With run=..., arms must be a list of arm names (or glob patterns), not a mapping."
             )
         in_run = [s for s in studies if s.user_attrs.get(_attrs.RUN) == run and kind_ok(s)]
-        if not in_run:
-            known = sorted(
-                {str(s.user_attrs[_attrs.RUN]) for s in studies if _attrs.RUN in s.user_attrs}
+        if not in_run:  # the run is there (checked above): the filters left nothing
+            found = sorted(
+                {
+                    str(s.user_attrs.get(_attrs.KIND))
+                    for s in studies
+                    if s.user_attrs.get(_attrs.RUN) == run
+                }
             )
             raise ConfigurationError(
-                f"No studies of run {run!r} in the storage. Runs found: {known or 'none'}."
+                f"Run {run!r} has no study of kind {sorted(kinds) if kinds else 'but outer'}"
+                + (f" and objective {sorted(objectives)}" if objectives else "")
+                + f"; its studies are of kind {', '.join(found)}."
             )
         for s in in_run:
             arm = s.user_attrs.get(_attrs.ARM)
