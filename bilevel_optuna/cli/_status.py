@@ -120,11 +120,14 @@ def _worker_lines(storage: Any, run: str) -> list[str]:
     for w in workers:
         silent = float(w["silent_s"] or 0.0)
         if w["state"] == "stopped":
-            what = f"stopped after {w['n_done']} task(s)"
+            what = f"stopped after {w['n_done']} task(s) (inner studies and outer slots)"
         elif silent > stale_after:
             what = f"SILENT for {silent:.0f} s (its claim is taken over)"
         else:
             doing = w["task_key"] or "waiting for work"
-            what = f"alive ({silent:.0f} s ago), {w['n_done']} done, running {doing}"
+            what = (
+                f"alive ({silent:.0f} s ago), {w['n_done']} task(s) done (inner studies and "
+                f"outer slots), running {doing}"
+            )
         lines.append(f"worker {w['id']} [{w['model'] or 'local'}]: {what}")
     return lines
