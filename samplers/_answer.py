@@ -267,7 +267,8 @@ def parse_answers(
 
     An answer may hold one configuration or a list of them (a server that ignores ``n``, or a
     model asked for a list); candidates are taken in order. The rationale is the first
-    one that states a reason (else :data:`NO_REASON`). Answers that cannot be used add their error to the returned list.
+    one that states a reason (else :data:`NO_REASON`). Answers that cannot be used add their
+    error to the returned list.
 
     Raises:
         AnswerError: If no answer holds a usable candidate.

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import math
 import os
 import warnings
@@ -458,6 +460,21 @@ def _optuna_verbosity(level: int | None) -> Iterator[None]:
         optuna.logging.set_verbosity(previous)
 
 
+def _restores_optuna_verbosity(
+    func: Callable[..., BilevelResult],
+) -> Callable[..., BilevelResult]:
+    """Run ``func`` under Optuna's verbosity its ``optuna_verbosity`` argument names."""
+    default = inspect.signature(func).parameters["optuna_verbosity"].default
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> BilevelResult:
+        with _optuna_verbosity(kwargs.get("optuna_verbosity", default)):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_restores_optuna_verbosity
 def run_bilevel_study(
     objective: ObjectiveLike | Sequence[ObjectiveLike],
     *,
@@ -546,154 +563,153 @@ def run_bilevel_study(
     Returns:
         A :class:`BilevelResult`.
     """
-    with _optuna_verbosity(optuna_verbosity):
-        # 1. Every argument checked, before any work.
-        plan = _plan(
-            objective,
-            heldout_objectives,
-            n_outer_trials=n_outer_trials,
-            n_inner_trials=n_inner_trials,
-            n_repeats=n_repeats,
-            seeds=seeds,
-            heldout_seeds=heldout_seeds,
-            aggregate=aggregate,
-            baselines=baselines,
-            outer_sampler=outer_sampler,
-            seed=seed,
-        )
-        check_presets(start_from)
-        # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
-        racing = OuterRacing.for_run(
-            prune=prune,
-            cost_objective=cost_objective,
-            n_repeats=len(plan.seeds),
-            n_objectives=len(plan.objectives),
-        )
-        space = outer_space or OuterSpace()
-        # 2. The storage, and what runs an arm's inner study in it.
-        storage_obj, storage_url = make_storage(storage, options=storage_options)
-        say = progress or (lambda message: None)
-        runner = ArmRunner(
-            storage=storage_obj,
-            run_name=run_name,
-            n_inner_trials=n_inner_trials,
-            seeds=plan.seeds,
-            model=model,
-            progress=say,
-            callbacks=callbacks,
-        )
-        scorer = Scorer(plan.aggregate)
-        store = artifact_store(artifacts, storage_url)
+    # 1. Every argument checked, before any work.
+    plan = _plan(
+        objective,
+        heldout_objectives,
+        n_outer_trials=n_outer_trials,
+        n_inner_trials=n_inner_trials,
+        n_repeats=n_repeats,
+        seeds=seeds,
+        heldout_seeds=heldout_seeds,
+        aggregate=aggregate,
+        baselines=baselines,
+        outer_sampler=outer_sampler,
+        seed=seed,
+    )
+    check_presets(start_from)
+    # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
+    racing = OuterRacing.for_run(
+        prune=prune,
+        cost_objective=cost_objective,
+        n_repeats=len(plan.seeds),
+        n_objectives=len(plan.objectives),
+    )
+    space = outer_space or OuterSpace()
+    # 2. The storage, and what runs an arm's inner study in it.
+    storage_obj, storage_url = make_storage(storage, options=storage_options)
+    say = progress or (lambda message: None)
+    runner = ArmRunner(
+        storage=storage_obj,
+        run_name=run_name,
+        n_inner_trials=n_inner_trials,
+        seeds=plan.seeds,
+        model=model,
+        progress=say,
+        callbacks=callbacks,
+    )
+    scorer = Scorer(plan.aggregate)
+    store = artifact_store(artifacts, storage_url)
 
-        # 3. The outer study, with the settings a worker on another server rebuilds the run from.
-        outer = _open_outer_study(
-            plan,
-            storage=storage_obj,
-            run_name=run_name,
-            space=space,
-            model=model,
-            seed=seed,
-            n_inner_trials=n_inner_trials,
-            racing=racing,
-            cost_objective=cost_objective,
-            start_from=start_from,
-        )
-        settings = _settings(
-            plan,
-            storage=storage_obj,
-            n_outer_trials=n_outer_trials,
-            n_inner_trials=n_inner_trials,
-            space=space,
-            prune=prune,
-            cost_objective=cost_objective,
-            seed=seed,
-            model=model,
-        )
-        store_settings(outer, settings)
-        if store is not None:
-            record_artifact_store(outer, store)
+    # 3. The outer study, with the settings a worker on another server rebuilds the run from.
+    outer = _open_outer_study(
+        plan,
+        storage=storage_obj,
+        run_name=run_name,
+        space=space,
+        model=model,
+        seed=seed,
+        n_inner_trials=n_inner_trials,
+        racing=racing,
+        cost_objective=cost_objective,
+        start_from=start_from,
+    )
+    settings = _settings(
+        plan,
+        storage=storage_obj,
+        n_outer_trials=n_outer_trials,
+        n_inner_trials=n_inner_trials,
+        space=space,
+        prune=prune,
+        cost_objective=cost_objective,
+        seed=seed,
+        model=model,
+    )
+    store_settings(outer, settings)
+    if store is not None:
+        record_artifact_store(outer, store)
 
-        bar = ProgressBar(settings, desc=run_name) if progress_bar_default(show_progress_bar) else None
+    bar = ProgressBar(settings, desc=run_name) if progress_bar_default(show_progress_bar) else None
+    if bar is not None:
+        runner.callbacks.append(bar.trial)
+
+    # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
+    # held-out evaluation, claimed task by task with every other worker of the run.
+    worker = RunWorker(
+        settings=settings,
+        storage=storage_obj,
+        run_name=run_name,
+        outer=outer,
+        objectives=plan.objectives,
+        heldout=plan.heldout,
+        runner=runner,
+        racing=racing,
+        space=space,
+        outer_sampler=plan.outer_sampler
+        if plan.outer_sampler in ("tpe", "random")
+        else outer.sampler,
+        progress=say,
+        callbacks=callbacks,
+        model_label=safe_model_spec(model) or "local",
+        bar=bar,
+        local=True,
+    )
+    worker.ensure_tasks()
+    try:
+        worker.work()
+    finally:
         if bar is not None:
-            runner.callbacks.append(bar.trial)
+            bar.close()
 
-        # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
-        # held-out evaluation, claimed task by task with every other worker of the run.
-        worker = RunWorker(
-            settings=settings,
-            storage=storage_obj,
-            run_name=run_name,
-            outer=outer,
-            objectives=plan.objectives,
-            heldout=plan.heldout,
-            runner=runner,
-            racing=racing,
-            space=space,
-            outer_sampler=plan.outer_sampler
-            if plan.outer_sampler in ("tpe", "random")
-            else outer.sampler,
-            progress=say,
-            callbacks=callbacks,
-            model_label=safe_model_spec(model) or "local",
-            bar=bar,
-            local=True,
+    # 5. What the run found, read back from the storage.
+    best_config, best_value = _best(outer)
+    best_arm = arm_of(best_config) if best_config is not None else None
+    results = _read_results(
+        runner, plan, outer, best_config, best_arm
+    )
+    if "random" in results:
+        scorer.set_scales(results["random"])
+
+    # 6. The statistics, from the stored values.
+    comparison = heldout_comparison = None
+    if best_arm is not None:
+        compared = list(dict.fromkeys([best_arm, *plan.base_arms]))
+        comparison = _compare(
+            storage_obj, run_name, compared, plan.objectives, ("inner", "baseline"), n_inner_trials
         )
-        worker.ensure_tasks()
-        try:
-            worker.work()
-        finally:
-            if bar is not None:
-                bar.close()
-
-        # 5. What the run found, read back from the storage.
-        best_config, best_value = _best(outer)
-        best_arm = arm_of(best_config) if best_config is not None else None
-        results = _read_results(
-            runner, plan, outer, best_config, best_arm
-        )
-        if "random" in results:
-            scorer.set_scales(results["random"])
-
-        # 6. The statistics, from the stored values.
-        comparison = heldout_comparison = None
-        if best_arm is not None:
-            compared = list(dict.fromkeys([best_arm, *plan.base_arms]))
-            comparison = _compare(
-                storage_obj, run_name, compared, plan.objectives, ("inner", "baseline"), n_inner_trials
+        if plan.heldout:
+            heldout_comparison = _compare(
+                storage_obj, run_name, compared, plan.heldout, ("heldout", "baseline"),
+                n_inner_trials,
             )
-            if plan.heldout:
-                heldout_comparison = _compare(
-                    storage_obj, run_name, compared, plan.heldout, ("heldout", "baseline"),
-                    n_inner_trials,
-                )
-        stored: dict[str, str] = {}
-        if store is not None and comparison is not None:
-            n_done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
-            stored = store_report(
-                outer,
-                store,
-                {"comparison": comparison, "heldout_comparison": heldout_comparison},
-                key=f"{best_arm} after {n_done} outer trials",
-            )
-
-        return BilevelResult(
-            comparison=comparison,
-            heldout_comparison=heldout_comparison,
-            outer_study=outer,
-            best_config=best_config,
-            best_value=best_value,
-            arms={
-                arm: {name: [r.study_name for r in rs] for name, rs in per_objective.items()}
-                for arm, per_objective in results.items()
-            },
-            arm_scores={
-                arm: {
-                    obj.name: [scorer(r, obj) for r in per_objective[obj.name]]
-                    for obj in plan.objectives + plan.heldout
-                }
-                for arm, per_objective in results.items()
-            },
-            storage_url=storage_url,
-            best_arm=best_arm,
-            report_artifacts=stored,
+    stored: dict[str, str] = {}
+    if store is not None and comparison is not None:
+        n_done = len(outer.get_trials(deepcopy=False, states=_COUNTED))
+        stored = store_report(
+            outer,
+            store,
+            {"comparison": comparison, "heldout_comparison": heldout_comparison},
+            key=f"{best_arm} after {n_done} outer trials",
         )
+
+    return BilevelResult(
+        comparison=comparison,
+        heldout_comparison=heldout_comparison,
+        outer_study=outer,
+        best_config=best_config,
+        best_value=best_value,
+        arms={
+            arm: {name: [r.study_name for r in rs] for name, rs in per_objective.items()}
+            for arm, per_objective in results.items()
+        },
+        arm_scores={
+            arm: {
+                obj.name: [scorer(r, obj) for r in per_objective[obj.name]]
+                for obj in plan.objectives + plan.heldout
+            }
+            for arm, per_objective in results.items()
+        },
+        storage_url=storage_url,
+        best_arm=best_arm,
+        report_artifacts=stored,
+    )

@@ -190,7 +190,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     print()
     if folder is not None:
-        print(f"Everything of this run is in {folder}{os.sep}: the database, the report and plots.")
+        print(
+            f"Everything of this run is in {folder}{os.sep}: the database, the report and plots."
+        )
     print(f"Inspect: bilevel-optuna dashboard {url}")
     print(f"Compare: bilevel-optuna compare --storage {url} --run {kwargs['run_name']}")
     sys.stdout.flush()

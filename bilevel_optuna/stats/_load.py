@@ -191,7 +191,9 @@ def select_studies(
     return dict(sorted(groups.items())) if run is not None else groups
 
 
-def _check_known(what: str, asked: Sequence[str], found: Sequence[Any], *, where: str = "") -> None:
+def _check_known(
+    what: str, asked: Sequence[str], found: Sequence[Any], *, where: str = ""
+) -> None:
     """An error naming each of ``asked`` not among ``found``, with the closest names found."""
     known = sorted({str(f) for f in found if f is not None})
     for name in asked:
