@@ -51,6 +51,7 @@ _OUTER = {
     "prune": (bool, True),
     "cost_objective": (bool, False),
     "baselines": (list, ["random", "tpe", "llm-level0"]),
+    "start_from": (list, ["level0"]),
     "space": (dict, {}),
 }
 _SPACE = {
@@ -250,6 +251,7 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         "prune": outer["prune"],
         "cost_objective": outer["cost_objective"],
         "baselines": outer["baselines"],
+        "start_from": outer["start_from"],
         "outer_space": space,
     }
     if run["storage_options"] is not None:  # only when given: run_bilevel_study(storage_options=)
