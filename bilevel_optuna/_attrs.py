@@ -67,6 +67,8 @@ BEST_ARM = "bilevel:best_arm"  # outer study: the arm name of that configuration
 REFERENCE = "bilevel:reference"  # outer trial: enqueued as a reference point ("llm-level0")
 RESUMED_FROM = "bilevel:resumed_from"  # outer trial: number of the trial Ctrl-C stopped
 REPORT_ARTIFACTS = "bilevel:report_artifacts"  # outer study: {file name: artifact id}
+ARTIFACT_STORE = "bilevel:artifact_store"  # outer study: where its artifacts are (a folder's path)
+ROLE = "bilevel:role"  # every study of a run: what it is, in words ("inner: outer trial 3, ...")
 
 # --- Workers (studies/_work.py, studies/_worker.py) ---
 SETTINGS = "bilevel:settings"  # outer study: what a worker rebuilds the run from

@@ -177,7 +177,10 @@ class ArmRunner:
         outer_trial: int | None,
     ) -> dict[str, Any]:
         """The study user attributes of the storage data model (README, "Storage data model")."""
-        attrs: dict[str, Any] = {
+        # The role first: the dashboard lists study attributes in the order they were set.
+        role = self.role(arm, objective.name, seed, kind=kind, outer_trial=outer_trial)
+        attrs: dict[str, Any] = {_attrs.ROLE: role} if role is not None else {}
+        attrs |= {
             _attrs.KIND: kind,
             _attrs.RUN: self.run_name,
             _attrs.ARM: arm,
@@ -196,6 +199,27 @@ class ArmRunner:
         if pin is not None:
             attrs[_attrs.SAMPLER] = pin
         return attrs
+
+    def role(
+        self, arm: str, objective_name: str, seed: int, *, kind: str, outer_trial: int | None
+    ) -> str | None:
+        """What the study is, in words, for the dashboard's study list (``bilevel:role``).
+
+        None for the best configuration's training studies queued again at the end: they are
+        its outer trial's studies, and keep the role that trial gave them.
+        """
+        repeat = (
+            f"repeat {self.seeds.index(seed) + 1} of {len(self.seeds)}"
+            if seed in self.seeds
+            else f"seed {seed}"
+        )
+        if kind == "baseline":
+            return f"baseline {arm} on {objective_name}, {repeat}"
+        if kind == "heldout":
+            return f"held-out check of the chosen {arm} on {objective_name}, seed {seed}"
+        if outer_trial is None:
+            return None
+        return f"inner study of outer trial {outer_trial} ({arm}) on {objective_name}, {repeat}"
 
     def run(
         self,

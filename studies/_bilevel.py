@@ -16,11 +16,15 @@ repeats task by task, beside any ``bilevel-optuna worker`` on other servers (``_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import inspect
 import math
 import os
 import warnings
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +47,7 @@ from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.objectives._base import as_objective
 from bilevel_optuna.studies._artifacts import AUTO
 from bilevel_optuna.studies._artifacts import artifact_store
+from bilevel_optuna.studies._artifacts import record_artifact_store
 from bilevel_optuna.studies._artifacts import store_report
 from bilevel_optuna.studies._arms import BASELINES
 from bilevel_optuna.studies._arms import ArmRunner
@@ -55,7 +60,10 @@ from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import read_inner_result
-from bilevel_optuna.studies._outer import enqueue_level0
+from bilevel_optuna.studies._outer import check_presets
+from bilevel_optuna.studies._outer import enqueue_presets
+from bilevel_optuna.studies._progress import ProgressBar
+from bilevel_optuna.studies._progress import progress_bar_default
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import objective_entry
 from bilevel_optuna.studies._settings import safe_model_spec
@@ -245,6 +253,7 @@ def _open_outer_study(
     n_inner_trials: int,
     racing: OuterRacing,
     cost_objective: bool,
+    start_from: Sequence[str],
 ) -> optuna.Study:
     """Create or resume the outer study, with its attributes, metric names and note."""
     outer = optuna.create_study(
@@ -256,6 +265,11 @@ def _open_outer_study(
         load_if_exists=True,
     )
     for key, value in (
+        (
+            _attrs.ROLE,
+            f"outer study: one trial per proposer configuration; its inner studies are "
+            f"{run_name}/<arm>/<objective>/seed-<seed>",
+        ),
         (_attrs.KIND, "outer"),
         (_attrs.RUN, run_name),
         (_attrs.RACING, racing.to_dict()),
@@ -265,7 +279,7 @@ def _open_outer_study(
     metrics = [metric_name(plan.aggregate)]
     set_metric_names(outer, metrics + ["tokens per repeat"] if cost_objective else metrics)
     _save_note(outer, plan, run_name, n_inner_trials, racing)
-    enqueue_level0(outer, space)
+    enqueue_presets(outer, space, start_from)
     return outer
 
 
@@ -445,6 +459,33 @@ def _note(
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _optuna_verbosity(level: int | None) -> Iterator[None]:
+    """Optuna's verbosity set to ``level`` (None: as is), and the caller's restored after."""
+    previous = optuna.logging.get_verbosity()
+    if level is not None:
+        optuna.logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _restores_optuna_verbosity(
+    func: Callable[..., BilevelResult],
+) -> Callable[..., BilevelResult]:
+    """Run ``func`` under Optuna's verbosity its ``optuna_verbosity`` argument names."""
+    default = inspect.signature(func).parameters["optuna_verbosity"].default
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> BilevelResult:
+        with _optuna_verbosity(kwargs.get("optuna_verbosity", default)):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_restores_optuna_verbosity
 def run_bilevel_study(
     objective: ObjectiveLike | Sequence[ObjectiveLike],
     *,
@@ -459,6 +500,7 @@ def run_bilevel_study(
     heldout_seeds: Sequence[int] | None = None,
     model: ChatModel | str | None = None,
     outer_space: OuterSpace | None = None,
+    start_from: Sequence[str] = ("level0",),
     outer_sampler: str | BaseSampler = "tpe",
     aggregate: str = "auto",
     prune: bool = True,
@@ -466,7 +508,8 @@ def run_bilevel_study(
     baselines: Sequence[str] = BASELINES,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
-    show_progress_bar: bool = False,
+    show_progress_bar: bool | None = None,
+    optuna_verbosity: int | None = optuna.logging.WARNING,
     callbacks: Sequence[Callback] = (),
     artifacts: str | os.PathLike[str] | ArtifactStore | None = AUTO,
     on_model_error: str = "raise",
@@ -498,6 +541,9 @@ def run_bilevel_study(
             every outer trial.
         model: Chat model or spec (``"local"`` by default, see :func:`~bilevel_optuna.chat.get_chat_model`).
         outer_space: The search space of proposer configurations.
+        start_from: LLMSampler presets (``"level0"``, ``"default"``) that are the outer
+            study's first trials, in order, where the space can express them: the loop starts
+            from what ships. Level 0 is free (its studies are the llm-level0 baseline's).
         outer_sampler: ``"tpe"`` (default), ``"random"``, ``"llm"`` (LLMSampler tunes itself) or a
             sampler.
         aggregate: The outer value: ``"regret"`` (mean normalized regret), ``"best"`` (mean best
@@ -512,8 +558,15 @@ def run_bilevel_study(
             seconds per trial on a laptop's CPU and needs torch).
         seed: Seed of the outer sampler and the default repeat seeds.
         progress: Called with one line of text per finished inner study and outer trial.
-        show_progress_bar: Show tqdm bars on stderr: the outer trials, and the running inner
-            study's trials.
+        show_progress_bar: One tqdm bar on stderr over the whole run, like Optuna's
+            ``show_progress_bar``: inner studies done of all the run will hold (outer trials x
+            repeats x objectives, the baselines and the held-out evaluation), how many run,
+            the outer trials done, the running study's trial, and an ETA from the finished
+            ones. None (the default): a bar where stderr is a terminal, none where it is not.
+        optuna_verbosity: Optuna's logging verbosity while the run runs
+            (``optuna.logging.WARNING`` by default: no INFO line per inner trial;
+            ``optuna.logging.INFO`` brings them back; None leaves it as set). The verbosity
+            you had is restored afterwards.
         callbacks: Passed to ``optimize`` of every inner study and of the outer study (e.g.
             optuna-integration's ``MLflowCallback`` or ``WeightsAndBiasesCallback``): called
             with ``(study, frozen_trial)`` after each trial, inner and outer.
@@ -550,6 +603,7 @@ def run_bilevel_study(
         outer_sampler=outer_sampler,
         seed=seed,
     )
+    check_presets(start_from)
     policy = ModelPolicy(
         on_model_error=on_model_error,
         max_tokens_total=max_tokens_total,
@@ -576,7 +630,6 @@ def run_bilevel_study(
         seeds=plan.seeds,
         model=model,
         progress=say,
-        progress_bar=show_progress_bar,
         callbacks=callbacks,
         policy=policy,
     )
@@ -594,6 +647,7 @@ def run_bilevel_study(
         n_inner_trials=n_inner_trials,
         racing=racing,
         cost_objective=cost_objective,
+        start_from=start_from,
     )
     settings = _settings(
         plan,
@@ -608,6 +662,12 @@ def run_bilevel_study(
         policy=policy,
     )
     store_settings(outer, settings)
+    if store is not None:
+        record_artifact_store(outer, store)
+
+    bar = ProgressBar(settings, desc=run_name) if progress_bar_default(show_progress_bar) else None
+    if bar is not None:
+        runner.callbacks.append(bar.trial)
 
     # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
     # held-out evaluation, claimed task by task with every other worker of the run.
@@ -627,10 +687,15 @@ def run_bilevel_study(
         progress=say,
         callbacks=callbacks,
         model_label=safe_model_spec(model) or "local",
+        bar=bar,
         local=True,
     )
     worker.ensure_tasks()
-    worker.work()
+    try:
+        worker.work()
+    finally:
+        if bar is not None:
+            bar.close()
 
     # 5. What the run found, read back from the storage.
     best_config, best_value = _best(outer)

@@ -56,6 +56,7 @@ _OUTER = {
     "prune": (bool, True),
     "cost_objective": (bool, False),
     "baselines": (list, ["random", "tpe", "llm-level0"]),
+    "start_from": (list, ["level0"]),
     "space": (dict, {}),
 }
 _SPACE = {
@@ -259,6 +260,7 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         "prune": outer["prune"],
         "cost_objective": outer["cost_objective"],
         "baselines": outer["baselines"],
+        "start_from": outer["start_from"],
         "outer_space": space,
         "on_model_error": run["on_model_error"],
         "max_tokens_total": run["max_tokens_total"],
