@@ -42,6 +42,12 @@ TAKEN_BY = "llm:taken_by"  # the mechanism that took the trial over (source "mec
 QUEUED_BY = "llm:queued_by"  # number of the trial whose model call proposed this queued one
 MECHANISMS = "llm:mechanisms"  # {name: {"version", "hooks": {hook: calls}, "changed", "errors", "off", ...}}: samplers/_record.py
 
+# --- Study user attributes, written by LLMSampler (samplers/_spend.py) ---
+# Trials proposed by the base sampler: {"trials": n, "why": {reason: n}, "last_error": "..."}
+FALLBACK = "llm:fallback"
+# Where the spend cap was reached: {"trial": n, "cap": "max_tokens_total=...: ... spent"}
+SPEND_CAP = "llm:spend_cap"
+
 # --- Inner trial system attributes (not shown on the dashboard) ---
 EXCHANGES = "bilevel_optuna:exchanges"  # [{hash, reply}] for replay
 

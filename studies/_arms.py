@@ -25,6 +25,9 @@ from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import run_inner_study
+from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies._spend import run_spend
+from bilevel_optuna.studies._spend import total
 
 #: Samplers :func:`make_sampler` builds by name.
 SAMPLERS = ("random", "tpe", "gp", "llm")
@@ -124,8 +127,10 @@ class ArmRunner:
         progress: Progress | None = None,
         progress_bar: bool = False,
         callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+        policy: ModelPolicy | None = None,
     ) -> None:
         self.storage = storage
+        self.policy = policy or ModelPolicy()
         self.run_name = run_name
         self.n_inner_trials = n_inner_trials
         self.seeds = seeds
@@ -147,6 +152,10 @@ class ArmRunner:
         if arm in ("random", "tpe", "gp"):
             return make_sampler(arm, seed=seed)
         assert config is not None
+        spent_elsewhere = None
+        if self.policy.capped:  # the run's cap, less what its other studies spent
+            name = self.study_name(arm, objective, seed)
+            spent_elsewhere = total(run_spend(self.storage, self.run_name), excluding=name)
         return make_sampler(
             "llm",
             seed=seed,
@@ -154,6 +163,7 @@ class ArmRunner:
             description=objective.description,
             search_space=objective.search_space,
             **config.sampler_kwargs(),
+            **self.policy.sampler_kwargs(spent_elsewhere),
         )
 
     def attrs(

@@ -124,6 +124,7 @@ def store_report(
     comparisons: dict[str, Any],
     *,
     key: str,
+    appendix: str = "",
 ) -> dict[str, str]:
     """Upload each comparison's Markdown report and PNG plots to ``outer``.
 
@@ -131,7 +132,8 @@ def store_report(
     :class:`~bilevel_optuna.stats.CompareResult`. ``key`` says what the report describes (the
     best arm and the finished outer trials): a rerun with nothing new uploads nothing again.
     Returns ``{file name: artifact id}``, also stored in the study's user attribute
-    ``bilevel:report_artifacts``.
+    ``bilevel:report_artifacts``. ``appendix`` (Markdown, e.g. the model's spend) ends the
+    first report.
     """
     previous = outer.user_attrs.get(_attrs.REPORT_ARTIFACTS) or {}
     if previous.get("key") == key:
@@ -154,9 +156,11 @@ def store_report(
                 path.rename(target)
                 named[name] = target
             report = Path(tmp) / f"{stem}.md"
-            report.write_text(
-                result.to_markdown(plots={n: p.name for n, p in named.items()}), encoding="utf-8"
-            )
+            text = result.to_markdown(plots={n: p.name for n, p in named.items()})
+            if appendix:
+                text = text.rstrip("\n") + "\n\n" + appendix
+                appendix = ""
+            report.write_text(text, encoding="utf-8")
             for path in [report, *named.values()]:
                 files[path.name] = upload_artifact(
                     artifact_store=store, file_path=str(path), study_or_trial=outer

@@ -68,6 +68,11 @@ from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import objective_entry
 from bilevel_optuna.studies._settings import safe_model_spec
 from bilevel_optuna.studies._settings import store_settings
+from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies._spend import check_model
+from bilevel_optuna.studies._spend import run_spend
+from bilevel_optuna.studies._spend import spend_markdown
+from bilevel_optuna.studies._spend import total
 from bilevel_optuna.studies._worker import RunWorker
 from bilevel_optuna.studies._scoring import Scorer
 from bilevel_optuna.studies._scoring import metric_name
@@ -106,6 +111,9 @@ class BilevelResult:
         best_arm: The arm name of ``best_config`` (``cfg-<hash>``), or ``None``.
         report_artifacts: File name -> Optuna artifact id of the stored report and plots
             (``optuna.artifacts.get_all_artifact_meta(result.outer_study)`` lists them).
+        spend: The run's tokens and fallback trials, over all its studies
+            (``Spend`` of ``samplers/_spend.py``: ``spend.tokens``, ``spend.n_fallback``,
+            ``spend.why``, ``spend.cost(prices)`` in money).
     """
 
     outer_study: optuna.Study
@@ -118,6 +126,7 @@ class BilevelResult:
     heldout_comparison: Any = None
     best_arm: str | None = None
     report_artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+    spend: Any = None  # a samplers._spend.Spend: Any keeps the private class out of the docs
 
     @property
     def best_label(self) -> str:
@@ -330,6 +339,7 @@ def _settings(
     cost_objective: bool,
     seed: int,
     model: ChatModel | str | None,
+    policy: ModelPolicy,
 ) -> RunSettings:
     """What ``bilevel-optuna worker`` rebuilds this run from (studies/_settings.py)."""
     sampler = plan.outer_sampler if isinstance(plan.outer_sampler, str) else None
@@ -352,6 +362,7 @@ def _settings(
         seed=seed,
         model=safe_model_spec(model),
         stale_after=stale_after(storage),
+        **policy.to_settings(),
     )
 
 
@@ -501,6 +512,10 @@ def run_bilevel_study(
     optuna_verbosity: int | None = optuna.logging.WARNING,
     callbacks: Sequence[Callback] = (),
     artifacts: str | os.PathLike[str] | ArtifactStore | None = AUTO,
+    on_model_error: str = "raise",
+    max_tokens_total: int | None = None,
+    max_cost: float | None = None,
+    token_prices: Sequence[float] | None = None,
 ) -> BilevelResult:
     """Tune LLMSampler's configuration with an outer Optuna study.
 
@@ -559,6 +574,17 @@ def run_bilevel_study(
             Optuna artifacts of the outer study, for optuna-dashboard: ``"auto"`` (a folder
             ``<file stem>_artifacts`` beside an SQLite or journal file; nothing for server
             databases), a folder, an ``optuna.artifacts`` store (S3, GCS), or None.
+        on_model_error: ``"raise"`` (default): an endpoint that is down, refuses the key or
+            does not serve the model ends the run before any work, with one line naming the
+            URL, the cause and the fix; an endpoint that fails later stops the run the same
+            way. ``"fallback"``: the LLM studies' trials come from their base sampler (TPE),
+            said once and counted (``llm:fallback``, ``bilevel-optuna status``, the report).
+        max_tokens_total: Cap on the tokens the whole run spends on the model. Once reached,
+            the LLM studies' trials come from their base sampler: said once, recorded
+            (``llm:spend_cap``, ``llm:fallback``) and shown by ``status`` and the report.
+        max_cost: The same cap in money, counted with ``token_prices``.
+        token_prices: ``(input, output)``: the price per 1M prompt and per 1M completion
+            tokens, for ``max_cost`` and the spend ``status`` and the report show.
 
     Returns:
         A :class:`BilevelResult`.
@@ -578,6 +604,14 @@ def run_bilevel_study(
         seed=seed,
     )
     check_presets(start_from)
+    policy = ModelPolicy(
+        on_model_error=on_model_error,
+        max_tokens_total=max_tokens_total,
+        max_cost=max_cost,
+        token_prices=token_prices,  # type: ignore[arg-type]
+    )
+    # The endpoint answers, takes the key and serves the model, before anything is stored.
+    check_model(model, policy)
     # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
     racing = OuterRacing.for_run(
         prune=prune,
@@ -597,6 +631,7 @@ def run_bilevel_study(
         model=model,
         progress=say,
         callbacks=callbacks,
+        policy=policy,
     )
     scorer = Scorer(plan.aggregate)
     store = artifact_store(artifacts, storage_url)
@@ -624,6 +659,7 @@ def run_bilevel_study(
         cost_objective=cost_objective,
         seed=seed,
         model=model,
+        policy=policy,
     )
     store_settings(outer, settings)
     if store is not None:
@@ -690,6 +726,7 @@ def run_bilevel_study(
             store,
             {"comparison": comparison, "heldout_comparison": heldout_comparison},
             key=f"{best_arm} after {n_done} outer trials",
+            appendix=spend_markdown(storage_obj, run_name, settings.to_dict()),
         )
 
     return BilevelResult(
@@ -712,4 +749,5 @@ def run_bilevel_study(
         storage_url=storage_url,
         best_arm=best_arm,
         report_artifacts=stored,
+        spend=total(run_spend(storage_obj, run_name)),
     )

@@ -149,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
     print(
         f"run {kwargs['run_name']} finished in {time.perf_counter() - start:.0f} s; storage {result.storage_url}"
     )
+    if result.spend is not None and (result.spend.tokens or result.spend.n_fallback):
+        print(f"model spend: {result.spend.describe(kwargs.get('token_prices'))}")
     if result.best_config is None:
         print("No outer trial completed.")
         return 1

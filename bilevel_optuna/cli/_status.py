@@ -59,6 +59,12 @@ def _status(args: argparse.Namespace) -> int:
 
             for line in status_lines(study, trials):
                 print(f"  {line}")
+        # The model's tokens (and money, at the run's prices), its cap, and the fallbacks.
+        from bilevel_optuna.studies._spend import spend_lines
+
+        settings = summary.user_attrs.get(_attrs.SETTINGS) or {}
+        for line in spend_lines(storage, summary.study_name, settings):
+            print(f"  {line}")
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete:
             best = (
