@@ -93,7 +93,7 @@ def _list(args: argparse.Namespace) -> int:
         if i.effect:
             effect = f"  effect: A12 {_number(i.effect.get('a12'), '.2f')}, p {_number(i.effect.get('pvalue'), '.3g')}"
         print(
-            f"{i.round:5d}  {i.status:8s}  {i.mode:7s}  {i.sha256[:12]}  {what}  "
+            f"{i.round:5d}  {i.status:8s}  {i.mode:7s}  {i.sha256[:12]}  {clean_text(what, 60)}  "
             f"{clean_text(i.idea[:60], 60)}{effect}"
         )
     return 0
@@ -107,16 +107,22 @@ def _number(value: Any, spec: str) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from bilevel_optuna.research._decode import clean_text
+
     item = _store(args).get(args.mechanism)
+    # Stored text is generated text: no terminal escapes reach the screen.
     print(
-        f"# {item.name or item.sha256[:12]}: {item.status}, round {item.round}, mode {item.mode}"
+        _comment(
+            f"# {item.name or item.sha256[:12]}: {item.status}, round {item.round}, "
+            f"mode {item.mode}"
+        )
     )
-    print(f"# sha256 {item.sha256}")
-    print(f"# idea: {item.idea}")
-    print(f"# gate: {item.check.summary()}")
+    print(f"# sha256 {_comment(item.sha256)}")
+    print(f"# idea: {_comment(item.idea)}")
+    print(f"# gate: {_comment(item.check.summary())}")
     if item.effect:
-        print(f"# effect: {json.dumps(item.effect)}")
-    print(item.source)
+        print(f"# effect: {_comment(json.dumps(item.effect))}")
+    print(clean_text(item.source, len(item.source)))
     return 0
 
 

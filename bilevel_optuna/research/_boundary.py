@@ -114,8 +114,9 @@ class Limits:
             trial at most this much.
         max_restarts: Starts after the first one, per mechanism per study; past them the
             mechanism is disabled for the study (recorded, shown by ``status``).
-        restart_backoff: Seconds to wait after a death before the next start, doubled each
-            time; calls in between fail at once instead of waiting.
+        restart_backoff: Seconds to wait after a death before the next start, from the second
+            restart on (the first is at once), doubled each time; calls in between fail at
+            once instead of waiting.
         reply_bytes: Largest reply the parent reads from the child (checked on the length
             prefix, before the body is read).
         record_bytes: Largest ``context.record`` entry kept per hook call (its JSON); a larger
@@ -491,6 +492,9 @@ def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
 
 
 def _death(code: int) -> str:
+    # bubblewrap exits with 128 + the signal that killed the process it ran.
+    if 128 < code < 128 + signal.NSIG:
+        code = -(code - 128)
     if code < 0:
         try:
             name = signal.Signals(-code).name

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from typing import Any
 
+import numpy as np
 from optuna.distributions import BaseDistribution
 from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
@@ -59,7 +60,8 @@ _HOOKS = ("prepare", "review", "choose", "after_trial")
 _ACTIONS = ("accept", "reject", "replace")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(rb"[\[\]{}]")
+_OPENERS = np.array([ord("["), ord("{")], dtype=np.uint8)
+_CLOSERS = np.array([ord("]"), ord("}")], dtype=np.uint8)
 
 
 class ProtocolError(Exception):
@@ -113,15 +115,13 @@ def parse(data: bytes, limits: "Limits") -> dict[str, Any]:
 
 
 def nesting_depth(data: bytes) -> int:
-    """How deep brackets nest in JSON text, strings skipped; counted without parsing."""
-    depth = deepest = 0
-    for match in _BRACKETS.finditer(_STRINGS.sub(b"", data)):
-        if match.group() in (b"[", b"{"):
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    """How deep brackets nest in JSON text, strings skipped; counted without parsing (a
+    running sum over the bytes, vectorized: a megabyte takes milliseconds)."""
+    codes = np.frombuffer(_STRINGS.sub(b"", data), dtype=np.uint8)
+    if not codes.size:
+        return 0
+    steps = np.isin(codes, _OPENERS).astype(np.int64) - np.isin(codes, _CLOSERS)
+    return max(int(np.cumsum(steps).max()), 0)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

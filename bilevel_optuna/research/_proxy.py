@@ -126,9 +126,9 @@ class GuardedMechanism(Mechanism):
             raise GuardedHookError(
                 f"its guarded process died; the next start is in {wait:.1f} s (backoff)"
             )
-        # After a first success the interpreter's files are cached: a start takes a second or
+        # After a first start the interpreter's files are cached: a start takes a second or
         # two, so a child that keeps dying gets a short limit, not the first start's.
-        timeout = limits.restart_timeout if self._loaded else limits.start_timeout
+        timeout = limits.restart_timeout if self.starts else limits.start_timeout
         timeout = min(timeout, limits.start_timeout)
         self.starts += 1
         self._last_context = None
@@ -186,7 +186,11 @@ class GuardedMechanism(Mechanism):
                 reply = process.request({"op": "call", "hook": hook, **message})
             except BoundaryError as err:
                 self._last_context = None
-                backoff = self.limits.restart_backoff * 2 ** max(0, self.starts - 1)
+                # The first restart is at once (a hook that overran once gets a fresh process
+                # on the next call); later ones wait restart_backoff, doubled each time.
+                backoff = (
+                    0.0 if self.starts <= 1 else self.limits.restart_backoff * 2 ** (self.starts - 2)
+                )
                 self._next_start = time.monotonic() + backoff
                 raise GuardedHookError(str(err)) from None
             try:

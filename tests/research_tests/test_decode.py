@@ -166,26 +166,26 @@ _shaped = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200))
 def test_fuzz_arbitrary_bytes_end_in_a_protocol_error_or_a_message(data: bytes) -> None:
     _decode_all(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_json)
 def test_fuzz_arbitrary_json_values(value: object) -> None:
     text = json.dumps(value, allow_nan=True).encode()
     _decode_all(text)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_shaped)
 def test_fuzz_near_valid_messages(value: object) -> None:
     _decode_all(json.dumps(value).encode())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     st.sampled_from(HOOKS),
     st.dictionaries(st.sampled_from(list(CHANGES)), _json, max_size=5),
