@@ -121,6 +121,8 @@ class Limits:
             prefix, before the body is read).
         record_bytes: Largest ``context.record`` entry kept per hook call (its JSON); a larger
             one is stored as a summary (its size and first keys).
+        notes_chars: Characters of notes (they reach the model's prompt and the stored
+            prompts) kept from one hook's reply; notes past it are dropped.
         string_chars: Longest string in a reply (names, notes, keys, values).
         list_items: Most items of any list or object in a reply.
         depth: Deepest nesting of a reply, counted before it is parsed.
@@ -134,11 +136,12 @@ class Limits:
     tmp_bytes: int = 64 * 1024**2
     hook_timeout: float = 3.0
     start_timeout: float = 60.0
-    restart_timeout: float = 10.0
+    restart_timeout: float = 5.0
     max_restarts: int = 3
     restart_backoff: float = 1.0
     reply_bytes: int = 1024**2
     record_bytes: int = 16 * 1024
+    notes_chars: int = 4096
     string_chars: int = 4096
     list_items: int = 10_000
     depth: int = 32

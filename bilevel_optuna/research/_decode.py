@@ -414,8 +414,14 @@ def decode_reply(hook: str, message: dict[str, Any], limits: "Limits") -> Reply:
         record = fields["record"]
         if record is not None:
             record = bounded_record(record, limits.record_bytes)
+        notes, total = [], 0
+        for note in fields["notes"]:
+            total += len(note)
+            if total > limits.notes_chars:
+                break  # the rest is dropped: notes reach every prompt and the storage
+            notes.append(clean_text(note, limits.string_chars))
         return Changes(
-            notes=[clean_text(n, limits.string_chars) for n in fields["notes"]],
+            notes=notes,
             history=fields["history"],
             params=fields["params"],
             record=record,

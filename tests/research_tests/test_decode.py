@@ -142,6 +142,12 @@ def test_a_record_over_budget_is_kept_as_a_summary() -> None:
     assert bounded_record({"a": 1}, 16 * 1024) == {"a": 1}
 
 
+def test_notes_past_their_budget_are_dropped() -> None:
+    changes = {**CHANGES, "notes": ["a" * 3000, "b" * 3000, "c"]}
+    reply = decode_reply("prepare", {"ok": True, "result": None, "changes": changes}, LIMITS)
+    assert reply.changes is not None and reply.changes.notes == ["a" * 3000]
+
+
 def test_a_categorical_must_be_one_of_its_choices_before_any_repair() -> None:
     space = {"kind": CategoricalDistribution(["a", "b"]), "x": FloatDistribution(0, 1)}
     assert check_params({"kind": "a", "x": 2.0}, space, "p") == {"kind": "a", "x": 2.0}
