@@ -109,7 +109,7 @@ class Limits:
         hook_timeout: Wall-clock seconds one hook call may take.
         start_timeout: Wall-clock seconds to start the process and load the source the first
             time.
-        restart_timeout: Wall-clock seconds for a start after the first one succeeded (the
+        restart_timeout: Wall-clock seconds for any start after the first attempt (the
             interpreter's files are then in the page cache): a child that keeps dying costs a
             trial at most this much.
         max_restarts: Starts after the first one, per mechanism per study; past them the
