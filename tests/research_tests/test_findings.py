@@ -403,3 +403,54 @@ def test_9_research_list_shows_a_missing_p_value(
     store.set_effect(item.name, {"a12": None, "pvalue": None, "activity": "ok"})
     assert cli_main(["research", "list", "--storage", url, "--run", "demo"]) == 0
     assert "A12 n/a, p n/a" in capsys.readouterr().out
+
+
+def test_7_status_shows_a_mechanism_disabled_in_a_runs_studies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    outer = optuna.create_study(storage=url, study_name="demo")
+    outer.set_user_attr(_attrs.KIND, "outer")
+    for seed in range(2):
+        inner = optuna.create_study(storage=url, study_name=f"demo/inner-{seed}")
+        inner.set_user_attr(_attrs.KIND, "inner")
+        inner.set_user_attr(_attrs.RUN, "demo")
+        inner.set_user_attr(_attrs.RESEARCH_DISABLED_PREFIX + "ring_12345678",
+                            "disabled for this study: its guarded process was started 4 times")
+    assert cli_main(["status", url]) == 0
+    assert "disabled: ring_12345678 in 2 studies (disabled for this study" in (
+        capsys.readouterr().out
+    )
+
+
+@needs_boundary
+def test_7_in_a_study_the_disabled_mechanism_is_recorded_on_trials_and_study() -> None:
+    from chat_doubles import ScriptedChatModel
+    from chat_doubles import answer_json
+    from optuna.distributions import FloatDistribution
+
+    from bilevel_optuna.samplers import LLMSampler
+
+    cls = guarded_class(S.HARD_EXIT, name="die_00000000", hooks=["prepare"], space={},
+                        sha256=source_hash(S.HARD_EXIT), declared_name="die",
+                        limits=Limits(max_restarts=1, restart_backoff=0.0))
+    mechanism = cls()
+    sampler = LLMSampler(
+        model=ScriptedChatModel(lambda r, i: answer_json({"x": 0.1 * i})),
+        search_space={"x": FloatDistribution(-5, 5)},
+        mechanisms=[mechanism],
+        seed=0,
+    )
+    study = optuna.create_study(sampler=sampler)
+    try:
+        study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2, n_trials=4)
+    finally:
+        mechanism.close()
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    errors = [t.user_attrs[_attrs.MECHANISMS]["die_00000000"]["errors"] for t in study.trials]
+    assert "exited with status 7" in errors[0][0]
+    assert "disabled for this study" in errors[-1][0]
+    assert mechanism.starts == 2
+    assert study.user_attrs[_attrs.RESEARCH_DISABLED_PREFIX + "die_00000000"].startswith(
+        "disabled for this study"
+    )
