@@ -57,11 +57,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,99}")
 
 
 def _check_name(name: object) -> str:
-    if (
-        not isinstance(name, str)
-        or not NAME_PATTERN.fullmatch(name)
-        or name.endswith(".py")
-    ):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.endswith(".py"):
         raise ConfigurationError(
             f"A mechanism name must match {NAME_PATTERN.pattern} and not end in .py, not "
             f"{str(name)[:80]!r}; set `name` on the class to a short identifier."

@@ -275,7 +275,9 @@ def _error(value: Any, where: str) -> str:
 # ------------------------------------------------------------------------ messages
 def decode_ready(message: dict[str, Any]) -> None:
     """The first message: the child set its limits and filter and is ready."""
-    _fields(message, "the start-up reply", {"ok": _const(True), "ready": _const(True)}, {"pid": _int})
+    _fields(
+        message, "the start-up reply", {"ok": _const(True), "ready": _const(True)}, {"pid": _int}
+    )
 
 
 def decode_failure(message: dict[str, Any], where: str) -> str | None:
@@ -450,9 +452,7 @@ def decode_reply(hook: str, message: dict[str, Any], limits: "Limits") -> Reply:
         result = _list_of(_params)
     else:
         raise ProtocolError(f"unknown hook {hook!r}")
-    fields = _fields(
-        message, where, {"ok": _const(True), "result": result, "changes": changes}
-    )
+    fields = _fields(message, where, {"ok": _const(True), "result": result, "changes": changes})
     return Reply(fields["result"], fields["changes"])
 
 
@@ -473,13 +473,17 @@ def check_params(
     names only, a categorical value one of its choices, numbers for numeric parameters."""
     unknown = sorted(set(params) - set(space))
     if unknown:
-        raise ProtocolError(f"{where} names parameters {clean_text(str(unknown[:5]), 200)} "
-                            "outside the search space")
+        raise ProtocolError(
+            f"{where} names parameters {clean_text(str(unknown[:5]), 200)} "
+            "outside the search space"
+        )
     for key, value in params.items():
         dist = space[key]
         if isinstance(dist, CategoricalDistribution):
             if not any(type(value) is type(c) and value == c for c in dist.choices):
-                raise ProtocolError(f"{where}.{key} is not one of the choices {list(dist.choices)[:10]}")
+                raise ProtocolError(
+                    f"{where}.{key} is not one of the choices {list(dist.choices)[:10]}"
+                )
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProtocolError(f"{where}.{key} must be a number")
     return dict(params)

@@ -189,7 +189,9 @@ class GuardedMechanism(Mechanism):
                 # The first restart is at once (a hook that overran once gets a fresh process
                 # on the next call); later ones wait restart_backoff, doubled each time.
                 backoff = (
-                    0.0 if self.starts <= 1 else self.limits.restart_backoff * 2 ** (self.starts - 2)
+                    0.0
+                    if self.starts <= 1
+                    else self.limits.restart_backoff * 2 ** (self.starts - 2)
                 )
                 self._next_start = time.monotonic() + backoff
                 raise GuardedHookError(str(err)) from None
@@ -247,9 +249,7 @@ class GuardedMechanism(Mechanism):
     # the sampler's proof record counts exactly those.
     def _prepare(self, context: ProposalContext) -> None:
         with self._lock:
-            reply = self._call(
-                "prepare", {"context": self._context_wire(context)}, context.study
-            )
+            reply = self._call("prepare", {"context": self._context_wire(context)}, context.study)
         self._apply(context, reply.changes)
 
     def _review(self, candidate: dict[str, Any], context: ProposalContext) -> Review:
@@ -281,9 +281,7 @@ class GuardedMechanism(Mechanism):
             )
         ordered = reply.result
         if not ordered or any(c not in candidates for c in ordered):
-            raise GuardedHookError(
-                "choose must return a non-empty reordering of its candidates"
-            )
+            raise GuardedHookError("choose must return a non-empty reordering of its candidates")
         self._apply(context, reply.changes)
         return [dict(candidates[candidates.index(c)]) for c in ordered]
 

@@ -51,9 +51,17 @@ def main():
             exit_after = exits[min(calls, len(exits) - 1)] if exits else False
             calls += 1
         if raw is None:
-            raw = frame({"ok": True, "name": "fake", "version": "1", "class_name": "Fake",
-                         "doc": "", "hooks": script.get("hooks", ["prepare"]),
-                         "space": script.get("space", {})}).hex()
+            raw = frame(
+                {
+                    "ok": True,
+                    "name": "fake",
+                    "version": "1",
+                    "class_name": "Fake",
+                    "doc": "",
+                    "hooks": script.get("hooks", ["prepare"]),
+                    "space": script.get("space", {}),
+                }
+            ).hex()
         out.write(bytes.fromhex(raw))
         out.flush()
         if exit_after:

@@ -30,10 +30,8 @@ from bilevel_optuna.research._decode import parse
 
 LIMITS = Limits()
 HOOKS = ("prepare", "review", "choose", "after_trial")
-RNG = {"bit_generator": "PCG64", "state": {"state": 1, "inc": 3}, "has_uint32": 0,
-       "uinteger": 0}
-CHANGES = {"notes": ["n"], "history": [1, 2], "params": {"x": 0.5}, "record": {"k": 1},
-           "rng": RNG}
+RNG = {"bit_generator": "PCG64", "state": {"state": 1, "inc": 3}, "has_uint32": 0, "uinteger": 0}
+CHANGES = {"notes": ["n"], "history": [1, 2], "params": {"x": 0.5}, "record": {"k": 1}, "rng": RNG}
 
 
 def _decode_all(data: bytes, limits: Limits = LIMITS) -> None:
@@ -57,8 +55,11 @@ def _decode_all(data: bytes, limits: Limits = LIMITS) -> None:
 def test_a_valid_reply_decodes_to_typed_values() -> None:
     reply = decode_reply(
         "review",
-        {"ok": True, "result": {"action": "replace", "reason": "r", "params": {"x": 1.0}},
-         "changes": CHANGES},
+        {
+            "ok": True,
+            "result": {"action": "replace", "reason": "r", "params": {"x": 1.0}},
+            "changes": CHANGES,
+        },
         LIMITS,
     )
     assert reply.result["params"] == {"x": 1.0}
@@ -101,8 +102,13 @@ def test_unknown_fields_are_refused_in_every_reply(hook: str) -> None:
 
 
 def test_wrong_types_are_refused() -> None:
-    for changes in ([], {**CHANGES, "notes": "x"}, {**CHANGES, "history": [True]},
-                    {**CHANGES, "params": {"x": [1]}}, {**CHANGES, "record": []}):
+    for changes in (
+        [],
+        {**CHANGES, "notes": "x"},
+        {**CHANGES, "history": [True]},
+        {**CHANGES, "params": {"x": [1]}},
+        {**CHANGES, "record": []},
+    ):
         with pytest.raises(ProtocolError):
             decode_reply("prepare", {"ok": True, "result": None, "changes": changes}, LIMITS)
 
@@ -115,8 +121,15 @@ def test_a_failure_reply_keeps_its_error_cleaned_of_terminal_escapes() -> None:
 
 
 def test_load_refuses_bad_names_spaces_and_hooks() -> None:
-    good = {"ok": True, "name": "ring", "version": "1", "class_name": "Ring", "doc": "",
-            "hooks": ["prepare"], "space": {}}
+    good = {
+        "ok": True,
+        "name": "ring",
+        "version": "1",
+        "class_name": "Ring",
+        "doc": "",
+        "hooks": ["prepare"],
+        "space": {},
+    }
     assert decode_load(good, LIMITS).name == "ring"
     inf = '{"name": "FloatDistribution", "attributes": {"low": 0, "high": Infinity, "log": false, "step": null}}'
     nan_choice = distribution_to_json(CategoricalDistribution(["a", float("nan")]))
@@ -159,12 +172,34 @@ def test_a_categorical_must_be_one_of_its_choices_before_any_repair() -> None:
 # ------------------------------------------------------------------------------- fuzzing
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    lambda inner: st.lists(inner, max_size=5)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=5),
     max_leaves=30,
 )
-_keys = st.sampled_from(["ok", "result", "changes", "error", "name", "hooks", "space", "version",
-                         "class_name", "doc", "ready", "pid", "notes", "history", "params",
-                         "record", "rng", "action", "reason", "extra"])
+_keys = st.sampled_from(
+    [
+        "ok",
+        "result",
+        "changes",
+        "error",
+        "name",
+        "hooks",
+        "space",
+        "version",
+        "class_name",
+        "doc",
+        "ready",
+        "pid",
+        "notes",
+        "history",
+        "params",
+        "record",
+        "rng",
+        "action",
+        "reason",
+        "extra",
+    ]
+)
 _shaped = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=6),
@@ -211,7 +246,7 @@ def test_fuzz_changes_and_results_of_each_hook(hook: str, changes: dict, result:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(min_value=0, max_value=5000), st.sampled_from([b"[", b"{\"a\":"]))
+@given(st.integers(min_value=0, max_value=5000), st.sampled_from([b"[", b'{"a":']))
 def test_fuzz_deep_nesting_never_reaches_the_parser(depth: int, opener: bytes) -> None:
     closer = b"]" if opener == b"[" else b"}"
     data = b'{"ok":' + opener * depth + b"1" + closer * depth + b"}"

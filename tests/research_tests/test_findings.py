@@ -66,9 +66,14 @@ def _store_by_hand(storage: str, run: str, name: str, source: str = S.GOOD) -> N
     check = check_source(source)
     trial = store.study.ask()
     attrs = {
-        _attrs.GEN_NAME: name, _attrs.GEN_SOURCE: source, _attrs.GEN_SHA: source_hash(source),
-        _attrs.GEN_ROUND: 0, _attrs.GEN_IDEA: "idea\nimport os", _attrs.GEN_MODE: "code",
-        _attrs.GEN_STATUS: "accepted", _attrs.GEN_CHECK: {**check.to_dict(), "name": name},
+        _attrs.GEN_NAME: name,
+        _attrs.GEN_SOURCE: source,
+        _attrs.GEN_SHA: source_hash(source),
+        _attrs.GEN_ROUND: 0,
+        _attrs.GEN_IDEA: "idea\nimport os",
+        _attrs.GEN_MODE: "code",
+        _attrs.GEN_STATUS: "accepted",
+        _attrs.GEN_CHECK: {**check.to_dict(), "name": name},
     }
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
@@ -84,8 +89,13 @@ def test_control_1_the_old_newline_sniffing_loader_ran_a_name_as_code(tmp_path: 
         "load_mechanism_source(sys.argv[1])\n"
     )
     env = dict(os.environ, OPENAI_API_KEY=SECRET)
-    subprocess.run([sys.executable, "-c", code, _evil_name(marker)], env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", code, _evil_name(marker)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert marker.read_text() == SECRET
 
 
@@ -120,8 +130,14 @@ def test_1_a_name_that_changes_between_gate_and_run_is_refused() -> None:
     result = check_source(source)
     assert result.accepted
     # A class whose name is another one at run time than at the gate.
-    cls = guarded_class(source, name="ring_00000000", hooks=["prepare"], space={},
-                        sha256=result.sha256, declared_name="other")
+    cls = guarded_class(
+        source,
+        name="ring_00000000",
+        hooks=["prepare"],
+        space={},
+        sha256=result.sha256,
+        declared_name="other",
+    )
     mechanism = cls()
     try:
         with pytest.raises(GuardedHookError, match="not as the gate accepted it"):
@@ -143,8 +159,9 @@ def test_2_export_writes_nothing_outside_its_folder(tmp_path: Path) -> None:
     _store_by_hand(url, "demo", "../../escaped_12345678")
     _store_by_hand(url, "demo", "/tmp/absolute_12345678", source=S.GOOD + "\n# two\n")
     check = check_source(S.GOOD + "\n# three\n")
-    MechanismStore(url, "demo").add(S.GOOD + "\n# three\n", check, round=1, idea="i\nimport os",
-                                    mode="code")
+    MechanismStore(url, "demo").add(
+        S.GOOD + "\n# three\n", check, round=1, idea="i\nimport os", mode="code"
+    )
     folder = tmp_path / "a" / "b" / "out"
     assert cli_main(["research", "export", "--storage", url, "--run", "demo", str(folder)]) == 0
     written = sorted(p.name for p in tmp_path.rglob("*.py"))
@@ -200,9 +217,14 @@ def test_control_4_a_near_miss_categorical_went_to_the_repair() -> None:
 
 @needs_boundary
 def test_4_an_8_mb_record_or_categorical_is_refused_and_nothing_grows() -> None:
-    cls = guarded_class(_HUGE, name="huge_00000000", hooks=["prepare", "review"], space={},
-                        sha256=source_hash(_HUGE),
-                        limits=Limits(hook_timeout=20, restart_backoff=0.0))
+    cls = guarded_class(
+        _HUGE,
+        name="huge_00000000",
+        hooks=["prepare", "review"],
+        space={},
+        sha256=source_hash(_HUGE),
+        limits=Limits(hook_timeout=20, restart_backoff=0.0),
+    )
     mechanism = cls()
     ctx = context()
     try:
@@ -239,8 +261,10 @@ class Inf(Mechanism):
 def test_control_5_optunas_own_reader_takes_an_infinite_bound() -> None:
     from optuna.distributions import json_to_distribution
 
-    dist = json_to_distribution('{"name": "FloatDistribution", "attributes": {"low": 0.0, '
-                                '"high": Infinity, "log": false, "step": null}}')
+    dist = json_to_distribution(
+        '{"name": "FloatDistribution", "attributes": {"low": 0.0, '
+        '"high": Infinity, "log": false, "step": null}}'
+    )
     assert dist.high == float("inf")
 
 
@@ -270,9 +294,16 @@ class S(Mechanism):
 
 
 def test_control_6_setting_hyperparameters_as_attributes_replaced_the_source() -> None:
-    cls = guarded_class(_SOURCE_PARAM, name="src_00000000", hooks=["prepare"],
-                        space={"source": '{"name": "CategoricalDistribution", "attributes": '
-                                         '{"choices": ["a", "b"]}}'}, sha256="0" * 64)
+    cls = guarded_class(
+        _SOURCE_PARAM,
+        name="src_00000000",
+        hooks=["prepare"],
+        space={
+            "source": '{"name": "CategoricalDistribution", "attributes": '
+            '{"choices": ["a", "b"]}}'
+        },
+        sha256="0" * 64,
+    )
     mechanism = cls(source="b")
     setattr(mechanism, "source", "b")  # what the old __init__ did for each hyperparameter
     assert mechanism.source == "b"
@@ -282,8 +313,14 @@ def test_control_6_setting_hyperparameters_as_attributes_replaced_the_source() -
 def test_6_a_hyperparameter_named_source_stays_a_hyperparameter() -> None:
     result = check_source(_SOURCE_PARAM)
     assert result.accepted, result.summary()
-    cls = guarded_class(_SOURCE_PARAM, name="src_00000000", hooks=result.hooks,
-                        space=result.space, sha256=result.sha256, declared_name="src")
+    cls = guarded_class(
+        _SOURCE_PARAM,
+        name="src_00000000",
+        hooks=result.hooks,
+        space=result.space,
+        sha256=result.sha256,
+        declared_name="src",
+    )
     mechanism = cls(source="b")
     ctx = context()
     try:
@@ -326,8 +363,9 @@ def test_7_restarts_are_capped_then_the_mechanism_is_disabled_and_recorded() -> 
 
 def test_7_backoff_fails_calls_at_once_instead_of_restarting() -> None:
     whole = frame({"ok": True, "result": None, "changes": {}})
-    mechanism = hostile([whole[:3]], exit_after=[True],
-                        limits=Limits(restart_backoff=3600.0, start_timeout=20.0))
+    mechanism = hostile(
+        [whole[:3]], exit_after=[True], limits=Limits(restart_backoff=3600.0, start_timeout=20.0)
+    )
     try:
         for _ in range(2):  # the first restart is at once
             with pytest.raises(GuardedHookError, match="exited"):
@@ -415,8 +453,10 @@ def test_7_status_shows_a_mechanism_disabled_in_a_runs_studies(
         inner = optuna.create_study(storage=url, study_name=f"demo/inner-{seed}")
         inner.set_user_attr(_attrs.KIND, "inner")
         inner.set_user_attr(_attrs.RUN, "demo")
-        inner.set_user_attr(_attrs.RESEARCH_DISABLED_PREFIX + "ring_12345678",
-                            "disabled for this study: its guarded process was started 4 times")
+        inner.set_user_attr(
+            _attrs.RESEARCH_DISABLED_PREFIX + "ring_12345678",
+            "disabled for this study: its guarded process was started 4 times",
+        )
     assert cli_main(["status", url]) == 0
     assert "disabled: ring_12345678 in 2 studies (disabled for this study" in (
         capsys.readouterr().out
@@ -431,9 +471,15 @@ def test_7_in_a_study_the_disabled_mechanism_is_recorded_on_trials_and_study() -
 
     from bilevel_optuna.samplers import LLMSampler
 
-    cls = guarded_class(S.HARD_EXIT, name="die_00000000", hooks=["prepare"], space={},
-                        sha256=source_hash(S.HARD_EXIT), declared_name="die",
-                        limits=Limits(max_restarts=1, restart_backoff=0.0))
+    cls = guarded_class(
+        S.HARD_EXIT,
+        name="die_00000000",
+        hooks=["prepare"],
+        space={},
+        sha256=source_hash(S.HARD_EXIT),
+        declared_name="die",
+        limits=Limits(max_restarts=1, restart_backoff=0.0),
+    )
     mechanism = cls()
     sampler = LLMSampler(
         model=ScriptedChatModel(lambda r, i: answer_json({"x": 0.1 * i})),

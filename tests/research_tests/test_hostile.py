@@ -46,8 +46,9 @@ def _prepare(calls: list[bytes], **kwargs: object) -> tuple[object, str | None]:
 
 
 def test_a_valid_reply_is_applied() -> None:
-    ctx, error = _prepare([frame({"ok": True, "result": None,
-                                  "changes": _changes(notes=["hi"], record={"a": 1})})])
+    ctx, error = _prepare(
+        [frame({"ok": True, "result": None, "changes": _changes(notes=["hi"], record={"a": 1})})]
+    )
     assert error is None
     assert ctx.notes == ["hi"] and ctx.record["hostile"] == {"a": 1}
 
@@ -60,10 +61,16 @@ def test_a_valid_reply_is_applied() -> None:
         (raw_frame(b'{"ok": true, "result": null, "changes": NaN}'), "non-finite"),
         (frame({"ok": True, "result": None, "changes": _changes(), "x": 1}), "unknown fields"),
         (b"\x7f\xff\xff\xff" + b"{}", "announced a reply"),
-        (frame({"ok": True, "result": None, "changes": _changes(rng={"bit_generator": "MT19937"})}),
-         "changes.rng"),
-        (frame({"ok": True, "result": None, "changes": _changes(params={"kind": "d"})}),
-         "not one of the choices"),
+        (
+            frame(
+                {"ok": True, "result": None, "changes": _changes(rng={"bit_generator": "MT19937"})}
+            ),
+            "changes.rng",
+        ),
+        (
+            frame({"ok": True, "result": None, "changes": _changes(params={"kind": "d"})}),
+            "not one of the choices",
+        ),
         (frame({"ok": True}) + frame({"ok": True}), "more than one reply"),
     ],
 )
@@ -87,9 +94,13 @@ def test_a_reply_over_the_byte_budget_is_refused_before_it_is_read() -> None:
 
 def test_review_and_choose_results_are_checked_against_the_space_and_candidates() -> None:
     ctx = context()
-    replace_bad = frame({"ok": True, "result": {"action": "replace", "reason": "",
-                                                 "params": {"kind": "zz"}},
-                         "changes": _changes()})
+    replace_bad = frame(
+        {
+            "ok": True,
+            "result": {"action": "replace", "reason": "", "params": {"kind": "zz"}},
+            "changes": _changes(),
+        }
+    )
     mechanism = hostile([replace_bad], hooks=("review",))
     try:
         with pytest.raises(GuardedHookError, match="not one of the choices"):
@@ -98,8 +109,9 @@ def test_review_and_choose_results_are_checked_against_the_space_and_candidates(
         mechanism.close()
     candidates = [{"x": 1.0}, {"x": 2.0}]
     for result, ok in (([{"x": 2.0}, {"x": 1.0}], True), ([{"x": 3.0}], False), ([], False)):
-        mechanism = hostile([frame({"ok": True, "result": result, "changes": _changes()})],
-                            hooks=("choose",))
+        mechanism = hostile(
+            [frame({"ok": True, "result": result, "changes": _changes()})], hooks=("choose",)
+        )
         try:
             if ok:
                 assert mechanism.choose([dict(c) for c in candidates], context()) == result
@@ -113,7 +125,8 @@ def test_review_and_choose_results_are_checked_against_the_space_and_candidates(
 _values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 _json = st.recursive(
     _values,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=20,
 )
 _fields = st.fixed_dictionaries(
@@ -121,8 +134,10 @@ _fields = st.fixed_dictionaries(
     optional={
         "notes": st.lists(st.text(max_size=10), max_size=3) | _json,
         "history": st.lists(st.integers(-2, 20), max_size=5) | _json,
-        "params": st.dictionaries(st.sampled_from(["x", "lr", "layers", "kind", "q"]),
-                                  _values, max_size=4) | _json,
+        "params": st.dictionaries(
+            st.sampled_from(["x", "lr", "layers", "kind", "q"]), _values, max_size=4
+        )
+        | _json,
         "record": st.dictionaries(st.text(max_size=5), _json, max_size=3) | _json,
         "rng": st.just(RNG) | _json,
     },
@@ -139,8 +154,15 @@ def _replies(draw: st.DrawFn) -> bytes:
             message[draw(st.text(max_size=4))] = draw(_json)
         return raw_frame(json.dumps(message, allow_nan=True).encode())
     if kind == "result":
-        result = draw(st.fixed_dictionaries({"action": st.sampled_from(["accept", "reject", "replace", "x"]) | _json,
-                                             "reason": _json, "params": _json}))
+        result = draw(
+            st.fixed_dictionaries(
+                {
+                    "action": st.sampled_from(["accept", "reject", "replace", "x"]) | _json,
+                    "reason": _json,
+                    "params": _json,
+                }
+            )
+        )
         return frame({"ok": True, "result": result, "changes": _changes()})
     if kind == "json":
         return raw_frame(json.dumps(draw(_json), allow_nan=True).encode())
@@ -158,8 +180,12 @@ def _replies(draw: st.DrawFn) -> bytes:
 def test_fuzz_the_proxy_ends_only_in_a_recorded_failure_or_a_valid_change(
     hook: str, reply: bytes, dies: bool
 ) -> None:
-    mechanism = hostile([reply], hooks=(hook,), exit_after=[dies],
-                        limits=Limits(hook_timeout=1.0, start_timeout=20.0, restart_backoff=0.0))
+    mechanism = hostile(
+        [reply],
+        hooks=(hook,),
+        exit_after=[dies],
+        limits=Limits(hook_timeout=1.0, start_timeout=20.0, restart_backoff=0.0),
+    )
     ctx = context()
     candidates = [{"x": 1.0, "lr": 0.01, "layers": 2, "kind": "a"}]
     try:
