@@ -442,7 +442,16 @@ class GuardedProcess:
                         continue
                     chunk = os.read(in_fd, 1 << 20)
                     if not chunk:
-                        code = proc.wait()
+                        # The pipe closed; a process that closed it and lives on is still held
+                        # to the call's deadline (it must not block the sampler in wait()).
+                        try:
+                            code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                        except subprocess.TimeoutExpired:
+                            self.kill()
+                            raise HookTimeout(
+                                f"closed its pipe and ran past {timeout:g} s; the process was "
+                                "killed"
+                            ) from None
                         tail = self.stderr_tail()
                         self.kill()
                         raise ProcessDied(

@@ -50,6 +50,12 @@ def main():
             exits = script.get("exit_after", [])
             exit_after = exits[min(calls, len(exits) - 1)] if exits else False
             calls += 1
+        if raw == "close":  # close the reply pipe and live on
+            os.close(1)
+            sys.stdout = None
+            import time
+
+            time.sleep(60)
         if raw is None:
             raw = frame(
                 {

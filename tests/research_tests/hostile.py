@@ -33,7 +33,7 @@ def raw_frame(data: bytes) -> bytes:
 
 
 def hostile(
-    calls: list[bytes],
+    calls: list[bytes | str],
     *,
     hooks: tuple[str, ...] = ("prepare",),
     space: dict[str, str] | None = None,
@@ -42,10 +42,11 @@ def hostile(
     limits: Limits | None = None,
 ) -> GuardedMechanism:
     """A proxy whose child answers ``load`` with ``load`` (a valid reply if ``None``) and the
-    n-th call with ``calls[n]`` (the last one repeated)."""
+    n-th call with ``calls[n]`` (the last one repeated; ``"close"``: it closes its reply pipe
+    and lives on)."""
     script = {
         "load": load.hex() if load is not None else None,
-        "calls": [c.hex() for c in calls],
+        "calls": [c if isinstance(c, str) else c.hex() for c in calls],
         "exit_after": exit_after or [],
         "hooks": list(hooks),
         "space": space or {},

@@ -86,6 +86,12 @@ def test_a_child_dying_mid_message_is_a_hook_error() -> None:
     assert error is not None and "exited with status 3" in error
 
 
+def test_a_child_that_closes_its_pipe_and_lives_on_is_held_to_the_time_limit() -> None:
+    # Before, the sampler waited in wait() for as long as the child lived (its CPU limit).
+    _, error = _prepare(["close"], limits=Limits(hook_timeout=1.0, restart_backoff=0.0))
+    assert error is not None and "closed its pipe and ran past 1 s" in error
+
+
 def test_a_reply_over_the_byte_budget_is_refused_before_it_is_read() -> None:
     big = frame({"ok": True, "result": None, "changes": _changes(record={"x": "a" * 5000})})
     _, error = _prepare([big], limits=Limits(reply_bytes=4096, restart_backoff=0.0))
