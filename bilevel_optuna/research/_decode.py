@@ -217,7 +217,6 @@ def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 _str = _type(str, "a string")
 _int = _type(int, "an integer")
-_bool = _type(bool, "true or false")
 _dict = _type(dict, "an object")
 
 

@@ -34,6 +34,7 @@ from bilevel_optuna.research._boundary import BoundaryError
 from bilevel_optuna.research._boundary import GuardedProcess
 from bilevel_optuna.research._boundary import Layers
 from bilevel_optuna.research._boundary import Limits
+from bilevel_optuna.research._decode import NAME_PATTERN
 from bilevel_optuna.research._decode import Changes
 from bilevel_optuna.research._decode import ProtocolError
 from bilevel_optuna.research._decode import Reply
@@ -41,7 +42,6 @@ from bilevel_optuna.research._decode import check_params
 from bilevel_optuna.research._decode import clean_text
 from bilevel_optuna.research._decode import decode_load
 from bilevel_optuna.research._decode import decode_reply
-from bilevel_optuna.research._decode import NAME_PATTERN
 from bilevel_optuna.research._decode import is_name
 from bilevel_optuna.research._decode import is_registered_name
 from bilevel_optuna.samplers._mechanism import HOOKS

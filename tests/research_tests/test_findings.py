@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import optuna
@@ -26,7 +25,6 @@ from bilevel_optuna.cli import main as cli_main
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.research._boundary import Layers
 from bilevel_optuna.research._boundary import Limits
-from bilevel_optuna.research._check import CheckResult
 from bilevel_optuna.research._check import check_source
 from bilevel_optuna.research._gate import static_check
 from bilevel_optuna.research._proxy import GuardedHookError
