@@ -181,7 +181,7 @@ def load_mechanism_from_source(source: str, **params: Any) -> Mechanism:
     """Build a mechanism from Python source text defining one Mechanism subclass.
 
     The source runs in this process, like any module you import: for code you did not write
-    (a language model's, say) use :func:`bilevel_optuna.research.check_source` and a guarded
+    (a language model's, say) use ``bilevel_optuna.research.check_source()`` and a guarded
     mechanism instead.
     """
     if not isinstance(source, str):
@@ -194,8 +194,8 @@ def load_mechanism(spec: MechanismSpec, **params: Any) -> Mechanism:
 
     Args:
         spec: What to load. A string is a registered name, else a path if it ends in ``.py``.
-            Source text goes to :func:`load_mechanism_from_source`; a string that is no name
-            and holds a newline is still taken for source, with a :class:`DeprecationWarning`
+            Source text goes to ``load_mechanism_from_source()``; a string that is no name
+            and holds a newline is still taken for source, with a ``DeprecationWarning``
             (the old call form, to be removed).
         params: Keyword arguments for the class.
     """

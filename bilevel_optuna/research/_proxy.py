@@ -61,9 +61,9 @@ class GuardedHookError(Exception):
 
 
 class GuardedMechanism(Mechanism):
-    """Base of the proxy classes made by :func:`guarded_class`; do not use it directly.
+    """Base of the proxy classes made by ``guarded_class()``; do not use it directly.
 
-    Hyperparameters live in the dict :attr:`hyperparameters`, never as attributes: a
+    Hyperparameters live in the dict ``hyperparameters``, never as attributes: a
     hyperparameter named ``source`` or ``limits`` cannot replace what the proxy runs.
     """
 
