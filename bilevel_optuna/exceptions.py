@@ -23,6 +23,14 @@ class StorageError(BilevelOptunaError):
     """
 
 
+class SchemaVersionError(StorageError):
+    """The work-queue tables in the database are of another release's schema (older or newer).
+
+    The message names the command that upgrades them (``bilevel-optuna storage upgrade``) or
+    the package.
+    """
+
+
 class ChatModelError(BilevelOptunaError):
     """A chat model could not answer.
 

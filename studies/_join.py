@@ -14,6 +14,7 @@ from bilevel_optuna.studies._arms import ArmRunner
 from bilevel_optuna.studies._bilevel import outer_sampler_named
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._racing import OuterRacing
+from bilevel_optuna.studies._schema import ensure_storage_schema
 from bilevel_optuna.studies._settings import load_settings
 from bilevel_optuna.studies._settings import safe_model_spec
 from bilevel_optuna.studies._worker import RunWorker
@@ -78,6 +79,7 @@ def run_worker(
                 "or start the run first with `bilevel-optuna run SPEC --storage URL`."
             )
     storage_obj = open_storage(storage, heartbeat=True)
+    ensure_storage_schema(storage_obj)  # a queue of another release's schema stops here
     outer, settings = load_settings(storage_obj, run_name)
     generated = _register_generated(storage_obj, run_name)
     if generated:

@@ -1,0 +1,188 @@
+"""The work-queue tables' schema version: Alembic migrations shipped in the package.
+
+Optuna versions its own tables with Alembic (``alembic_version``); the work queue's tables
+(``bilevel_tasks``, ``bilevel_workers``, see ``_work``) live in the same database and are
+versioned the same way, in a version table of their own (:data:`VERSION_TABLE`), by the
+migrations in ``_migrations/versions``.
+
+What a process finds when it opens the queue:
+
+- no table of ours: a fresh database, created at the newest revision (head);
+- the tables and no version row: the layout made before the schema was versioned (revision
+  :data:`BASELINE`), stamped so when that is head, else too old (below);
+- head: used as it is;
+- an older revision: it stops with :class:`~bilevel_optuna.exceptions.SchemaVersionError`,
+  naming ``bilevel-optuna storage upgrade --storage URL``;
+- a revision this release does not know (a newer release made it): it stops and names the
+  upgrade of the package.
+
+Why Alembic rather than a version number of our own: it is already installed with Optuna, it
+writes each dialect's DDL (SQLite's table rebuilds included), and its version table is the
+record a database administrator already knows how to read.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from bilevel_optuna._logging import get_logger
+from bilevel_optuna._urls import hide_password
+from bilevel_optuna._version import __version__
+from bilevel_optuna.exceptions import SchemaVersionError
+
+_logger = get_logger(__name__)
+
+#: Our version table: not Optuna's ``alembic_version``, which holds Optuna's own revision.
+VERSION_TABLE = "bilevel_alembic_version"
+#: The revision of the tables made before the schema was versioned (``create_all``).
+BASELINE = "0001_work_queue"
+#: The tables whose presence, without a version row, marks the previous layout.
+TABLES = ("bilevel_tasks", "bilevel_workers")
+UPGRADE_COMMAND = "bilevel-optuna storage upgrade --storage {url}"
+_MIGRATIONS = Path(__file__).with_name("_migrations")
+# Several processes may open a fresh database at once; all but one fail to create the tables
+# and wait this long for the one that succeeds to write the version row.
+_CREATE_WAIT_S = 30.0
+
+
+def _config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
+
+
+def head() -> str:
+    """The newest revision this release knows."""
+    revision = _script().get_current_head()
+    assert revision is not None, "the package ships no migration"
+    return revision
+
+
+def known_revisions() -> set[str]:
+    return {script.revision for script in _script().walk_revisions()}
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """The database's revision; :data:`BASELINE` for tables made before versioning; None for
+    a database without our tables."""
+    with engine.connect() as conn:
+        revision = MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+        if revision is None and sa.inspect(conn).has_table(TABLES[0]):
+            return BASELINE
+    return revision
+
+
+def ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name`` filter: our tables only (autogenerate would otherwise see
+    Optuna's tables in the same database and propose to drop them)."""
+    return type_ != "table" or name in TABLES
+
+
+def problem(
+    current: str | None,
+    *,
+    url: str,
+    latest: str | None = None,
+    known: set[str] | None = None,
+) -> str | None:
+    """What stops a process that meets revision ``current``, in one line, or None.
+
+    ``latest`` and ``known`` are this release's head and revisions unless given.
+    """
+    latest = head() if latest is None else latest
+    known = known_revisions() if known is None else known
+    if current is None or current == latest:
+        return None
+    if current not in known:
+        return (
+            f"The work-queue tables in {url} are at schema revision {current!r}, which "
+            f"bilevel-optuna {__version__} does not know (a newer release made them): upgrade "
+            "bilevel-optuna here (pip install -U bilevel-optuna) to join this database."
+        )
+    return (
+        f"The work-queue tables in {url} are at schema revision {current!r}, older than "
+        f"{latest!r} of bilevel-optuna {__version__}: stop the workers of the older release "
+        f"and run `{UPGRADE_COMMAND.format(url=url)}`."
+    )
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Make the work-queue tables at head in a fresh database, stamp the unversioned layout of
+    the baseline, and stop with :class:`SchemaVersionError` on any other revision but head."""
+    url = _label(engine)
+    current = current_revision(engine)
+    if current is None:
+        try:
+            upgrade(engine)
+            return
+        except sa.exc.DBAPIError:  # another process is creating them: wait for its version row
+            deadline = time.monotonic() + _CREATE_WAIT_S
+            while (current := _versioned_revision(engine)) is None:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    message = problem(current, url=url)
+    if message is not None:
+        raise SchemaVersionError(message)
+    if _versioned_revision(engine) is None:  # the previous layout, which is head: stamp it
+        _stamp(engine, BASELINE)
+        _logger.info(
+            "Stamped the unversioned work-queue tables in %s as schema revision %s.",
+            url,
+            BASELINE,
+        )
+
+
+def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
+    """Bring the work-queue tables to head (creating them if missing); returns the revisions
+    before and after. Raises :class:`SchemaVersionError` for a revision this release does not
+    know."""
+    url = _label(engine)
+    before = current_revision(engine)
+    if before is not None and before not in known_revisions():
+        raise SchemaVersionError(problem(before, url=url) or "")
+    if before == BASELINE and _versioned_revision(engine) is None:
+        _stamp(engine, BASELINE)
+    with engine.begin() as conn:
+        command.upgrade(_config(conn), "head")
+    return before, head()
+
+
+def ensure_storage_schema(storage: object) -> None:
+    """:func:`ensure_schema` on a storage's database; nothing for a storage without one (a
+    journal file or memory, whose claims live in the process)."""
+    engine = getattr(storage, "engine", None)
+    if isinstance(engine, sa.Engine):
+        ensure_schema(engine)
+
+
+def _label(engine: sa.Engine) -> str:
+    return hide_password(engine.url.render_as_string(hide_password=False))
+
+
+def _versioned_revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+
+
+def _stamp(engine: sa.Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        command.stamp(_config(conn), revision)
