@@ -45,6 +45,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.stats import NoPowerWarning
@@ -411,7 +412,7 @@ class OuterRacing:
                 trial.set_user_attr(_attrs.JUDGED_ON, judged)
                 trial.set_user_attr(_attrs.SUMMARY, {**summary, "pruned_after": done})
                 mark_stopped(
-                    trial.study._storage,
+                    _optuna_private.storage_of(trial.study),
                     inner_studies,
                     outer_trial=trial.number,
                     repeats=done,

@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import heartbeat_settings
 from bilevel_optuna._transient import is_disconnect
@@ -418,7 +419,9 @@ class RunWorker:
                 self._fail_outer(trial, f"inner study {key} failed: {error}")
 
     def _fail_outer(self, trial: FrozenTrial, reason: str) -> None:
-        self.storage.set_trial_user_attr(trial._trial_id, _attrs.FAILURE_REASON, reason[:500])
+        self.storage.set_trial_user_attr(
+            _optuna_private.trial_id_of(trial), _attrs.FAILURE_REASON, reason[:500]
+        )
         try:
             self.outer.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # finished elsewhere meanwhile
@@ -436,7 +439,7 @@ class RunWorker:
         if number is not None:
             frozen = self._outer_trial(number)
             if frozen is not None and frozen.state == TrialState.RUNNING:
-                return optuna.trial.Trial(self.outer, frozen._trial_id)
+                return _optuna_private.live_trial(self.outer, frozen)
             if frozen is not None and frozen.state in _COUNTED:
                 self.queue.finish(claim)
                 return None
@@ -709,11 +712,12 @@ class _StoredTrial:
     def __init__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.study = study
         self.number = trial.number
-        self._trial_id = trial._trial_id
+        self._trial_id = _optuna_private.trial_id_of(trial)
+        self._storage = _optuna_private.storage_of(study)
 
     def report(self, value: float, step: int) -> None:
-        self.study._storage.set_trial_intermediate_value(self._trial_id, step, float(value))
+        self._storage.set_trial_intermediate_value(self._trial_id, step, float(value))
 
     def set_user_attr(self, key: str, value: Any) -> None:
-        self.study._storage.set_trial_user_attr(self._trial_id, key, value)
+        self._storage.set_trial_user_attr(self._trial_id, key, value)
 
