@@ -22,7 +22,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
-from bilevel_optuna.exceptions import BilevelOptunaError
+from bilevel_optuna.exceptions import OptunaCompatibilityError
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore  # noqa: F401 (re-exported)
@@ -41,15 +41,11 @@ RDB_PRIVATE_TRANSACTIONS = (
 )
 
 
-class OptunaPrivateChanged(BilevelOptunaError, AttributeError):
-    """The installed Optuna lacks a private name this package reads (a newer release)."""
-
-
 def _read(obj: object, name: str) -> Any:
     try:
         return getattr(obj, name)
     except AttributeError:
-        raise OptunaPrivateChanged(
+        raise OptunaCompatibilityError(
             f"optuna {optuna.__version__} has no {type(obj).__name__}.{name}, which "
             "bilevel-optuna reads (bilevel_optuna/_optuna_private.py): install the Optuna "
             "release this bilevel-optuna was tested with, or upgrade bilevel-optuna."

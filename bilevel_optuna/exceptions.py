@@ -1,4 +1,10 @@
-"""Exceptions of bilevel-optuna: one root, one subclass per failure users handle differently."""
+"""Exceptions and warnings of bilevel-optuna: one root error, one subclass per failure users
+handle differently, and every warning class the package emits.
+
+Every error the package raises on purpose is a :class:`BilevelOptunaError` (the CLI prints it as
+one line and exits 1); those that were raised as built-in errors before keep that base too
+(``ConfigurationError`` is a ``ValueError``), so existing ``except`` clauses still catch them.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,18 @@ class SchemaVersionError(StorageError):
     The message names the command that upgrades them (``bilevel-optuna storage upgrade``) or
     the package.
     """
+
+
+class RunFailedError(BilevelOptunaError):
+    """A task of the run failed (its objective raised); the run cannot finish until it is fixed.
+
+    Formerly ``RunFailed`` (still importable from ``bilevel_optuna.studies``, deprecated).
+    """
+
+
+class OptunaCompatibilityError(BilevelOptunaError, AttributeError):
+    """The installed Optuna lacks a private name this package reads (a release it was not
+    tested with); ``bilevel_optuna/_optuna_private.py`` is the one place that reads them."""
 
 
 class ChatModelError(BilevelOptunaError):
@@ -102,3 +120,25 @@ class ChatAnswerError(ChatModelError):
 
 class ReplayMissError(ChatModelError):
     """A replay model was asked a request that was never recorded."""
+
+
+# --- Warnings -----------------------------------------------------------------------------------
+
+
+class DegenerateDataWarning(RuntimeWarning):
+    """The data make a statistic undefined: all values equal, all differences zero, n < 2.
+
+    The statistic and p-value come back as NaN; nothing is raised.
+    """
+
+
+class NoPowerWarning(UserWarning):
+    """The sample is too small for the test to ever reach the significance level.
+
+    Example: the two-sided Wilcoxon signed-rank test on 5 pairs cannot give a p-value below
+    ``2 / 2**5 = 0.0625``. The p-value then comes back as NaN and the result says why.
+    """
+
+
+class MechanismInactiveWarning(UserWarning):
+    """A configured mechanism never ran, or ran and never changed a proposal."""

@@ -67,7 +67,7 @@ def run_worker(
 
     Raises:
         ConfigurationError: The storage cannot be opened, or holds no run of that name.
-        RunFailed: A task failed (its objective raised).
+        RunFailedError: A task failed (its objective raised).
     """
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         from pathlib import Path

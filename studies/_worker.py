@@ -45,6 +45,7 @@ from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import heartbeat_settings
 from bilevel_optuna._transient import is_disconnect
 from bilevel_optuna.exceptions import BilevelOptunaError
+from bilevel_optuna.exceptions import RunFailedError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.studies import _work
 from bilevel_optuna.studies._arms import LEVEL0_ARM
@@ -84,11 +85,7 @@ Progress = Callable[[str], None]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-class RunFailed(BilevelOptunaError):
-    """A task of the run failed (its objective raised); the run cannot finish until it is fixed."""
-
-
-class LostClaim(Exception):
+class LostClaim(BilevelOptunaError):
     """The task was taken over by another worker: this one stops writing for it."""
 
 
@@ -250,7 +247,7 @@ class RunWorker:
         """Claim and run tasks until the run is done; returns the tasks this worker did.
 
         Raises:
-            RunFailed: A task failed here, or the run is blocked by a task that failed on
+            RunFailedError: A task failed here, or the run is blocked by a task that failed on
                 another worker.
             KeyboardInterrupt: After handing the claim in hand back (:meth:`_run_claim`).
         """
@@ -313,7 +310,7 @@ class RunWorker:
                 self.queue.stale_after,
             )
         if now - since > MAX_OUTAGE_S:
-            raise RunFailed(
+            raise RunFailedError(
                 f"The database has been unreachable for {now - since:.0f} s ({err}); this worker "
                 "stops. Start it again once the database is reachable."
             ) from err
@@ -399,7 +396,7 @@ class RunWorker:
             if self._lost is claim or not self.queue.holds(claim):
                 raise LostClaim() from err
             self._task_failed(claim, err)
-            raise RunFailed(
+            raise RunFailedError(
                 f"The inner study {task.key} failed on this worker: {type(err).__name__}: "
                 f"{err}. It is marked failed; fix the cause and start a worker again (failed "
                 "tasks are retried when a worker starts)."
@@ -699,7 +696,7 @@ class RunWorker:
         failed = [t for t in tasks if t.state == _work.FAILED and t.kind != "inner"]
         if failed and not any(t.state == _work.RUNNING for t in tasks):
             first = failed[0]
-            raise RunFailed(
+            raise RunFailedError(
                 f"The run cannot finish: {len(failed)} task(s) failed, e.g. {first.key} on "
                 f"{first.worker}: {first.error}. Fix the cause and start a worker again "
                 "(failed tasks are retried when a worker starts)."

@@ -51,6 +51,7 @@ from typing import Any
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.research import _seccomp
 from bilevel_optuna.research import _wire
+from bilevel_optuna.exceptions import BilevelOptunaError
 
 _logger = get_logger(__name__)
 
@@ -69,7 +70,7 @@ SAFE_ENV = {
 }
 
 
-class BoundaryError(Exception):
+class BoundaryError(BilevelOptunaError):
     """The guarded process failed: it timed out, died, or could not start."""
 
 

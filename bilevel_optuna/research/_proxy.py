@@ -34,12 +34,13 @@ from bilevel_optuna.samplers._mechanism import HOOKS
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
+from bilevel_optuna.exceptions import BilevelOptunaError
 
 if TYPE_CHECKING:
     import optuna
 
 
-class GuardedHookError(Exception):
+class GuardedHookError(BilevelOptunaError):
     """A guarded hook failed: it raised in its process, overran its time, or the process died."""
 
 

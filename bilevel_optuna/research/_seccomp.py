@@ -20,6 +20,8 @@ import ctypes
 import ctypes.util
 import errno
 
+from bilevel_optuna.exceptions import BilevelOptunaError
+
 #: libseccomp actions (seccomp.h).
 _SCMP_ACT_ALLOW = 0x7FFF0000
 
@@ -75,7 +77,7 @@ class _ArgCmp(ctypes.Structure):
     ]
 
 
-class SeccompUnavailable(RuntimeError):
+class SeccompUnavailable(BilevelOptunaError, RuntimeError):
     """libseccomp cannot be loaded, or the kernel refused the filter."""
 
 
