@@ -8,10 +8,7 @@ one line and exits 1); those that were raised as built-in errors before keep tha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bilevel_optuna.chat._base import ChatReply
+from typing import Any
 
 
 class BilevelOptunaError(Exception):
@@ -101,8 +98,10 @@ class ChatAnswerError(ChatModelError):
 
     Attributes:
         raw: The answer's text as the model wrote it (also for repairs).
-        reply: The whole reply (token usage, latency, finish reason), so a caller can still
-            account for the call and record or repair the answer.
+        reply: The whole reply, a :class:`~bilevel_optuna.chat.ChatReply` (token usage,
+            latency, finish reason), so a caller can still account for the call and record or
+            repair the answer. Typed ``Any`` here: this module is the bottom layer and imports
+            nothing of the package.
     """
 
     def __init__(
@@ -112,7 +111,7 @@ class ChatAnswerError(ChatModelError):
         status_code: int | None = None,
         request_id: str | None = None,
         raw: str | None = None,
-        reply: ChatReply | None = None,
+        reply: Any = None,
     ) -> None:
         super().__init__(message, status_code=status_code, request_id=request_id, raw=raw)
         self.reply = reply

@@ -289,7 +289,8 @@ def train_lm(
         raise ConfigurationError(f"eval_every must be at least 1 but got {eval_every}.")
     if threads is not None and threads < 1:
         raise ConfigurationError(f"threads must be at least 1 but got {threads}.")
-    # torch is imported here, not with the package: the CLI and the samplers do not need it.
+    # Defers the optional dependency torch (the `lm` extra): the CLI and the samplers do not
+    # need it.
     from bilevel_optuna.objectives import lm_train
 
     return lm_train.run_training(

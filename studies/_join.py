@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import optuna
 from optuna.storages import BaseStorage
 
+from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna.chat._base import ChatModel
@@ -22,20 +24,25 @@ from bilevel_optuna.studies._worker import RunWorker
 _logger = get_logger(__name__)
 
 
+#: Registers a run's generated mechanisms (Level 2) from the storage and returns their names.
+#: ``bilevel_optuna.research``, the layer above this one, adds it on import (the package's
+#: ``__init__`` imports it), so that this module does not import research.
+GENERATED_MECHANISM_LOADERS: list[Callable[[BaseStorage, str], list[str]]] = []
+
+
 def _register_generated(storage: BaseStorage, run_name: str) -> list[str]:
     """Register the run's accepted generated mechanisms (Level 2), if it has any."""
-    import optuna
-
-    from bilevel_optuna import _attrs
-
     name = run_name + _attrs.RESEARCH_SUFFIX
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     names = {s.study_name for s in summaries}
     if name not in names:
         return []
-    from bilevel_optuna.research import register_stored_mechanisms
-
-    return register_stored_mechanisms(storage, run_name)
+    if not GENERATED_MECHANISM_LOADERS:
+        raise ConfigurationError(
+            f"The run {run_name!r} has generated mechanisms, but nothing loads them: import "
+            "bilevel_optuna.research before joining it."
+        )
+    return [n for load in GENERATED_MECHANISM_LOADERS for n in load(storage, run_name)]
 
 
 def run_worker(

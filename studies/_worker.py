@@ -47,6 +47,7 @@ from bilevel_optuna._transient import is_disconnect
 from bilevel_optuna.exceptions import BilevelOptunaError
 from bilevel_optuna.exceptions import RunFailedError
 from bilevel_optuna.objectives._base import Objective
+from bilevel_optuna.samplers import summarize_mechanisms
 from bilevel_optuna.studies import _work
 from bilevel_optuna.studies._arms import LEVEL0_ARM
 from bilevel_optuna.studies._arms import ArmRunner
@@ -616,8 +617,6 @@ class RunWorker:
         if config.mechanisms:
             # Proof of injection: a mechanism that never ran or never changed a proposal is
             # named here and warned about.
-            from bilevel_optuna.samplers import summarize_mechanisms
-
             studies = [optuna.load_study(study_name=n, storage=self.storage) for n in names]
             summary["mechanisms"] = {
                 name: s.status for name, s in summarize_mechanisms(studies).items()

@@ -53,6 +53,8 @@ def find_modules(root: Path) -> dict[str, Module]:
     for package, folder in PACKAGE_DIRS.items():
         base = root / folder
         for path in sorted(base.rglob("*.py")):
+            if not (path.parent / "__init__.py").exists():
+                continue  # not a package module (the Alembic migrations are data files)
             parts = list(path.relative_to(base).with_suffix("").parts)
             dotted = ".".join([package, *parts])
             if dotted.endswith(".__init__"):
@@ -90,10 +92,14 @@ def _walk(
 
 
 def _comment(lines: list[str], line: int) -> str:
+    """The comment on an import's line and the comment lines directly above it."""
     found = []
-    for text in (lines[line - 2] if line >= 2 else "", lines[line - 1]):
-        if "#" in text:
-            found.append(text.split("#", 1)[1].strip())
+    above = line - 2
+    while above >= 0 and lines[above].strip().startswith("#"):
+        found.insert(0, lines[above].strip().lstrip("#").strip())
+        above -= 1
+    if "#" in lines[line - 1]:
+        found.append(lines[line - 1].split("#", 1)[1].strip())
     return " ".join(found)
 
 
@@ -135,6 +141,8 @@ def subpackage(name: str) -> str:
     parts = name.split(".")
     if len(parts) == 1:
         return "api"
+    if name == f"{PACKAGE}.__main__":
+        return "cli"
     if len(parts) == 2 and name not in _SUBPACKAGES:
         return "core"
     return parts[1]
