@@ -27,16 +27,21 @@ import functools
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._urls import hide_password
 from bilevel_optuna._version import __version__
 from bilevel_optuna.exceptions import SchemaVersionError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+# Alembic is imported by the functions that use it: Optuna's RDBStorage loads it anyway, but
+# `import bilevel_optuna` (the CLI's --help, a journal or in-memory storage) need not.
 
 _logger = get_logger(__name__)
 
@@ -54,6 +59,8 @@ _CREATE_WAIT_S = 30.0
 
 
 def _config(connection: sa.Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = connection
@@ -62,6 +69,8 @@ def _config(connection: sa.Connection | None = None) -> Config:
 
 @functools.cache
 def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config())
 
 
@@ -79,6 +88,8 @@ def known_revisions() -> set[str]:
 def current_revision(engine: sa.Engine) -> str | None:
     """The database's revision; :data:`BASELINE` for tables made before versioning; None for
     a database without our tables."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         revision = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE}
@@ -159,6 +170,8 @@ def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
         raise SchemaVersionError(problem(before, url=url) or "")
     if before == BASELINE and _versioned_revision(engine) is None:
         _stamp(engine, BASELINE)
+    from alembic import command
+
     with engine.begin() as conn:
         command.upgrade(_config(conn), "head")
     return before, head()
@@ -177,6 +190,8 @@ def _label(engine: sa.Engine) -> str:
 
 
 def _versioned_revision(engine: sa.Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE}
@@ -184,5 +199,7 @@ def _versioned_revision(engine: sa.Engine) -> str | None:
 
 
 def _stamp(engine: sa.Engine, revision: str) -> None:
+    from alembic import command
+
     with engine.begin() as conn:
         command.stamp(_config(conn), revision)
