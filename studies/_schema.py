@@ -160,21 +160,33 @@ def ensure_schema(engine: sa.Engine) -> None:
         )
 
 
-def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
-    """Bring the work-queue tables to head (creating them if missing); returns the revisions
-    before and after. Raises :class:`SchemaVersionError` for a revision this release does not
-    know."""
+def upgrade(engine: sa.Engine) -> str:
+    """Bring the work-queue tables to head and say what was done, in one line: created (no
+    tables), stamped (tables made before versioning), upgraded, or at head already. Raises
+    :class:`SchemaVersionError` for a revision this release does not know."""
+    from alembic import command
+
     url = _label(engine)
+    latest = head()
     before = current_revision(engine)
     if before is not None and before not in known_revisions():
         raise SchemaVersionError(problem(before, url=url) or "")
-    if before == BASELINE and _versioned_revision(engine) is None:
+    unversioned = before is not None and _versioned_revision(engine) is None
+    if unversioned:
         _stamp(engine, BASELINE)
-    from alembic import command
-
     with engine.begin() as conn:
         command.upgrade(_config(conn), "head")
-    return before, head()
+    if before is None:
+        return f"Created the work-queue tables in {url} at schema revision {latest}."
+    if unversioned:
+        then = "" if BASELINE == latest else f", then upgraded them to {latest}"
+        return (
+            f"Stamped the work-queue tables in {url}, made before the schema was versioned, "
+            f"as revision {BASELINE}{then}."
+        )
+    if before == latest:
+        return f"The work-queue tables in {url} are at schema revision {latest} already."
+    return f"Upgraded the work-queue tables in {url} from revision {before} to {latest}."
 
 
 def ensure_storage_schema(storage: object) -> None:

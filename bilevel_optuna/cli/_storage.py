@@ -43,10 +43,5 @@ def _upgrade(args: argparse.Namespace) -> int:
             f"{storage_label(args.storage)} is not a database: only an RDB storage (a "
             "sqlite://, postgresql:// or mysql:// URL) holds work-queue tables."
         )
-    before, after = upgrade(engine)
-    where = storage_label(args.storage)
-    if before == after:
-        print(f"The work-queue tables in {where} are at schema revision {after} already.")
-    else:
-        print(f"Upgraded the work-queue tables in {where}: {before or 'none'} -> {after}.")
+    print(upgrade(engine))
     return 0

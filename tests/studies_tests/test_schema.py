@@ -161,7 +161,7 @@ def test_storage_upgrade_brings_the_previous_layout_to_head(
     _previous_layout(engine)
     assert main(["storage", "upgrade", "--storage", url]) == 0
     assert _versions(engine, _schema.VERSION_TABLE) == [_schema.head()]
-    assert f"schema revision {_schema.head()}" in capsys.readouterr().out
+    assert "Stamped the work-queue tables" in capsys.readouterr().out
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"include_name": _schema.ours})
         assert compare_metadata(context, metadata) == []
@@ -170,6 +170,14 @@ def test_storage_upgrade_brings_the_previous_layout_to_head(
     # Run again: nothing to do, and it says so.
     assert main(["storage", "upgrade", "--storage", url]) == 0
     assert "already" in capsys.readouterr().out
+
+
+def test_storage_upgrade_creates_the_tables_in_a_fresh_database(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["storage", "upgrade", "--storage", url]) == 0
+    assert "Created the work-queue tables" in capsys.readouterr().out
+    assert _versions(_engine(url), _schema.VERSION_TABLE) == [_schema.head()]
 
 
 def test_a_newer_schema_stops_a_worker_with_one_line_naming_the_upgrade(
@@ -216,3 +224,11 @@ def test_the_migrations_ship_in_the_package_data() -> None:
     needed = {p for p in (studies / "_migrations").rglob("*") if p.is_file()}
     needed = {p for p in needed if "__pycache__" not in p.parts}
     assert needed and needed <= shipped, sorted(str(p) for p in needed - shipped)
+
+
+def test_storage_upgrade_refuses_a_journal_file_in_one_line(
+    tmp_path, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+) -> None:
+    assert main(["storage", "upgrade", "--storage", str(tmp_path / "runs.log")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not a database" in err
