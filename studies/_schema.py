@@ -24,6 +24,7 @@ record a database administrator already knows how to read.
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +57,9 @@ _MIGRATIONS = Path(__file__).with_name("_migrations")
 # Several processes may open a fresh database at once; all but one fail to create the tables
 # and wait this long for the one that succeeds to write the version row.
 _CREATE_WAIT_S = 30.0
+# Alembic's ``context`` and ``op`` are module-level proxies: one migration at a time per process
+# (threads of one process, e.g. workers started in-process, would otherwise share them).
+_ALEMBIC = threading.Lock()
 
 
 def _config(connection: sa.Connection | None = None) -> Config:
@@ -88,15 +92,19 @@ def known_revisions() -> set[str]:
 def current_revision(engine: sa.Engine) -> str | None:
     """The database's revision; :data:`BASELINE` for tables made before versioning; None for
     a database without our tables."""
+    versioned, tables = _read(engine)
+    return versioned if versioned is not None or not tables else BASELINE
+
+
+def _read(engine: sa.Engine) -> tuple[str | None, bool]:
+    """The revision in our version table (None if none) and whether our tables exist."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        revision = MigrationContext.configure(
+        versioned = MigrationContext.configure(
             conn, opts={"version_table": VERSION_TABLE}
         ).get_current_revision()
-        if revision is None and sa.inspect(conn).has_table(TABLES[0]):
-            return BASELINE
-    return revision
+        return versioned, versioned is not None or sa.inspect(conn).has_table(TABLES[0])
 
 
 def ours(name: str | None, type_: str, parent_names: object) -> bool:
@@ -137,27 +145,28 @@ def ensure_schema(engine: sa.Engine) -> None:
     """Make the work-queue tables at head in a fresh database, stamp the unversioned layout of
     the baseline, and stop with :class:`SchemaVersionError` on any other revision but head."""
     url = _label(engine)
-    current = current_revision(engine)
-    if current is None:
-        try:
-            upgrade(engine)
-            return
-        except sa.exc.DBAPIError:  # another process is creating them: wait for its version row
-            deadline = time.monotonic() + _CREATE_WAIT_S
-            while (current := _versioned_revision(engine)) is None:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-    message = problem(current, url=url)
+    versioned, tables = _read(engine)
+    if versioned is not None:
+        message = problem(versioned, url=url)
+        if message is not None:
+            raise SchemaVersionError(message)
+        return
+    # A fresh database, or the previous layout: the version row is written here, if the
+    # previous layout is this release's head.
+    message = problem(BASELINE if tables else None, url=url)
     if message is not None:
         raise SchemaVersionError(message)
-    if _versioned_revision(engine) is None:  # the previous layout, which is head: stamp it
-        _stamp(engine, BASELINE)
-        _logger.info(
-            "Stamped the unversioned work-queue tables in %s as schema revision %s.",
-            url,
-            BASELINE,
-        )
+    try:
+        _logger.info(upgrade(engine))
+    except sa.exc.DBAPIError:  # another process is doing the same: wait for its version row
+        deadline = time.monotonic() + _CREATE_WAIT_S
+        while (versioned := _read(engine)[0]) is None:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        message = problem(versioned, url=url)
+        if message is not None:
+            raise SchemaVersionError(message) from None
 
 
 def upgrade(engine: sa.Engine) -> str:
@@ -171,10 +180,10 @@ def upgrade(engine: sa.Engine) -> str:
     before = current_revision(engine)
     if before is not None and before not in known_revisions():
         raise SchemaVersionError(problem(before, url=url) or "")
-    unversioned = before is not None and _versioned_revision(engine) is None
+    unversioned = before is not None and _read(engine)[0] is None
     if unversioned:
         _stamp(engine, BASELINE)
-    with engine.begin() as conn:
+    with _ALEMBIC, engine.begin() as conn:
         command.upgrade(_config(conn), "head")
     if before is None:
         return f"Created the work-queue tables in {url} at schema revision {latest}."
@@ -201,17 +210,8 @@ def _label(engine: sa.Engine) -> str:
     return hide_password(engine.url.render_as_string(hide_password=False))
 
 
-def _versioned_revision(engine: sa.Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        return MigrationContext.configure(
-            conn, opts={"version_table": VERSION_TABLE}
-        ).get_current_revision()
-
-
 def _stamp(engine: sa.Engine, revision: str) -> None:
     from alembic import command
 
-    with engine.begin() as conn:
+    with _ALEMBIC, engine.begin() as conn:
         command.stamp(_config(conn), revision)

@@ -4,8 +4,12 @@ line through the CLI."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -138,6 +142,59 @@ def test_a_fresh_database_is_made_at_head_in_a_version_table_of_its_own(url: str
         assert compare_metadata(context, metadata) == []
     # A second process finds head and changes nothing.
     WorkQueue(open_storage(url), "run")
+    assert _versions(engine, _schema.VERSION_TABLE) == [_schema.head()]
+
+
+def test_processes_opening_a_fresh_database_at_once_all_find_it_at_head(url: str) -> None:
+    engine = _engine(url)  # Optuna's tables first: the race under test is over ours
+    storages = [open_storage(url) for _ in range(4)]
+    barrier = threading.Barrier(len(storages))
+    errors: list[BaseException] = []
+
+    def open_queue(storage: object) -> None:
+        barrier.wait()
+        try:
+            WorkQueue(storage, "run")  # type: ignore[arg-type]
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_queue, args=(s,)) for s in storages]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert _versions(engine, _schema.VERSION_TABLE) == [_schema.head()]
+
+
+_OPENER = """
+import pathlib, sys, time
+from bilevel_optuna._storage import open_storage
+from bilevel_optuna.studies._work import WorkQueue
+url, folder, n, me = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+storage = open_storage(url)
+(folder / me).touch()
+while len(list(folder.iterdir())) < n:  # all imported: open the queue together
+    time.sleep(0.01)
+WorkQueue(storage, "run")
+"""
+
+
+def test_processes_racing_to_create_the_tables_all_succeed(url: str, tmp_path: Path) -> None:
+    engine = _engine(url)
+    folder = tmp_path / "ready"
+    folder.mkdir()
+    n = 3
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, url, str(folder), str(n), str(k)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(n)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, errors
     assert _versions(engine, _schema.VERSION_TABLE) == [_schema.head()]
 
 
