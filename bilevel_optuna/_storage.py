@@ -33,6 +33,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._connect import connection_error
 from bilevel_optuna._connect import resolve_driver
 from bilevel_optuna._experimental import HEARTBEAT
@@ -128,9 +129,8 @@ def is_journal(storage: Any) -> bool:
 
 def has_heartbeat(storage: BaseStorage) -> bool:
     """Whether Optuna can fail and retry the trials of a killed process on ``storage``."""
-    from optuna.storages._heartbeat import BaseHeartbeat
-
-    return isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None
+    beats = _optuna_private.heartbeat_of(storage)
+    return beats is not None and beats.get_heartbeat_interval() is not None
 
 
 def storage_label(storage: str | BaseStorage) -> str:
@@ -386,10 +386,8 @@ def heartbeat_settings(storage: BaseStorage) -> tuple[int | None, int | None]:
     Code that beats its own heartbeats on the same database (the claims of a worker) uses these,
     so that a storage URL's ``heartbeat_interval`` and ``grace_period`` time both alike.
     """
-    from optuna.storages._heartbeat import BaseHeartbeat
-
-    backend = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps an RDB one
-    if not isinstance(backend, BaseHeartbeat) or backend.get_heartbeat_interval() is None:
+    backend = _optuna_private.heartbeat_of(storage)
+    if backend is None or backend.get_heartbeat_interval() is None:
         return None, None
     interval = backend.get_heartbeat_interval()
     assert interval is not None

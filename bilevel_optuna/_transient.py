@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import optuna
 
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._logging import get_logger
 
 _logger = get_logger(__name__)
@@ -185,7 +186,6 @@ _TRANSACTIONS = (
     "get_study_user_attrs",
     "get_study_system_attrs",
     "get_all_studies",
-    "_set_trial_param",
     "get_trial_param",
     "set_trial_state_values",
     "set_trial_intermediate_value",
@@ -195,11 +195,8 @@ _TRANSACTIONS = (
     "get_trial",
     "get_trial_user_attrs",
     "get_trial_system_attrs",
-    "_get_trials",
-    "_get_best_trial_id",
     "record_heartbeat",
-    "_get_stale_trial_ids",
-)
+) + _optuna_private.RDB_PRIVATE_TRANSACTIONS
 
 
 class RetryingRDBStorage(optuna.storages.RDBStorage):

@@ -1,11 +1,14 @@
-"""Exceptions of bilevel-optuna: one root, one subclass per failure users handle differently."""
+"""Exceptions and warnings of bilevel-optuna: one root error, one subclass per failure users
+handle differently, and every warning class the package emits.
+
+Every error the package raises on purpose is a :class:`BilevelOptunaError` (the CLI prints it as
+one line and exits 1); those that were raised as built-in errors before keep that base too
+(``ConfigurationError`` is a ``ValueError``), so existing ``except`` clauses still catch them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bilevel_optuna.chat._base import ChatReply
+from typing import Any
 
 
 class BilevelOptunaError(Exception):
@@ -21,6 +24,26 @@ class StorageError(BilevelOptunaError):
 
     For a wrong URL or a missing driver, see :class:`ConfigurationError`.
     """
+
+
+class SchemaVersionError(StorageError):
+    """The work-queue tables in the database are of another release's schema (older or newer).
+
+    The message names the command that upgrades them (``bilevel-optuna storage upgrade``) or
+    the package.
+    """
+
+
+class RunFailedError(BilevelOptunaError):
+    """A task of the run failed (its objective raised); the run cannot finish until it is fixed.
+
+    Formerly ``RunFailed`` (still importable from ``bilevel_optuna.studies``, deprecated).
+    """
+
+
+class OptunaCompatibilityError(BilevelOptunaError, AttributeError):
+    """The installed Optuna lacks a private name this package reads (a release it was not
+    tested with); ``bilevel_optuna/_optuna_private.py`` is the one place that reads them."""
 
 
 class ChatModelError(BilevelOptunaError):
@@ -75,8 +98,10 @@ class ChatAnswerError(ChatModelError):
 
     Attributes:
         raw: The answer's text as the model wrote it (also for repairs).
-        reply: The whole reply (token usage, latency, finish reason), so a caller can still
-            account for the call and record or repair the answer.
+        reply: The whole reply, a :class:`~bilevel_optuna.chat.ChatReply` (token usage,
+            latency, finish reason), so a caller can still account for the call and record or
+            repair the answer. Typed ``Any`` here: this module is the bottom layer and imports
+            nothing of the package.
     """
 
     def __init__(
@@ -86,7 +111,7 @@ class ChatAnswerError(ChatModelError):
         status_code: int | None = None,
         request_id: str | None = None,
         raw: str | None = None,
-        reply: ChatReply | None = None,
+        reply: Any = None,
     ) -> None:
         super().__init__(message, status_code=status_code, request_id=request_id, raw=raw)
         self.reply = reply
@@ -94,3 +119,25 @@ class ChatAnswerError(ChatModelError):
 
 class ReplayMissError(ChatModelError):
     """A replay model was asked a request that was never recorded."""
+
+
+# --- Warnings -----------------------------------------------------------------------------------
+
+
+class DegenerateDataWarning(RuntimeWarning):
+    """The data make a statistic undefined: all values equal, all differences zero, n < 2.
+
+    The statistic and p-value come back as NaN; nothing is raised.
+    """
+
+
+class NoPowerWarning(UserWarning):
+    """The sample is too small for the test to ever reach the significance level.
+
+    Example: the two-sided Wilcoxon signed-rank test on 5 pairs cannot give a p-value below
+    ``2 / 2**5 = 0.0625``. The p-value then comes back as NaN and the result says why.
+    """
+
+
+class MechanismInactiveWarning(UserWarning):
+    """A configured mechanism never ran, or ran and never changed a proposal."""

@@ -41,7 +41,6 @@ _FACTORIES: dict[str, Callable[..., Objective]] = {
 }
 _FAMILIES: dict[str, str] = {name: "synthetic" for name in _FACTORIES}
 _FAMILIES["lm"] = "lm"
-_FACTORIES["sleep"] = SleepObjective
 _FAMILIES["sleep"] = "wrapper"
 
 
@@ -58,6 +57,17 @@ def _tabular_factory(name: str) -> Callable[..., Objective]:
 for _name in tabular_names():
     _FACTORIES[_name] = _tabular_factory(_name)
     _FAMILIES[_name] = "tabular"
+
+
+def _sleep(*, base: str = "branin", seconds: float = 0.5, **base_kwargs: Any) -> Objective:
+    """``sleep``: the registered objective ``base`` (built with ``base_kwargs``), sleeping
+    ``seconds`` per trial. Built here, so that ``_sleep`` needs no registry lookup of its own."""
+    if not isinstance(base, str) or base == "sleep":
+        raise ValueError(f"base must be the registry name of another objective but got {base!r}.")
+    return SleepObjective(get_objective(base, **base_kwargs), seconds=seconds)
+
+
+_FACTORIES["sleep"] = _sleep
 
 
 def list_objectives() -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna.exceptions import ConfigurationError
 
 _logger = get_logger(__name__)
 
@@ -36,8 +37,6 @@ class Outcome:
 
 def compile_pattern(option: str, pattern: str) -> re.Pattern[str]:
     """``pattern`` compiled, or an error naming the option it came from."""
-    from bilevel_optuna.exceptions import ConfigurationError
-
     try:
         return re.compile(pattern)
     except re.error as err:

@@ -27,9 +27,9 @@ class SleepObjective(Objective):
     ``sleep-<base>``, so its inner studies are not mistaken for the base's.
 
     Args:
-        base: Registry name of the objective to wrap.
+        base: The objective to wrap (the registry's ``sleep`` factory builds it from a
+            registry name and ``base_kwargs``).
         seconds: Sleep per evaluated trial (not in :meth:`true_value`, which regret uses).
-        base_kwargs: Keyword arguments of the base objective.
 
     Example:
 
@@ -41,18 +41,12 @@ class SleepObjective(Objective):
             assert slow.optimum == get_objective("branin").optimum
     """
 
-    def __init__(self, *, base: str = "branin", seconds: float = 0.5, **base_kwargs: Any) -> None:
-        from bilevel_optuna.objectives._registry import get_objective
-
+    def __init__(self, base: Objective, *, seconds: float = 0.5) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise ValueError(f"seconds must be a number but got {seconds!r}.")
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"seconds must be a finite number >= 0 but got {seconds}.")
-        if not isinstance(base, str) or base == "sleep":
-            raise ValueError(
-                f"base must be the registry name of another objective but got {base!r}."
-            )
-        self.base = get_objective(base, **base_kwargs)
+        self.base = base
         self.seconds = float(seconds)
         self.name = f"sleep-{self.base.name}"
         self.description = self.base.description

@@ -26,12 +26,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.objectives._lm_task import DEFAULT_CONTEXT
-from bilevel_optuna.objectives._lm_task import DEFAULT_PARAMS
-from bilevel_optuna.objectives._lm_task import DEFAULT_STEPS
-from bilevel_optuna.objectives._lm_task import Corpus
-from bilevel_optuna.objectives._lm_task import LMObjective
-from bilevel_optuna.objectives._lm_task import LMRunResult
+from bilevel_optuna.objectives._lm_corpus import DEFAULT_CONTEXT
+from bilevel_optuna.objectives._lm_corpus import DEFAULT_PARAMS
+from bilevel_optuna.objectives._lm_corpus import DEFAULT_STEPS
+from bilevel_optuna.objectives._lm_corpus import Corpus
+from bilevel_optuna.objectives._lm_corpus import LMRunResult
+from bilevel_optuna.objectives._lm_corpus import check_run
+from bilevel_optuna.objectives._lm_corpus import make_corpus
 
 __all__ = ["TinyGPT", "main", "run_training"]
 
@@ -351,16 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     steps = args.steps if args.steps is not None or args.seconds is not None else DEFAULT_STEPS
     try:
-        objective = LMObjective(
-            corpus_path=args.corpus,
+        # What LMObjective.run does, without the objective (which imports this module).
+        corpus = make_corpus(
+            args.corpus,
             vocab_size=args.vocab_size,
             order=args.order,
             concentration=args.concentration,
             source_seed=args.source_seed,
             context=args.context,
+        )
+        config = check_run(
+            params,
             steps=steps,
             seconds=args.seconds,
-            seed=args.seed,
             device=args.device,
             threads=args.threads,
             eval_every=args.eval_every,
@@ -369,7 +373,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         def show(step: int, value: float) -> None:
             print(f"step {step} val_bpb: {value:.6f}", flush=True)
 
-        result = objective.run(params, callback=show)
+        result = run_training(
+            config,
+            corpus=corpus,
+            steps=steps,
+            seconds=args.seconds,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+            eval_every=args.eval_every,
+            callback=show,
+        )
     except ConfigurationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,9 +1,13 @@
 """LLMSampler and the mechanism samplers injected into it."""
 
+from typing import Any
+
+from bilevel_optuna._warnings import renamed
+from bilevel_optuna.exceptions import MechanismInactiveWarning
 from bilevel_optuna.samplers._answer import answer_schema
 from bilevel_optuna.samplers._answer import repair_params
 from bilevel_optuna.samplers._candidate_choice import CandidateChoiceMechanism
-from bilevel_optuna.samplers._classical import ClassicalControlMechanism
+from bilevel_optuna.samplers._classical import ClassicalMechanism
 from bilevel_optuna.samplers._geometry import distance
 from bilevel_optuna.samplers._geometry import normalize
 from bilevel_optuna.samplers._hybrid import HybridMechanism
@@ -18,11 +22,10 @@ from bilevel_optuna.samplers._loading import register_mechanism
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
-from bilevel_optuna.samplers._orthogonal import OrthogonalExplorationMechanism
+from bilevel_optuna.samplers._orthogonal import OrthogonalMechanism
 from bilevel_optuna.samplers._prompt import TEMPLATES
 from bilevel_optuna.samplers._prompt import PromptTemplate
-from bilevel_optuna.samplers._restart import StagnationRestartMechanism
-from bilevel_optuna.samplers._summary import MechanismInactiveWarning
+from bilevel_optuna.samplers._restart import RestartMechanism
 from bilevel_optuna.samplers._summary import MechanismSummary
 from bilevel_optuna.samplers._summary import summarize_mechanisms
 from bilevel_optuna.samplers._tabu import TabuMechanism
@@ -30,17 +33,17 @@ from bilevel_optuna.samplers._trust_region import TrustRegionMechanism
 
 __all__ = [
     "CandidateChoiceMechanism",
-    "ClassicalControlMechanism",
+    "ClassicalMechanism",
     "HybridMechanism",
     "LLMSampler",
     "Mechanism",
     "MechanismInactiveWarning",
     "MechanismSummary",
-    "OrthogonalExplorationMechanism",
+    "OrthogonalMechanism",
     "PromptTemplate",
     "ProposalContext",
     "Review",
-    "StagnationRestartMechanism",
+    "RestartMechanism",
     "TEMPLATES",
     "TabuMechanism",
     "TrustRegionMechanism",
@@ -57,3 +60,16 @@ __all__ = [
     "repair_params",
     "summarize_mechanisms",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Each built-in mechanism's class is its registry name in CamelCase + "Mechanism".
+    return renamed(
+        __name__,
+        name,
+        {
+            "StagnationRestartMechanism": ("RestartMechanism", RestartMechanism),
+            "OrthogonalExplorationMechanism": ("OrthogonalMechanism", OrthogonalMechanism),
+            "ClassicalControlMechanism": ("ClassicalMechanism", ClassicalMechanism),
+        },
+    )

@@ -22,11 +22,13 @@ from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
+from bilevel_optuna.exceptions import BilevelOptunaError
+
 #: Longest rationale kept; the embedded model can repeat a free-text field until the token cap.
 RATIONALE_MAX_CHARS = 80
 
 
-class AnswerError(ValueError):
+class AnswerError(BilevelOptunaError, ValueError):
     """The answer cannot be used; the message is fed back to the model."""
 
 

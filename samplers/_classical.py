@@ -24,7 +24,7 @@ _SAMPLERS = ("tpe", "random", "qmc")
 _ROLES = ("propose", "pick")
 
 
-class ClassicalControlMechanism(HybridMechanism):
+class ClassicalMechanism(HybridMechanism):
     """A classical Optuna sampler runs the study; the model proposes some of the trials.
 
     No published model under 1B parameters beats TPE on its own; the one sub-1B result that
@@ -145,3 +145,7 @@ class ClassicalControlMechanism(HybridMechanism):
         return Review.replace(
             picks[nearest], reason=f"snapped to the nearest offered candidate {nearest + 1}"
         )
+
+
+# The name before 0.2 (deprecated with a warning in bilevel_optuna.samplers).
+ClassicalControlMechanism = ClassicalMechanism

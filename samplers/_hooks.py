@@ -24,6 +24,7 @@ from bilevel_optuna._logging import get_logger
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._record import MechanismRecord
+from bilevel_optuna.exceptions import BilevelOptunaError
 
 _logger = get_logger(__name__)
 
@@ -33,7 +34,7 @@ T = TypeVar("T")
 MAX_ERROR_CHARS = 300
 
 
-class HookFailure(Exception):
+class HookFailure(BilevelOptunaError):
     """A hook raised or timed out; the mechanism is off for this trial."""
 
 

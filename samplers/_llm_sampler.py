@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
@@ -318,7 +319,7 @@ class LLMSampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if study._is_multi_objective():
+        if len(study.directions) > 1:
             raise ValueError(
                 "LLMSampler supports single-objective studies only; for several objectives use "
                 "optuna.samplers.NSGAIISampler or TPESampler, or combine them into one value."
@@ -343,7 +344,9 @@ class LLMSampler(BaseSampler):
             runner.call(mechanism, "after_trial", study, trial, state, values)
         record = MechanismRecord.of_trial(trial.user_attrs)
         record.merge_after_trial(runner.record)
-        study._storage.set_trial_user_attr(trial._trial_id, _attrs.MECHANISMS, record.to_attr())
+        _optuna_private.storage_of(study).set_trial_user_attr(
+            _optuna_private.trial_id_of(trial), _attrs.MECHANISMS, record.to_attr()
+        )
 
     # --------------------------------------------------------------- helpers
     def _max_tokens(self, n_params: int) -> int:
@@ -698,7 +701,8 @@ class _Proposal:
             attrs[_attrs.LATENCY] = round(self.latency, 4)
         if self.sampler.mechanisms:
             attrs[_attrs.MECHANISMS] = self.runner.as_record(self.context.record)
-        storage, trial_id = self.study._storage, self.trial._trial_id
+        storage = _optuna_private.storage_of(self.study)
+        trial_id = _optuna_private.trial_id_of(self.trial)
         for key, value in attrs.items():
             storage.set_trial_user_attr(trial_id, key, value)
         if self.exchanges:

@@ -42,12 +42,12 @@ MechanismSpec = Union[
 #: Built-in mechanisms by name; imported on first use.
 _BUILTINS: dict[str, str] = {
     "tabu": "bilevel_optuna.samplers._tabu:TabuMechanism",
-    "orthogonal": "bilevel_optuna.samplers._orthogonal:OrthogonalExplorationMechanism",
+    "orthogonal": "bilevel_optuna.samplers._orthogonal:OrthogonalMechanism",
     "trust_region": "bilevel_optuna.samplers._trust_region:TrustRegionMechanism",
-    "restart": "bilevel_optuna.samplers._restart:StagnationRestartMechanism",
+    "restart": "bilevel_optuna.samplers._restart:RestartMechanism",
     "hybrid": "bilevel_optuna.samplers._hybrid:HybridMechanism",
     "candidate_choice": "bilevel_optuna.samplers._candidate_choice:CandidateChoiceMechanism",
-    "classical": "bilevel_optuna.samplers._classical:ClassicalControlMechanism",
+    "classical": "bilevel_optuna.samplers._classical:ClassicalMechanism",
 }
 _REGISTERED: dict[str, type[Mechanism]] = {}
 

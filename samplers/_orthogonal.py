@@ -115,7 +115,7 @@ def coverage(bins: ParameterBins, values: Sequence[Any]) -> np.ndarray:
     return counts
 
 
-class OrthogonalExplorationMechanism(Mechanism):
+class OrthogonalMechanism(Mechanism):
     """Force each proposal to vary the least-explored parameters into their emptiest bins.
 
     A model reading its history tends to vary the same parameter or two and leave the others
@@ -258,3 +258,7 @@ class OrthogonalExplorationMechanism(Mechanism):
         return Review.replace(
             replaced, reason="moved " + ", ".join(missed) + " into least-explored bins"
         )
+
+
+# The name before 0.2 (deprecated with a warning in bilevel_optuna.samplers).
+OrthogonalExplorationMechanism = OrthogonalMechanism

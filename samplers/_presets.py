@@ -2,7 +2,8 @@
 
 ``"default"`` is the configuration the bilevel loop chose (``studies/choose-default.toml``: the
 outer study tuned on training objectives, then checked on held-out ones by
-``benchmarks/heldout.py``; the figures are in BENCHMARKS.md, "The default configuration").
+``benchmarks/heldout.py``; the figures are in BENCHMARKS.md, "The default, chosen by the bilevel
+loop" and "Held out").
 ``"level0"`` is the bare proposer: no mechanism, the first settings the project shipped. It is
 the baseline every comparison includes (the bilevel run's ``llm-level0`` arm).
 
@@ -27,8 +28,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Measured by `bilevel-optuna run studies/choose-default.toml` as outer trial 2 (mean
     # normalized regret 0.48 on Branin + kc1, 2 repeats; Level 0: 15.0; the loop's own draw
     # in trial 1: 0.34, not distinguishable at 2 repeats), and the one checked on held-out
-    # tables (benchmarks/heldout.py). BENCHMARKS.md, "The default configuration", says why
-    # this one and not trial 1.
+    # tables (benchmarks/heldout.py). BENCHMARKS.md, "The default, chosen by the bilevel
+    # loop", says why this one and not trial 1.
     "default": {
         "temperature": 0.7,
         "history_size": 15,

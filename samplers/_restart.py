@@ -36,7 +36,7 @@ class StagnationState:
     burst_index: int  # position of this trial in its burst (0-based), -1 outside a burst
 
 
-class StagnationRestartMechanism(Mechanism):
+class RestartMechanism(Mechanism):
     """After ``patience`` trials without improvement, explore far away for ``burst`` trials.
 
     A model that copies its best configurations stalls in one basin. Restarting a local search
@@ -158,3 +158,7 @@ class StagnationRestartMechanism(Mechanism):
             return
         context.params = self.far_configuration(context)
         record["action"] = self.action
+
+
+# The name before 0.2 (deprecated with a warning in bilevel_optuna.samplers).
+StagnationRestartMechanism = RestartMechanism

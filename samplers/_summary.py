@@ -19,6 +19,7 @@ from typing import Any
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna.exceptions import MechanismInactiveWarning
 from bilevel_optuna.samplers._record import MechanismRecord
 
 if TYPE_CHECKING:
@@ -28,10 +29,6 @@ _logger = get_logger(__name__)
 
 #: User attribute naming the mechanism that took a trial over in ``prepare``.
 TAKEN_BY = _attrs.TAKEN_BY
-
-
-class MechanismInactiveWarning(UserWarning):
-    """A configured mechanism never ran, or ran and never changed a proposal."""
 
 
 @dataclasses.dataclass

@@ -1,5 +1,9 @@
 """Inner and outer study orchestration, and the TOML study specs."""
 
+from typing import Any
+
+from bilevel_optuna._warnings import renamed
+from bilevel_optuna.exceptions import RunFailedError
 from bilevel_optuna.studies._bilevel import BilevelResult
 from bilevel_optuna.studies._bilevel import run_bilevel_study
 from bilevel_optuna.studies._config import LEVEL0
@@ -11,7 +15,6 @@ from bilevel_optuna.studies._single import run_spec_study
 from bilevel_optuna.studies._spec import BilevelSpec
 from bilevel_optuna.studies._spec import StudySpec
 from bilevel_optuna.studies._spec import load_spec
-from bilevel_optuna.studies._worker import RunFailed
 
 __all__ = [
     "BilevelResult",
@@ -20,10 +23,14 @@ __all__ = [
     "LEVEL0",
     "OuterSpace",
     "ProposerConfig",
-    "RunFailed",
+    "RunFailedError",
     "StudySpec",
     "load_spec",
     "run_bilevel_study",
     "run_spec_study",
     "run_worker",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return renamed(__name__, name, {"RunFailed": ("RunFailedError", RunFailedError)})

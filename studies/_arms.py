@@ -21,6 +21,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
+from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._inner import InnerResult
@@ -69,8 +70,6 @@ def make_sampler(
             ) from err
         return optuna.samplers.GPSampler(seed=seed)
     if name == "llm":
-        from bilevel_optuna.samplers import LLMSampler
-
         return LLMSampler(
             model=model,
             description=description,

@@ -24,7 +24,7 @@ from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import is_journal
 
 if TYPE_CHECKING:
-    from optuna.artifacts._protocol import ArtifactStore
+    from bilevel_optuna._optuna_private import ArtifactStore
 
 _logger = get_logger(__name__)
 

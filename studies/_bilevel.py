@@ -79,7 +79,7 @@ from bilevel_optuna.studies._scoring import metric_name
 from bilevel_optuna.studies._scoring import resolve_aggregate
 
 if TYPE_CHECKING:
-    from optuna.artifacts._protocol import ArtifactStore
+    from bilevel_optuna._optuna_private import ArtifactStore
 
 _logger = get_logger(__name__)
 

@@ -21,6 +21,7 @@ from bilevel_optuna.objectives._base import suggest_all
 from bilevel_optuna.samplers import TEMPLATES
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import get_mechanism_class
+from bilevel_optuna.samplers._loading import builtin_mechanism_names
 from bilevel_optuna.samplers._loading import load_mechanism
 from bilevel_optuna.samplers._loading import load_mechanism_by_name
 from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
@@ -163,8 +164,6 @@ class OuterSpace:
         """A JSON-able form that :meth:`from_config` rebuilds on another server, or None when a
         mechanism is a class no name resolves to there."""
         from optuna.distributions import distribution_to_json
-
-        from bilevel_optuna.samplers._loading import builtin_mechanism_names
 
         settings = {
             key: {"distribution": distribution_to_json(value)}

@@ -18,6 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._experimental import set_metric_names
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import MAX_RETRY
@@ -113,20 +114,21 @@ def take_over(study: optuna.Study) -> int:
     Called when a worker starts on an inner study: it holds the study's claim, so no other
     process runs a trial of it, and any RUNNING trial is a dead worker's. Returns how many.
     """
-    storage = study._storage
+    storage = _optuna_private.storage_of(study)
     n = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial_id = _optuna_private.trial_id_of(trial)
         try:
             storage.set_trial_user_attr(
-                trial._trial_id, _attrs.FAILURE_REASON, "its worker went silent; queued again"
+                trial_id, _attrs.FAILURE_REASON, "its worker went silent; queued again"
             )
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:  # it finished meanwhile: nothing to take over
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-        retry(study, storage.get_trial(trial._trial_id))
+        retry(study, storage.get_trial(trial_id))
         n += 1
     if n:
         _logger.info(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import optuna
 from optuna.storages import BaseStorage
 
+from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna.chat._base import ChatModel
@@ -14,6 +16,7 @@ from bilevel_optuna.studies._arms import ArmRunner
 from bilevel_optuna.studies._bilevel import outer_sampler_named
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._racing import OuterRacing
+from bilevel_optuna.studies._schema import ensure_storage_schema
 from bilevel_optuna.studies._settings import load_settings
 from bilevel_optuna.studies._settings import safe_model_spec
 from bilevel_optuna.studies._spend import check_model
@@ -22,20 +25,25 @@ from bilevel_optuna.studies._worker import RunWorker
 _logger = get_logger(__name__)
 
 
+#: Registers a run's generated mechanisms (Level 2) from the storage and returns their names.
+#: ``bilevel_optuna.research``, the layer above this one, adds it on import (the package's
+#: ``__init__`` imports it), so that this module does not import research.
+GENERATED_MECHANISM_LOADERS: list[Callable[[BaseStorage, str], list[str]]] = []
+
+
 def _register_generated(storage: BaseStorage, run_name: str) -> list[str]:
     """Register the run's accepted generated mechanisms (Level 2), if it has any."""
-    import optuna
-
-    from bilevel_optuna import _attrs
-
     name = run_name + _attrs.RESEARCH_SUFFIX
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
     names = {s.study_name for s in summaries}
     if name not in names:
         return []
-    from bilevel_optuna.research import register_stored_mechanisms
-
-    return register_stored_mechanisms(storage, run_name)
+    if not GENERATED_MECHANISM_LOADERS:
+        raise ConfigurationError(
+            f"The run {run_name!r} has generated mechanisms, but nothing loads them: import "
+            "bilevel_optuna.research before joining it."
+        )
+    return [n for load in GENERATED_MECHANISM_LOADERS for n in load(storage, run_name)]
 
 
 def run_worker(
@@ -67,7 +75,7 @@ def run_worker(
 
     Raises:
         ConfigurationError: The storage cannot be opened, or holds no run of that name.
-        RunFailed: A task failed (its objective raised).
+        RunFailedError: A task failed (its objective raised).
         ChatModelError: The model's endpoint is down, refuses the key or does not serve the
             model (checked before any task, unless the run says ``on_model_error="fallback"``).
     """
@@ -81,6 +89,7 @@ def run_worker(
                 "or start the run first with `bilevel-optuna run SPEC --storage URL`."
             )
     storage_obj = open_storage(storage, heartbeat=True)
+    ensure_storage_schema(storage_obj)  # a queue of another release's schema stops here
     outer, settings = load_settings(storage_obj, run_name)
     generated = _register_generated(storage_obj, run_name)
     if generated:

@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.studies._arms import arm_label
 from bilevel_optuna.studies._config import LEVEL0
@@ -41,10 +42,7 @@ def represents(space: OuterSpace, params: dict[str, Any], config: ProposerConfig
     for name, dist in space.distributions().items():
         if name not in params:
             return False
-        try:
-            if not dist._contains(dist.to_internal_repr(params[name])):
-                return False
-        except (ValueError, TypeError):
+        if not _optuna_private.contains(dist, params[name]):
             return False
     try:
         return space.suggest(optuna.trial.FixedTrial(params)) == config

@@ -29,9 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,9 +42,11 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._logging import get_logger
+from bilevel_optuna._warnings import warn
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.stats import NoPowerWarning
+from bilevel_optuna.exceptions import NoPowerWarning
 
 _logger = get_logger(__name__)
 
@@ -259,22 +258,6 @@ class RacingPruner(BasePruner):
         return self.decide(study, trial).stop
 
 
-def _warn(message: str) -> None:
-    """Warn at the first frame outside this package (the user's call)."""
-    import bilevel_optuna
-
-    inside = (
-        os.path.dirname(os.path.abspath(bilevel_optuna.__file__)),
-        os.path.dirname(os.path.abspath(__file__)),
-    )
-    frame = sys._getframe(1)
-    level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(inside):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    warnings.warn(message, NoPowerWarning, stacklevel=level)
-
-
 class OuterRacing:
     """The outer objective's side of racing: one call per repeat reports and decides.
 
@@ -328,7 +311,7 @@ class OuterRacing:
             reports=not cost_objective,  # Optuna cannot report on a multi-objective study
         )
         if racing.enabled and not racing.power.can_stop:
-            _warn(racing.power.message)
+            warn(racing.power.message, NoPowerWarning)
             _logger.warning(racing.power.message)
         return racing
 
@@ -411,7 +394,7 @@ class OuterRacing:
                 trial.set_user_attr(_attrs.JUDGED_ON, judged)
                 trial.set_user_attr(_attrs.SUMMARY, {**summary, "pruned_after": done})
                 mark_stopped(
-                    trial.study._storage,
+                    _optuna_private.storage_of(trial.study),
                     inner_studies,
                     outer_trial=trial.number,
                     repeats=done,

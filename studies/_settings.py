@@ -22,6 +22,7 @@ from optuna.storages import BaseStorage
 from bilevel_optuna import _attrs
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
+from bilevel_optuna.studies._spec import build_objective
 
 if TYPE_CHECKING:
     from bilevel_optuna.studies._spend import ModelPolicy
@@ -99,8 +100,6 @@ class RunSettings:
     def build_objectives(self) -> tuple[list[Objective | None], list[Objective | None]]:
         """The objectives rebuilt from their entries (None where there is no entry)."""
         from pathlib import Path
-
-        from bilevel_optuna.studies._spec import build_objective
 
         def build(entries: list[Any], where: str) -> list[Objective | None]:
             return [

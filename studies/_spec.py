@@ -20,8 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bilevel_optuna._storage import parse_storage_options
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.objectives import get_objective
 from bilevel_optuna.objectives._base import Objective
+from bilevel_optuna.objectives._script import ScriptObjective
+from bilevel_optuna.objectives._space_config import distribution_from_config
+from bilevel_optuna.studies._arms import SAMPLERS
+from bilevel_optuna.studies._config import OuterSpace
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,14 +135,10 @@ def _table(data: Any, schema: dict[str, tuple[Any, Any]], where: str) -> dict[st
 
 def build_objective(entry: Any, *, base_dir: Path, where: str) -> Objective:
     """An objective from a spec entry: a registry name, ``{name=..., **kwargs}`` or a script."""
-    from bilevel_optuna.objectives import get_objective
-
     if isinstance(entry, str):
         return get_objective(entry)
     if isinstance(entry, Mapping):
         if entry.get("kind") == "script":
-            from bilevel_optuna.objectives._script import ScriptObjective
-
             objective = ScriptObjective.from_config(entry, base_dir=base_dir)
             objective.spec_entry = dict(entry)
             return objective
@@ -151,8 +153,6 @@ def build_objective(entry: Any, *, base_dir: Path, where: str) -> Objective:
 
 def _space_value(name: str, value: Any) -> Any:
     """A plain value fixes a setting; a table or a list of choices makes it a distribution."""
-    from bilevel_optuna.objectives._space_config import distribution_from_config
-
     if isinstance(value, (dict, list)):
         return distribution_from_config(name, value)
     return value
@@ -221,7 +221,6 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
     inner = _table(data.get("inner", {}), _INNER, "inner")
     outer = _table(data.get("outer", {}), _OUTER, "outer")
     space_table = _table(outer.pop("space"), _SPACE, "outer.space")
-    from bilevel_optuna._storage import parse_storage_options
 
     # Checked now, so that a misspelt key fails before the run starts; kept as written.
     parse_storage_options(run["storage_options"], where="[run] storage_options")
@@ -232,7 +231,6 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
     heldout = [
         build_objective(e, base_dir=base_dir, where="[inner] heldout") for e in inner["heldout"]
     ]
-    from bilevel_optuna.studies._config import OuterSpace
 
     space_kwargs = {
         key: (_space_value(key, value) if key not in ("mechanisms", "max_mechanisms") else value)
@@ -292,11 +290,9 @@ def _load_study(data: dict[str, Any], path: Path, base_dir: Path) -> StudySpec:
         for k, v in _table(study.pop("proposer"), _PROPOSER, "study.proposer").items()
         if v is not None
     }
-    from bilevel_optuna.studies._arms import SAMPLERS as samplers
-
-    if study["sampler"] not in samplers:
+    if study["sampler"] not in SAMPLERS:
         raise ConfigurationError(
-            f"`sampler` in [study] must be one of {list(samplers)} but got {study['sampler']!r}."
+            f"`sampler` in [study] must be one of {list(SAMPLERS)} but got {study['sampler']!r}."
         )
     objective = build_objective(data["objective"], base_dir=base_dir, where="[objective]")
     return StudySpec(path=path, objective=objective, proposer=proposer, **study)

@@ -47,6 +47,7 @@ from optuna.storages import BaseStorage
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._transient import retry_transient
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies._schema import ensure_schema
 
 _logger = get_logger(__name__)
 
@@ -59,10 +60,11 @@ SETTLING = "settling"  # a done slot whose outer trial one worker is settling no
 #: Task kinds: an outer slot, or an inner study of the given study kind.
 KINDS = ("outer", "baseline", "inner", "heldout")
 
-_metadata = sa.MetaData()
+#: The tables as this release reads and writes them; ``_migrations`` makes them (see ``_schema``).
+metadata = sa.MetaData()
 tasks_table = sa.Table(
     "bilevel_tasks",
-    _metadata,
+    metadata,
     sa.Column("id", sa.String(40), primary_key=True),  # sha1 of run and key
     sa.Column("run", sa.String(512), nullable=False, index=True),
     sa.Column("task_key", sa.String(1024), nullable=False),
@@ -79,7 +81,7 @@ tasks_table = sa.Table(
 )
 workers_table = sa.Table(
     "bilevel_workers",
-    _metadata,
+    metadata,
     sa.Column("id", sa.String(128), primary_key=True),
     sa.Column("run", sa.String(512), nullable=False, index=True),
     sa.Column("host", sa.String(255), nullable=False),
@@ -176,7 +178,8 @@ class WorkQueue:
     """The tasks and workers of one run, in the run's database.
 
     Args:
-        storage: The run's RDB storage (its engine is used; the tables are created if missing).
+        storage: The run's RDB storage (its engine is used; the tables are created if missing,
+            and a schema of another release stops here: see ``_schema``).
         run_name: The bilevel run.
         stale_after: Seconds after its last heartbeat at which a running claim may be taken
             over by another worker.
@@ -199,7 +202,7 @@ class WorkQueue:
         self.run = run_name
         self.stale_after = float(stale_after)
         self._now = _db_now(self.engine)
-        retry_transient(_metadata.create_all, self.engine, checkfirst=True)
+        retry_transient(ensure_schema, self.engine)
 
     # --- Reading ---------------------------------------------------------------------------
 

@@ -40,11 +40,14 @@ from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._storage import heartbeat_settings
 from bilevel_optuna._transient import is_disconnect
 from bilevel_optuna.exceptions import BilevelOptunaError
+from bilevel_optuna.exceptions import RunFailedError
 from bilevel_optuna.objectives._base import Objective
+from bilevel_optuna.samplers import summarize_mechanisms
 from bilevel_optuna.studies import _work
 from bilevel_optuna.studies._arms import LEVEL0_ARM
 from bilevel_optuna.studies._arms import ArmRunner
@@ -84,11 +87,7 @@ Progress = Callable[[str], None]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
-class RunFailed(BilevelOptunaError):
-    """A task of the run failed (its objective raised); the run cannot finish until it is fixed."""
-
-
-class LostClaim(Exception):
+class LostClaim(BilevelOptunaError):
     """The task was taken over by another worker: this one stops writing for it."""
 
 
@@ -253,7 +252,7 @@ class RunWorker:
         """Claim and run tasks until the run is done; returns the tasks this worker did.
 
         Raises:
-            RunFailed: A task failed here, or the run is blocked by a task that failed on
+            RunFailedError: A task failed here, or the run is blocked by a task that failed on
                 another worker.
             KeyboardInterrupt: After handing the claim in hand back (:meth:`_run_claim`).
         """
@@ -321,7 +320,7 @@ class RunWorker:
                 self.queue.stale_after,
             )
         if now - since > MAX_OUTAGE_S:
-            raise RunFailed(
+            raise RunFailedError(
                 f"The database has been unreachable for {now - since:.0f} s ({err}); this worker "
                 "stops. Start it again once the database is reachable."
             ) from err
@@ -407,7 +406,7 @@ class RunWorker:
             if self._lost is claim or not self.queue.holds(claim):
                 raise LostClaim() from err
             self._task_failed(claim, err)
-            raise RunFailed(
+            raise RunFailedError(
                 f"The inner study {task.key} failed on this worker: {type(err).__name__}: "
                 f"{err}. It is marked failed; fix the cause and start a worker again (failed "
                 "tasks are retried when a worker starts)."
@@ -427,7 +426,9 @@ class RunWorker:
                 self._fail_outer(trial, f"inner study {key} failed: {error}")
 
     def _fail_outer(self, trial: FrozenTrial, reason: str) -> None:
-        self.storage.set_trial_user_attr(trial._trial_id, _attrs.FAILURE_REASON, reason[:500])
+        self.storage.set_trial_user_attr(
+            _optuna_private.trial_id_of(trial), _attrs.FAILURE_REASON, reason[:500]
+        )
         try:
             self.outer.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # finished elsewhere meanwhile
@@ -445,7 +446,7 @@ class RunWorker:
         if number is not None:
             frozen = self._outer_trial(number)
             if frozen is not None and frozen.state == TrialState.RUNNING:
-                return optuna.trial.Trial(self.outer, frozen._trial_id)
+                return _optuna_private.live_trial(self.outer, frozen)
             if frozen is not None and frozen.state in _COUNTED:
                 self.queue.finish(claim)
                 return None
@@ -625,8 +626,6 @@ class RunWorker:
         if config.mechanisms:
             # Proof of injection: a mechanism that never ran or never changed a proposal is
             # named here and warned about.
-            from bilevel_optuna.samplers import summarize_mechanisms
-
             studies = [optuna.load_study(study_name=n, storage=self.storage) for n in names]
             summary["mechanisms"] = {
                 name: s.status for name, s in summarize_mechanisms(studies).items()
@@ -705,7 +704,7 @@ class RunWorker:
         failed = [t for t in tasks if t.state == _work.FAILED and t.kind != "inner"]
         if failed and not any(t.state == _work.RUNNING for t in tasks):
             first = failed[0]
-            raise RunFailed(
+            raise RunFailedError(
                 f"The run cannot finish: {len(failed)} task(s) failed, e.g. {first.key} on "
                 f"{first.worker}: {first.error}. Fix the cause and start a worker again "
                 "(failed tasks are retried when a worker starts)."
@@ -718,11 +717,12 @@ class _StoredTrial:
     def __init__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.study = study
         self.number = trial.number
-        self._trial_id = trial._trial_id
+        self._trial_id = _optuna_private.trial_id_of(trial)
+        self._storage = _optuna_private.storage_of(study)
 
     def report(self, value: float, step: int) -> None:
-        self.study._storage.set_trial_intermediate_value(self._trial_id, step, float(value))
+        self._storage.set_trial_intermediate_value(self._trial_id, step, float(value))
 
     def set_user_attr(self, key: str, value: Any) -> None:
-        self.study._storage.set_trial_user_attr(self._trial_id, key, value)
+        self._storage.set_trial_user_attr(self._trial_id, key, value)
 

@@ -26,6 +26,7 @@ _SUBCOMMAND_MODULES = (
     "bilevel_optuna.cli._serve",
     "bilevel_optuna.cli._dashboard",
     "bilevel_optuna.cli._research",
+    "bilevel_optuna.cli._storage",
 )
 
 

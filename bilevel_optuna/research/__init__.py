@@ -24,6 +24,12 @@ from bilevel_optuna.research._round import run_research
 from bilevel_optuna.research._store import GeneratedMechanism
 from bilevel_optuna.research._store import MechanismStore
 from bilevel_optuna.research._store import register_stored_mechanisms
+from bilevel_optuna.studies._join import GENERATED_MECHANISM_LOADERS
+
+# A worker joining a run registers its generated mechanisms through this (studies is the layer
+# below research and does not import it).
+if register_stored_mechanisms not in GENERATED_MECHANISM_LOADERS:
+    GENERATED_MECHANISM_LOADERS.append(register_stored_mechanisms)
 
 __all__ = [
     "CheckResult",

@@ -55,6 +55,7 @@ from typing import Any
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.research import _seccomp
 from bilevel_optuna.research import _wire
+from bilevel_optuna.exceptions import BilevelOptunaError
 from bilevel_optuna.research._decode import ProtocolError
 from bilevel_optuna.research._decode import clean_text
 from bilevel_optuna.research._decode import decode_ready
@@ -77,7 +78,7 @@ SAFE_ENV = {
 }
 
 
-class BoundaryError(Exception):
+class BoundaryError(BilevelOptunaError):
     """The guarded process failed: it timed out, died, or could not start."""
 
 

@@ -20,6 +20,7 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
+from bilevel_optuna import _optuna_private
 from bilevel_optuna.research import _gate
 from bilevel_optuna.research._boundary import FULL
 from bilevel_optuna.research._boundary import Layers
@@ -238,7 +239,7 @@ def smoke_run(
     space = {k: v for k, v in trials[0].distributions.items()}
     minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
     running = study.ask(space)
-    frozen = study._storage.get_trial(running._trial_id)
+    frozen = _optuna_private.storage_of(study).get_trial(_optuna_private.trial_id_of(running))
     rng = np.random.default_rng(0)
     candidates = [
         {n: d.to_external_repr(d.to_internal_repr(v)) for n, d, v in _sample(space, rng)}

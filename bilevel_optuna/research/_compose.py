@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bilevel_optuna.exceptions import BilevelOptunaError
+
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
@@ -145,7 +147,7 @@ def describe_rules() -> str:
     return "\n".join(f"- {name}: {rule.description}" for name, rule in sorted(RULES.items()))
 
 
-class ComposeError(ValueError):
+class ComposeError(BilevelOptunaError, ValueError):
     """The composition answer cannot be rendered (the message says why, for the repair)."""
 
 

@@ -22,12 +22,16 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.research._store import MechanismStore
+from bilevel_optuna.stats import compare
+from bilevel_optuna.stats import noise_floor
+from bilevel_optuna.studies import LEVEL0
+from bilevel_optuna.studies import OuterSpace
+from bilevel_optuna.studies import ProposerConfig
+from bilevel_optuna.studies import run_bilevel_study
+from bilevel_optuna.samplers._loading import get_mechanism_class
 
 
 def _incumbent(store: MechanismStore, run: str, number: int) -> Any:
-    from bilevel_optuna.studies import LEVEL0
-    from bilevel_optuna.studies import ProposerConfig
-
     for k in range(number - 1, 0, -1):
         best = (store.rounds().get(k) or {}).get("evaluation", {}).get("best_config")
         if best:
@@ -56,13 +60,6 @@ def evaluate_round(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the round's outer study and measure each of ``names`` against the incumbent."""
-    from bilevel_optuna.stats import compare
-    from bilevel_optuna.stats import noise_floor
-    from bilevel_optuna.studies import OuterSpace
-    from bilevel_optuna.studies import run_bilevel_study
-
-    from bilevel_optuna.samplers._loading import get_mechanism_class
-
     store.register()
     incumbent = _incumbent(store, spec.run, number)
     objectives = list(spec.objectives) or _objectives(store, spec.run)

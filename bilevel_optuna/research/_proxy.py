@@ -48,6 +48,7 @@ from bilevel_optuna.samplers._mechanism import HOOKS
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
+from bilevel_optuna.exceptions import BilevelOptunaError
 
 if TYPE_CHECKING:
     import optuna
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 _logger = get_logger(__name__)
 
 
-class GuardedHookError(Exception):
+class GuardedHookError(BilevelOptunaError):
     """A guarded hook failed: it raised in its process, overran its time, the process died,
     its reply failed the decoder, or the mechanism is disabled for the study."""
 

@@ -26,6 +26,8 @@ import ctypes
 import ctypes.util
 import errno
 
+from bilevel_optuna.exceptions import BilevelOptunaError
+
 #: libseccomp actions (seccomp.h).
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_ACT_KILL_PROCESS = 0x80000000
@@ -82,7 +84,7 @@ class _ArgCmp(ctypes.Structure):
     ]
 
 
-class SeccompUnavailable(RuntimeError):
+class SeccompUnavailable(BilevelOptunaError, RuntimeError):
     """libseccomp cannot be loaded, or the kernel refused the filter."""
 
 

@@ -21,6 +21,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna import _optuna_private
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.research._check import CheckResult
@@ -182,7 +183,8 @@ class MechanismStore:
             self.study.tell(trial, 1.0)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-        return self._from_trial(self.study._storage.get_trial(trial._trial_id))
+        storage = _optuna_private.storage_of(self.study)
+        return self._from_trial(storage.get_trial(_optuna_private.trial_id_of(trial)))
 
     def list(self) -> list[GeneratedMechanism]:
         effects = {
@@ -267,13 +269,13 @@ class MechanismStore:
         self, request_hash: str, request: dict[str, Any], reply: dict[str, Any]
     ) -> None:
         self.storage.set_study_system_attr(
-            self.study._study_id,
+            _optuna_private.study_id_of(self.study),
             _attrs.RESEARCH_EXCHANGE_PREFIX + request_hash,
             {"request": request, "reply": reply},
         )
 
     def exchanges(self) -> dict[str, dict[str, Any]]:
-        attrs = self.storage.get_study_system_attrs(self.study._study_id)
+        attrs = self.storage.get_study_system_attrs(_optuna_private.study_id_of(self.study))
         return {
             k[len(_attrs.RESEARCH_EXCHANGE_PREFIX) :]: v
             for k, v in attrs.items()

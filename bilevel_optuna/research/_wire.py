@@ -27,13 +27,15 @@ from optuna.distributions import json_to_distribution
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from bilevel_optuna.exceptions import BilevelOptunaError
+
 #: Largest message either side accepts (a study's trials for one hook call).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 _HEADER = struct.Struct(">I")
 
 
-class WireError(Exception):
+class WireError(BilevelOptunaError):
     """The other side sent something that is not a valid message, or closed the pipe."""
 
 

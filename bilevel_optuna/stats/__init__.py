@@ -37,8 +37,8 @@ from bilevel_optuna.stats._results import CompareResult
 from bilevel_optuna.stats._results import PairwiseComparison
 from bilevel_optuna.stats._summary import Summary
 from bilevel_optuna.stats._summary import summarize
-from bilevel_optuna.stats._warnings import DegenerateDataWarning
-from bilevel_optuna.stats._warnings import NoPowerWarning
+from bilevel_optuna.exceptions import DegenerateDataWarning
+from bilevel_optuna.exceptions import NoPowerWarning
 
 __all__ = [
     "A12Result",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel_optuna import _optuna_private
 from bilevel_optuna import _attrs
 from bilevel_optuna._checks import check_int
 from bilevel_optuna._logging import get_logger
@@ -25,7 +26,7 @@ from bilevel_optuna.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.study._frozen import FrozenStudy
+    from bilevel_optuna._optuna_private import FrozenStudy
 
 _logger = get_logger(__name__)
 
@@ -231,10 +232,7 @@ def read_study(
     """
     from optuna.trial import TrialState
 
-    # FrozenStudy keeps the storage id privately; fall back to a lookup where it does not.
-    study_id = getattr(study, "_study_id", None)
-    if study_id is None:
-        study_id = storage.get_study_id_from_name(study.study_name)
+    study_id = _optuna_private.study_id_of(study)
     trials = storage.get_all_trials(study_id, deepcopy=False)
     n_stored = len(trials)
     trials = sorted(trials, key=lambda t: t.number)

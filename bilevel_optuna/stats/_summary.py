@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.stats
 
-from bilevel_optuna.stats._warnings import DegenerateDataWarning
-from bilevel_optuna.stats._warnings import _warn
+from bilevel_optuna.exceptions import DegenerateDataWarning
+from bilevel_optuna._warnings import warn as _warn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -103,3 +103,15 @@ def test_loaded_sampler_runs_a_study_on_the_embedded_model() -> None:
     for trial in study.trials[1:]:
         assert trial.user_attrs[_attrs.ATTEMPTS] >= 1
         assert trial.system_attrs[_attrs.EXCHANGES][0]["reply"]["model"].startswith("SmolLM2")
+
+
+def test_the_shim_exports_every_public_mechanism() -> None:
+    module = optunahub.load_local_module(package=PACKAGE, registry_root=str(REGISTRY_ROOT))
+    mechanisms = {
+        name
+        for name in bilevel_optuna.samplers.__all__
+        if isinstance(getattr(bilevel_optuna.samplers, name), type)
+        and issubclass(getattr(bilevel_optuna.samplers, name), bilevel_optuna.samplers.Mechanism)
+    }
+    assert "ClassicalMechanism" in mechanisms
+    assert mechanisms <= set(module.__all__)
