@@ -48,6 +48,9 @@ from bilevel_optuna.samplers._prompt import PromptTemplate
 from bilevel_optuna.samplers._prompt import build_messages
 from bilevel_optuna.samplers._prompt import format_params
 from bilevel_optuna.samplers._prompt import order_history
+from bilevel_optuna.samplers._state import INSTEAD_TOP
+from bilevel_optuna.samplers._state import check_state
+from bilevel_optuna.samplers._state import state_lines
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -113,6 +116,13 @@ class LLMSampler(BaseSampler):
         mechanisms: Mechanisms injected into the proposal path, in hook order: instances,
             classes, registered names, ``(name, params)`` pairs, file paths or source text.
         prior_knowledge: Extra text for the prompt (what is known to work).
+        optimizer_state: A classical optimizer's state for the prompt (Centaur's idea, arXiv
+            2603.24647): ``"cmaes"`` (CMA-ES's centre, likely range and correlations per
+            parameter; a CMA-ES is kept beside the model, every trial joins its population),
+            ``"tpe"`` (TPE's good/bad split and its best candidates by l(x)/g(x)), or ``None``
+            (``"none"``). See :mod:`bilevel_optuna.samplers._state`.
+        state_mode: ``"beside"`` (the state follows the history window) or ``"instead"`` (it
+            replaces the window; the best 3 trials are shown with it).
         max_tokens: Completion token cap per call; by default sized to the answer.
         hook_timeout: Seconds a mechanism hook may take before it is switched off for the trial.
         seed: Seed for the model's sampling and the base sampler; the same seed, model and
@@ -136,6 +146,8 @@ class LLMSampler(BaseSampler):
         base_sampler: BaseSampler | None = None,
         mechanisms: Iterable[MechanismSpec] | None = None,
         prior_knowledge: str = "",
+        optimizer_state: str | None = None,
+        state_mode: str | None = None,
         max_tokens: int | None = None,
         hook_timeout: float | None = 5.0,
         seed: int | None = None,
@@ -147,6 +159,9 @@ class LLMSampler(BaseSampler):
         template = settings["template"] if template is None else template
         n_candidates = settings["n_candidates"] if n_candidates is None else n_candidates
         mechanisms = settings["mechanisms"] if mechanisms is None else mechanisms
+        if optimizer_state is None:
+            optimizer_state = settings.get("optimizer_state")
+        state_mode = settings.get("state_mode", "beside") if state_mode is None else state_mode
         self.preset = preset
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 but got {temperature}.")
@@ -173,6 +188,8 @@ class LLMSampler(BaseSampler):
             raise ValueError(f"hook_timeout must be > 0 or None but got {hook_timeout}.")
         if search_space is not None:
             check_search_space(search_space)
+        self.optimizer_state = check_state(optimizer_state, state_mode)
+        self.state_mode = state_mode
         self._model_spec = model
         self._model: ChatModel | None = model if isinstance(model, ChatModel) else None
         self._model_lock = threading.Lock()
@@ -316,9 +333,14 @@ class _Proposal:
         self.exchanges: list[dict[str, Any]] = []
         self.tokens = [0, 0]
         self.latency = 0.0
+        self.state: list[str] | None = None
 
     # ---------------------------------------------------------------- steps
     def run(self) -> dict[str, Any]:
+        if self.sampler.optimizer_state == "cmaes":
+            # Read before the hooks, whoever takes the trial: CMA-ES is asked on every trial,
+            # so it learns from all of them, not only from those the model proposes.
+            self.state = self._state()
         candidate = self._prepare() or self._ask()
         self._store(candidate)
         return candidate.params
@@ -405,14 +427,42 @@ class _Proposal:
         self.attrs[_attrs.ERROR] = last_error[:500]
         return Candidate(self._fallback(), "fallback")
 
+    def _state(self) -> list[str]:
+        """The optimizer's state block (empty when it has nothing to show yet)."""
+        sampler, ctx = self.sampler, self.context
+        assert sampler.optimizer_state is not None
+        return state_lines(
+            sampler.optimizer_state,
+            self.study,
+            self.trial,
+            ctx.trials,
+            self.space,
+            # Apart from the requests' seeds ([seed, number, attempt + 1]): one more entry.
+            seed=int(
+                np.random.SeedSequence([sampler._seed, self.trial.number, 0, 1]).generate_state(
+                    1
+                )[0]
+                >> 1
+            ),
+        )
+
     def _prompt_inputs(self) -> PromptInputs:
         sampler, ctx = self.sampler, self.context
+        history, order = ctx.history, sampler.history_order
+        state: list[str] = []
+        if sampler.optimizer_state is not None:
+            state = self.state if self.state is not None else self._state()
+            if state and sampler.state_mode == "instead":
+                # The state stands for the window; the best few trials show what to beat.
+                sign = 1.0 if ctx.minimize else -1.0
+                key = lambda t: (sign * float(t.value), t.number)  # noqa: E731
+                history, order = sorted(history, key=key)[:INSTEAD_TOP], "best"
         return PromptInputs(
             description=sampler.description,
             metric_name=sampler.metric_name,
             minimize=ctx.minimize,
             search_space=self.space,
-            history=ctx.history,
+            history=history,
             n_complete=sum(t.state == TrialState.COMPLETE for t in ctx.trials),
             failed=[
                 t
@@ -423,7 +473,8 @@ class _Proposal:
             notes=ctx.notes,
             prior_knowledge=sampler.prior_knowledge,
             n_candidates=1,
-            history_order=sampler.history_order,
+            history_order=order,
+            state=state,
         )
 
     def _complete(self, request: ChatRequest) -> ChatReply:

@@ -59,6 +59,8 @@ _SPACE = {
     "history_order": ((str, list, dict), None),
     "template": ((str, list, dict), None),
     "n_candidates": ((int, dict), None),
+    "optimizer_state": ((str, list, dict), None),
+    "state_mode": ((str, list, dict), None),
     "mechanisms": (list, None),
     "max_mechanisms": (int, None),
 }
@@ -80,6 +82,8 @@ _PROPOSER = {
     "n_candidates": (int, None),
     "mechanisms": (list, None),
     "prior_knowledge": (str, None),
+    "optimizer_state": (str, None),
+    "state_mode": (str, None),
 }
 
 
