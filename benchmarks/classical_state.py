@@ -15,6 +15,7 @@ Every study is stored, so a stopped run resumes; the report reads the storage al
         --storage sqlite:////work/centaur-bench/bench.db --seeds 5 > bench.log 2>&1 &
     python benchmarks/classical_state.py --storage sqlite:////work/centaur-bench/bench.db \
         --seeds 5 --report
+    python benchmarks/classical_state.py --tokens  # prompt tokens with and without a state
 
 The report: per table and arm, n and the median regret of the best observed trial (on its
 seed-averaged true value); per comparison, Wilcoxon signed-rank on seed-paired regrets (two
@@ -211,6 +212,51 @@ def report(url: str, tables: list[str], arms: list[str], seeds: list[int], n_tri
     return "\n".join(lines)
 
 
+def prompt_tokens() -> str:
+    """Prompt tokens (the embedded model's tokenizer, both messages' text) of the shipped
+    default configuration at trial 25 of a CMA-ES study on Branin (2 parameters) and Hartmann6
+    (6), without a state and with each state and placement."""
+    from llama_cpp import Llama
+
+    from bilevel_optuna.chat._llama._loader import default_model_path
+    from bilevel_optuna.objectives import get_objective
+    from bilevel_optuna.samplers import LLMSampler
+    from bilevel_optuna.samplers._llm_sampler import _Proposal
+    from bilevel_optuna.samplers._prompt import build_messages
+    from bilevel_optuna.samplers._state import make_cmaes_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    llama = Llama(model_path=str(default_model_path()), vocab_only=True, verbose=False)
+    variants = [(None, "beside"), ("cmaes", "beside"), ("cmaes", "instead")]
+    variants += [("tpe", "beside"), ("tpe", "instead")]
+    lines = [
+        "| space | parameters | " + " | ".join(f"{s or 'none'} {m}" for s, m in variants) + " |",
+        "|---|---|" + "---|" * len(variants),
+    ]
+    for name in ("branin", "hartmann6"):
+        objective = get_objective(name)
+        study = optuna.create_study(direction=objective.direction, sampler=make_cmaes_sampler(0))
+        study.optimize(objective, n_trials=25)
+        row = [name, str(len(objective.search_space))]
+        for state, mode in variants:
+            sampler = LLMSampler(
+                model="local",
+                search_space=objective.search_space,
+                description=objective.description,
+                optimizer_state=state,
+                state_mode=mode,
+                seed=0,
+            )
+            trial = study._storage.get_trial(study.ask()._trial_id)
+            proposal = _Proposal(sampler, study, trial, dict(objective.search_space))
+            messages = build_messages(sampler.template, proposal._prompt_inputs())
+            text = "".join(m["content"] for m in messages)
+            row.append(str(len(llama.tokenize(text.encode("utf-8"), add_bos=False))))
+            study.tell(trial.number, state=TrialState.FAIL)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", default="sqlite:////tmp/classical_state.db")
@@ -220,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
     parser.add_argument("--report", action="store_true", help="print the tables only")
+    parser.add_argument("--tokens", action="store_true", help="print prompt tokens only")
     args = parser.parse_args(argv)
+    if args.tokens:
+        print(prompt_tokens())
+        return 0
     tables = [t for t in args.tables.split(",") if t]
     arms = [a for a in args.arms.split(",") if a]
     seeds = list(range(args.seeds))

@@ -293,6 +293,11 @@ class LLMSampler(BaseSampler):
         seq = np.random.SeedSequence([self._seed, trial_number, attempt + 1])
         return int(seq.generate_state(1)[0] >> 1)
 
+    def _state_seed(self, trial_number: int) -> int:
+        """Seed of the optimizer whose state the prompt shows (apart from the requests')."""
+        seq = np.random.SeedSequence([self._seed, trial_number, 0, 1])
+        return int(seq.generate_state(1)[0] >> 1)
+
 
 class _Proposal:
     """One proposal, top to bottom: the context, ``prepare``, the model calls, review, choice,
@@ -437,13 +442,7 @@ class _Proposal:
             self.trial,
             ctx.trials,
             self.space,
-            # Apart from the requests' seeds ([seed, number, attempt + 1]): one more entry.
-            seed=int(
-                np.random.SeedSequence([sampler._seed, self.trial.number, 0, 1]).generate_state(
-                    1
-                )[0]
-                >> 1
-            ),
+            seed=sampler._state_seed(self.trial.number),
         )
 
     def _prompt_inputs(self) -> PromptInputs:

@@ -252,3 +252,40 @@ def test_none_is_no_state() -> None:
     assert LLMSampler(model="local", optimizer_state="none").optimizer_state is None
     _, model = _sampler_study(6)
     assert not any("CMA-ES" in _prompt(r) or "TPE" in _prompt(r) for r in model.requests)
+
+
+@pytest.mark.slow
+def test_embedded_model_with_cmaes_in_control_reads_its_state() -> None:
+    """Centaur's setup on the embedded model: CMA-ES in control, the model on a share of the
+    trials with CMA-ES's state in its prompt."""
+    from bilevel_optuna.chat import get_chat_model
+    from bilevel_optuna.chat._base import ChatModel
+    from bilevel_optuna.chat._base import ChatReply
+
+    local = get_chat_model("local")
+    prompts: list[str] = []
+
+    class Recording(ChatModel):
+        name = local.name
+
+        def complete(self, request: ChatRequest) -> ChatReply:
+            prompts.append(_prompt(request))
+            return local.complete(request)
+
+    sampler = LLMSampler(
+        model=Recording(),
+        preset="level0",
+        search_space=SPACE,
+        description="Minimize f(x, y, lr); x and y are best together near x = y - 4.",
+        mechanisms=[("classical", {"sampler": "cmaes", "share": 0.5, "n_start": 2})],
+        optimizer_state="cmaes",
+        seed=0,
+    )
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(_objective, n_trials=24)
+    sources = [t.user_attrs["llm:source"] for t in study.trials]
+    assert sources.count("fallback") <= 2
+    assert sum(s in ("llm", "repaired") for s in sources) >= 4
+    assert any("CMA-ES search distribution" in p for p in prompts)
+    # The model's trials are CMA-ES's too, and CMA-ES got past its first generations.
+    assert max(t.system_attrs.get(CMA_GENERATION_KEY, 0) for t in study.trials) >= 2
