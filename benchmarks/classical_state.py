@@ -288,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                     status = future.result()
                 except Exception as err:  # noqa: BLE001 - report and go on with the others
                     status = f"ERROR {type(err).__name__}: {err}"
-                print(f"[{i}/{len(tasks)} {time.perf_counter() - start:.0f} s] {status}", flush=True)
+                print(
+                    f"[{i}/{len(tasks)} {time.perf_counter() - start:.0f} s] {status}", flush=True
+                )
     print(f"\n{args.trials} trials, seeds 0..{args.seeds - 1}, {args.storage}\n")
     print(report(args.storage, tables, arms, seeds, args.trials))
     return 0

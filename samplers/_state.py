@@ -100,8 +100,9 @@ class CmaesState:
             parameters): CMA-ES works on the unit cube.
         std: Per-parameter standard deviation on the unit cube, ``sigma * sqrt(C_ii)``.
         correlations: ``(a, b, r)`` for the strongest correlations of C, strongest first.
-        generation: Generations CMA-ES has finished (0: the initial distribution).
+        generation: Generations CMA-ES has finished (at least one).
         population_size: Trials per generation.
+        cov: The covariance matrix C, on the unit cube.
     """
 
     mean: dict[str, Any]

@@ -1,7 +1,8 @@
 """The arms of a bilevel run: their names, the one sampler factory, and running an arm's study.
 
 An arm is a group of inner studies run the same way: a baseline sampler (``random``, ``tpe``,
-``cmaes``, ``gp``), the Level-0 proposer (``llm-level0``) or one proposer configuration (``cfg-<hash>``).
+``cmaes``, ``gp``), the Level-0 proposer (``llm-level0``) or one proposer configuration
+(``cfg-<hash>``).
 Every sampler the package builds by name comes from :func:`make_sampler`, so a baseline is the
 same in the bilevel run, a single-study spec and the outer study.
 """
@@ -53,8 +54,9 @@ def make_sampler(
 
     ``"random"``, ``"tpe"`` (Optuna 5's defaults: multivariate, constant liar), ``"cmaes"``
     (Optuna's CmaEsSampler, its defaults: categorical parameters go to its RandomSampler, here
-    without its warning on every trial), ``"gp"`` (Optuna's GPSampler, its defaults) or ``"llm"`` (:class:`LLMSampler` with ``model``,
-    ``description``, ``search_space`` and ``llm_settings``).
+    without its warning on every trial), ``"gp"`` (Optuna's GPSampler, its defaults) or
+    ``"llm"`` (:class:`LLMSampler` with ``model``, ``description``, ``search_space`` and
+    ``llm_settings``).
     """
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)

@@ -108,16 +108,17 @@ def test_cmaes_state_needs_two_numeric_parameters() -> None:
     space = {"x": FloatDistribution(-5.0, 5.0), "c": CategoricalDistribution(["a", "b"])}
     assert cmaes_search_space(space) == {"x": space["x"]}
     study = optuna.create_study()
-    study.optimize(lambda t: t.suggest_float("x", -5, 5) ** 2 + len(t.suggest_categorical("c", ["a", "b"])), n_trials=3)
+    study.optimize(
+        lambda t: t.suggest_float("x", -5, 5) ** 2 + len(t.suggest_categorical("c", ["a", "b"])),
+        n_trials=3,
+    )
     trial = study._storage.get_trial(study.ask()._trial_id)
     assert read_cmaes_state(study, trial, space, seed=0) is None
 
 
 def _tpe_study(n_trials: int, direction: str = "minimize") -> optuna.Study:
     space = {**SPACE, "act": CategoricalDistribution(["relu", "tanh"])}
-    study = optuna.create_study(
-        direction=direction, sampler=optuna.samplers.RandomSampler(seed=0)
-    )
+    study = optuna.create_study(direction=direction, sampler=optuna.samplers.RandomSampler(seed=0))
 
     def objective(trial: optuna.Trial) -> float:
         act = trial.suggest_categorical("act", ["relu", "tanh"])
@@ -162,7 +163,9 @@ def test_tpe_state_waits_for_three_trials() -> None:
 def test_blocks_are_bounded_however_many_parameters() -> None:
     space = {f"p{i:02d}": FloatDistribution(0.0, 1.0) for i in range(30)}
     study = optuna.create_study(sampler=make_cmaes_sampler(0))
-    study.optimize(lambda t: sum((t.suggest_float(n, 0, 1) - 0.3) ** 2 for n in space), n_trials=40)
+    study.optimize(
+        lambda t: sum((t.suggest_float(n, 0, 1) - 0.3) ** 2 for n in space), n_trials=40
+    )
     trial = study._storage.get_trial(study.ask()._trial_id)
     cma = read_cmaes_state(study, trial, space, seed=0)
     tpe = read_tpe_state(study, study.get_trials(deepcopy=False), space, seed=0)
@@ -239,10 +242,13 @@ def test_the_state_block_is_short() -> None:
         assert len(text) < 130 + 75 * n
 
 
-@pytest.mark.parametrize("kwargs, arg", [
-    ({"optimizer_state": "gp"}, "optimizer_state"),
-    ({"optimizer_state": "tpe", "state_mode": "after"}, "state_mode"),
-])
+@pytest.mark.parametrize(
+    "kwargs, arg",
+    [
+        ({"optimizer_state": "gp"}, "optimizer_state"),
+        ({"optimizer_state": "tpe", "state_mode": "after"}, "state_mode"),
+    ],
+)
 def test_invalid_state_settings_name_the_setting(kwargs: dict[str, Any], arg: str) -> None:
     with pytest.raises(ValueError, match=arg):
         LLMSampler(model="local", **kwargs)
