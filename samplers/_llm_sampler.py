@@ -451,6 +451,8 @@ class _Proposal:
         state: list[str] = []
         if sampler.optimizer_state is not None:
             state = self.state if self.state is not None else self._state()
+            if state:
+                self.attrs[_attrs.STATE] = sampler.optimizer_state
             if state and sampler.state_mode == "instead":
                 # The state stands for the window; the best few trials show what to beat.
                 sign = 1.0 if ctx.minimize else -1.0

@@ -207,6 +207,10 @@ def test_cmaes_state_appears_beside_the_history_once_a_generation_is_done() -> N
     assert "CMA-ES search distribution (generation" in last
     assert last.index("evaluated shown.)") < last.index("CMA-ES search distribution")
     assert last.count(" -> ") >= 15  # the history window is still there
+    # The trials say whose state their prompt showed: the later ones, CMA-ES's.
+    shown = [t.user_attrs.get("llm:state") for t in study.trials]
+    assert shown[0] is None and shown[-1] == "cmaes"
+    assert shown.count("cmaes") == sum("CMA-ES search" in p for p in prompts)
     # Every trial the model proposed is one of CMA-ES's population.
     assert all(CMA_GENERATION_KEY in t.system_attrs for t in study.trials[1:])
     # lr is shown in its own units: a centre and a likely range inside [1e-4, 1e-1].
