@@ -131,3 +131,15 @@ name = "branin"
     spec = load_spec(_write(tmp_path, text))
     assert isinstance(spec, StudySpec)
     assert spec.objective.name == "branin" and spec.proposer == {"temperature": 0.3}
+
+
+def test_state_settings_in_specs(tmp_path: Path) -> None:
+    space = GOOD + 'optimizer_state = ["none", "cmaes"]\nstate_mode = "instead"\n'
+    spec = load_spec(_write(tmp_path, space))
+    assert isinstance(spec, BilevelSpec)
+    settings = spec.kwargs["outer_space"].settings
+    assert list(settings["optimizer_state"].choices) == ["none", "cmaes"]
+    assert settings["state_mode"] == "instead"
+    study = GOOD.replace("[outer.space]", "[outer.space]\noptimizer_state = \"gp\"")
+    with pytest.raises(ConfigurationError, match="optimizer_state must be one of"):
+        load_spec(_write(tmp_path, study))
