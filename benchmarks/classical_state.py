@@ -261,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", default="sqlite:////tmp/classical_state.db")
     parser.add_argument("--seeds", type=int, default=5, help="paired seeds 0..N-1")
+    parser.add_argument(
+        "--run-from", type=int, default=0, help="run seeds from this one on (report: all)"
+    )
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--arms", default=",".join(ARMS))
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         optuna.storages.RDBStorage(args.storage)  # the tables, before the workers race to
         # Seed-major: a stopped run holds complete, paired blocks.
-        tasks = [(t, a, s) for s in seeds for t in tables for a in arms]
+        tasks = [(t, a, s) for s in seeds[args.run_from :] for t in tables for a in arms]
         start = time.perf_counter()
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
             futures = [
