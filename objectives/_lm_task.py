@@ -267,7 +267,7 @@ def train_lm(
     """Train one model and measure its val_bpb.
 
     Args:
-        params: Hyperparameters (see :data:`DEFAULT_PARAMS`); missing ones take their defaults.
+        params: Hyperparameters (see ``LMObjective.default_params``); missing ones take their defaults.
         corpus: A :class:`MarkovCorpus` or a :class:`TextCorpus`.
         steps: Step budget; ``None`` when ``seconds`` is given.
         seconds: Wall-clock budget of the training steps (evaluation excluded).

@@ -181,7 +181,7 @@ class MarkovSource:
     def log_loss(self, sequences: np.ndarray) -> float:
         """Mean -log2 probability of the symbols after the first ``order`` of each sequence.
 
-        Its expectation is :attr:`entropy_rate`; on a sample it is the true model's val_bpb.
+        Its expectation is ``entropy_rate``; on a sample it is the true model's val_bpb.
         """
         seqs = np.atleast_2d(np.asarray(sequences, dtype=np.int64))
         v, k = self.vocab_size, self.order

@@ -35,7 +35,7 @@ __all__ = [
 class SyntheticObjective(Objective):
     """Base of the synthetic functions: optional seeded Gaussian noise over a closed form.
 
-    Subclasses implement :meth:`_function` on a parameter dict.
+    Subclasses implement ``_function`` on a parameter dict.
     """
 
     def __init__(self, *, noise_std: float = 0.0, seed: int = 0) -> None:

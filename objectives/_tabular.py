@@ -284,7 +284,7 @@ class TabularObjective(Objective):
 
     @property
     def optimum(self) -> float:  # type: ignore[override]
-        """Best seed-averaged value in the table: the floor (or ceiling) of regret."""
+        """Best seed-averaged value in the table, the floor (or ceiling) of regret."""
         return self.table.best_mean
 
     @property

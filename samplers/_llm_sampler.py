@@ -94,7 +94,7 @@ class LLMSampler(BaseSampler):
             :func:`~bilevel_optuna.chat.get_chat_model` (``"local"``, ``"openai:MODEL@URL"``).
             ``None`` uses ``BILEVEL_OPTUNA_CHAT_MODEL`` or the embedded model.
         preset: The configuration the settings below start from: ``"default"`` (the one the
-            bilevel loop chose, see :mod:`bilevel_optuna.samplers._presets`) or ``"level0"``
+            bilevel loop chose, see ``samplers/_presets.py``) or ``"level0"``
             (the bare proposer, no mechanism: the baseline). Settings given here override it.
         description: What is optimized, in plain words, for the prompt.
         metric_name: How the prompt names the objective value.

@@ -150,8 +150,10 @@ class ProposalContext:
 
     @functools.cached_property
     def pending_params(self) -> list[dict[str, Any]]:
-        """Configurations being evaluated or queued by other trials: the parameters of
-        running trials and the fixed parameters of waiting (enqueued) ones."""
+        """Configurations being evaluated or queued by other trials.
+
+        The parameters of running trials and the fixed parameters of waiting (enqueued) ones.
+        """
         pending = []
         for t in self.trials:
             if t.number == self.trial.number:
@@ -164,7 +166,7 @@ class ProposalContext:
 
     @functools.cached_property
     def encoded_finished(self) -> np.ndarray:
-        """:attr:`finished_trials` as rows of the unit cube (see :func:`encode`)."""
+        """:attr:`finished_trials` as rows of the unit cube (see ``samplers/_geometry.py``)."""
         return encode([t.params for t in self.finished_trials], self.search_space)
 
     @property

@@ -41,8 +41,8 @@ class TabuMechanism(Mechanism):
     What happens to a candidate that is too close depends on ``on_reject``:
 
     - ``"move"`` (the default) replaces it with the nearest configuration outside every tabu
-      ball that a seeded random search around it finds (:data:`N_MOVES` points at each of the
-      step sizes :data:`MOVE_SCALES` times the radius, on the parameters' grids): no further
+      ball that a seeded random search around it finds (``N_MOVES`` points at each of the
+      step sizes ``MOVE_SCALES`` times the radius, on the parameters' grids): no further
       model call, so a study costs what the bare model costs. The trial's source is then
       ``"mechanism"``. Where no free point is found, the candidate is rejected as with
       ``"ask"``.

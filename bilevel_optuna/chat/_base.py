@@ -105,12 +105,12 @@ class ChatReply:
 
     @property
     def texts(self) -> tuple[str, ...]:
-        """All answers: ``choices`` where there are several, else ``(text,)``."""
+        """All answers, ``choices`` where there are several, else ``(text,)``."""
         return self.choices or (self.text,)
 
     @property
     def usable_texts(self) -> tuple[str, ...]:
-        """The answers that are JSON of the schema's shape: :attr:`texts` less ``rejected``."""
+        """The answers that are JSON of the schema's shape, :attr:`texts` less ``rejected``."""
         return tuple(t for i, t in enumerate(self.texts) if i not in self.rejected)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,10 +138,10 @@ class ChatReply:
 
 
 class ChatModel(abc.ABC):
-    """A chat model backend: one method to write, :meth:`_complete`.
+    """A chat model backend: one method to write, ``_complete``.
 
-    :meth:`complete` is a template method: it asks the backend's :meth:`_complete` for the
-    raw answer and checks it once against the request's schema (:func:`check_reply`), so
+    :meth:`complete` is a template method: it asks the backend's ``_complete`` for the
+    raw answer and checks it once against the request's schema (``check_reply``), so
     every backend checks the same way and a caller gets a reply, marked where values break
     the schema, or a :class:`~bilevel_optuna.exceptions.ChatAnswerError` where no answer is
     usable. Implementations must be safe to call from several threads at once and must raise
@@ -169,7 +169,7 @@ class ChatModel(abc.ABC):
         """Answer ``request``, the answer checked once against ``request.json_schema``.
 
         Returns:
-            The reply; see :func:`~bilevel_optuna.chat._validation.check_reply` for the
+            The reply; see :func:`~bilevel_optuna.chat.validate_answer` for the
             ``schema_errors`` and ``rejected`` marks.
 
         Raises:

@@ -142,7 +142,7 @@ class OpenAIChatModel(ChatModel):
             endpoint rejects the format with a 400, remembering what worked. A 400 that names
             another request field (``temperature``, ``seed``, ...) is that field's error, not
             the format's. With ``"json_schema"``, ``strict`` is set where the schema qualifies
-            (:func:`strict_qualifies`), and dropped for that schema if the endpoint refuses it.
+            (``strict_qualifies``), and dropped for that schema if the endpoint refuses it.
         timeout: Seconds one attempt may take.
         max_retries: Retries on 429, 5xx, dropped connections and timeouts, with jittered
             exponential backoff (the ``openai`` client's).

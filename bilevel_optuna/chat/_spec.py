@@ -30,7 +30,7 @@ def get_chat_model(spec: str | ChatModel | None = None) -> ChatModel:
 
     Args:
         spec: A :class:`ChatModel` (returned as is), a spec string (one of
-            :data:`SPEC_FORMS`), or ``None`` for ``$BILEVEL_OPTUNA_CHAT_MODEL``, else
+            ``SPEC_FORMS``), or ``None`` for ``$BILEVEL_OPTUNA_CHAT_MODEL``, else
             ``"local"``.
 
     Raises:

@@ -108,7 +108,7 @@ def validate_answer(
 ) -> Any:
     """Parse a JSON answer and check it against a JSON schema.
 
-    Surrounding whitespace, a Markdown code fence (```` ```json ... ``` ````) and prose around
+    Surrounding whitespace, a Markdown code fence (three backticks, with or without a language) and prose around
     one JSON object are ignored.
     Numeric bounds (``minimum``, ``maximum``) are checked here even though llama.cpp's grammar
     does not enforce them.

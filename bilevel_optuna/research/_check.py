@@ -45,7 +45,7 @@ class CheckResult:
 
     Attributes:
         accepted: Whether the source passed every stage.
-        stage: Where it stopped (one of :data:`STAGES`), ``"accepted"`` if it passed.
+        stage: Where it stopped (one of ``STAGES``: parse, policy, contract, boundary, load, smoke), ``"accepted"`` if it passed.
         reasons: Why it stopped there, each naming what was found (fed back to the model).
         sha256: The source's SHA-256.
         name: The mechanism's ``name`` as written in the source.
@@ -122,7 +122,7 @@ def check_source(
         source: Python source defining one :class:`~bilevel_optuna.samplers.Mechanism` subclass.
         limits: Limits of the guarded process for the smoke run.
         layers: The boundary's layers (all of them; tests switch single layers on).
-        study: The recorded study the smoke run reads (default :func:`smoke_study`).
+        study: The recorded study the smoke run reads (default: a seeded study of 12 recorded trials).
 
     Returns:
         A :class:`CheckResult`; ``accepted`` is ``False`` with the stage and reasons on any

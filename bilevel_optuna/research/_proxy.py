@@ -44,7 +44,7 @@ class GuardedHookError(Exception):
 
 
 class GuardedMechanism(Mechanism):
-    """Base of the proxy classes made by :func:`guarded_class`; do not use it directly."""
+    """Base of the proxy classes made by ``guarded_class()``; do not use it directly."""
 
     trusted: ClassVar[bool] = True
     source: ClassVar[str] = ""

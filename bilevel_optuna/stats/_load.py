@@ -71,7 +71,7 @@ class StudyRecord:
 
     @property
     def key(self) -> tuple[Any, Any]:
-        """The pairing key: studies of different arms with the same key are paired."""
+        """The pairing key; studies of different arms with the same key are paired."""
         return (self.objective, self.seed)
 
     @property

@@ -177,7 +177,7 @@ class CompareResult:
 
     @property
     def claims(self) -> list[str]:
-        """Sentences for the comparisons that show an improvement (see :meth:`to_markdown`)."""
+        """Sentences for the comparisons that show an improvement (see :meth:`CompareResult.to_markdown`)."""
         return _report.claims(self)
 
     def to_text(self) -> str:
