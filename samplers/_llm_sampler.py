@@ -120,7 +120,7 @@ class LLMSampler(BaseSampler):
             2603.24647): ``"cmaes"`` (CMA-ES's centre, likely range and correlations per
             parameter; a CMA-ES is kept beside the model, every trial joins its population),
             ``"tpe"`` (TPE's good/bad split and its best candidates by l(x)/g(x)), or ``None``
-            (``"none"``). See :mod:`bilevel_optuna.samplers._state`.
+            (``"none"``). See ``bilevel_optuna.samplers._state``.
         state_mode: ``"beside"`` (the state follows the history window) or ``"instead"`` (it
             replaces the window; the best 3 trials are shown with it).
         max_tokens: Completion token cap per call; by default sized to the answer.

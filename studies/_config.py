@@ -128,10 +128,11 @@ class OuterSpace:
     """The outer study's search space over :class:`ProposerConfig`.
 
     Args:
-        temperature, history_size, history_order, template, n_candidates, optimizer_state,
-            state_mode: A distribution to search that setting over (narrowing or widening the
-            default), or a plain value to fix it. ``state_mode`` is drawn only where
-            ``optimizer_state`` is not ``"none"``.
+        temperature, history_size, history_order, template, n_candidates: A distribution to
+            search that setting over (narrowing or widening the default), or a plain value to fix
+            it.
+        optimizer_state, state_mode: The same for LLMSampler's optimizer state in the prompt;
+            ``state_mode`` is drawn only where ``optimizer_state`` is not ``"none"``.
         mechanisms: Mechanisms the outer study may switch on, each with its own parameters as
             conditional parameters (``mech.tabu`` -> ``mech.tabu.radius``). Names, classes, paths
             or source text of generated mechanisms. ``[]`` searches the bare proposer only.
