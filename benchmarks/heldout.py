@@ -10,6 +10,11 @@ and the tables are computed from the storage alone.
         --seeds 10 --jobs 2 > /tmp/heldout.log 2>&1 &
     python benchmarks/heldout.py --storage sqlite:////tmp/heldout.db --seeds 10 --report
 
+Each finished study also appends one row to benchmarks/results/heldout.csv (arm ``llm``, Level
+0, is written as ``level0``); cells already there are skipped, so a slice
+(``--seeds 3-5 --tables nb201/cifar10 --arms tpe,random``) continues the file where the last
+run stopped, and ``python benchmarks/tables.py`` writes BENCHMARKS.md's tables from the rows.
+
 Per table and arm: n, median regret [IQR] of the trial with the best observed value (on its
 seed-averaged true value), distinct configurations, the model's and the fallback's shares,
 wall time. Tests: the default configuration against TPE and against Level 0, two-sided
@@ -31,6 +36,7 @@ import optuna
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _results  # noqa: E402
 from mechanisms import _fmt  # noqa: E402
 from mechanisms import _storage  # noqa: E402
 from mechanisms import run_tasks  # noqa: E402
@@ -53,6 +59,7 @@ HELDOUT_TABLES = [
     "nb201/cifar10",
 ]
 ARMS = ["default", "llm", "tpe", "random"]  # add "gp" with --arms: minutes a study on 2 cores
+# "cmaes" (Optuna's CmaEsSampler, needs the cmaes package) is an arm too: --arms ...,cmaes
 OPPONENTS = ["tpe", "llm"]
 
 
@@ -182,23 +189,47 @@ def report(url: str, tables: list[str], arms: list[str], seeds: list[int], n_tri
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", default="sqlite:////tmp/heldout.db")
-    parser.add_argument("--seeds", type=int, default=10, help="paired seeds 0..N-1")
+    parser.add_argument(
+        "--seeds",
+        default="10",
+        help="paired seeds: a count N (0..N-1), a range '3-5' or a list '0,4-6'",
+    )
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--tables", default=",".join(HELDOUT_TABLES))
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument(
+        "--arms",
+        default=",".join(ARMS),
+        help="comma list of default, llm (or level0), tpe, random, gp, cmaes",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per job")
     parser.add_argument("--report", action="store_true", help="print the tables only")
+    _results.add_results_arguments(parser, "heldout")
     args = parser.parse_args(argv)
-    tables = [t for t in args.tables.split(",") if t]
-    arms = [a for a in args.arms.split(",") if a]
-    seeds = list(range(args.seeds))
+    tables = _results.parse_list(args.tables)
+    arms = ["llm" if a == "level0" else a for a in _results.parse_list(args.arms)]
+    known = ["default", "level0", "tpe", "random", "gp", "cmaes"]
+    unknown = sorted(set(arms) - set(known) - {"llm"})
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {', '.join(known)}")
+    try:
+        seeds = _results.parse_seeds(args.seeds)
+    except ValueError as err:
+        parser.error(str(err))
     if not args.report:
         # Seed-major and cheap arms first: a stopped run holds complete, paired blocks.
         tasks = [(t, a, s) for s in seeds for t in tables for a in arms]
         tasks.sort(key=lambda x: (x[2], x[1] in ("default", "llm"), x[1] == "llm", x[0]))
-        run_tasks(args.storage, tasks, args.trials, args.threads, args.jobs)
-    print(f"\nHeld-out benchmark: {args.trials} trials, seeds 0..{args.seeds - 1}, {args.storage}\n")
+        record = {
+            "results": args.results,
+            "benchmark": "heldout",
+            "commit": args.commit or _results.commit_id(),
+            "machine": args.machine or _results.machine(),
+        }
+        run_tasks(args.storage, tasks, args.trials, args.threads, args.jobs, record)
+    print(
+        f"\nHeld-out benchmark: {args.trials} trials, seeds {args.seeds}, {args.storage}\n"
+    )
     print(report(args.storage, tables, arms, seeds, args.trials))
     return 0
 

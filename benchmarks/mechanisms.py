@@ -16,6 +16,11 @@ Usage (the embedded model takes about 1 to 10 s per proposal on 2 shared cores):
         --seeds 10 --trials 30 --jobs 2 --threads 1 > /tmp/mech_bench.log 2>&1 &
     python benchmarks/mechanisms.py --storage sqlite:////tmp/mech_bench.db --report
 
+Each finished study also appends one row to benchmarks/results/mechanisms.csv (arm ``llm`` is
+written as ``level0``), and cells already there are skipped, so a slice of the grid
+(``--seeds 3-5 --objectives branin --arms tpe,tabu``) continues the file;
+``python benchmarks/tables.py`` turns the rows into BENCHMARKS.md's tables.
+
 Arms: ``llm`` (Level 0: ``LLMSampler(preset="level0")``, no mechanism); one per built-in
 mechanism with its default hyperparameters on the Level-0 proposer (``candidate_choice`` with
 ``n_candidates=3``, which its ``choose`` hook needs); ``default`` (``LLMSampler()``, the
@@ -38,8 +43,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from bilevel_optuna import _attrs
-from bilevel_optuna.samplers._loading import builtin_mechanism_names
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _results  # noqa: E402
+
+from bilevel_optuna import _attrs  # noqa: E402
+from bilevel_optuna.samplers._loading import builtin_mechanism_names  # noqa: E402
 
 DEFAULT_OBJECTIVES = ["branin", "hartmann6", "hpobench/kc1", "hpobench/phoneme"]
 MECHANISM_ARMS = builtin_mechanism_names()
@@ -61,6 +70,8 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     if arm == "gp":
         return optuna.samplers.GPSampler(seed=seed)
+    if arm == "cmaes":  # needs the `cmaes` package; categorical parameters go to random search
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     from bilevel_optuna.samplers import LLMSampler
 
     # "llm" is Level 0; each mechanism arm is Level 0 with that one mechanism, so its effect is
@@ -94,9 +105,19 @@ def _storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def run_one(
-    url: str, objective_name: str, arm: str, seed: int, n_trials: int, threads: int = 1
+    url: str,
+    objective_name: str,
+    arm: str,
+    seed: int,
+    n_trials: int,
+    threads: int = 1,
+    record: dict[str, Any] | None = None,
 ) -> str:
-    """Run (or finish) one study; return a one-line status."""
+    """Run (or finish) one study; return a one-line status.
+
+    With ``record`` (``results``: the CSV path, ``benchmark``, ``commit``, ``machine``), the
+    finished study's row is appended to the results file.
+    """
     from bilevel_optuna.objectives import get_objective
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -115,6 +136,7 @@ def run_one(
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if done >= n_trials:
+        _record(study, objective, objective_name, arm, seed, n_trials, record)
         return f"{name}: done"
     study.set_user_attr(_attrs.ARM, arm)
     study.set_user_attr(_attrs.OBJECTIVE, objective_name)
@@ -131,7 +153,27 @@ def run_one(
     study.optimize(evaluate, n_trials=n_trials - done)
     wall = time.perf_counter() - start + float(study.user_attrs.get("bench:wall_s", 0.0))
     study.set_user_attr("bench:wall_s", wall)
+    _record(study, objective, objective_name, arm, seed, n_trials, record)
     return f"{name}: {n_trials - done} trials in {wall:.0f} s"
+
+
+def _record(
+    study: optuna.Study,
+    objective: Any,
+    objective_name: str,
+    arm: str,
+    seed: int,
+    n_trials: int,
+    record: dict[str, Any] | None,
+) -> None:
+    if record is None:
+        return
+    row = _results.study_row(
+        study, objective, benchmark=record["benchmark"], arm=arm, objective_name=objective_name,
+        seed=seed, n_trials=n_trials, commit=record["commit"], machine_name=record["machine"],
+    )  # fmt: skip
+    if row is not None:
+        _results.append_rows(record["results"], [row])
 
 
 # ----------------------------------------------------------------------------- report
@@ -259,13 +301,34 @@ def report(
 
 
 def run_tasks(
-    url: str, tasks: list[tuple[str, str, int]], n_trials: int, threads: int, jobs: int
+    url: str,
+    tasks: list[tuple[str, str, int]],
+    n_trials: int,
+    threads: int,
+    jobs: int,
+    record: dict[str, Any] | None = None,
 ) -> None:
-    """Run ``(objective, arm, seed)`` studies in ``jobs`` processes, printing each status."""
+    """Run ``(objective, arm, seed)`` studies in ``jobs`` processes, printing each status.
+
+    With ``record``, cells already in the results file are skipped and each finished study
+    appends its row (see :func:`run_one`).
+    """
+    if record is not None:
+        done = _results.done_cells(record["results"])
+        tasks = [
+            (o, a, s) for o, a, s in tasks
+            if _results.cell_key({
+                "benchmark": record["benchmark"], "arm": _results.ARM_NAMES.get(a, a),
+                "objective": o, "seed": s, "n_trials": n_trials,
+            }) not in done
+        ]  # fmt: skip
+        print(f"{len(tasks)} cells to run ({record['results']} holds {len(done)})", flush=True)
     _storage(url)  # create the tables once, before the workers race to
     start = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_one, url, o, a, s, n_trials, threads) for o, a, s in tasks]
+        futures = [
+            pool.submit(run_one, url, o, a, s, n_trials, threads, record) for o, a, s in tasks
+        ]
         for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
             try:
                 status = future.result()
@@ -277,7 +340,11 @@ def run_tasks(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storage", default="sqlite:////tmp/mech_bench.db")
-    parser.add_argument("--seeds", type=int, default=10, help="paired seeds 0..N-1")
+    parser.add_argument(
+        "--seeds",
+        default="10",
+        help="paired seeds: a count N (0..N-1), a range '3-5' or a list '0,4-6'",
+    )
     parser.add_argument(
         "--run-seeds",
         default=None,
@@ -285,30 +352,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--objectives", default=",".join(DEFAULT_OBJECTIVES))
-    parser.add_argument("--arms", default="all", help=f"comma list of {ALL_ARMS} or 'all'")
+    parser.add_argument(
+        "--arms", default="all", help=f"comma list of {ALL_ARMS} ('level0' = 'llm') or 'all'"
+    )
+    _results.add_results_arguments(parser, "mechanisms")
     parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per job")
     parser.add_argument("--report", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
 
     objectives = [o for o in args.objectives.split(",") if o]
-    arms = ALL_ARMS if args.arms == "all" else [a for a in args.arms.split(",") if a]
+    arms = ALL_ARMS if args.arms == "all" else _results.parse_list(args.arms)
+    arms = ["llm" if a == "level0" else a for a in arms]  # "llm" names the stored studies
     unknown = sorted(set(arms) - set(ALL_ARMS))
     if unknown:
         parser.error(f"unknown arms {unknown}; choose from {ALL_ARMS}")
-    seeds = list(range(args.seeds))
+    try:
+        seeds = _results.parse_seeds(args.seeds)
+        run_seeds = _results.parse_seeds(args.run_seeds) if args.run_seeds else seeds
+    except ValueError as err:
+        parser.error(str(err))
     if not args.report:
         # Seed-major: a run stopped early still holds complete, paired blocks of seeds.
-        run_seeds = seeds
-        if args.run_seeds:
-            low, _, high = args.run_seeds.partition("-")
-            run_seeds = list(range(int(low), int(high or low) + 1))
         tasks = [(o, a, s) for s in run_seeds for o in objectives for a in arms]
         # Cheap arms first within a seed, so the baselines are always there to compare with.
         tasks.sort(key=lambda t: (t[2], t[0], t[1] not in ("tpe", "random")))
-        run_tasks(args.storage, tasks, args.trials, args.threads, args.jobs)
+        record = {
+            "results": args.results,
+            "benchmark": "mechanisms",
+            "commit": args.commit or _results.commit_id(),
+            "machine": args.machine or _results.machine(),
+        }
+        run_tasks(args.storage, tasks, args.trials, args.threads, args.jobs, record)
     print(
-        f"\nMechanisms benchmark: {args.trials} trials, seeds 0..{args.seeds - 1}, "
+        f"\nMechanisms benchmark: {args.trials} trials, seeds {args.seeds}, "
         f"storage {args.storage}\n"
     )
     print(report(args.storage, objectives, arms, seeds, args.trials))

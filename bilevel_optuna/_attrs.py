@@ -43,6 +43,12 @@ QUEUED_BY = "llm:queued_by"  # number of the trial whose model call proposed thi
 STATE = "llm:state"  # optimizer whose state the prompt showed ("cmaes", "tpe"), when it showed one
 MECHANISMS = "llm:mechanisms"  # {name: {"version", "hooks": {hook: calls}, "changed", "errors", "off", ...}}: samplers/_record.py
 
+# --- Study user attributes, written by LLMSampler (samplers/_spend.py) ---
+# Trials proposed by the base sampler: {"trials": n, "why": {reason: n}, "last_error": "..."}
+FALLBACK = "llm:fallback"
+# Where the spend cap was reached: {"trial": n, "cap": "max_tokens_total=...: ... spent"}
+SPEND_CAP = "llm:spend_cap"
+
 # --- Inner trial system attributes (not shown on the dashboard) ---
 EXCHANGES = "bilevel_optuna:exchanges"  # [{hash, reply}] for replay
 
@@ -62,6 +68,8 @@ BEST_ARM = "bilevel:best_arm"  # outer study: the arm name of that configuration
 REFERENCE = "bilevel:reference"  # outer trial: enqueued as a reference point ("llm-level0")
 RESUMED_FROM = "bilevel:resumed_from"  # outer trial: number of the trial Ctrl-C stopped
 REPORT_ARTIFACTS = "bilevel:report_artifacts"  # outer study: {file name: artifact id}
+ARTIFACT_STORE = "bilevel:artifact_store"  # outer study: where its artifacts are (a folder's path)
+ROLE = "bilevel:role"  # every study of a run: what it is, in words ("inner: outer trial 3, ...")
 
 # --- Workers (studies/_work.py, studies/_worker.py) ---
 SETTINGS = "bilevel:settings"  # outer study: what a worker rebuilds the run from

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 WILCOXON_PRUNER = "WilcoxonPruner"
 SET_METRIC_NAMES = "optuna.study.study.Study.set_metric_names"
 HEARTBEAT = ("RetryHeartbeatStaleTrialCallback", "Argument ``heartbeat_interval``")
+QMC_SAMPLER = "QMCSampler"
 
 
 @contextlib.contextmanager

@@ -240,6 +240,9 @@ def _open_rdb(
         raise ConfigurationError(
             f"No SQLite file at {database!r}; check the path in the storage URL."
         )
+    if not read_only and sqlite and database not in ("", ":memory:"):
+        # A run's outputs can live in one folder of their own (sqlite:///bilevel_demo/demo.db).
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     interval, grace = _heartbeat_timing(settings)
     parsed = resolve_driver(parsed)
     beats = heartbeat is not False

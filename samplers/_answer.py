@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -207,6 +208,28 @@ def _extract_json(text: str) -> Any:
     raise AnswerError("The answer is not valid JSON; answer with one JSON object only.")
 
 
+#: The rationale stored when the answer gives no reason (a template without one, or filler).
+NO_REASON = "none given"
+# Filler a small model writes where a reason goes: the schema's, the prompt's or the
+# template's own words ("short rationale", "minimizing objective value", "minimal").
+_FILLER_WORDS = frozenset(
+    "a an the no none null n na nothing string text reason rationale short give explanation "
+    "minimal minimize minimizing minimized minimum maximize maximizing maximized maximum "
+    "objective value values new configuration config compact default json".split()
+)
+
+
+def stated_reason(text: str) -> str:
+    """The model's reason as it stated it, or :data:`NO_REASON` where it gave none: nothing,
+    no letters, or only filler that echoes the schema, the prompt or the template's name.
+    Leftover JSON punctuation in front (``}} ...``) is dropped."""
+    text = " ".join(text.split()).lstrip("{}[]#:;,. ")
+    words = re.findall(r"[a-z]+", text.lower())
+    if not words or all(w in _FILLER_WORDS for w in words):
+        return NO_REASON
+    return text
+
+
 def parse_answer(
     text: str, search_space: Mapping[str, BaseDistribution], n_candidates: int
 ) -> tuple[ParsedAnswer, list[str]]:
@@ -220,7 +243,7 @@ def parse_answer(
         data = {"rationale": "", "candidates": [data]}  # a bare configuration
     if not isinstance(data, Mapping) or not isinstance(data.get("candidates"), list):
         raise AnswerError('The answer must be an object with a "candidates" list.')
-    rationale = str(data.get("rationale", "")).strip()
+    rationale = stated_reason(str(data.get("rationale", "")))
     if len(rationale) > RATIONALE_MAX_CHARS:
         rationale = rationale[: RATIONALE_MAX_CHARS - 1] + "…"
     candidates, all_repairs, errors = [], [], []
@@ -244,7 +267,8 @@ def parse_answers(
 
     An answer may hold one configuration or a list of them (a server that ignores ``n``, or a
     model asked for a list); candidates are taken in order. The rationale is the first
-    non-empty one. Answers that cannot be used add their error to the returned list.
+    one that states a reason (else :data:`NO_REASON`). Answers that cannot be used add their
+    error to the returned list.
 
     Raises:
         AnswerError: If no answer holds a usable candidate.
@@ -264,7 +288,8 @@ def parse_answers(
         candidates.extend(parsed.candidates)
         repairs.extend(parsed.repairs)
         errors.extend(more)
-        rationale = rationale or parsed.rationale
+        if not rationale or rationale == NO_REASON:
+            rationale = parsed.rationale
     if not candidates:
         raise AnswerError(" ".join(dict.fromkeys(errors)) or "No answer holds a configuration.")
     return ParsedAnswer(candidates=candidates, rationale=rationale, repairs=repairs), errors

@@ -15,6 +15,8 @@ from optuna.samplers import BaseSampler
 from optuna.samplers import CmaEsSampler
 
 from bilevel_optuna._checks import check_int
+from bilevel_optuna._experimental import QMC_SAMPLER
+from bilevel_optuna._experimental import experimental
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._state import cmaes_search_space
@@ -126,12 +128,13 @@ class HybridMechanism(Mechanism):
         study_seed = self.seed
         if study_seed is None:
             study_seed = zlib.crc32(context.study.study_name.encode("utf-8"))
-        return optuna.samplers.QMCSampler(
-            qmc_type="sobol",
-            scramble=True,
-            seed=study_seed,
-            warn_independent_sampling=False,
-        )
+        with experimental(QMC_SAMPLER):  # the mechanism's choice, not the user's: no warning
+            return optuna.samplers.QMCSampler(
+                qmc_type="sobol",
+                scramble=True,
+                seed=study_seed,
+                warn_independent_sampling=False,
+            )
 
     def prepare(self, context: ProposalContext) -> None:
         seed = self._trial_seed(context)

@@ -25,8 +25,13 @@ from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.exceptions import ChatAnswerError
 from bilevel_optuna.exceptions import ChatAuthenticationError
+from bilevel_optuna.exceptions import ChatConnectionError
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ChatModelNotFoundError
+from bilevel_optuna.exceptions import ChatRateLimitError
+from bilevel_optuna.exceptions import ChatServerError
+from bilevel_optuna.exceptions import ChatTimeoutError
+from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.samplers._answer import AnswerError
 from bilevel_optuna.samplers._answer import answer_schema
 from bilevel_optuna.samplers._answer import check_search_space
@@ -51,6 +56,7 @@ from bilevel_optuna.samplers._prompt import order_history
 from bilevel_optuna.samplers._state import INSTEAD_TOP
 from bilevel_optuna.samplers._state import check_state
 from bilevel_optuna.samplers._state import state_lines
+from bilevel_optuna.samplers import _spend
 
 if TYPE_CHECKING:
     from optuna import Study
@@ -59,6 +65,23 @@ _logger = get_logger(__name__)
 
 #: Errors that no retry or fallback can heal: the study stops with the message.
 _FATAL_CHAT_ERRORS = (ChatAuthenticationError, ChatModelNotFoundError)
+#: The endpoint's faults, after the client's retries: ``on_model_error`` says what follows.
+_ENDPOINT_ERRORS = (ChatConnectionError, ChatTimeoutError, ChatRateLimitError, ChatServerError)
+#: What a sampler does when the endpoint fails (``on_model_error``).
+ON_MODEL_ERROR = ("raise", "fallback")
+# What has been said once in this process (a fallback, a cap reached), by what and where: a
+# bilevel run of many inner studies says each once, not once per study.
+_SAID: set[tuple[str, str]] = set()
+_SAID_LOCK = threading.Lock()
+
+
+def _say_once(what: str, study: Study, message: str, *args: Any) -> None:
+    key = (what, str(study.user_attrs.get(_attrs.RUN) or study.study_name))
+    with _SAID_LOCK:
+        if key in _SAID:
+            return
+        _SAID.add(key)
+    _logger.warning(message, *args)
 
 
 class LLMSampler(BaseSampler):
@@ -108,7 +131,10 @@ class LLMSampler(BaseSampler):
         template: Name of a prompt style in :data:`TEMPLATES`, or a :class:`PromptTemplate`.
         n_candidates: Answers asked per model call (``ChatRequest.n``), one configuration
             each; the first is evaluated now, the rest are queued.
-        max_attempts: Model calls per proposal before falling back.
+        max_attempts: Model calls per proposal before falling back: a trial whose answers are
+            all unusable, or whose request the model refuses (a prompt past its context
+            window), takes its parameters from ``base_sampler`` (``llm:source`` is
+            ``"fallback"``, counted in the study's ``llm:fallback``).
         base_sampler: Samples parameters outside the relative search space (conditional or
             dynamic ones) and the fallback. Defaults to ``TPESampler(seed=seed)``: after its
             random start-up it uses the history of each parameter, which is what a fallback in an
@@ -127,6 +153,20 @@ class LLMSampler(BaseSampler):
         hook_timeout: Seconds a mechanism hook may take before it is switched off for the trial.
         seed: Seed for the model's sampling and the base sampler; the same seed, model and
             objective give the same study.
+        on_model_error: What happens when the endpoint fails: checked before the first trial
+            (:meth:`~bilevel_optuna.chat.ChatModel.check`: down, key refused, model not served)
+            and on every call (down, timed out, rate-limited, failing with 5xx after the
+            client's own retries). ``"raise"`` (default): the study
+            stops with the error, one line naming the URL, the cause and the fix.
+            ``"fallback"``: the trials take their parameters from ``base_sampler``, said once
+            as a warning and counted in the study's user attribute ``llm:fallback``.
+        max_tokens_total: Cap on the tokens (prompt plus completion) this study spends on the
+            model; once reached, the trials come from ``base_sampler``: said once, recorded in
+            the study's user attribute ``llm:spend_cap`` and counted in ``llm:fallback``. A
+            proposal in flight finishes, so the cap may be passed by one proposal's tokens.
+        max_cost: The same cap in money, counted with ``token_prices``.
+        token_prices: ``(input, output)``: the price per 1M prompt and per 1M completion
+            tokens, for ``max_cost`` and the spend ``bilevel-optuna status`` shows.
     """
 
     def __init__(
@@ -151,6 +191,10 @@ class LLMSampler(BaseSampler):
         max_tokens: int | None = None,
         hook_timeout: float | None = 5.0,
         seed: int | None = None,
+        on_model_error: str = "raise",
+        max_tokens_total: int | None = None,
+        max_cost: float | None = None,
+        token_prices: Sequence[float] | None = None,
     ) -> None:
         settings = get_preset(preset)
         temperature = settings["temperature"] if temperature is None else temperature
@@ -190,6 +234,19 @@ class LLMSampler(BaseSampler):
             check_search_space(search_space)
         self.optimizer_state = check_state(optimizer_state, state_mode)
         self.state_mode = state_mode
+        if on_model_error not in ON_MODEL_ERROR:
+            raise ConfigurationError(
+                f"on_model_error must be one of {ON_MODEL_ERROR} but got {on_model_error!r}."
+            )
+        self.token_prices = _spend.check_prices(token_prices)
+        _spend.check_cap(max_tokens_total, max_cost, self.token_prices)
+        self.on_model_error = on_model_error
+        self.max_tokens_total = max_tokens_total
+        self.max_cost = max_cost
+        # Why the model is not asked (the endpoint failed its check, under "fallback").
+        self._model_down: str | None = None
+        self._checked = False
+        self._study_lock = threading.Lock()
         self._model_spec = model
         self._model: ChatModel | None = model if isinstance(model, ChatModel) else None
         self._model_lock = threading.Lock()
@@ -246,7 +303,34 @@ class LLMSampler(BaseSampler):
         return self._base_sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._check_model(study, trial)
         self._base_sampler.before_trial(study, trial)
+
+    def _check_model(self, study: Study, trial: FrozenTrial) -> None:
+        """Check the endpoint before the first trial (once per sampler; the backend asks the
+        endpoint once per process). Under ``"raise"`` the trial is marked failed, with why,
+        and the error ends ``optimize``; under ``"fallback"`` the model is not asked."""
+        if self._checked:
+            return
+        try:
+            self.model.check()
+        except ChatModelError as err:
+            if self.on_model_error == "raise":
+                storage = study._storage
+                storage.set_trial_user_attr(trial._trial_id, _attrs.FAILURE_REASON, str(err)[:500])
+                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                raise
+            self._model_down = f"{_spend.ENDPOINT_REASON}: {err}"
+            _say_once(
+                f"down:{err}",
+                study,
+                "%s The trials take their parameters from %s instead (on_model_error="
+                "'fallback'); they are counted in each study's user attribute %r.",
+                err,
+                type(self._base_sampler).__name__,
+                _spend.FALLBACK_ATTR,
+            )
+        self._checked = True
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -376,6 +460,10 @@ class _Proposal:
         """Ask the model (feeding back why an answer could not be used) until a candidate is
         accepted, or fall back to the base sampler."""
         sampler = self.sampler
+        not_asked = sampler._model_down or self._cap_reached()
+        if not_asked:
+            self.attrs[_attrs.ERROR] = not_asked[:500]
+            return Candidate(self._fallback(), "fallback")
         messages = build_messages(sampler.template, self._prompt_inputs())
         request_kwargs = dict(
             json_schema=answer_schema(self.space, 1, rationale=sampler.template.rationale),
@@ -403,9 +491,35 @@ class _Proposal:
                 last_error = f"{type(err).__name__}: {err}"
                 messages = messages + self._feedback(err.raw or "", str(err))
                 continue
+            except _ENDPOINT_ERRORS as err:
+                # The endpoint is down, slow or overloaded, after the client's retries: asking
+                # again at once won't help.
+                if sampler.on_model_error == "raise":
+                    raise
+                last_error = f"{_spend.ENDPOINT_REASON}: {type(err).__name__}: {err}"
+                _say_once(
+                    f"error:{type(err).__name__}",
+                    self.study,
+                    "%s This trial takes its parameters from %s (on_model_error='fallback'); "
+                    "such trials are counted in the study's user attribute %r.",
+                    err,
+                    type(sampler._base_sampler).__name__,
+                    _spend.FALLBACK_ATTR,
+                )
+                break
             except ChatModelError as err:
-                # The endpoint is down, slow or overloaded: asking again at once won't help.
-                last_error = f"{type(err).__name__}: {err}"
+                # The model refused this request (a prompt past its context window, a field
+                # the endpoint rejects): the next trial's request may differ.
+                last_error = f"{_spend.REFUSED_REASON}: {type(err).__name__}: {err}"
+                _say_once(
+                    "refused",
+                    self.study,
+                    "%s This trial takes its parameters from %s; such trials are counted in the "
+                    "study's user attribute %r.",
+                    err,
+                    type(sampler._base_sampler).__name__,
+                    _spend.FALLBACK_ATTR,
+                )
                 break
             try:
                 parsed, errors = parse_answers(
@@ -444,6 +558,37 @@ class _Proposal:
             self.space,
             seed=sampler._state_seed(self.trial.number),
         )
+
+    def _cap_reached(self) -> str | None:
+        """Why the model is not asked any more: the study's spend reached the cap."""
+        sampler = self.sampler
+        if sampler.max_tokens_total is None and sampler.max_cost is None:
+            return None
+        reached = _spend.cap_reached(
+            _spend.spend_of(self.context.trials),
+            max_tokens_total=sampler.max_tokens_total,
+            max_cost=sampler.max_cost,
+            prices=sampler.token_prices,
+        )
+        if reached is None:
+            return None
+        study = self.study
+        if _spend.CAP_ATTR not in study.user_attrs:
+            study.set_user_attr(_spend.CAP_ATTR, {"trial": self.trial.number, "cap": reached})
+        _say_once(
+            "cap",
+            study,
+            "Spend cap reached (%s) in study %s at trial %d: from now on trials take their "
+            "parameters from %s, not the model. Recorded in the study's user attributes %r "
+            "and %r.",
+            reached,
+            study.study_name,
+            self.trial.number,
+            type(sampler._base_sampler).__name__,
+            _spend.CAP_ATTR,
+            _spend.FALLBACK_ATTR,
+        )
+        return f"{_spend.CAP_REASON}: {reached}"
 
     def _prompt_inputs(self) -> PromptInputs:
         sampler, ctx = self.sampler, self.context
@@ -610,3 +755,11 @@ class _Proposal:
             storage.set_trial_user_attr(trial_id, key, value)
         if self.exchanges:
             storage.set_trial_system_attr(trial_id, _attrs.EXCHANGES, self.exchanges)
+        if candidate.origin == "fallback":
+            error = str(attrs.get(_attrs.ERROR, ""))
+            with self.sampler._study_lock:
+                summary = self.study.user_attrs.get(_spend.FALLBACK_ATTR, {})
+                self.study.set_user_attr(
+                    _spend.FALLBACK_ATTR,
+                    _spend.count_fallback(summary, _spend.reason_of(error), error),
+                )

@@ -26,6 +26,9 @@ from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import run_inner_study
+from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies._spend import run_spend
+from bilevel_optuna.studies._spend import total
 
 #: Samplers :func:`make_sampler` builds by name.
 SAMPLERS = ("random", "tpe", "cmaes", "gp", "llm")
@@ -133,8 +136,10 @@ class ArmRunner:
         progress: Progress | None = None,
         progress_bar: bool = False,
         callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+        policy: ModelPolicy | None = None,
     ) -> None:
         self.storage = storage
+        self.policy = policy or ModelPolicy()
         self.run_name = run_name
         self.n_inner_trials = n_inner_trials
         self.seeds = seeds
@@ -156,6 +161,10 @@ class ArmRunner:
         if arm in CLASSICAL_ARMS:
             return make_sampler(arm, seed=seed)
         assert config is not None
+        spent_elsewhere = None
+        if self.policy.capped:  # the run's cap, less what its other studies spent
+            name = self.study_name(arm, objective, seed)
+            spent_elsewhere = total(run_spend(self.storage, self.run_name), excluding=name)
         return make_sampler(
             "llm",
             seed=seed,
@@ -163,6 +172,7 @@ class ArmRunner:
             description=objective.description,
             search_space=objective.search_space,
             **config.sampler_kwargs(),
+            **self.policy.sampler_kwargs(spent_elsewhere),
         )
 
     def attrs(
@@ -176,7 +186,10 @@ class ArmRunner:
         outer_trial: int | None,
     ) -> dict[str, Any]:
         """The study user attributes of the storage data model (README, "Storage data model")."""
-        attrs: dict[str, Any] = {
+        # The role first: the dashboard lists study attributes in the order they were set.
+        role = self.role(arm, objective.name, seed, kind=kind, outer_trial=outer_trial)
+        attrs: dict[str, Any] = {_attrs.ROLE: role} if role is not None else {}
+        attrs |= {
             _attrs.KIND: kind,
             _attrs.RUN: self.run_name,
             _attrs.ARM: arm,
@@ -195,6 +208,27 @@ class ArmRunner:
         if pin is not None:
             attrs[_attrs.SAMPLER] = pin
         return attrs
+
+    def role(
+        self, arm: str, objective_name: str, seed: int, *, kind: str, outer_trial: int | None
+    ) -> str | None:
+        """What the study is, in words, for the dashboard's study list (``bilevel:role``).
+
+        None for the best configuration's training studies queued again at the end: they are
+        its outer trial's studies, and keep the role that trial gave them.
+        """
+        repeat = (
+            f"repeat {self.seeds.index(seed) + 1} of {len(self.seeds)}"
+            if seed in self.seeds
+            else f"seed {seed}"
+        )
+        if kind == "baseline":
+            return f"baseline {arm} on {objective_name}, {repeat}"
+        if kind == "heldout":
+            return f"held-out check of the chosen {arm} on {objective_name}, seed {seed}"
+        if outer_trial is None:
+            return None
+        return f"inner study of outer trial {outer_trial} ({arm}) on {objective_name}, {repeat}"
 
     def run(
         self,

@@ -43,7 +43,7 @@ def artifact_store(artifacts: Any, storage_url: str) -> ArtifactStore | None:
         return FileSystemArtifactStore(str(folder))
     if not isinstance(artifacts, (str, os.PathLike)):
         return artifacts  # an optuna.artifacts store
-    path = _storage_file(storage_url)
+    path = storage_file(storage_url)
     if path is None:
         _logger.info(
             "No artifact store for %s: name one with artifacts=FOLDER (or an S3/GCS store) to "
@@ -56,7 +56,55 @@ def artifact_store(artifacts: Any, storage_url: str) -> ArtifactStore | None:
     return FileSystemArtifactStore(str(folder))
 
 
-def _storage_file(storage_url: str) -> Path | None:
+def record_artifact_store(outer: optuna.Study, store: ArtifactStore) -> None:
+    """Write where ``store`` keeps its files on the outer study (``bilevel:artifact_store``),
+    so that ``bilevel-optuna dashboard`` finds the report and plots without being told.
+
+    Only a folder can be recorded (its absolute path); for another store (S3, GCS) the
+    attribute names its type, and the dashboard asks for it.
+    """
+    if isinstance(store, FileSystemArtifactStore):
+        value: dict[str, str] = {"type": "folder", "path": str(Path(store._base_path).resolve())}
+    else:
+        value = {"type": type(store).__name__}
+    if outer.user_attrs.get(_attrs.ARTIFACT_STORE) != value:
+        outer.set_user_attr(_attrs.ARTIFACT_STORE, value)
+
+
+def recorded_artifact_store(storage: Any) -> tuple[ArtifactStore | None, list[str]]:
+    """The artifact folder recorded by the runs in ``storage``, and notes on what was not
+    found (a folder gone, a store that is not a folder, two runs with different folders)."""
+    summaries = optuna.get_all_study_summaries(storage=storage, include_best_trial=False)
+    recorded = [
+        (s.study_name, s.user_attrs[_attrs.ARTIFACT_STORE])
+        for s in summaries
+        if isinstance(s.user_attrs.get(_attrs.ARTIFACT_STORE), dict)
+    ]
+    notes: list[str] = []
+    folders: dict[str, str] = {}
+    for run, value in recorded:
+        path = value.get("path")
+        if value.get("type") != "folder" or not path:
+            notes.append(
+                f"Run {run} stores its artifacts in a {value.get('type')}: pass it with "
+                "--artifact-dir or optuna-dashboard's own --artifact-dir."
+            )
+        elif not Path(path).is_dir():
+            notes.append(f"Run {run} recorded the artifact folder {path}, which is not there.")
+        else:
+            folders.setdefault(path, run)
+    if len(folders) > 1:
+        notes.append(
+            f"Runs record {len(folders)} artifact folders; showing {next(iter(folders))}. Pick "
+            "another with --artifact-dir."
+        )
+    if not folders:
+        return None, notes
+    return FileSystemArtifactStore(next(iter(folders))), notes
+
+
+def storage_file(storage_url: str) -> Path | None:
+    """The file an SQLite URL or a journal names, or None (a database server, in memory)."""
     if is_journal(storage_url):
         return Path(storage_url)
     from sqlalchemy.engine import make_url
@@ -76,6 +124,7 @@ def store_report(
     comparisons: dict[str, Any],
     *,
     key: str,
+    appendix: str = "",
 ) -> dict[str, str]:
     """Upload each comparison's Markdown report and PNG plots to ``outer``.
 
@@ -83,7 +132,8 @@ def store_report(
     :class:`~bilevel_optuna.stats.CompareResult`. ``key`` says what the report describes (the
     best arm and the finished outer trials): a rerun with nothing new uploads nothing again.
     Returns ``{file name: artifact id}``, also stored in the study's user attribute
-    ``bilevel:report_artifacts``.
+    ``bilevel:report_artifacts``. ``appendix`` (Markdown, e.g. the model's spend) ends the
+    first report.
     """
     previous = outer.user_attrs.get(_attrs.REPORT_ARTIFACTS) or {}
     if previous.get("key") == key:
@@ -106,9 +156,11 @@ def store_report(
                 path.rename(target)
                 named[name] = target
             report = Path(tmp) / f"{stem}.md"
-            report.write_text(
-                result.to_markdown(plots={n: p.name for n, p in named.items()}), encoding="utf-8"
-            )
+            text = result.to_markdown(plots={n: p.name for n, p in named.items()})
+            if appendix:
+                text = text.rstrip("\n") + "\n\n" + appendix
+                appendix = ""
+            report.write_text(text, encoding="utf-8")
             for path in [report, *named.values()]:
                 files[path.name] = upload_artifact(
                     artifact_store=store, file_path=str(path), study_or_trial=outer

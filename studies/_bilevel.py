@@ -16,11 +16,15 @@ repeats task by task, beside any ``bilevel-optuna worker`` on other servers (``_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import inspect
 import math
 import os
 import warnings
 from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -43,6 +47,7 @@ from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.objectives._base import as_objective
 from bilevel_optuna.studies._artifacts import AUTO
 from bilevel_optuna.studies._artifacts import artifact_store
+from bilevel_optuna.studies._artifacts import record_artifact_store
 from bilevel_optuna.studies._artifacts import store_report
 from bilevel_optuna.studies._arms import BASELINES
 from bilevel_optuna.studies._arms import ArmRunner
@@ -55,11 +60,19 @@ from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import read_inner_result
-from bilevel_optuna.studies._outer import enqueue_level0
+from bilevel_optuna.studies._outer import check_presets
+from bilevel_optuna.studies._outer import enqueue_presets
+from bilevel_optuna.studies._progress import ProgressBar
+from bilevel_optuna.studies._progress import progress_bar_default
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import objective_entry
 from bilevel_optuna.studies._settings import safe_model_spec
 from bilevel_optuna.studies._settings import store_settings
+from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies._spend import check_model
+from bilevel_optuna.studies._spend import run_spend
+from bilevel_optuna.studies._spend import spend_markdown
+from bilevel_optuna.studies._spend import total
 from bilevel_optuna.studies._worker import RunWorker
 from bilevel_optuna.studies._scoring import Scorer
 from bilevel_optuna.studies._scoring import metric_name
@@ -98,6 +111,9 @@ class BilevelResult:
         best_arm: The arm name of ``best_config`` (``cfg-<hash>``), or ``None``.
         report_artifacts: File name -> Optuna artifact id of the stored report and plots
             (``optuna.artifacts.get_all_artifact_meta(result.outer_study)`` lists them).
+        spend: The run's tokens and fallback trials, over all its studies
+            (``Spend`` of ``samplers/_spend.py``: ``spend.tokens``, ``spend.n_fallback``,
+            ``spend.why``, ``spend.cost(prices)`` in money).
     """
 
     outer_study: optuna.Study
@@ -110,6 +126,7 @@ class BilevelResult:
     heldout_comparison: Any = None
     best_arm: str | None = None
     report_artifacts: dict[str, str] = dataclasses.field(default_factory=dict)
+    spend: Any = None  # a samplers._spend.Spend: Any keeps the private class out of the docs
 
     @property
     def best_label(self) -> str:
@@ -236,6 +253,7 @@ def _open_outer_study(
     n_inner_trials: int,
     racing: OuterRacing,
     cost_objective: bool,
+    start_from: Sequence[str],
 ) -> optuna.Study:
     """Create or resume the outer study, with its attributes, metric names and note."""
     outer = optuna.create_study(
@@ -247,6 +265,11 @@ def _open_outer_study(
         load_if_exists=True,
     )
     for key, value in (
+        (
+            _attrs.ROLE,
+            f"outer study: one trial per proposer configuration; its inner studies are "
+            f"{run_name}/<arm>/<objective>/seed-<seed>",
+        ),
         (_attrs.KIND, "outer"),
         (_attrs.RUN, run_name),
         (_attrs.RACING, racing.to_dict()),
@@ -256,7 +279,7 @@ def _open_outer_study(
     metrics = [metric_name(plan.aggregate)]
     set_metric_names(outer, metrics + ["tokens per repeat"] if cost_objective else metrics)
     _save_note(outer, plan, run_name, n_inner_trials, racing)
-    enqueue_level0(outer, space)
+    enqueue_presets(outer, space, start_from)
     return outer
 
 
@@ -316,6 +339,7 @@ def _settings(
     cost_objective: bool,
     seed: int,
     model: ChatModel | str | None,
+    policy: ModelPolicy,
 ) -> RunSettings:
     """What ``bilevel-optuna worker`` rebuilds this run from (studies/_settings.py)."""
     sampler = plan.outer_sampler if isinstance(plan.outer_sampler, str) else None
@@ -338,6 +362,7 @@ def _settings(
         seed=seed,
         model=safe_model_spec(model),
         stale_after=stale_after(storage),
+        **policy.to_settings(),
     )
 
 
@@ -434,6 +459,33 @@ def _note(
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _optuna_verbosity(level: int | None) -> Iterator[None]:
+    """Optuna's verbosity set to ``level`` (None: as is), and the caller's restored after."""
+    previous = optuna.logging.get_verbosity()
+    if level is not None:
+        optuna.logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _restores_optuna_verbosity(
+    func: Callable[..., BilevelResult],
+) -> Callable[..., BilevelResult]:
+    """Run ``func`` under Optuna's verbosity its ``optuna_verbosity`` argument names."""
+    default = inspect.signature(func).parameters["optuna_verbosity"].default
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> BilevelResult:
+        with _optuna_verbosity(kwargs.get("optuna_verbosity", default)):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_restores_optuna_verbosity
 def run_bilevel_study(
     objective: ObjectiveLike | Sequence[ObjectiveLike],
     *,
@@ -448,6 +500,7 @@ def run_bilevel_study(
     heldout_seeds: Sequence[int] | None = None,
     model: ChatModel | str | None = None,
     outer_space: OuterSpace | None = None,
+    start_from: Sequence[str] = ("level0",),
     outer_sampler: str | BaseSampler = "tpe",
     aggregate: str = "auto",
     prune: bool = True,
@@ -455,9 +508,14 @@ def run_bilevel_study(
     baselines: Sequence[str] = BASELINES,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
-    show_progress_bar: bool = False,
+    show_progress_bar: bool | None = None,
+    optuna_verbosity: int | None = optuna.logging.WARNING,
     callbacks: Sequence[Callback] = (),
     artifacts: str | os.PathLike[str] | ArtifactStore | None = AUTO,
+    on_model_error: str = "raise",
+    max_tokens_total: int | None = None,
+    max_cost: float | None = None,
+    token_prices: Sequence[float] | None = None,
 ) -> BilevelResult:
     """Tune LLMSampler's configuration with an outer Optuna study.
 
@@ -483,6 +541,9 @@ def run_bilevel_study(
             every outer trial.
         model: Chat model or spec (``"local"`` by default, see :func:`~bilevel_optuna.chat.get_chat_model`).
         outer_space: The search space of proposer configurations.
+        start_from: LLMSampler presets (``"level0"``, ``"default"``) that are the outer
+            study's first trials, in order, where the space can express them: the loop starts
+            from what ships. Level 0 is free (its studies are the llm-level0 baseline's).
         outer_sampler: ``"tpe"`` (default), ``"random"``, ``"llm"`` (LLMSampler tunes itself) or a
             sampler.
         aggregate: The outer value: ``"regret"`` (mean normalized regret), ``"best"`` (mean best
@@ -497,8 +558,15 @@ def run_bilevel_study(
             seconds per trial on a laptop's CPU and needs torch).
         seed: Seed of the outer sampler and the default repeat seeds.
         progress: Called with one line of text per finished inner study and outer trial.
-        show_progress_bar: Show tqdm bars on stderr: the outer trials, and the running inner
-            study's trials.
+        show_progress_bar: One tqdm bar on stderr over the whole run, like Optuna's
+            ``show_progress_bar``: inner studies done of all the run will hold (outer trials x
+            repeats x objectives, the baselines and the held-out evaluation), how many run,
+            the outer trials done, the running study's trial, and an ETA from the finished
+            ones. None (the default): a bar where stderr is a terminal, none where it is not.
+        optuna_verbosity: Optuna's logging verbosity while the run runs
+            (``optuna.logging.WARNING`` by default: no INFO line per inner trial;
+            ``optuna.logging.INFO`` brings them back; None leaves it as set). The verbosity
+            you had is restored afterwards.
         callbacks: Passed to ``optimize`` of every inner study and of the outer study (e.g.
             optuna-integration's ``MLflowCallback`` or ``WeightsAndBiasesCallback``): called
             with ``(study, frozen_trial)`` after each trial, inner and outer.
@@ -506,6 +574,17 @@ def run_bilevel_study(
             Optuna artifacts of the outer study, for optuna-dashboard: ``"auto"`` (a folder
             ``<file stem>_artifacts`` beside an SQLite or journal file; nothing for server
             databases), a folder, an ``optuna.artifacts`` store (S3, GCS), or None.
+        on_model_error: ``"raise"`` (default): an endpoint that is down, refuses the key or
+            does not serve the model ends the run before any work, with one line naming the
+            URL, the cause and the fix; an endpoint that fails later stops the run the same
+            way. ``"fallback"``: the LLM studies' trials come from their base sampler (TPE),
+            said once and counted (``llm:fallback``, ``bilevel-optuna status``, the report).
+        max_tokens_total: Cap on the tokens the whole run spends on the model. Once reached,
+            the LLM studies' trials come from their base sampler: said once, recorded
+            (``llm:spend_cap``, ``llm:fallback``) and shown by ``status`` and the report.
+        max_cost: The same cap in money, counted with ``token_prices``.
+        token_prices: ``(input, output)``: the price per 1M prompt and per 1M completion
+            tokens, for ``max_cost`` and the spend ``status`` and the report show.
 
     Returns:
         A :class:`BilevelResult`.
@@ -524,6 +603,15 @@ def run_bilevel_study(
         outer_sampler=outer_sampler,
         seed=seed,
     )
+    check_presets(start_from)
+    policy = ModelPolicy(
+        on_model_error=on_model_error,
+        max_tokens_total=max_tokens_total,
+        max_cost=max_cost,
+        token_prices=token_prices,  # type: ignore[arg-type]
+    )
+    # The endpoint answers, takes the key and serves the model, before anything is stored.
+    check_model(model, policy)
     # Racing (studies/_racing.py); warns here when these repeats can never stop a configuration.
     racing = OuterRacing.for_run(
         prune=prune,
@@ -542,8 +630,8 @@ def run_bilevel_study(
         seeds=plan.seeds,
         model=model,
         progress=say,
-        progress_bar=show_progress_bar,
         callbacks=callbacks,
+        policy=policy,
     )
     scorer = Scorer(plan.aggregate)
     store = artifact_store(artifacts, storage_url)
@@ -559,6 +647,7 @@ def run_bilevel_study(
         n_inner_trials=n_inner_trials,
         racing=racing,
         cost_objective=cost_objective,
+        start_from=start_from,
     )
     settings = _settings(
         plan,
@@ -570,8 +659,15 @@ def run_bilevel_study(
         cost_objective=cost_objective,
         seed=seed,
         model=model,
+        policy=policy,
     )
     store_settings(outer, settings)
+    if store is not None:
+        record_artifact_store(outer, store)
+
+    bar = ProgressBar(settings, desc=run_name) if progress_bar_default(show_progress_bar) else None
+    if bar is not None:
+        runner.callbacks.append(bar.trial)
 
     # 4. The work: baselines, outer trials (one per slot of the budget), their repeats and the
     # held-out evaluation, claimed task by task with every other worker of the run.
@@ -591,10 +687,15 @@ def run_bilevel_study(
         progress=say,
         callbacks=callbacks,
         model_label=safe_model_spec(model) or "local",
+        bar=bar,
         local=True,
     )
     worker.ensure_tasks()
-    worker.work()
+    try:
+        worker.work()
+    finally:
+        if bar is not None:
+            bar.close()
 
     # 5. What the run found, read back from the storage.
     best_config, best_value = _best(outer)
@@ -625,6 +726,7 @@ def run_bilevel_study(
             store,
             {"comparison": comparison, "heldout_comparison": heldout_comparison},
             key=f"{best_arm} after {n_done} outer trials",
+            appendix=spend_markdown(storage_obj, run_name, settings.to_dict()),
         )
 
     return BilevelResult(
@@ -647,4 +749,5 @@ def run_bilevel_study(
         storage_url=storage_url,
         best_arm=best_arm,
         report_artifacts=stored,
+        spend=total(run_spend(storage_obj, run_name)),
     )

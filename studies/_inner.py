@@ -165,7 +165,9 @@ def run_inner_study(
     for key, value in user_attrs.items():
         if study.user_attrs.get(key) != value:
             study.set_user_attr(key, value)
-    set_metric_names(study, [objective.metric_name])
+    # The dashboard names the value: the objective's metric, else the objective itself.
+    metric = objective.metric_name if objective.metric_name != "value" else objective.name
+    set_metric_names(study, [metric])
     if worker is not None:
         take_over(study)
     done = len(_finished(study))

@@ -16,6 +16,7 @@ from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._settings import load_settings
 from bilevel_optuna.studies._settings import safe_model_spec
+from bilevel_optuna.studies._spend import check_model
 from bilevel_optuna.studies._worker import RunWorker
 
 _logger = get_logger(__name__)
@@ -67,6 +68,8 @@ def run_worker(
     Raises:
         ConfigurationError: The storage cannot be opened, or holds no run of that name.
         RunFailed: A task failed (its objective raised).
+        ChatModelError: The model's endpoint is down, refuses the key or does not serve the
+            model (checked before any task, unless the run says ``on_model_error="fallback"``).
     """
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         from pathlib import Path
@@ -98,6 +101,7 @@ def run_worker(
         except ConfigurationError as err:
             _logger.warning("This worker starts no outer trial: %s", err)
     chosen_model = model if model is not None else settings.model
+    check_model(chosen_model, settings.policy())  # before this worker claims any task
     outer_sampler = settings.outer_sampler
     if outer_sampler is not None:
         outer.sampler = outer_sampler_named(
@@ -119,6 +123,7 @@ def run_worker(
         model=chosen_model,
         progress=say,
         progress_bar=show_progress_bar,
+        policy=settings.policy(),
     )
     worker = RunWorker(
         settings=settings,

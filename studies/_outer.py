@@ -6,11 +6,15 @@ workers (:mod:`bilevel_optuna.studies._worker`), which also race and settle it.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
 
 from bilevel_optuna import _attrs
+from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.studies._arms import arm_label
 from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
@@ -51,6 +55,50 @@ def represents(space: OuterSpace, params: dict[str, Any], config: ProposerConfig
 def enqueue_level0(study: optuna.Study, space: OuterSpace) -> None:
     """On a new outer study, the Level-0 configuration as the first trial: a reference point
     for the outer sampler, and free, since its inner studies are the llm-level0 baseline's."""
-    params = space.params_of(LEVEL0)
-    if not study.trials and represents(space, params, LEVEL0):
-        study.enqueue_trial(params, user_attrs={_attrs.REFERENCE: "llm-level0"})
+    enqueue_presets(study, space, ["level0"])
+
+
+def _spelled_out(config: ProposerConfig, space: OuterSpace) -> ProposerConfig:
+    """``config`` with each mechanism's unset parameters at their defaults: a preset names only
+    the ones it changes, an outer trial suggests them all."""
+    from bilevel_optuna.samplers._loading import load_mechanism
+
+    mechanisms = []
+    for name, params in config.mechanisms:
+        if name in space.mechanisms:
+            params = {**load_mechanism(name, **params).params(), **params}
+        mechanisms.append((name, params))
+    return dataclasses.replace(config, mechanisms=tuple(mechanisms))
+
+
+def check_presets(names: Sequence[str]) -> list[ProposerConfig]:
+    """The named presets' configurations, or an error naming the valid presets."""
+    from bilevel_optuna.samplers._presets import preset
+
+    try:
+        return [ProposerConfig.from_dict(preset(name)) for name in names]
+    except ValueError as err:
+        raise ConfigurationError(f"start_from: {err}") from err
+
+
+def enqueue_presets(study: optuna.Study, space: OuterSpace, names: Sequence[str]) -> None:
+    """On a new outer study, the named presets of LLMSampler (``"level0"``, ``"default"``) as
+    its first trials, in order: the loop starts from what ships, and every later configuration
+    is judged against it. A preset the space cannot express is skipped; one other than
+    Level 0 (which most spaces leave out on purpose) with a warning saying why."""
+    configs = check_presets(names)
+    if study.trials:
+        return
+    for name, config in zip(names, configs, strict=True):
+        config = _spelled_out(config, space)
+        params = space.params_of(config)
+        if represents(space, params, config):
+            reference = "llm-level0" if name == "level0" else f"preset {name}"
+            study.enqueue_trial(params, user_attrs={_attrs.REFERENCE: reference})
+        elif name != "level0":
+            message = (
+                f"The outer space cannot express LLMSampler's preset {name!r} "
+                f"({config.describe()}), so the run does not start from it; widen the space "
+                "to include its settings and mechanisms."
+            )
+            warnings.warn(message, stacklevel=3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from typing import Any
 
 import optuna
@@ -21,6 +22,9 @@ from optuna.storages import BaseStorage
 from bilevel_optuna import _attrs
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
+
+if TYPE_CHECKING:
+    from bilevel_optuna.studies._spend import ModelPolicy
 
 #: Outer study user attribute holding the run's settings.
 SETTINGS = _attrs.SETTINGS
@@ -62,6 +66,22 @@ class RunSettings:
     model: str | None
     stale_after: float
     version: int = _VERSION
+    # The model policy (studies/_spend.py): on endpoint errors, and the run's spend cap.
+    on_model_error: str = "raise"
+    max_tokens_total: int | None = None
+    max_cost: float | None = None
+    token_prices: list[float] | None = None
+
+    def policy(self) -> ModelPolicy:
+        """The run's :class:`~bilevel_optuna.studies._spend.ModelPolicy`."""
+        from bilevel_optuna.studies._spend import ModelPolicy
+
+        return ModelPolicy(
+            on_model_error=self.on_model_error,
+            max_tokens_total=self.max_tokens_total,
+            max_cost=self.max_cost,
+            token_prices=self.token_prices,  # type: ignore[arg-type]
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,6 +13,8 @@ from bilevel_optuna.studies._arms import sampler_pin
 from bilevel_optuna.studies._inner import _finished
 from bilevel_optuna.studies._inner import _objective_with_true_value
 from bilevel_optuna.studies._spec import StudySpec
+from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies._spend import check_model
 
 
 def spec_storage_url(spec: StudySpec, storage: str | None = None) -> str:
@@ -24,6 +26,9 @@ def spec_storage_url(spec: StudySpec, storage: str | None = None) -> str:
 
 def run_spec_study(spec: StudySpec, *, storage: str | None = None) -> optuna.Study:
     """Run (or resume) the study a single-study spec describes until ``n_trials`` finished."""
+    if spec.sampler == "llm":  # the endpoint, checked before anything is stored
+        policy = ModelPolicy(on_model_error=spec.proposer.get("on_model_error", "raise"))
+        check_model(spec.model, policy)
     storage_obj = open_storage(spec_storage_url(spec, storage))
     extra = spec.proposer if spec.sampler == "llm" else {}
     sampler = make_sampler(

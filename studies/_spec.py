@@ -35,6 +35,11 @@ _RUN = {
     "storage_options": (dict, None),
     "model": (str, None),
     "seed": (int, 0),
+    # The model policy (studies/_spend.py): on endpoint errors, the spend cap, the prices.
+    "on_model_error": (str, "raise"),
+    "max_tokens_total": (int, None),
+    "max_cost": ((int, float), None),
+    "token_prices": (list, None),
 }
 _INNER = {
     "objectives": (list, ...),
@@ -51,6 +56,7 @@ _OUTER = {
     "prune": (bool, True),
     "cost_objective": (bool, False),
     "baselines": (list, ["random", "tpe", "llm-level0"]),
+    "start_from": (list, ["level0"]),
     "space": (dict, {}),
 }
 _SPACE = {
@@ -84,6 +90,10 @@ _PROPOSER = {
     "prior_knowledge": (str, None),
     "optimizer_state": (str, None),
     "state_mode": (str, None),
+    "on_model_error": (str, None),
+    "max_tokens_total": (int, None),
+    "max_cost": ((int, float), None),
+    "token_prices": (list, None),
 }
 
 
@@ -254,8 +264,19 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         "prune": outer["prune"],
         "cost_objective": outer["cost_objective"],
         "baselines": outer["baselines"],
+        "start_from": outer["start_from"],
         "outer_space": space,
+        "on_model_error": run["on_model_error"],
+        "max_tokens_total": run["max_tokens_total"],
+        "max_cost": run["max_cost"],
+        "token_prices": run["token_prices"],
     }
+    from bilevel_optuna.studies._spend import ModelPolicy
+
+    try:  # checked now, so that a wrong value fails before the run starts
+        ModelPolicy(**{k: kwargs[k] for k in ModelPolicy.__dataclass_fields__})
+    except ConfigurationError as err:
+        raise ConfigurationError(f"[run]: {err}") from None
     if run["storage_options"] is not None:  # only when given: run_bilevel_study(storage_options=)
         kwargs["storage_options"] = dict(run["storage_options"])
     return BilevelSpec(path=path, kwargs=kwargs)

@@ -57,6 +57,7 @@ from bilevel_optuna.studies._config import ProposerConfig
 from bilevel_optuna.studies._inner import InnerResult
 from bilevel_optuna.studies._inner import read_inner_result
 from bilevel_optuna.studies._outer import outer_line
+from bilevel_optuna.studies._progress import ProgressBar
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._scoring import Scorer
 from bilevel_optuna.studies._settings import RunSettings
@@ -117,6 +118,7 @@ class RunWorker:
         callbacks: Called as ``(outer_study, frozen_trial)`` after an outer trial this worker
             finished.
         model_label: The model this worker runs, for ``status``.
+        bar: A progress bar over the whole run (studies/_progress.py), redrawn each turn.
         local: Keep the claims in this process when the storage has no database of its own
             (a journal file: one process).
     """
@@ -137,6 +139,7 @@ class RunWorker:
         progress: Progress | None = None,
         callbacks: Sequence[Callback] = (),
         model_label: str | None = None,
+        bar: ProgressBar | None = None,
         local: bool = False,
     ) -> None:
         self.storage = storage
@@ -167,6 +170,7 @@ class RunWorker:
         self.progress: Progress = progress or (lambda message: None)
         self.callbacks = list(callbacks)
         self.model_label = model_label
+        self.bar = bar
         self.worker_id = _work.new_worker_id()
         self.n_done = 0
         self._claim: Claim | None = None
@@ -289,6 +293,11 @@ class RunWorker:
         """One turn of the loop; True when the run is done."""
         self.settle()
         self._queue_post_phase()
+        if self.bar is not None:
+            self.bar.update(
+                self.queue.tasks(),
+                outer_done=len(self.outer.get_trials(deepcopy=False, states=_COUNTED)),
+            )
         claim = self.queue.claim_next(self.worker_id, accept=self._can_run)
         if claim is None:
             tasks = self.queue.tasks()

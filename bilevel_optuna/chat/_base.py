@@ -183,5 +183,17 @@ class ChatModel(abc.ABC):
         """The backend's answer to ``request``, unchecked."""
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Raise where the model cannot answer at all, before any trial asks it.
+
+        :class:`~bilevel_optuna.samplers.LLMSampler` calls it before its first trial, so an
+        endpoint that is down, refuses the key or does not serve the model ends the study with
+        one message instead of a study of fallbacks. Backends that cannot fail this way (the
+        embedded model, replay, uniform) keep this default, which checks nothing.
+
+        Raises:
+            ChatModelError: A subclass that says what is wrong and how to fix it.
+        """
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -77,6 +77,16 @@ _LOOPBACK_KEY = "no-key-needed-on-loopback"
 _LIST_MODELS_TIMEOUT_S = 10.0
 _MAX_LISTED_MODELS = 30
 _MAX_QUOTED_CHARS = 300
+#: Seconds the check before the first trial (:meth:`OpenAIChatModel.check`) may take a request.
+CHECK_TIMEOUT_S = 5.0
+# Outcomes of the check, once per process per (base URL, model, key): None where it passed,
+# else the error's class and message (raised anew each time, so no traceback piles up).
+_CHECKED: dict[tuple[str, str, int], tuple[type[ChatModelError], str, int | None] | None] = {}
+_CHECKED_LOCK = threading.Lock()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _with_schema_instruction(
@@ -447,6 +457,114 @@ class OpenAIChatModel(ChatModel):
             model=completion.model or self._model,
             finish_reason=choice.finish_reason,
             choices=tuple(texts) if len(texts) > 1 else (),
+        )
+
+    # --- the check before the first trial ------------------------------------------------
+
+    def check(self) -> None:
+        """Check that the endpoint answers, takes the key and serves the model: once per
+        process per (base URL, model, key), with a short timeout (``CHECK_TIMEOUT_S``).
+
+        One request lists the endpoint's models. Where the model is not in the list (servers
+        such as llama.cpp's or Ollama's answer to other names too), or there is no list, one
+        request for a single token decides. Either way the error names the URL, the cause
+        and the fix, on one line.
+
+        Raises:
+            ChatConnectionError: Nothing answers at the base URL (or not within the timeout).
+            ChatAuthenticationError: The endpoint refuses the key (401/403).
+            ChatModelNotFoundError: The endpoint does not serve the model; the message lists
+                the models it does serve.
+        """
+        key = (self._base_url, self._model, hash(self._secret))
+        with _CHECKED_LOCK:
+            if key not in _CHECKED:
+                error = self._probe()
+                _CHECKED[key] = (
+                    None if error is None else (type(error), str(error), error.status_code)
+                )
+                if error is None:
+                    _logger.info("%s serves model %r.", self._base_url, self._model)
+            outcome = _CHECKED[key]
+        if outcome is not None:
+            cls, message, status = outcome
+            raise cls(message, status_code=status)
+
+    def _probe(self) -> ChatModelError | None:
+        client = self._client.with_options(max_retries=0, timeout=CHECK_TIMEOUT_S)
+        where = self._base_url
+        try:
+            ids = sorted(m.id for m in client.models.list())
+        except openai.NotFoundError:
+            ids = None  # no model list at this URL: the one-token request decides
+        except openai.APITimeoutError:
+            return ChatConnectionError(
+                f"{where} did not answer within {CHECK_TIMEOUT_S:g} s when asked for its "
+                "models. Check that the server runs and is not overloaded, and that the base "
+                "URL is right (OPENAI_BASE_URL, or the spec 'openai:MODEL@BASE_URL')."
+            )
+        except openai.OpenAIError as err:
+            self._scrub(err)
+            return self._check_error(err, None)
+        if ids is not None and self._model in ids:
+            return None
+        try:
+            client.chat.completions.create(
+                model=self._model,
+                messages=[{"role": "user", "content": "Hi"}],
+                **{self._token_param: 1},  # type: ignore[arg-type]
+            )
+        except (openai.NotFoundError, openai.AuthenticationError, openai.PermissionDeniedError,
+                openai.APIConnectionError) as err:
+            self._scrub(err)
+            if isinstance(err, openai.APITimeoutError):
+                return None  # listed its models but is slow to answer: the trials will see
+            return self._check_error(err, ids)
+        except (openai.OpenAIError, json.JSONDecodeError) as err:
+            # Any other answer (a 400 about a field, a 5xx, a body that is not JSON) comes
+            # from a server that took the model name: the trials' own errors say the rest.
+            _logger.debug("%s answered the one-token check with %s.", where, type(err).__name__)
+        return None
+
+    def _check_error(self, err: openai.OpenAIError, ids: list[str] | None) -> ChatModelError:
+        where = self._base_url
+        source = "the spec 'openai:MODEL@BASE_URL'"
+        if isinstance(err, openai.APIConnectionError):
+            cause = _one_line(self._clean(str(err.__cause__ or err)))[:_MAX_QUOTED_CHARS]
+            return ChatConnectionError(
+                f"Cannot reach {where} ({cause}). Check that the server runs and the base URL "
+                f"is right (OPENAI_BASE_URL, or {source}); 'bilevel-optuna serve' serves the "
+                "embedded model."
+            )
+        if not isinstance(err, openai.APIStatusError):
+            return ChatModelError(f"The OpenAI client failed talking to {where}: {err}")
+        detail = _one_line(f"{err.status_code}: {self._error_text(err)}")
+        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            return ChatAuthenticationError(
+                f"{where} refused the API key ({detail}). Set OPENAI_API_KEY to a valid key "
+                "for this endpoint (export OPENAI_API_KEY=...), or pass api_key to "
+                "OpenAIChatModel.",
+                status_code=err.status_code,
+            )
+        if isinstance(err, openai.NotFoundError):
+            if ids:
+                listed = ", ".join(ids[:_MAX_LISTED_MODELS])
+                if len(ids) > _MAX_LISTED_MODELS:
+                    listed += f", ... ({len(ids)} in all)"
+                served = f"It serves: {listed}."
+            elif ids is None:
+                served = (
+                    "It has no model list either: check the base URL (it usually ends in /v1)."
+                )
+            else:
+                served = "It lists no models."
+            return ChatModelNotFoundError(
+                f"{where} does not serve model {self._model!r} ({detail}). {served} Name a "
+                f"served model in {source}, or in {MODEL_ENV}.",
+                status_code=err.status_code,
+            )
+        return ChatModelError(
+            f"{where} answered an error ({detail}).", status_code=err.status_code
         )
 
     # --- errors ---------------------------------------------------------------------------

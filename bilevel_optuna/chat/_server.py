@@ -32,6 +32,8 @@ from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ConfigurationError
 
 _logger = get_logger(__name__)
+#: One INFO line per request (``bilevel-optuna serve`` shows them on stderr; ``--quiet`` not).
+access_logger = get_logger("bilevel_optuna.chat.access")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -181,7 +183,40 @@ def make_server(
         def log_message(self, format: str, *args: Any) -> None:
             _logger.debug("%s %s", self.address_string(), format % args)
 
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:
+            pass  # handle_one_request writes one access line per request instead
+
+        def parse_request(self) -> bool:
+            # The request line is in: the clock of this request starts (not while a kept-alive
+            # connection waits for its next request).
+            self._started = time.perf_counter()
+            self._tokens = "-"
+            return super().parse_request()
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            self._status = int(code)
+            super().send_response(code, message)
+
+        def handle_one_request(self) -> None:
+            self._status: int | None = None
+            self._started = time.perf_counter()
+            self._tokens = "-"
+            super().handle_one_request()
+            if self._status is not None:
+                access_logger.info(
+                    "%s %s %s %d %.2f s tokens %s",
+                    self.client_address[0],
+                    self.command,
+                    self.path,
+                    self._status,
+                    time.perf_counter() - self._started,
+                    self._tokens,
+                )
+
         def _send(self, status: int, body: dict[str, Any]) -> None:
+            usage = body.get("usage")
+            if isinstance(usage, dict):
+                self._tokens = f"{usage['prompt_tokens']}+{usage['completion_tokens']}"
             data = json.dumps(body).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

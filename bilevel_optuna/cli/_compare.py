@@ -83,7 +83,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--objective",
         action="append",
-        help="keep studies of this bilevel:objective (repeatable); default all",
+        help="keep studies of this bilevel:objective (repeatable; each is tested on its own "
+        "unless --pool); default all",
+    )
+    parser.add_argument(
+        "--pool",
+        action="store_true",
+        help="test the objectives together, as one sample (default: each objective on its own)",
     )
     parser.add_argument(
         "--metric",
@@ -127,14 +133,70 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.arm_filter and not args.run:
+        raise ConfigurationError("--arm filters the arms of --run; with --arms list labels there.")
+    objectives = [None] if args.pool else _objectives_of(args)
+    results = [(objective, _compare(args, objective)) for objective in objectives]
+    for i, (objective, result) in enumerate(results):
+        if objective is not None:
+            if i:
+                sys.stdout.write("\n")
+            sys.stdout.write(f"== objective {objective} ==\n")
+        sys.stdout.write(result.to_text())
+    sections = []
+    for objective, result in results:
+        folder = args.plots if objective is None or args.plots is None else args.plots / objective
+        plots: dict[str, Path] = {}
+        if folder is not None:
+            try:
+                plots = result.plot(folder, formats=tuple(args.plot_format or ("png", "html")))
+            except ImportError as err:
+                raise ConfigurationError(str(err)) from err
+            for path in plots.values():
+                print(f"wrote {path}")
+        if args.report is not None:
+            links = {name: _relative(path, args.report.parent) for name, path in plots.items()}
+            text = result.to_markdown(plots=links)
+            sections.append(text if objective is None else f"# Objective {objective}\n\n{text}")
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text("\n\n".join(sections), encoding="utf-8")
+        print(f"wrote {args.report}")
+    return 0
+
+
+def _objectives_of(args: argparse.Namespace) -> list[str | None]:
+    """The objectives to test one by one: those asked for, else every one in the chosen
+    studies; ``[None]`` (no filter) where the studies name at most one."""
+    if args.objective:
+        names: list[str | None] = list(dict.fromkeys(args.objective))
+        return names if len(names) > 1 else [None]
+    from bilevel_optuna import _attrs
+    from bilevel_optuna._storage import open_storage
+    from bilevel_optuna.stats._load import select_studies
+
+    arms: Any = dict(args.arms) if args.arms else args.arm_filter
+    groups = select_studies(
+        open_storage(args.storage, read_only=True), run=args.run, arms=arms, kind=args.kind
+    )
+    found = sorted(
+        {
+            str(s.user_attrs[_attrs.OBJECTIVE])
+            for group in groups.values()
+            for s in group
+            if _attrs.OBJECTIVE in s.user_attrs
+        }
+    )
+    return list(found) if len(found) > 1 else [None]
+
+
+def _compare(args: argparse.Namespace, objective: str | None) -> Any:
     import warnings
 
     from bilevel_optuna.stats import DegenerateDataWarning
     from bilevel_optuna.stats import NoPowerWarning
     from bilevel_optuna.stats import compare
 
-    if args.arm_filter and not args.run:
-        raise ConfigurationError("--arm filters the arms of --run; with --arms list labels there.")
     arms: Any = dict(args.arms) if args.arms else args.arm_filter
     paired: Any = {"auto": "auto", "yes": True, "no": False}[args.paired]
     try:
@@ -142,12 +204,12 @@ def run(args: argparse.Namespace) -> int:
             # The table and report state no power and degenerate data in words.
             warnings.simplefilter("ignore", NoPowerWarning)
             warnings.simplefilter("ignore", DegenerateDataWarning)
-            result = compare(
+            return compare(
                 args.storage,
                 run=args.run,
                 arms=arms,
                 kind=args.kind,
-                objective=args.objective,
+                objective=objective if objective is not None else args.objective,
                 metric=args.metric,
                 n_trials=args.n_trials,
                 paired=paired,
@@ -161,21 +223,6 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(err, ConfigurationError):
             raise
         raise ConfigurationError(str(err)) from err
-    sys.stdout.write(result.to_text())
-    plots: dict[str, Path] = {}
-    if args.plots is not None:
-        try:
-            plots = result.plot(args.plots, formats=tuple(args.plot_format or ("png", "html")))
-        except ImportError as err:
-            raise ConfigurationError(str(err)) from err
-        for path in plots.values():
-            print(f"wrote {path}")
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        links = {name: _relative(path, args.report.parent) for name, path in plots.items()}
-        args.report.write_text(result.to_markdown(plots=links), encoding="utf-8")
-        print(f"wrote {args.report}")
-    return 0
 
 
 def _relative(path: Path, start: Path) -> str:

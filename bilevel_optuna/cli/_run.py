@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import optuna
+from tqdm import tqdm
 
 from bilevel_optuna.studies import BilevelSpec
 from bilevel_optuna.studies import load_spec
@@ -30,7 +35,16 @@ def register(subparsers: Any) -> None:
         "--model", help="chat model spec overriding the spec's (local, openai:MODEL@URL)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (the default where stderr is not a terminal)",
+    )
+    parser.add_argument(
+        "--optuna-logs",
+        action="store_true",
+        help="show Optuna's INFO line per inner trial (off by default; -vv turns it on too)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -45,13 +59,71 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _comparison_table(comparison: Any, *, control: str | None) -> str:
+    """The chosen configuration against each baseline, one line each: n, medians, p, A12."""
+    rows = [("baseline", "n", "median chosen", "median baseline", "p (Holm)", "A12", "verdict")]
+    for c in comparison.comparisons:
+        if control is not None and c.arm_a != control:
+            continue
+        p = "no power" if c.no_power else f"{c.pvalue_holm:.3g}"
+        rows.append(
+            (
+                c.arm_b,
+                str(c.n_a),
+                f"{c.median_a:.4g}",
+                f"{c.median_b:.4g}",
+                p,
+                f"{c.a12.statistic:.2f}",
+                c.verdict,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    metric = "regret" if comparison.metric == "regret" else comparison.metric
+    lines.append(
+        f"({metric}, lower is better; paired by seed: Wilcoxon signed-rank, p adjusted by Holm "
+        "across the baselines; A12 above 0.5: the chosen configuration is better)"
+    )
+    return "\n".join(lines)
+
+
+def _write_report(result: Any, run_name: str) -> Path | None:
+    """The comparison report and plots as files beside a storage file (``<run>_report.md``,
+    ``<run>_plots/``); the folder, or None for a database server."""
+    from bilevel_optuna.studies._artifacts import storage_file
+
+    path = storage_file(result.storage_url)
+    if path is None or result.comparison is None:
+        return None
+    folder = path.parent
+    sections = []
+    for title, comparison in (
+        ("Training objectives", result.comparison),
+        ("Held-out objectives", result.heldout_comparison),
+    ):
+        if comparison is None:
+            continue
+        plots_dir = folder / f"{run_name}_plots" / title.split()[0].lower()
+        plots: dict[str, Path] = {}
+        try:
+            plots = comparison.plot(plots_dir, formats=("png",))
+        except ImportError:  # plots need matplotlib; the report does not
+            pass
+        links = {name: os.path.relpath(p, folder) for name, p in plots.items()}
+        sections.append(f"# {title}\n\n" + comparison.to_markdown(plots=links))
+    (folder / f"{run_name}_report.md").write_text("\n\n".join(sections), encoding="utf-8")
+    return folder
+
+
 def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     start = time.perf_counter()
 
     def progress(line: str) -> None:
         if not args.quiet:
-            print(f"[{time.perf_counter() - start:7.1f}s] {line}", flush=True)
+            # tqdm.write clears the progress bar on stderr first and redraws it after.
+            tqdm.write(f"[{time.perf_counter() - start:7.1f}s] {line}", file=sys.stdout)
+            sys.stdout.flush()
 
     if not isinstance(spec, BilevelSpec):
         if args.model:
@@ -66,11 +138,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.model:
         kwargs["model"] = args.model
     bars = not args.no_progress and not args.quiet and sys.stderr.isatty()
-    result = run_bilevel_study(**kwargs, progress=progress, show_progress_bar=bars)
+    verbose = args.optuna_logs or getattr(args, "verbose", 0) >= 2
+    result = run_bilevel_study(
+        **kwargs,
+        progress=progress,
+        show_progress_bar=bars,
+        optuna_verbosity=optuna.logging.INFO if verbose else optuna.logging.WARNING,
+    )
     print()
     print(
         f"run {kwargs['run_name']} finished in {time.perf_counter() - start:.0f} s; storage {result.storage_url}"
     )
+    if result.spend is not None and (result.spend.tokens or result.spend.n_fallback):
+        print(f"model spend: {result.spend.describe(kwargs.get('token_prices'))}")
     if result.best_config is None:
         print("No outer trial completed.")
         return 1
@@ -101,17 +181,21 @@ def _run(args: argparse.Namespace) -> int:
         if comparison is not None:
             print()
             print(f"The chosen configuration against the baselines {title}:")
-            print(comparison.to_text())
+            print(_comparison_table(comparison, control=result.best_arm))
+    url = result.storage_url
+    folder = _write_report(result, kwargs["run_name"])
     if result.report_artifacts:
         print()
         print(
             f"The report and its plots are artifacts of the outer study {kwargs['run_name']} "
-            f"({', '.join(sorted(result.report_artifacts))}): see them in optuna-dashboard."
+            f"({', '.join(sorted(result.report_artifacts))}): the dashboard below shows them."
         )
     print()
-    print(f"Inspect: optuna-dashboard {result.storage_url}")
-    print(
-        f"Compare: bilevel-optuna compare --storage {result.storage_url} --run {kwargs['run_name']}"
-    )
+    if folder is not None:
+        print(
+            f"Everything of this run is in {folder}{os.sep}: the database, the report and plots."
+        )
+    print(f"Inspect: bilevel-optuna dashboard {url}")
+    print(f"Compare: bilevel-optuna compare --storage {url} --run {kwargs['run_name']}")
     sys.stdout.flush()
     return 0

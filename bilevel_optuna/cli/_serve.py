@@ -7,6 +7,7 @@ Several workers on one machine then share one loaded model instead of loading on
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from bilevel_optuna._urls import is_loopback
@@ -35,12 +36,24 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model-path", help="a GGUF file (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: every core)")
     parser.add_argument("--n-ctx", type=int, help="context window in tokens")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no access log (default: one line per request on stderr: client, method, path, "
+        "status, seconds, prompt+completion tokens)",
+    )
     parser.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from bilevel_optuna.chat._local import LocalChatModel
+    from bilevel_optuna.chat._server import access_logger
     from bilevel_optuna.chat._server import make_server
+
+    # The access log goes through the package logger to stderr (main's handler), at INFO
+    # whatever -v says, unless --quiet.
+    access_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)
 
     kwargs: dict[str, Any] = {}
     if args.n_ctx is not None:

@@ -59,6 +59,12 @@ def _status(args: argparse.Namespace) -> int:
 
             for line in status_lines(study, trials):
                 print(f"  {line}")
+        # The model's tokens (and money, at the run's prices), its cap, and the fallbacks.
+        from bilevel_optuna.studies._spend import spend_lines
+
+        settings = summary.user_attrs.get(_attrs.SETTINGS) or {}
+        for line in spend_lines(storage, summary.study_name, settings):
+            print(f"  {line}")
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         if complete:
             best = (
@@ -70,6 +76,24 @@ def _status(args: argparse.Namespace) -> int:
             config = best.user_attrs.get(_attrs.CONFIG)
             print(f"  {config if config else best.params}")
     return 0
+
+
+def _progress_line(
+    storage: Any, queue: Any, tasks: list[Any], run: str, settings: dict[str, Any]
+) -> str:
+    """The run's progress as its own bar shows it: inner studies done of all, running,
+    outer trials, ETA (studies/_progress.py)."""
+    from bilevel_optuna.studies._progress import run_progress
+    from bilevel_optuna.studies._settings import RunSettings
+
+    outer = optuna.load_study(study_name=run, storage=storage)
+    outer_done = len(
+        outer.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    )
+    progress = run_progress(
+        tasks, RunSettings.from_dict(settings), outer_done=outer_done, now=queue.now()
+    )
+    return "progress: " + progress.line()
 
 
 def _worker_lines(storage: Any, run: str) -> list[str]:
@@ -89,19 +113,27 @@ def _worker_lines(storage: Any, run: str) -> list[str]:
         _attrs.SETTINGS, {}
     )
     stale_after = float(settings.get("stale_after", 60.0))
-    states = Counter(t.state for t in tasks)
-    lines = [
-        "tasks: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        + f" (stale after {stale_after:.0f} s of silence)"
-    ]
+    lines = [_progress_line(storage, queue, tasks, run, settings)]
+    # Inner studies and outer slots apart: a done slot is an outer trial set up, not a study.
+    kinds_of = {"inner studies": ("baseline", "inner", "heldout"), "outer slots": ("outer",)}
+    for label, kinds in kinds_of.items():
+        states = Counter(t.state for t in tasks if t.kind in kinds)
+        if states:
+            lines.append(
+                f"{label}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+            )
+    lines[-1] += f" (claims stale after {stale_after:.0f} s of silence)"
     for w in workers:
         silent = float(w["silent_s"] or 0.0)
         if w["state"] == "stopped":
-            what = f"stopped after {w['n_done']} task(s)"
+            what = f"stopped after {w['n_done']} task(s) (inner studies and outer slots)"
         elif silent > stale_after:
             what = f"SILENT for {silent:.0f} s (its claim is taken over)"
         else:
             doing = w["task_key"] or "waiting for work"
-            what = f"alive ({silent:.0f} s ago), {w['n_done']} done, running {doing}"
+            what = (
+                f"alive ({silent:.0f} s ago), {w['n_done']} task(s) done (inner studies and "
+                f"outer slots), running {doing}"
+            )
         lines.append(f"worker {w['id']} [{w['model'] or 'local'}]: {what}")
     return lines

@@ -544,7 +544,7 @@ def run_research(
 
             from bilevel_optuna import run_research
 
-            report = run_research(storage="sqlite:///bilevel_demo.db", run="demo", rounds=1)
+            report = run_research(storage="sqlite:///bilevel_demo/demo.db", run="demo", rounds=1)
             print(report.to_markdown())
     """
     from bilevel_optuna.chat._spec import get_chat_model

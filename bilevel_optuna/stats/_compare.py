@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 from collections.abc import Mapping
@@ -231,7 +232,11 @@ def compare(
         backend, run=run, arms=arms, kind=kind, objective=objective, n_trials=n_trials
     )
     if control is not None and control not in loaded:
-        raise ConfigurationError(f"control={control!r} is not an arm; arms: {sorted(loaded)}.")
+        close = difflib.get_close_matches(control, list(loaded), n=3)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ConfigurationError(
+            f"control={control!r} is not an arm.{hint} Arms: {sorted(loaded)}."
+        )
     records = [r for group in loaded.values() for r in group]
     metric, quantity, direction = _resolve_metric(metric, records)
     floor = _resolve_noise_floor(noise_floor, noise_factor, backend)

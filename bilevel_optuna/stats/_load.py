@@ -6,6 +6,7 @@ describes exactly what was stored.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -105,6 +106,16 @@ def select_studies(
     kinds = _kinds(kind)
     objectives = None if objective is None else ({objective} if isinstance(objective, str) else set(objective))
     studies = storage.get_all_studies()
+    if run is not None:
+        _check_known("run", [run], [s.user_attrs.get(_attrs.RUN) for s in studies])
+    if objectives is not None:
+        in_scope = [s for s in studies if run is None or s.user_attrs.get(_attrs.RUN) == run]
+        _check_known(
+            "objective",
+            sorted(objectives),
+            [s.user_attrs.get(_attrs.OBJECTIVE) for s in in_scope],
+            where=f" in run {run!r}" if run is not None else "",
+        )
 
     def kind_ok(study: FrozenStudy) -> bool:
         if objectives is not None and study.user_attrs.get(_attrs.OBJECTIVE) not in objectives:
@@ -119,12 +130,18 @@ def select_studies(
                 "With run=..., arms must be a list of arm names (or glob patterns), not a mapping."
             )
         in_run = [s for s in studies if s.user_attrs.get(_attrs.RUN) == run and kind_ok(s)]
-        if not in_run:
-            known = sorted(
-                {str(s.user_attrs[_attrs.RUN]) for s in studies if _attrs.RUN in s.user_attrs}
+        if not in_run:  # the run is there (checked above): the filters left nothing
+            found = sorted(
+                {
+                    str(s.user_attrs.get(_attrs.KIND))
+                    for s in studies
+                    if s.user_attrs.get(_attrs.RUN) == run
+                }
             )
             raise ConfigurationError(
-                f"No studies of run {run!r} in the storage. Runs found: {known or 'none'}."
+                f"Run {run!r} has no study of kind {sorted(kinds) if kinds else 'but outer'}"
+                + (f" and objective {sorted(objectives)}" if objectives else "")
+                + f"; its studies are of kind {', '.join(found)}."
             )
         for s in in_run:
             arm = s.user_attrs.get(_attrs.ARM)
@@ -141,8 +158,10 @@ def select_studies(
             for pattern in arms:
                 if not any(fnmatch.fnmatchcase(a, pattern) for a in groups):
                     found = sorted({str(s.user_attrs.get(_attrs.ARM)) for s in in_run})
+                    close = difflib.get_close_matches(pattern, found, n=3)
+                    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
                     raise ConfigurationError(
-                        f"No arm of run {run!r} matches {pattern!r}. Arms found: {found}."
+                        f"No arm of run {run!r} matches {pattern!r}.{hint} Arms found: {found}."
                     )
     elif isinstance(arms, Mapping):
         by_name = {s.study_name: s for s in studies}
@@ -170,6 +189,22 @@ def select_studies(
         )
     # Arms of a run come sorted by name; a mapping keeps the caller's order.
     return dict(sorted(groups.items())) if run is not None else groups
+
+
+def _check_known(
+    what: str, asked: Sequence[str], found: Sequence[Any], *, where: str = ""
+) -> None:
+    """An error naming each of ``asked`` not among ``found``, with the closest names found."""
+    known = sorted({str(f) for f in found if f is not None})
+    for name in asked:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigurationError(
+            f"No study of {what} {name!r}{where} in the storage.{hint} "
+            f"{what.capitalize()}s found: {', '.join(known) or 'none'}."
+        )
 
 
 def _direction(study: FrozenStudy) -> str:

@@ -1,9 +1,9 @@
 """Take the documentation's pictures from a real run: the demo, its comparison plot, the dashboard.
 
-    python docs/_tools/screenshots.py [--storage sqlite:///path/bilevel_demo.db] [--out docs/_static]
+    python docs/_tools/screenshots.py [--storage sqlite:///path/bilevel_demo/demo.db] [--out docs/_static]
 
-Without ``--storage``, runs ``bilevel-optuna run demo`` in a temporary folder first (3 to 8
-minutes on 2 cores). Needs Chromium and chromedriver (Debian's ``chromium`` and
+Without ``--storage``, runs ``bilevel-optuna run demo`` in a temporary folder first (the
+demo's time: see the getting-started page). Needs Chromium and chromedriver (Debian's ``chromium`` and
 ``chromium-driver``) and the ``plots`` extra.
 """
 
@@ -67,7 +67,7 @@ def main() -> int:
     storage = args.storage
     if storage is None:
         _cli("run", "demo", cwd=work)
-        storage = f"sqlite:///{work}/bilevel_demo.db"
+        storage = f"sqlite:///{work}/bilevel_demo/demo.db"
     _cli("compare", "--storage", storage, "--run", "demo", "--plots", str(work / "plots"), cwd=work)
     shutil.copy(work / "plots" / "anytime.png", args.out / "compare-anytime.png")
 

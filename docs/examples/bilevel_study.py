@@ -1,8 +1,7 @@
 """The outer loop: tune the proposer on Branin, check the choice on Hartmann-6.
 
 slow: 18 minutes (1,088 s) measured on a 2-core CPU shared with other jobs (load average
-about 20), embedded model, 2026-12-06. The demo, of the same size, takes 3 to 8 minutes on a
-quiet 2-core machine.
+about 20), embedded model, 2026-12-06.
 """
 
 from bilevel_optuna import run_bilevel_study

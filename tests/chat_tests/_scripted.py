@@ -56,13 +56,15 @@ def error(status: int, message: str, *, param: str | None = None, **headers: str
 class ScriptedEndpoint:
     """Answers the n-th POST with the n-th step (the last step repeats); records each request.
 
-    ``GET .../models`` answers with ``models`` (or 404 when it is ``None``).
+    ``GET .../models`` answers with ``models`` (or 404 when it is ``None``, or that step when
+    it is a :class:`Step`, e.g. a 401); ``model_requests`` counts those GETs.
     """
 
-    def __init__(self, steps: list[Step], *, models: list[str] | None = None) -> None:
+    def __init__(self, steps: list[Step], *, models: list[str] | Step | None = None) -> None:
         self.steps = steps
         self.models = models
         self.requests: list[dict[str, Any]] = []
+        self.model_requests = 0
         self.headers: list[dict[str, str]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -73,6 +75,11 @@ class ScriptedEndpoint:
                 pass
 
             def do_GET(self) -> None:
+                with endpoint._lock:
+                    endpoint.model_requests += 1
+                if isinstance(endpoint.models, Step):
+                    self._send(endpoint.models)
+                    return
                 if endpoint.models is None:
                     self._send(error(404, "no such route"))
                     return

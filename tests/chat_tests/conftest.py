@@ -15,7 +15,7 @@ def scripted() -> Iterator[Callable[..., ScriptedEndpoint]]:
     """A factory: ``scripted([steps...], models=[...])`` starts an endpoint, closed after."""
     endpoints: list[ScriptedEndpoint] = []
 
-    def start(steps: list[Step], *, models: list[str] | None = None) -> ScriptedEndpoint:
+    def start(steps: list[Step], *, models: list[str] | Step | None = None) -> ScriptedEndpoint:
         endpoint = ScriptedEndpoint(steps, models=models)
         endpoints.append(endpoint)
         return endpoint

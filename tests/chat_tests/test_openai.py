@@ -585,3 +585,64 @@ def test_a_refused_strict_is_dropped_for_that_schema_only(scripted: Scripted) ->
     assert [f["type"] for f in formats] == ["json_schema"] * 4  # never stepped down
     assert [f["json_schema"].get("strict") for f in formats] == [True, None, None, True]
     assert model.response_format == "json_schema"
+
+
+# --- The check before the first trial ------------------------------------------------------
+
+
+def test_check_passes_on_one_models_request_where_the_model_is_listed(
+    scripted: Scripted,
+) -> None:
+    endpoint = scripted([error(500, "never asked")], models=["m", "other"])
+    model = _model(endpoint.base_url)
+    model.check()
+    model.check()
+    _model(endpoint.base_url).check()  # another instance: the process checked already
+    assert endpoint.model_requests == 1 and endpoint.requests == []
+
+
+def test_check_asks_one_token_where_the_model_is_not_listed(scripted: Scripted) -> None:
+    # llama.cpp's and Ollama's servers list one name and answer to others too.
+    endpoint = scripted([completion("{}")], models=["/models/served.gguf"])
+    _model(endpoint.base_url).check()
+    (request,) = endpoint.requests
+    assert request["model"] == "m" and request["max_completion_tokens"] == 1
+
+
+def _one_line_error(error: Exception) -> str:
+    message = str(error)
+    assert "\n" not in message and len(message) < 600, message
+    return message
+
+
+def test_check_of_an_unserved_model_lists_the_served_ones(scripted: Scripted) -> None:
+    endpoint = scripted([error(404, "The model `m` does not exist.")], models=["alpha", "beta"])
+    with pytest.raises(ChatModelNotFoundError) as info:
+        _model(endpoint.base_url).check()
+    message = _one_line_error(info.value)
+    assert message.startswith(f"{endpoint.base_url} does not serve model 'm' (404: ")
+    assert "It serves: alpha, beta." in message
+    assert "openai:MODEL@BASE_URL" in message and "BILEVEL_OPTUNA_MODEL" in message
+    # Checked once: a second sampler of the process gets the same error without a request.
+    with pytest.raises(ChatModelNotFoundError, match="It serves: alpha, beta."):
+        _model(endpoint.base_url).check()
+    assert endpoint.model_requests == 1 and len(endpoint.requests) == 1
+
+
+def test_check_of_a_refused_key_says_which_variable_to_set(scripted: Scripted) -> None:
+    endpoint = scripted([], models=error(401, "Incorrect API key provided: sk-te***1234."))
+    with pytest.raises(ChatAuthenticationError) as info:
+        _model(endpoint.base_url, api_key=KEY).check()
+    message = _one_line_error(info.value)
+    assert message.startswith(f"{endpoint.base_url} refused the API key (401: Incorrect API key")
+    assert "OPENAI_API_KEY" in message and KEY not in message
+    assert info.value.status_code == 401
+
+
+def test_check_of_an_unreachable_endpoint_is_one_line_at_once() -> None:
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(ChatConnectionError) as info:
+        _model(base_url, max_retries=3).check()
+    message = _one_line_error(info.value)
+    assert message.startswith(f"Cannot reach {base_url} (")
+    assert "retries" not in message and "bilevel-optuna serve" in message

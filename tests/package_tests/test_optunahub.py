@@ -3,11 +3,15 @@ loaded the way the registry's own check loads it (``optunahub.load_local_module`
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from pathlib import Path
 
 import optuna
 import pytest
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 import bilevel_optuna.samplers
 from bilevel_optuna import _attrs
@@ -45,9 +49,31 @@ def test_front_matter_has_the_registrys_fields() -> None:
     assert set(meta) == FRONT_MATTER_KEYS
     tags = [t.strip() for t in meta["tags"].strip("[]").split(",")]
     assert "sampler" in tags  # required of every package under package/samplers/
-    versions = [v.strip() for v in meta["optuna_versions"].strip("[]").split(",")]
-    assert optuna.__version__ in versions  # the version the tests below ran on
     assert meta["license"] == "MIT License"
+
+
+def _optuna_requirement() -> SpecifierSet:
+    """The package's own requirement on optuna, as pip reads it from the installed metadata."""
+    for text in importlib.metadata.requires("bilevel-optuna") or []:
+        requirement = Requirement(text)
+        if requirement.name == "optuna" and requirement.marker is None:
+            return requirement.specifier
+    raise AssertionError("bilevel-optuna does not require optuna")
+
+
+def test_listed_optuna_versions_are_releases_the_package_accepts() -> None:
+    # The registry shows `optuna_versions` as the versions a package was tested on: a YAML
+    # list of release numbers. Which releases these are is a fact of the CI runs that passed
+    # (README.md of the package); what must hold on any machine is the list's form and that
+    # pip would install each listed release with this package.
+    text = _front_matter()["optuna_versions"]
+    assert re.fullmatch(r"\[\d+\.\d+\.\d+(, \d+\.\d+\.\d+)*\]", text), text
+    versions = [Version(v) for v in text.strip("[]").split(", ")]
+    assert versions == sorted(set(versions)), "list each version once, oldest first"
+    accepted = _optuna_requirement()
+    for version in versions:
+        assert not (version.is_prerelease or version.is_devrelease or version.local), version
+        assert version in accepted, f"optuna {version} does not satisfy optuna{accepted}"
 
 
 def test_load_local_module_gives_the_packages_sampler() -> None:

@@ -131,3 +131,33 @@ def test_unsupported_distribution_is_named() -> None:
 
     with pytest.raises(ValueError, match="cannot express parameter 'w'"):
         check_search_space({"w": Odd()})
+
+
+@pytest.mark.parametrize(
+    ("text", "stored"),
+    [
+        ("move x toward the best trial", "move x toward the best trial"),
+        ("  lower  lr\n near the best ", "lower lr near the best"),
+        ("", "none given"),
+        ("...", "none given"),
+        ("Short rationale.", "none given"),
+        ("string", "none given"),
+        ("N/A", "none given"),
+        ("minimal-minimal", "none given"),
+        ("minimizing objective value.", "none given"),
+        ("}} it is too close to trial 3", "it is too close to trial 3"),
+    ],
+)
+def test_the_stored_rationale_is_a_reason_or_none_given(text: str, stored: str) -> None:
+    from bilevel_optuna.samplers._answer import stated_reason
+
+    assert stated_reason(text) == stored
+    parsed, _ = parse_answer(
+        json.dumps({"rationale": text, "candidates": [GOOD]}), SPACE, n_candidates=1
+    )
+    assert parsed.rationale == stored
+
+
+def test_a_bare_configuration_has_no_reason() -> None:
+    parsed, _ = parse_answer(json.dumps(GOOD), SPACE, n_candidates=1)
+    assert parsed.rationale == "none given"

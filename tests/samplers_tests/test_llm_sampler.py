@@ -19,7 +19,11 @@ from optuna.distributions import IntDistribution
 from bilevel_optuna import _attrs
 from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.exceptions import ChatAuthenticationError
+from bilevel_optuna.exceptions import ChatConnectionError
+from bilevel_optuna.exceptions import ChatModelError
+from bilevel_optuna.exceptions import ChatModelNotFoundError
 from bilevel_optuna.exceptions import ChatTimeoutError
+from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.samplers import LLMSampler
 
 SPACE = {
@@ -91,13 +95,33 @@ def test_model_that_never_answers_validly_falls_back_and_study_goes_on() -> None
             assert dist._contains(dist.to_internal_repr(t.params[name]))
 
 
-def test_unreachable_endpoint_falls_back_without_retrying() -> None:
+def test_an_endpoint_error_stops_the_study_by_default() -> None:
     model = ScriptedChatModel(lambda r, i: ChatTimeoutError("no answer in 1 s"))
     study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
-    study.optimize(objective, n_trials=2)
+    with pytest.raises(ChatTimeoutError, match="no answer in 1 s"):
+        study.optimize(objective, n_trials=2)
+    assert len(model.requests) == 1
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_unreachable_endpoint_falls_back_without_retrying_where_asked_and_is_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = ScriptedChatModel(lambda r, i: ChatTimeoutError("no answer in 1 s"))
+    sampler = LLMSampler(
+        preset="level0", model=model, search_space=SPACE, on_model_error="fallback"
+    )
+    study = optuna.create_study(sampler=sampler)
+    with caplog.at_level("WARNING", logger="bilevel_optuna"):
+        study.optimize(objective, n_trials=2)
     assert len(model.requests) == 2
     assert all(t.user_attrs[_attrs.SOURCE] == "fallback" for t in study.trials)
-    assert "ChatTimeoutError" in study.trials[0].user_attrs[_attrs.ERROR]
+    error = study.trials[0].user_attrs[_attrs.ERROR]
+    assert error.startswith("endpoint error: ChatTimeoutError") and "no answer in 1 s" in error
+    said = [r for r in caplog.records if "no answer in 1 s" in r.getMessage()]
+    assert len(said) == 1 and "on_model_error='fallback'" in said[0].getMessage()
+    summary = study.user_attrs["llm:fallback"]
+    assert summary["trials"] == 2 and summary["why"] == {"endpoint error": 2}
 
 
 def test_wrong_key_stops_the_study_with_our_error() -> None:
@@ -296,3 +320,110 @@ def test_same_seed_same_requests() -> None:
         return [r.hash() for r in model.requests]
 
     assert run() == run()
+
+
+class _DownModel(ScriptedChatModel):
+    """A model whose endpoint fails the check before the first trial."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(lambda r, i: answer_json({"x": 1.0, "n": 1, "c": "a"}))
+        self.error = error
+        self.checks = 0
+
+    def check(self) -> None:
+        self.checks += 1
+        raise self.error
+
+
+def test_the_endpoint_is_checked_before_the_first_trial_and_stops_the_study() -> None:
+    model = _DownModel(ChatConnectionError("Cannot reach http://127.0.0.1:9/v1 (refused)."))
+    study = optuna.create_study(sampler=LLMSampler(model=model, seed=0))  # no search space
+    with pytest.raises(ChatConnectionError, match="Cannot reach"):
+        study.optimize(objective, n_trials=3)
+    assert model.requests == []
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs[_attrs.FAILURE_REASON].startswith("Cannot reach http://127.0.0.1:9")
+
+
+def test_a_failed_check_falls_back_where_asked_without_asking_the_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = _DownModel(ChatModelNotFoundError("http://h/v1 does not serve model 'm'."))
+    sampler = LLMSampler(model=model, search_space=SPACE, on_model_error="fallback", seed=0)
+    study = optuna.create_study(sampler=sampler)
+    with caplog.at_level("WARNING", logger="bilevel_optuna"):
+        study.optimize(objective, n_trials=3)
+    assert model.requests == [] and model.checks == 1
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert all(t.user_attrs[_attrs.SOURCE] == "fallback" for t in study.trials)
+    assert study.trials[0].user_attrs[_attrs.ERROR].startswith("endpoint error: http://h/v1")
+    said = [r.getMessage() for r in caplog.records if "does not serve model" in r.getMessage()]
+    assert len(said) == 1 and "TPESampler" in said[0]
+    assert study.user_attrs["llm:fallback"]["trials"] == 3
+    assert study.user_attrs["llm:fallback"]["why"] == {"endpoint error": 3}
+
+
+def test_token_cap_stops_asking_and_is_recorded_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each call of the double spends 100 prompt + 20 completion tokens.
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.1 * i, "n": 1 + i, "c": "a"}))
+    sampler = LLMSampler(
+        preset="level0", model=model, search_space=SPACE, max_tokens_total=250, seed=0
+    )
+    study = optuna.create_study(sampler=sampler)
+    with caplog.at_level("WARNING", logger="bilevel_optuna"):
+        study.optimize(objective, n_trials=6)
+    assert len(model.requests) == 3  # 0, 120, 240 spent before each: the fourth would pass 250
+    sources = [t.user_attrs[_attrs.SOURCE] for t in study.trials]
+    assert sources == ["llm"] * 3 + ["fallback"] * 3
+    assert study.trials[3].user_attrs[_attrs.ERROR].startswith("spend cap reached: max_tokens")
+    assert study.user_attrs["llm:spend_cap"]["trial"] == 3
+    assert "360 tokens spent" in study.user_attrs["llm:spend_cap"]["cap"]
+    assert study.user_attrs["llm:fallback"]["why"] == {"spend cap reached": 3}
+    said = [r.getMessage() for r in caplog.records if "Spend cap reached" in r.getMessage()]
+    assert len(said) == 1 and "trial 3" in said[0]
+
+
+def test_money_cap_counts_with_the_prices() -> None:
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.1 * i, "n": 1 + i, "c": "a"}))
+    # $1,000 per 1M tokens in and out: $0.12 a call; the cap of $0.2 allows two calls.
+    sampler = LLMSampler(
+        preset="level0",
+        model=model,
+        search_space=SPACE,
+        max_cost=0.2,
+        token_prices=(1000, 1000),
+        seed=0,
+    )
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=4)
+    assert len(model.requests) == 2
+    assert "max_cost=0.2: 0.2400 spent" in study.user_attrs["llm:spend_cap"]["cap"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,phrase",
+    [
+        ({"on_model_error": "ignore"}, "on_model_error must be one of"),
+        ({"max_cost": 1.0}, "needs the model's prices"),
+        ({"max_tokens_total": -1}, "max_tokens_total must be an int >= 0"),
+        ({"token_prices": (1.0,)}, "token_prices must be two numbers"),
+    ],
+)
+def test_invalid_policy_settings_name_the_fix(kwargs: dict, phrase: str) -> None:
+    with pytest.raises(ConfigurationError, match=phrase):
+        LLMSampler(model=ScriptedChatModel(lambda r, i: "{}"), **kwargs)
+
+
+def test_a_refused_request_falls_back_for_that_trial_and_is_counted() -> None:
+    refusal = ChatModelError("The embedded model could not answer: prompt past n_ctx.")
+    model = ScriptedChatModel(
+        lambda r, i: refusal if i == 0 else answer_json({"x": 1.0, "n": 2, "c": "a"})
+    )
+    study = optuna.create_study(sampler=LLMSampler(preset="level0", model=model, search_space=SPACE))
+    study.optimize(objective, n_trials=2)
+    assert [t.user_attrs[_attrs.SOURCE] for t in study.trials] == ["fallback", "llm"]
+    assert study.trials[0].user_attrs[_attrs.ERROR].startswith("request refused: ChatModelError")
+    assert study.user_attrs["llm:fallback"]["why"] == {"request refused": 1}

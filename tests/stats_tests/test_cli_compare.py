@@ -88,7 +88,7 @@ def test_compare_with_noise_floor_values(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--run", "nope"], "No studies of run 'nope'"),
+        (["--run", "nope"], "No study of run 'nope'"),
         (["--arms", "x=zzz-*"], "no study name matches"),
         (["--run", "run", "--alpha", "3"], "alpha"),
     ],

@@ -253,8 +253,30 @@ def test_every_study_names_its_metric(conventions_run: dict) -> None:
         study = optuna.load_study(study_name=summary.study_name, storage=url)
         if summary.study_name == "conventions":
             assert study.metric_names == ["normalized regret"]
-        else:
-            assert study.metric_names == ["value"], summary.study_name
+        else:  # the objective's name where its metric has none of its own
+            assert study.metric_names == ["branin"], summary.study_name
+
+
+def test_every_study_says_what_it_is(conventions_run: dict) -> None:
+    url = conventions_run["url"]
+    roles = {
+        s.study_name: s.user_attrs[_attrs.ROLE]
+        for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)
+    }
+    best = conventions_run["result"].best_arm
+    assert roles["conventions"].startswith("outer study")
+    assert roles["conventions/random/branin/seed-0"] == "baseline random on branin, repeat 1 of 1"
+    assert roles[f"conventions/{best}/branin/seed-0"] == (
+        f"inner study of outer trial 0 ({best}) on branin, repeat 1 of 1"
+    )
+
+
+def test_the_run_records_where_its_artifacts_are(conventions_run: dict) -> None:
+    outer = conventions_run["result"].outer_study
+    assert outer.user_attrs[_attrs.ARTIFACT_STORE] == {
+        "type": "folder",
+        "path": str((conventions_run["folder"] / "run_artifacts").resolve()),
+    }
 
 
 def test_the_report_and_its_plots_are_artifacts_of_the_outer_study(

@@ -143,3 +143,49 @@ def test_state_settings_in_specs(tmp_path: Path) -> None:
     study = GOOD.replace("[outer.space]", "[outer.space]\noptimizer_state = \"gp\"")
     with pytest.raises(ConfigurationError, match="optimizer_state must be one of"):
         load_spec(_write(tmp_path, study))
+
+
+def test_the_demo_has_power_for_the_tests_it_runs() -> None:
+    import warnings
+
+    from bilevel_optuna.stats import NoPowerWarning
+    from bilevel_optuna.stats._hypothesis import wilcoxon_min_pvalue
+    from bilevel_optuna.studies._racing import OuterRacing
+
+    kwargs = load_spec(REPO / "studies" / "demo.toml").kwargs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoPowerWarning)
+        racing = OuterRacing.for_run(
+            prune=kwargs["prune"],
+            cost_objective=kwargs["cost_objective"],
+            n_repeats=kwargs["n_repeats"],
+            n_objectives=len(kwargs["objective"]),
+        )
+    assert racing.enabled
+    # The chosen configuration against each baseline, Holm-corrected: the smallest p-value the
+    # paired test can give must clear Holm's first threshold, on training and held-out seeds.
+    threshold = 0.05 / len(kwargs["baselines"])
+    held_out = kwargs["heldout_seeds"] or [None] * kwargs["n_repeats"]
+    for n in (kwargs["n_repeats"], len(held_out)):
+        assert wilcoxon_min_pvalue(n) < threshold
+
+
+@pytest.mark.slow
+def test_the_demo_runs_with_no_power_warning_and_prints_its_table(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bilevel_optuna", "run", "demo", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "NoPowerWarning" not in done.stderr and "no power" not in done.stdout, done.stderr
+    assert "baseline  n" in done.stdout and "A12" in done.stdout
+    assert "Everything of this run is in bilevel_demo/" in done.stdout
+    assert (tmp_path / "bilevel_demo" / "demo.db").is_file()
+    assert (tmp_path / "bilevel_demo" / "demo_report.md").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bilevel_demo"]

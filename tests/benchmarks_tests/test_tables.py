@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import _results
+import tables
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_repository_tables_agree_with_the_committed_rows() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--check"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+def _rows(arm: str, regrets: list[float], wall: float) -> list[dict[str, object]]:
+    return [
+        {
+            "benchmark": "heldout", "arm": arm, "objective": "branin", "seed": seed,
+            "n_trials": 30, "best_value": r, "regret": r, "wall_s": wall, "commit": "abc1234",
+            "date": f"2026-12-0{1 + seed % 5}", "machine": "test machine",
+            "curve": f"0:{wall / 2}:{r + 1};29:{wall}:{r}",
+        }  # fmt: skip
+        for seed, r in enumerate(regrets)
+    ]
+
+
+def _setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    results = tmp_path / "results"
+    md = tmp_path / "BENCHMARKS.md"
+    readme = tmp_path / "README.md"
+    md.write_text(
+        "# B\n\n"
+        + "".join(
+            f"<!-- tables:begin {name} -->\nold\n<!-- tables:end {name} -->\n\nnotes\n\n"
+            for name in ("headline", "heldout", "mechanisms", "ablation", "lm")
+        )
+    )
+    readme.write_text("# R\n\n<!-- tables:begin headline -->\n<!-- tables:end headline -->\n")
+    return results, md, readme
+
+
+def test_check_fails_on_stale_tables_and_passes_once_written(tmp_path: Path) -> None:
+    results, md, readme = _setup(tmp_path)
+    argv = ["--results-dir", str(results), "--benchmarks-md", str(md), "--readme", str(readme)]
+    # The default beats TPE on every seed at equal trials but is 100 times slower.
+    csv = results / "heldout.csv"
+    _results.append_rows(csv, _rows("default", [0.1 * i for i in range(10)], 100.0))
+    _results.append_rows(csv, _rows("tpe", [0.1 * i + 0.5 for i in range(10)], 1.0))
+    _results.append_rows(csv, _rows("random", [0.1 * i + 1 for i in range(10)], 1.0))
+    assert tables.main([*argv, "--check"]) == 1
+    assert tables.main(argv) == 0
+    assert tables.main([*argv, "--check"]) == 0
+    text = md.read_text()
+    assert "old" not in text and text.count("notes") == 5
+    assert "30 trials per study), 2026-12-01 to 2026-12-05, commit abc1234" in text
+    assert (
+        "| equal trials | default | tpe | branin | 10 | 0.00195 | 0.00195 | 0.86 [0.79, 0.98] "
+        "| default better |" in text
+    )
+    # Within TPE's median wall time (1 s) the default finished no trial.
+    none_yet = "none yet [none yet, none yet] (0/10)"
+    assert f"| branin | default | 10 | 0.45 [0.225, 0.675] | {none_yet}" in text
+    assert (
+        "| equal wall | default | tpe | branin | 10 | 0.00195 | 0.00195 | 0.00 [0.00, 0.00] "
+        "| default worse |" in text
+    )
+    assert "The shipped default against TPE" in readme.read_text()
+    # A row more: the check fails again.
+    _results.append_rows(csv, _rows("level0", [1.0, 2.0], 50.0))
+    assert tables.main([*argv, "--check"]) == 1
+
+
+def test_a_results_file_without_its_block_is_an_error(tmp_path: Path) -> None:
+    results, md, readme = _setup(tmp_path)
+    readme.unlink()  # no README: its headline is skipped, not an error
+    _results.append_rows(results / "workers.csv", _rows("tpe", [1.0, 2.0], 1.0))
+    argv = ["--results-dir", str(results), "--benchmarks-md", str(md), "--readme", str(readme)]
+    assert tables.main(argv) == 1
+    assert "tables:begin heldout" in md.read_text()
+
+
+def test_the_repository_files_keep_their_markers() -> None:
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    for name in ("headline", "heldout", "mechanisms", "ablation", "lm"):
+        assert f"<!-- tables:begin {name} -->" in text and f"<!-- tables:end {name} -->" in text
