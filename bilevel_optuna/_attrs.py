@@ -80,6 +80,7 @@ WORKER = "bilevel:worker"  # inner trial: the worker that ran it (host:pid:id)
 # --- Level 2: mechanism research (the research study `<run>/research` of a bilevel run) ---
 # A study of kind "research" per bilevel run holds one trial per generated source: COMPLETE
 # (value 1) when the gate accepted it, FAIL when it rejected it; its user attributes say why.
+RESEARCH_DISABLED_PREFIX = "research:disabled:"  # inner study: + name -> why it was disabled
 RESEARCH_SUFFIX = "/research"  # research study name = run name + this
 GEN_NAME = "research:name"  # the name the mechanism is registered and recorded under
 GEN_SOURCE = "research:source"  # the source text, as checked

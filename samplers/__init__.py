@@ -10,6 +10,8 @@ from bilevel_optuna.samplers._hybrid import HybridMechanism
 from bilevel_optuna.samplers._llm_sampler import LLMSampler
 from bilevel_optuna.samplers._loading import get_mechanism_class
 from bilevel_optuna.samplers._loading import load_mechanism
+from bilevel_optuna.samplers._loading import load_mechanism_by_name
+from bilevel_optuna.samplers._loading import load_mechanism_from_source
 from bilevel_optuna.samplers._loading import load_mechanism_source
 from bilevel_optuna.samplers._loading import mechanism_names
 from bilevel_optuna.samplers._loading import register_mechanism
@@ -46,6 +48,8 @@ __all__ = [
     "distance",
     "get_mechanism_class",
     "load_mechanism",
+    "load_mechanism_by_name",
+    "load_mechanism_from_source",
     "load_mechanism_source",
     "mechanism_names",
     "normalize",

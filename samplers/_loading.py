@@ -1,5 +1,12 @@
 """Loading mechanisms from a class, a registered name, a file path or source text.
 
+Names are data, never code: :func:`load_mechanism_by_name` only looks a name up, and source text
+is imported only by the explicit :func:`load_mechanism_from_source` (or
+:func:`load_mechanism_source` for the class). :func:`load_mechanism` tries a string as a name
+first; a string that is no name but holds a newline is still imported as source, the old call
+form, with a :class:`DeprecationWarning`. Code that loads a name from a storage or an outer
+study's parameters calls :func:`load_mechanism_by_name`, so a stored name can never become code.
+
 Source text and files are imported with importlib from a file named after the source's SHA-256,
 so every worker that reads the same source from the storage loads the same module, and
 tracebacks point at real lines.
@@ -12,8 +19,10 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterable
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,12 +51,25 @@ _BUILTINS: dict[str, str] = {
 }
 _REGISTERED: dict[str, type[Mechanism]] = {}
 
+#: What a registered name may look like: an identifier (dots and dashes allowed after the first
+#: character), at most 100 characters; never whitespace, a path or source text.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,99}")
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.endswith(".py"):
+        raise ConfigurationError(
+            f"A mechanism name must match {NAME_PATTERN.pattern} and not end in .py, not "
+            f"{str(name)[:80]!r}; set `name` on the class to a short identifier."
+        )
+    return name
+
 
 def register_mechanism(cls: type[Mechanism]) -> type[Mechanism]:
     """Register ``cls`` under ``cls.name`` so it can be chosen by name (usable as decorator)."""
     if not (isinstance(cls, type) and issubclass(cls, Mechanism)):
         raise TypeError(f"register_mechanism takes a Mechanism subclass but got {cls!r}.")
-    _REGISTERED[cls.name] = cls
+    _REGISTERED[_check_name(cls.name)] = cls
     return cls
 
 
@@ -71,8 +93,8 @@ def get_mechanism_class(name: str) -> type[Mechanism]:
         _REGISTERED[name] = cls
         return cls
     raise ConfigurationError(
-        f"Unknown mechanism {name!r}; valid names are {mechanism_names()}, or give a class, "
-        "a path to a .py file or source text."
+        f"Unknown mechanism {str(name)[:80]!r}; valid names are {mechanism_names()}, or give a "
+        "class, a path to a .py file, or source text through load_mechanism_from_source()."
     )
 
 
@@ -147,12 +169,34 @@ def load_mechanism_source(source: str) -> type[Mechanism]:
     return cls
 
 
+def load_mechanism_by_name(name: str, **params: Any) -> Mechanism:
+    """Build the mechanism registered (or built in) under ``name``; a name is never read as a
+    path or as source text."""
+    if not isinstance(name, str) or name not in set(_BUILTINS) | set(_REGISTERED):
+        get_mechanism_class(str(name))  # raises, naming the valid names
+    return _build(get_mechanism_class(name), params)
+
+
+def load_mechanism_from_source(source: str, **params: Any) -> Mechanism:
+    """Build a mechanism from Python source text defining one Mechanism subclass.
+
+    The source runs in this process, like any module you import: for code you did not write
+    (a language model's, say) use ``bilevel_optuna.research.check_source()`` and a guarded
+    mechanism instead.
+    """
+    if not isinstance(source, str):
+        raise ConfigurationError(f"Mechanism source must be text, not {type(source).__name__}.")
+    return _build(load_mechanism_source(source), params)
+
+
 def load_mechanism(spec: MechanismSpec, **params: Any) -> Mechanism:
-    """Build one mechanism from an instance, a class, a name, a ``.py`` path or source text.
+    """Build one mechanism from an instance, a class, a name or a ``.py`` path.
 
     Args:
-        spec: What to load. A string is a registered name, else a path if it ends in ``.py``,
-            else source text if it holds a newline.
+        spec: What to load. A string is a registered name, else a path if it ends in ``.py``.
+            Source text goes to ``load_mechanism_from_source()``; a string that is no name
+            and holds a newline is still taken for source, with a ``DeprecationWarning``
+            (the old call form, to be removed).
         params: Keyword arguments for the class.
     """
     if isinstance(spec, tuple):
@@ -165,22 +209,32 @@ def load_mechanism(spec: MechanismSpec, **params: Any) -> Mechanism:
             )
         return spec
     if isinstance(spec, type) and issubclass(spec, Mechanism):
-        cls = spec
-    elif isinstance(spec, str):
-        if "\n" in spec:
-            cls = load_mechanism_source(spec)
-        elif spec.endswith(".py"):
+        return _build(spec, params)
+    if isinstance(spec, str):
+        if spec in _REGISTERED or spec in _BUILTINS:
+            return load_mechanism_by_name(spec, **params)
+        if spec.endswith(".py") and "\n" not in spec:
             path = Path(spec)
             if not path.is_file():
                 raise ConfigurationError(f"Mechanism file {spec!r} does not exist.")
-            cls = load_mechanism_source(path.read_text(encoding="utf-8"))
-        else:
-            cls = get_mechanism_class(spec)
-    else:
-        raise ConfigurationError(
-            f"Cannot load a mechanism from {spec!r}; give an instance, a class, a name, "
-            "a .py path or source text."
-        )
+            return _build(load_mechanism_source(path.read_text(encoding="utf-8")), params)
+        if "\n" in spec:
+            warnings.warn(
+                "Passing mechanism source text where a name is expected is deprecated and will "
+                "be removed; call load_mechanism_from_source(text) (or pass the class from "
+                "load_mechanism_source(text)).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return load_mechanism_from_source(spec, **params)
+        return load_mechanism_by_name(spec, **params)
+    raise ConfigurationError(
+        f"Cannot load a mechanism from {spec!r}; give an instance, a class, a name, "
+        "a .py path, or source text through load_mechanism_from_source()."
+    )
+
+
+def _build(cls: type[Mechanism], params: Mapping[str, Any]) -> Mechanism:
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     has_var_kw = any(
         p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()

@@ -22,6 +22,7 @@ from bilevel_optuna.samplers import TEMPLATES
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import get_mechanism_class
 from bilevel_optuna.samplers._loading import load_mechanism
+from bilevel_optuna.samplers._loading import load_mechanism_by_name
 from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
 from bilevel_optuna.samplers._state import OPTIMIZER_STATES
 from bilevel_optuna.samplers._state import STATE_MODES
@@ -111,7 +112,8 @@ class ProposerConfig:
             "history_order": self.history_order,
             "template": self.template,
             "n_candidates": self.n_candidates,
-            "mechanisms": [load_mechanism(n, **p) for n, p in self.mechanisms],
+            # Names come from the outer study's parameters (a storage): looked up, never run.
+            "mechanisms": [load_mechanism_by_name(n, **p) for n, p in self.mechanisms],
             "optimizer_state": self.optimizer_state,
             "state_mode": self.state_mode,
         }
@@ -218,7 +220,8 @@ class OuterSpace:
         }
         return cls(
             **settings,
-            mechanisms=list(config["mechanisms"]),
+            # Stored names are looked up, never read as paths or source text.
+            mechanisms=[get_mechanism_class(str(n)) for n in config["mechanisms"]],
             max_mechanisms=int(config["max_mechanisms"]),
         )
 

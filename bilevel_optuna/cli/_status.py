@@ -44,6 +44,8 @@ def _status(args: argparse.Namespace) -> int:
             + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
             + f"; {inner.get(summary.study_name, 0)} inner studies"
         )
+        for line in _disabled_lines(summaries, summary.study_name):
+            print(f"  {line}")
         running = [t for t in trials if t.state == TrialState.RUNNING]
         for t in running:
             print(
@@ -94,6 +96,23 @@ def _progress_line(
         tasks, RunSettings.from_dict(settings), outer_done=outer_done, now=queue.now()
     )
     return "progress: " + progress.line()
+
+
+def _disabled_lines(summaries: list[Any], run: str) -> list[str]:
+    """Generated mechanisms disabled in some of the run's studies (their guarded process kept
+    dying), with the first reason."""
+    prefix = _attrs.RESEARCH_DISABLED_PREFIX
+    found: dict[str, list[str]] = {}
+    for s in summaries:
+        if s.user_attrs.get(_attrs.RUN) != run:
+            continue
+        for key, reason in s.user_attrs.items():
+            if key.startswith(prefix):
+                found.setdefault(key[len(prefix) :], []).append(str(reason))
+    return [
+        f"disabled: {name} in {len(reasons)} studies ({reasons[0][:200]})"
+        for name, reasons in sorted(found.items())
+    ]
 
 
 def _worker_lines(storage: Any, run: str) -> list[str]:

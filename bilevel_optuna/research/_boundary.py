@@ -20,11 +20,15 @@ rlimits              address space (memory hogs get ``MemoryError``), CPU second
                      processes (binding for non-root users; root is exempt from
                      ``RLIMIT_NPROC`` by the kernel, which is what the next layer is for)
 seccomp              no new processes, no ``exec``, no sockets of any family, no ``ptrace``,
-                     ``mount``, ``unshare`` or module loading (:mod:`._seccomp`)
+                     ``mount``, ``unshare`` or module loading: the attempt kills the process
+                     (:mod:`._seccomp`)
 time guard           each hook call has a wall-clock limit; past it the process group is
                      killed, the hook fails (the mechanism is off for that trial) and the
                      next call starts a fresh process
 ===================  =====================================================================
+
+What the child sends back is read only through :mod:`._decode` (byte, depth, string and list
+budgets, a typed schema per message); docs/security.md is the whole security model.
 
 Where bubblewrap or libseccomp is missing, :func:`boundary_problems` names what is missing and
 the gate refuses generated code instead of running it with fewer layers.
@@ -51,6 +55,10 @@ from typing import Any
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.research import _seccomp
 from bilevel_optuna.research import _wire
+from bilevel_optuna.research._decode import ProtocolError
+from bilevel_optuna.research._decode import clean_text
+from bilevel_optuna.research._decode import decode_ready
+from bilevel_optuna.research._decode import parse
 
 _logger = get_logger(__name__)
 
@@ -81,6 +89,10 @@ class ProcessDied(BoundaryError):
     """The guarded process exited or was killed (memory, CPU, a crash, ``os._exit``)."""
 
 
+class BadReply(BoundaryError):
+    """The guarded process sent a reply that failed :mod:`._decode`; the process was killed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Limits:
     """Resource limits of the guarded process.
@@ -95,7 +107,25 @@ class Limits:
         processes: ``RLIMIT_NPROC`` (tasks, threads included).
         tmp_bytes: Size of its private ``/tmp``.
         hook_timeout: Wall-clock seconds one hook call may take.
-        start_timeout: Wall-clock seconds to start the process and load the source.
+        start_timeout: Wall-clock seconds to start the process and load the source the first
+            time.
+        restart_timeout: Wall-clock seconds for any start after the first attempt (the
+            interpreter's files are then in the page cache): a child that keeps dying costs a
+            trial at most this much.
+        max_restarts: Starts after the first one, per mechanism per study; past them the
+            mechanism is disabled for the study (recorded, shown by ``status``).
+        restart_backoff: Seconds to wait after a death before the next start, from the second
+            restart on (the first is at once), doubled each time; calls in between fail at
+            once instead of waiting.
+        reply_bytes: Largest reply the parent reads from the child (checked on the length
+            prefix, before the body is read).
+        record_bytes: Largest ``context.record`` entry kept per hook call (its JSON); a larger
+            one is stored as a summary (its size and first keys).
+        notes_chars: Characters of notes (they reach the model's prompt and the stored
+            prompts) kept from one hook's reply; notes past it are dropped.
+        string_chars: Longest string in a reply (names, notes, keys, values).
+        list_items: Most items of any list or object in a reply.
+        depth: Deepest nesting of a reply, counted before it is parsed.
     """
 
     memory_bytes: int = 512 * 1024**2
@@ -106,6 +136,15 @@ class Limits:
     tmp_bytes: int = 64 * 1024**2
     hook_timeout: float = 3.0
     start_timeout: float = 60.0
+    restart_timeout: float = 5.0
+    max_restarts: int = 3
+    restart_backoff: float = 1.0
+    reply_bytes: int = 1024**2
+    record_bytes: int = 16 * 1024
+    notes_chars: int = 4096
+    string_chars: int = 4096
+    list_items: int = 10_000
+    depth: int = 32
 
     def rlimits(self) -> dict[str, int]:
         return {
@@ -126,6 +165,9 @@ class Layers:
     namespaces: bool = True
     rlimits: bool = True
     seccomp: bool = True
+    #: Forbidden system calls fail with ``EPERM`` instead of killing the process: the filter as
+    #: it was before issue 22, kept for the tests' controls only.
+    seccomp_errno: bool = False
 
     @property
     def complete(self) -> bool:
@@ -269,7 +311,7 @@ class GuardedProcess:
         assert bwrap is not None
         return [bwrap, *_bwrap_args(self.layers, tmp_bytes=self.limits.tmp_bytes), "--", *python]
 
-    def _start(self) -> None:
+    def _start(self, timeout: float) -> None:
         problems = boundary_problems(self.layers)
         if problems:
             raise BoundaryError("cannot build the boundary: " + "; ".join(problems))
@@ -293,13 +335,17 @@ class GuardedProcess:
         self.starts += 1
         settings = {
             "rlimits": self.limits.rlimits() if self.layers.rlimits else {},
-            "seccomp": self.layers.seccomp,
+            "seccomp": (
+                ("errno" if self.layers.seccomp_errno else True) if self.layers.seccomp else False
+            ),
         }
         data = json.dumps(settings).encode()
-        reply = self._exchange(struct.pack(">I", len(data)) + data, self.limits.start_timeout)
-        if not reply.get("ready"):
+        reply = self._exchange(struct.pack(">I", len(data)) + data, timeout)
+        try:
+            decode_ready(reply)
+        except ProtocolError as err:
             self.kill()
-            raise BoundaryError(f"the guarded process did not start: {reply}")
+            raise BadReply(f"the guarded process did not start: {err}") from None
 
     def kill(self) -> None:
         proc, self._proc = self._proc, None
@@ -341,15 +387,26 @@ class GuardedProcess:
         self._stderr.seek(0, os.SEEK_END)
         end = self._stderr.tell()
         self._stderr.seek(max(0, end - size))
-        return self._stderr.read().decode("utf-8", "replace").strip()
+        return clean_text(self._stderr.read().decode("utf-8", "replace").strip(), size)
 
     # ------------------------------------------------------------- requests
-    def request(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        """Send one message and wait for the reply; kill the process past ``timeout``."""
+    def request(
+        self,
+        message: dict[str, Any],
+        timeout: float | None = None,
+        *,
+        start_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Send one message and wait for the reply; kill the process past ``timeout``.
+
+        The reply has passed :func:`._decode.parse` (bytes, depth, JSON, budgets); its schema
+        is the caller's to check. ``start_timeout`` bounds starting the process if it is not
+        running (default ``Limits.start_timeout``).
+        """
         data = json.dumps(message, separators=(",", ":"), default=_wire._default).encode("utf-8")
         with self._lock:
             if self._proc is None:
-                self._start()
+                self._start(self.limits.start_timeout if start_timeout is None else start_timeout)
             return self._exchange(
                 struct.pack(">I", len(data)) + data,
                 self.limits.hook_timeout if timeout is None else timeout,
@@ -385,7 +442,16 @@ class GuardedProcess:
                         continue
                     chunk = os.read(in_fd, 1 << 20)
                     if not chunk:
-                        code = proc.wait()
+                        # The pipe closed; a process that closed it and lives on is still held
+                        # to the call's deadline (it must not block the sampler in wait()).
+                        try:
+                            code = proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                        except subprocess.TimeoutExpired:
+                            self.kill()
+                            raise HookTimeout(
+                                f"closed its pipe and ran past {timeout:g} s; the process was "
+                                "killed"
+                            ) from None
                         tail = self.stderr_tail()
                         self.kill()
                         raise ProcessDied(
@@ -394,15 +460,21 @@ class GuardedProcess:
                     buffer += chunk
                     if len(buffer) >= 4:
                         (size,) = struct.unpack(">I", bytes(buffer[:4]))
-                        if size > _wire.MAX_MESSAGE_BYTES:
+                        if size > self.limits.reply_bytes:
                             self.kill()
-                            raise ProcessDied(f"sent a message of {size} bytes")
+                            raise BadReply(
+                                f"the guarded process announced a reply of {size} bytes; the "
+                                f"budget is {self.limits.reply_bytes} (Limits.reply_bytes)"
+                            )
                         if len(buffer) >= 4 + size:
-                            reply = json.loads(bytes(buffer[4 : 4 + size]).decode("utf-8"))
-                            if not isinstance(reply, dict):
+                            if len(buffer) > 4 + size:
                                 self.kill()
-                                raise ProcessDied("sent a reply that is not a JSON object")
-                            return reply
+                                raise BadReply("the guarded process sent more than one reply")
+                            try:
+                                return parse(bytes(buffer[4:]), self.limits)
+                            except ProtocolError as err:
+                                self.kill()
+                                raise BadReply(f"the guarded process sent {err}") from None
 
 
 def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -432,11 +504,18 @@ def _launch(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
 
 
 def _death(code: int) -> str:
+    # bubblewrap exits with 128 + the signal that killed the process it ran.
+    if 128 < code < 128 + signal.NSIG:
+        code = -(code - 128)
     if code < 0:
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = str(-code)
-        why = {"SIGKILL": " (killed: memory, or its time ran out)", "SIGXCPU": " (CPU limit)"}
+        why = {
+            "SIGKILL": " (killed: memory, or its time ran out)",
+            "SIGXCPU": " (CPU limit)",
+            "SIGSYS": " (it tried a forbidden system call: a process, a program, a socket, ...)",
+        }
         return f"the guarded process was killed by {name}{why.get(name, '')}"
     return f"the guarded process exited with status {code}"

@@ -25,6 +25,8 @@ from bilevel_optuna.research._boundary import FULL
 from bilevel_optuna.research._boundary import Layers
 from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._boundary import boundary_problems
+from bilevel_optuna.research._decode import ProtocolError
+from bilevel_optuna.research._decode import decode_load
 from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._proxy import guarded_class
@@ -159,14 +161,17 @@ def check_source(
     try:
         try:
             process = probe._ensure_process()
-            info = process.request(
+            reply = process.request(
                 {"op": "load", "source": source, "sha256": digest, "params": {}},
                 timeout=limits.start_timeout,
             )
         except Exception as err:  # noqa: BLE001 - BoundaryError, or a death at import
             return done(CheckResult(False, "load", [str(err)], digest))
-        if not info.get("ok"):
-            return done(CheckResult(False, "load", [str(info.get("error"))], digest))
+        # Everything the child says passes the decoder before anything here reads it.
+        try:
+            info = decode_load(reply, limits)
+        except ProtocolError as err:
+            return done(CheckResult(False, "load", [str(err)], digest))
     finally:
         probe.close()
     result = CheckResult(
@@ -174,12 +179,19 @@ def check_source(
         "smoke",
         [],
         digest,
-        name=str(info["name"]),
-        class_name=str(info["class_name"]),
-        version=str(info["version"]),
-        hooks=list(info["hooks"]),
-        space=dict(info["space"]),
+        name=info.name,
+        class_name=info.class_name,
+        version=info.version,
+        hooks=list(info.hooks),
+        space=dict(info.space),
     )
+    # Names are data: the name the class reports when run must be the one read statically.
+    if report.ok and info.name != report.name:
+        result.stage, result.reasons = "load", [
+            f"the class reports the name {info.name!r} when loaded but sets {report.name!r} in "
+            "its source; set `name` once, as a constant"
+        ]
+        return done(result)
     if report.ok and set(report.hooks) != set(result.hooks):
         result.stage, result.reasons = "load", [
             f"the class defines hooks {result.hooks} when loaded but {list(report.hooks)} in its source"
@@ -197,6 +209,7 @@ def check_source(
         sha256=digest,
         limits=limits,
         layers=layers,
+        declared_name=result.name,
     )
     reasons, calls = smoke_run(cls, _copy(study) if study is not None else smoke_study())
     result.hook_calls = calls

@@ -247,7 +247,7 @@ def main() -> None:
     if settings.get("seccomp"):
         from bilevel_optuna.research import _seccomp
 
-        _seccomp.install()
+        _seccomp.install(kill=settings.get("seccomp") != "errno")
     _wire.send(stream_out, {"ok": True, "pid": os.getpid(), "ready": True})
     _Server(stream_in, stream_out).serve()
 

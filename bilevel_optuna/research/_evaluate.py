@@ -61,6 +61,8 @@ def evaluate_round(
     from bilevel_optuna.studies import OuterSpace
     from bilevel_optuna.studies import run_bilevel_study
 
+    from bilevel_optuna.samplers._loading import get_mechanism_class
+
     store.register()
     incumbent = _incumbent(store, spec.run, number)
     objectives = list(spec.objectives) or _objectives(store, spec.run)
@@ -73,7 +75,8 @@ def evaluate_round(
         history_order=incumbent.history_order,
         template=incumbent.template,
         n_candidates=incumbent.n_candidates,
-        mechanisms=[*inc_names, *names],
+        # Names from the storage are looked up as registered names, never loaded as source.
+        mechanisms=[get_mechanism_class(n) for n in [*inc_names, *names]],
         max_mechanisms=len(inc_names) + 1,
     )
     study_name = f"{spec.run}/round-{number:03d}"
@@ -120,6 +123,9 @@ def evaluate_round(
             "incumbent_arm": inc_arm,
             "activity": activity or "never_ran",
         }
+        disabled = _disabled(store.storage, trial, name) if trial else None
+        if disabled:
+            effect["disabled"] = disabled
         if arm is None or inc_arm is None or arm == inc_arm:
             effect["note"] = "no separate arm to compare (its outer trial did not complete)"
             effects[name] = effect
@@ -177,3 +183,20 @@ def _num(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(value) else value
+
+
+def _disabled(storage: Any, trial: Any, name: str) -> dict[str, Any] | None:
+    """In how many of the trial's inner studies ``name`` was disabled (its guarded process
+    restarted too often), and the first reason; ``None`` when in none."""
+    reasons = []
+    for study_name in trial.user_attrs.get(_attrs.INNER_STUDIES) or []:
+        try:
+            attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study_name))
+        except KeyError:
+            continue
+        reason = attrs.get(_attrs.RESEARCH_DISABLED_PREFIX + name)
+        if reason:
+            reasons.append(str(reason))
+    if not reasons:
+        return None
+    return {"studies": len(reasons), "reason": reasons[0][:300]}

@@ -13,7 +13,9 @@ Refused on the syntax tree:
   ``__import__``, ``globals``, ``vars``, ``breakpoint``, ...; ``getattr``/``setattr``/``delattr``/
   ``hasattr`` with a name that is not a constant string;
 - dunder attributes and names (``__class__.__subclasses__``, ``__builtins__``) other than a few
-  harmless ones, frame and code attributes (``f_globals``, ``gi_frame``, ``tb_frame``, ...),
+  harmless ones, private attributes of anything but ``self`` (``random._os``), modules reached
+  as attributes, ``operator.attrgetter``/``methodcaller`` (computed names), frame and code
+  attributes (``f_globals``, ``gi_frame``, ``tb_frame``, ...),
   file-writing numpy calls, and string constants that name dunders (``"{0.__class__}".format``);
 - statements at module level other than imports, constants, functions and classes (the module
   runs on import, before any hook's time limit applies).
@@ -115,8 +117,16 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "copy_study",
         "_storage",
         "mro",
+        # Computed attribute access by another name (issue 22, finding 8).
+        "attrgetter",
+        "methodcaller",
     }
 )
+#: Modules reachable as attributes of allowed ones (``random._os``, ``numpy.sys``): refused
+#: under any spelling.
+_MODULE_ATTRIBUTES = frozenset({"os", "sys", "subprocess", "builtins", "importlib", "ctypes"})
+#: Objects whose private attributes a mechanism may use: its own.
+_OWN = frozenset({"self", "cls"})
 
 #: Hooks and their positional parameters after ``self``.
 HOOK_ARITY = {"prepare": 1, "review": 2, "choose": 2, "after_trial": 4}
@@ -208,6 +218,9 @@ def policy_violations(tree: ast.Module) -> list[str]:
                     )
             if any(a.name == "*" for a in node.names):
                 refuse(node, "`import *` is not allowed")
+            for alias in node.names:
+                if alias.name in FORBIDDEN_ATTRIBUTES or alias.name.startswith("_"):
+                    refuse(node, f"importing {alias.name!r} from {module!r} is not allowed")
         elif isinstance(node, ast.Name):
             if node.id in FORBIDDEN_NAMES:
                 refuse(node, f"the name {node.id!r} is not allowed")
@@ -221,8 +234,20 @@ def policy_violations(tree: ast.Module) -> list[str]:
                     f"the attribute {attr!r} is not allowed (dunder attributes reach "
                     "the interpreter's internals)",
                 )
-            elif _FRAME_ATTR.match(attr) or attr in FORBIDDEN_ATTRIBUTES:
+            elif (
+                _FRAME_ATTR.match(attr)
+                or attr in FORBIDDEN_ATTRIBUTES
+                or attr.lstrip("_") in _MODULE_ATTRIBUTES
+            ):
                 refuse(node, f"the attribute {attr!r} is not allowed")
+            elif attr.startswith("_") and not (
+                isinstance(node.value, ast.Name) and node.value.id in _OWN
+            ):
+                refuse(
+                    node,
+                    f"the private attribute {attr!r} of another object is not allowed (private "
+                    "attributes of modules reach what their imports hold); use your own, on self",
+                )
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in _ATTR_FUNCS:
                 name = node.args[1] if len(node.args) > 1 else None

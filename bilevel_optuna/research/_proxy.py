@@ -12,7 +12,9 @@ process. One process per proxy instance, i.e. per mechanism per study.
 
 from __future__ import annotations
 
+import copy
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -24,12 +26,24 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from bilevel_optuna import _attrs
+from bilevel_optuna._logging import get_logger
 from bilevel_optuna.research import _wire
 from bilevel_optuna.research._boundary import FULL
 from bilevel_optuna.research._boundary import BoundaryError
 from bilevel_optuna.research._boundary import GuardedProcess
 from bilevel_optuna.research._boundary import Layers
 from bilevel_optuna.research._boundary import Limits
+from bilevel_optuna.research._decode import NAME_PATTERN
+from bilevel_optuna.research._decode import Changes
+from bilevel_optuna.research._decode import ProtocolError
+from bilevel_optuna.research._decode import Reply
+from bilevel_optuna.research._decode import check_params
+from bilevel_optuna.research._decode import clean_text
+from bilevel_optuna.research._decode import decode_load
+from bilevel_optuna.research._decode import decode_reply
+from bilevel_optuna.research._decode import is_name
+from bilevel_optuna.research._decode import is_registered_name
 from bilevel_optuna.samplers._mechanism import HOOKS
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
@@ -38,18 +52,27 @@ from bilevel_optuna.samplers._mechanism import Review
 if TYPE_CHECKING:
     import optuna
 
+_logger = get_logger(__name__)
+
 
 class GuardedHookError(Exception):
-    """A guarded hook failed: it raised in its process, overran its time, or the process died."""
+    """A guarded hook failed: it raised in its process, overran its time, the process died,
+    its reply failed the decoder, or the mechanism is disabled for the study."""
 
 
 class GuardedMechanism(Mechanism):
-    """Base of the proxy classes made by ``guarded_class()``; do not use it directly."""
+    """Base of the proxy classes made by ``guarded_class()``; do not use it directly.
+
+    Hyperparameters live in the dict ``hyperparameters``, never as attributes: a
+    hyperparameter named ``source`` or ``limits`` cannot replace what the proxy runs.
+    """
 
     trusted: ClassVar[bool] = True
     source: ClassVar[str] = ""
     source_sha256: ClassVar[str] = ""
     generated_name: ClassVar[str] = ""
+    generated_hooks: ClassVar[tuple[str, ...]] = ()
+    declared_name: ClassVar[str] = ""
     limits: ClassVar[Limits] = Limits()
     layers: ClassVar[Layers] = FULL
     _space_wire: ClassVar[dict[str, str]] = {}
@@ -61,20 +84,25 @@ class GuardedMechanism(Mechanism):
             raise ValueError(
                 f"Mechanism {self.name!r} takes no parameter {unknown}; it takes {sorted(space)}."
             )
-        self._params = dict(params)
-        for key, value in params.items():
-            setattr(self, key, value)
+        self.hyperparameters: dict[str, Any] = dict(params)
         self._process: GuardedProcess | None = None
         self._last_context: Any = None
         self._lock = threading.Lock()  # one message at a time, built and sent together
         self.calls = 0
+        #: Starts of the guarded process so far, and when the next one may happen.
+        self.starts = 0
+        self._loaded = False
+        self._next_start = 0.0
+        #: Why the mechanism is disabled for the study (``None`` while it is not).
+        self.disabled: str | None = None
+        self._disabled_recorded = False
 
     @classmethod
     def search_space(cls) -> dict[str, BaseDistribution]:
         return _wire.space_from_wire(cls._space_wire)
 
     def params(self) -> dict[str, Any]:
-        return dict(self._params)
+        return dict(self.hyperparameters)
 
     # --------------------------------------------------------------- process
     def _ensure_process(self) -> GuardedProcess:
@@ -84,40 +112,95 @@ class GuardedMechanism(Mechanism):
         return self._process
 
     def _ensure(self) -> GuardedProcess:
-        self._ensure_process()
-        assert self._process is not None
-        if self._process.pid is None:
-            self._last_context = None
-            reply = self._process.request(
-                {
-                    "op": "load",
-                    "source": self.source,
-                    "sha256": self.source_sha256,
-                    "params": self._params,
-                },
-                timeout=self.limits.start_timeout,
+        process = self._ensure_process()
+        if process.pid is not None:
+            return process
+        limits = self.limits
+        if self.starts > limits.max_restarts:
+            self._disable(
+                f"disabled for this study: its guarded process was started {self.starts} times "
+                f"(Limits.max_restarts={limits.max_restarts} restarts)"
             )
-            if not reply.get("ok"):
-                self._process.kill()
-                raise GuardedHookError(f"load: {reply.get('error')}")
-        return self._process
+        wait = self._next_start - time.monotonic()
+        if wait > 0:
+            raise GuardedHookError(
+                f"its guarded process died; the next start is in {wait:.1f} s (backoff)"
+            )
+        # After a first start the interpreter's files are cached: a start takes a second or
+        # two, so a child that keeps dying gets a short limit, not the first start's.
+        timeout = limits.restart_timeout if self.starts else limits.start_timeout
+        timeout = min(timeout, limits.start_timeout)
+        self.starts += 1
+        self._last_context = None
+        reply = process.request(
+            {
+                "op": "load",
+                "source": self.source,
+                "sha256": self.source_sha256,
+                "params": self.hyperparameters,
+            },
+            timeout=timeout,
+            start_timeout=timeout,
+        )
+        try:
+            info = decode_load(reply, limits)
+            expected = (self.declared_name, sorted(self.generated_hooks), dict(self._space_wire))
+            found = (info.name, sorted(info.hooks), info.space)
+            if self.declared_name and found != expected:
+                raise ProtocolError(
+                    f"the class loaded as {info.name!r} with hooks {info.hooks}, not as the gate "
+                    f"accepted it ({self.declared_name!r} with hooks {list(self.generated_hooks)})"
+                )
+        except ProtocolError as err:
+            process.kill()
+            raise GuardedHookError(f"load: {err}") from None
+        self._loaded = True
+        return process
+
+    def _disable(self, reason: str) -> None:
+        if self.disabled is None:
+            self.disabled = reason
+            _logger.warning("Generated mechanism %r %s.", self.name, reason)
+        raise GuardedHookError(self.disabled)
+
+    def _record_disabled(self, study: Any) -> None:
+        """Write the reason into the study's user attributes once (``status`` shows it)."""
+        if self.disabled is None or self._disabled_recorded or study is None:
+            return
+        self._disabled_recorded = True
+        try:
+            study.set_user_attr(_attrs.RESEARCH_DISABLED_PREFIX + self.name, self.disabled)
+        except Exception as err:  # noqa: BLE001 - the trial's record has it anyway
+            _logger.debug("Could not record the disabled mechanism on the study: %s", err)
 
     def close(self) -> None:
         """End the guarded process (it is started again on the next call)."""
         if self._process is not None:
             self._process.close()
 
-    def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, hook: str, message: dict[str, Any], study: Any) -> Reply:
         self.calls += 1
         try:
-            process = self._ensure()
-            reply = process.request({"op": "call", **message})
-        except BoundaryError as err:
-            self._last_context = None
-            raise GuardedHookError(str(err)) from None
-        if not reply.get("ok"):
-            raise GuardedHookError(str(reply.get("error", "failed"))[:500])
-        return reply
+            try:
+                process = self._ensure()
+                reply = process.request({"op": "call", "hook": hook, **message})
+            except BoundaryError as err:
+                self._last_context = None
+                # The first restart is at once (a hook that overran once gets a fresh process
+                # on the next call); later ones wait restart_backoff, doubled each time.
+                backoff = (
+                    0.0
+                    if self.starts <= 1
+                    else self.limits.restart_backoff * 2 ** (self.starts - 2)
+                )
+                self._next_start = time.monotonic() + backoff
+                raise GuardedHookError(str(err)) from None
+            try:
+                return decode_reply(hook, reply, self.limits)
+            except ProtocolError as err:
+                raise GuardedHookError(str(err)) from None
+        finally:
+            self._record_disabled(study)
 
     # -------------------------------------------------------------- contexts
     def _context_wire(self, ctx: ProposalContext) -> dict[str, Any]:
@@ -138,44 +221,53 @@ class GuardedMechanism(Mechanism):
             self._last_context = weakref.ref(ctx)
         return data
 
-    def _apply(self, ctx: ProposalContext, changes: Mapping[str, Any] | None) -> None:
-        if not changes:
+    def _apply(self, ctx: ProposalContext, changes: Changes | None) -> None:
+        """Apply checked changes: everything is validated first, then applied together."""
+        if changes is None:
             return
-        ctx.notes[:] = [str(n) for n in changes.get("notes", ctx.notes)]
-        by_number = {t.number: t for t in ctx.trials}
-        numbers = changes.get("history")
-        if numbers is not None:
-            ctx.history[:] = [by_number[n] for n in numbers if n in by_number]
-        params = changes.get("params")
-        ctx.params = dict(params) if isinstance(params, dict) else None
-        record = changes.get("record")
-        if isinstance(record, dict):
-            ctx.record[self.name] = record
+        params = None
+        if changes.params is not None:
+            params = _checked(check_params, changes.params, ctx.search_space, "changes.params")
+        bit_generator = copy.deepcopy(ctx.rng.bit_generator)
         try:
-            ctx.rng.bit_generator.state = changes["rng"]
-        except (KeyError, TypeError, ValueError):
-            pass
+            bit_generator.state = changes.rng
+        except Exception as err:  # noqa: BLE001 - numpy's validation of a foreign state
+            raise GuardedHookError(
+                f"changes.rng is not a state of {type(bit_generator).__name__}: "
+                f"{clean_text(str(err), 200)}"
+            ) from None
+        ctx.notes[:] = changes.notes
+        by_number = {t.number: t for t in ctx.trials}
+        ctx.history[:] = [by_number[n] for n in changes.history if n in by_number]
+        ctx.params = params
+        if changes.record is not None:
+            ctx.record[self.name] = changes.record
+        ctx.rng.bit_generator.state = bit_generator.state
 
     # ----------------------------------------------------------------- hooks
     # Subclasses made by guarded_class() keep only the hooks the generated class defines, so
     # the sampler's proof record counts exactly those.
     def _prepare(self, context: ProposalContext) -> None:
         with self._lock:
-            reply = self._call({"hook": "prepare", "context": self._context_wire(context)})
-        self._apply(context, reply.get("changes"))
+            reply = self._call("prepare", {"context": self._context_wire(context)}, context.study)
+        self._apply(context, reply.changes)
 
     def _review(self, candidate: dict[str, Any], context: ProposalContext) -> Review:
         with self._lock:
             reply = self._call(
-                {"hook": "review", "candidate": candidate, "context": self._context_wire(context)}
+                "review",
+                {"candidate": candidate, "context": self._context_wire(context)},
+                context.study,
             )
-        self._apply(context, reply.get("changes"))
-        result = reply.get("result") or {}
-        action = result.get("action")
-        if action == "reject":
-            return Review.reject(str(result.get("reason", "")))
-        if action == "replace" and isinstance(result.get("params"), dict):
-            return Review.replace(result["params"], str(result.get("reason", "")))
+        result = reply.result
+        params = None
+        if result["action"] == "replace":
+            params = _checked(check_params, result["params"], context.search_space, "params")
+        self._apply(context, reply.changes)
+        if result["action"] == "reject":
+            return Review.reject(result["reason"])
+        if result["action"] == "replace":
+            return Review.replace(params, result["reason"])
         return Review.accept()
 
     def _choose(
@@ -183,15 +275,15 @@ class GuardedMechanism(Mechanism):
     ) -> list[dict[str, Any]]:
         with self._lock:
             reply = self._call(
-                {
-                    "hook": "choose",
-                    "candidates": candidates,
-                    "context": self._context_wire(context),
-                }
+                "choose",
+                {"candidates": candidates, "context": self._context_wire(context)},
+                context.study,
             )
-        self._apply(context, reply.get("changes"))
-        result = reply.get("result")
-        return [dict(c) for c in result] if isinstance(result, list) else candidates
+        ordered = reply.result
+        if not ordered or any(c not in candidates for c in ordered):
+            raise GuardedHookError("choose must return a non-empty reordering of its candidates")
+        self._apply(context, reply.changes)
+        return [dict(candidates[candidates.index(c)]) for c in ordered]
 
     def _after_trial(
         self,
@@ -201,17 +293,23 @@ class GuardedMechanism(Mechanism):
         values: Sequence[float] | None,
     ) -> None:
         message = {
-            "hook": "after_trial",
             "trial": _wire.trials_to_wire([trial]),
             "state": state.name,
             "values": list(values) if values is not None else None,
         }
         with self._lock:
-            self._call(message)
+            self._call("after_trial", message, study)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
         return f"Guarded[{self.name}]({args})"
+
+
+def _checked(check: Any, *args: Any) -> Any:
+    try:
+        return check(*args)
+    except ProtocolError as err:
+        raise GuardedHookError(str(err)) from None
 
 
 def guarded_class(
@@ -224,6 +322,7 @@ def guarded_class(
     sha256: str,
     limits: Limits | None = None,
     layers: Layers | None = None,
+    declared_name: str = "",
 ) -> type[GuardedMechanism]:
     """A proxy class for one generated mechanism, from what the gate found out about it.
 
@@ -235,7 +334,14 @@ def guarded_class(
         version: Its ``version``.
         sha256: The source's SHA-256.
         limits, layers: Limits and layers of its guarded process.
+        declared_name: The name the gate read in the source; when given, each start checks
+            that the loaded class still reports it, with the same hooks and space.
     """
+    if not is_name(name) and not is_registered_name(name):
+        raise ValueError(
+            f"A generated mechanism's name must match {NAME_PATTERN.pattern} (a registered one "
+            f"with _ and 8 hex digits after it), not {name!r}."
+        )
     unknown = sorted(set(hooks) - set(HOOKS))
     if unknown:
         raise ValueError(f"Unknown hooks {unknown}; hooks are {list(HOOKS)}.")
@@ -245,6 +351,8 @@ def guarded_class(
         "source": source,
         "source_sha256": sha256,
         "generated_name": name,
+        "generated_hooks": tuple(hooks),
+        "declared_name": declared_name,
         "_space_wire": dict(space),
         "__doc__": f"Generated mechanism {name} (source {sha256[:12]}), run behind the boundary.",
     }

@@ -77,7 +77,12 @@ class ResearchReport:
                 "|---|---|---|---|---|---|---|---|",
             ]
             for m in rows:
-                e = m.effect or {}
+                e = dict(m.effect or {})
+                if e.get("disabled"):
+                    e["activity"] = (
+                        f"{e.get('activity')}; disabled in {e['disabled'].get('studies')} "
+                        f"studies: {e['disabled'].get('reason')}"
+                    )
                 if e.get("note"):
                     lines.append(
                         f"| {m.name} | - | - | - | - | - | {e['note']} | {e.get('activity')} |"

@@ -1,13 +1,19 @@
 """A seccomp filter for the guarded process, through libseccomp (Debian's ``libseccomp2``).
 
 Loaded by the child itself after its own imports and before any generated code runs; a filter
-cannot be removed once loaded, and ``no_new_privs`` is set with it. It refuses, with ``EPERM``:
-creating processes (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``; ``clone3`` gets
-``ENOSYS`` so the C library falls back to ``clone``, whose flags the filter can read), running
-programs (``execve``), sockets of any family, and the system calls that leave or reshape the
-sandbox (``ptrace``, ``mount``, ``unshare``, ``setns``, ``chroot``, module and keyring calls,
-``bpf``, ``perf_event_open``, ...). Everything else is allowed: the child only computes and
-talks over pipes it already holds.
+cannot be removed once loaded, and ``no_new_privs`` is set with it. It kills the process
+(``SIGSYS``) on: creating processes (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``;
+``clone3`` gets ``ENOSYS`` so the C library falls back to ``clone``, whose flags the filter can
+read), running programs (``execve``), sockets of any family, and the system calls that leave or
+reshape the sandbox (``ptrace``, ``mount``, ``unshare``, ``setns``, ``chroot``, module and
+keyring calls, ``bpf``, ``perf_event_open``, ...). Everything else is allowed: the child only
+computes and talks over pipes it already holds.
+
+Why kill and not refuse with ``EPERM``: a mechanism that tried a forbidden call and caught the
+error would otherwise pass the gate's smoke run looking harmless (issue 22, finding 8). Killed,
+the attempt is the hook's failure, recorded as "a forbidden system call", and the gate rejects
+the source. ``ERRNO_ACTION`` switches back to ``EPERM`` (the boundary's tests use it to show
+what each call would have done).
 
 Why ctypes and not a binding: PyPI has no well-kept libseccomp binding for this Python (Debian's
 ``python3-seccomp`` is built for Debian's own interpreter), and the five calls used here are
@@ -22,6 +28,7 @@ import errno
 
 #: libseccomp actions (seccomp.h).
 _SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_ACT_KILL_PROCESS = 0x80000000
 
 
 def _act_errno(code: int) -> int:
@@ -31,7 +38,7 @@ def _act_errno(code: int) -> int:
 _SCMP_CMP_MASKED_EQ = 7
 _CLONE_THREAD = 0x00010000
 
-#: Refused outright with EPERM.
+#: Forbidden: the process is killed.
 DENIED_SYSCALLS = (
     "fork",
     "vfork",
@@ -115,8 +122,14 @@ def available() -> str | None:
     return None
 
 
-def install() -> None:
-    """Load the filter into this process (and every thread it starts later)."""
+def install(*, kill: bool = True) -> None:
+    """Load the filter into this process (and every thread it starts later).
+
+    Args:
+        kill: Kill the process on a forbidden call (production); ``False`` refuses it with
+            ``EPERM`` instead.
+    """
+    deny = _SCMP_ACT_KILL_PROCESS if kill else _act_errno(errno.EPERM)
     lib = _library()
     ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
     if not ctx:
@@ -133,9 +146,9 @@ def install() -> None:
                 raise SeccompUnavailable(f"seccomp_rule_add({name}) failed: {rc}")
 
         for name in DENIED_SYSCALLS:
-            add(name, _act_errno(errno.EPERM))
+            add(name, deny)
         # clone: threads (CLONE_THREAD set) are allowed, new processes are not.
-        add("clone", _act_errno(errno.EPERM), _ArgCmp(0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0))
+        add("clone", deny, _ArgCmp(0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0))
         add("clone3", _act_errno(errno.ENOSYS))
         rc = lib.seccomp_load(ctx)
         if rc < 0:

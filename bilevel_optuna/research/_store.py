@@ -24,6 +24,10 @@ from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.research._check import CheckResult
+from bilevel_optuna.research._decode import REGISTERED_PATTERN
+from bilevel_optuna.research._decode import clean_text
+from bilevel_optuna.research._decode import is_name
+from bilevel_optuna.research._decode import is_registered_name
 from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._proxy import guarded_class
 from bilevel_optuna.samplers._loading import register_mechanism
@@ -66,14 +70,22 @@ class GeneratedMechanism:
             space=self.check.space,
             version=self.check.version,
             sha256=self.sha256,
+            declared_name=self.check.name,
         )
 
 
 def registered_name(check: CheckResult) -> str:
     """The name a generated mechanism is registered under: its own name and its hash, so two
-    rounds that chose the same name (or a built-in's) never collide."""
+    rounds that chose the same name (or a built-in's) never collide. Names are data: one that
+    does not match the strict pattern is refused, never registered."""
     base = check.name or "rejected"
-    return f"{base}_{check.sha256[:8]}"
+    name = f"{base}_{str(check.sha256)[:8]}"
+    if not is_registered_name(name):
+        raise ConfigurationError(
+            f"Generated mechanism name {name[:80]!r} does not match "
+            f"{REGISTERED_PATTERN.pattern}; it is not registered."
+        )
+    return name
 
 
 def _storage(storage: str | BaseStorage) -> BaseStorage:
@@ -136,6 +148,14 @@ class MechanismStore:
             ):
                 return item
         status = "accepted" if check.accepted else "rejected"
+        if check.accepted and not is_registered_name(f"{check.name}_{digest[:8]}"):
+            check = dataclasses.replace(
+                check,
+                accepted=False,
+                stage="load",
+                reasons=[f"the name {check.name[:80]!r} is not a valid mechanism name"],
+            )
+            status = "rejected"
         name = registered_name(check) if check.accepted else ""
         trial = self.study.ask()
         attrs = {
@@ -210,12 +230,22 @@ class MechanismStore:
         )
 
     def register(self) -> list[str]:
-        """Register every accepted mechanism (guarded) and return their names."""
+        """Register every accepted mechanism (guarded) and return their names.
+
+        What the storage holds is checked again (a storage written by an older version, or
+        by hand, is data like any other): a name that is not ``<name>_<sha8>`` of its own
+        source's hash and declared name is skipped with a warning, never registered.
+        """
         names = []
         for item in self.list():
-            if item.accepted:
-                register_mechanism(item.guarded_class())
-                names.append(item.name)
+            if not item.accepted:
+                continue
+            problem = _stored_problem(item)
+            if problem:
+                _logger.warning("Generated mechanism not registered: %s.", problem)
+                continue
+            register_mechanism(item.guarded_class())
+            names.append(item.name)
         return names
 
     # --------------------------------------------------------- rounds, effects
@@ -249,6 +279,18 @@ class MechanismStore:
             for k, v in attrs.items()
             if k.startswith(_attrs.RESEARCH_EXCHANGE_PREFIX)
         }
+
+
+def _stored_problem(item: GeneratedMechanism) -> str | None:
+    """Why a stored accepted mechanism must not be registered (``None``: it may be)."""
+    shown = clean_text(repr(item.name)[:80], 80)
+    if not is_registered_name(item.name) or not is_name(item.check.name):
+        return f"the stored name {shown} is not a valid mechanism name"
+    if source_hash(item.source) != item.sha256:
+        return f"{shown}: the stored source does not match its SHA-256"
+    if item.name != f"{item.check.name}_{item.sha256[:8]}":
+        return f"{shown} is not its declared name and source hash"
+    return None
 
 
 def register_stored_mechanisms(storage: str | BaseStorage, run: str) -> list[str]:

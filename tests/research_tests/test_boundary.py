@@ -21,6 +21,7 @@ NONE = Layers(namespaces=False, rlimits=False, seccomp=False)
 NAMESPACES = Layers(namespaces=True, rlimits=False, seccomp=False)
 RLIMITS = Layers(namespaces=False, rlimits=True, seccomp=False)
 SECCOMP = Layers(namespaces=False, rlimits=False, seccomp=True)
+SECCOMP_ERRNO = Layers(namespaces=False, rlimits=False, seccomp=True, seccomp_errno=True)
 
 pytestmark = needs_boundary
 
@@ -72,6 +73,9 @@ def test_namespaces_stop_a_connection(listener) -> None:  # type: ignore[no-unty
 
 def test_seccomp_stops_a_connection(listener) -> None:  # type: ignore[no-untyped-def]
     _, error = prepare_once(S.fill(S.OPEN_SOCKET, port=listener.port), SECCOMP)
+    assert error is not None and "SIGSYS" in error  # the attempt kills the process
+    assert listener.connections == 0
+    _, error = prepare_once(S.fill(S.OPEN_SOCKET, port=listener.port), SECCOMP_ERRNO)
     assert error is not None and "Operation not permitted" in error
     assert listener.connections == 0
 
@@ -80,7 +84,7 @@ def test_seccomp_stops_a_connection(listener) -> None:  # type: ignore[no-untype
 def test_seccomp_stops_a_fork(tmp_path: Path) -> None:
     target = tmp_path / "child.txt"
     _, error = prepare_once(S.fill(S.FORK, path=target), SECCOMP)
-    assert error is not None and "Operation not permitted" in error
+    assert error is not None and "SIGSYS" in error
     assert not target.exists()
     _, error = prepare_once(S.fill(S.FORK, path=target), NONE)
     assert error is None and target.exists()  # control
@@ -96,7 +100,7 @@ def test_seccomp_stops_running_a_program(tmp_path: Path) -> None:
         path=target,
     )
     _, error = prepare_once(source, SECCOMP)
-    assert error is not None and "Operation not permitted" in error
+    assert error is not None and "SIGSYS" in error
     assert not target.exists()
 
 

@@ -14,6 +14,8 @@ from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import Mechanism
 from bilevel_optuna.samplers import load_mechanism
+from bilevel_optuna.samplers import load_mechanism_by_name
+from bilevel_optuna.samplers import load_mechanism_from_source
 from bilevel_optuna.samplers import load_mechanism_source
 from bilevel_optuna.samplers import register_mechanism
 from bilevel_optuna.samplers._loading import load_mechanisms
@@ -62,7 +64,7 @@ def test_source_text_loads_with_its_hash_and_runs() -> None:
     cls = load_mechanism_source(SOURCE)
     assert cls.name == "nudge_up"
     assert cls.source_sha256 == source_hash(SOURCE)
-    study = _run(SOURCE)
+    study = _run(load_mechanism_from_source(SOURCE))
     for t in study.trials:
         assert t.params["x"] >= -0.3
         record = t.user_attrs[_attrs.MECHANISMS]["nudge_up"]
@@ -105,14 +107,53 @@ def test_registered_name_loads() -> None:
     ],
 )
 def test_bad_mechanisms_get_clear_errors(spec: str, params: dict, fragment: str) -> None:
+    load = load_mechanism_from_source if "\n" in spec else load_mechanism
     with pytest.raises(ConfigurationError) as info:
-        load_mechanism(spec, **params)
+        load(spec, **params)
     assert fragment in str(info.value)
 
 
 def test_duplicate_names_are_refused() -> None:
+    cls = load_mechanism_source(SOURCE)
     with pytest.raises(ConfigurationError, match="more than once"):
-        load_mechanisms([SOURCE, SOURCE])
+        load_mechanisms([cls, cls])
+
+
+# ------------------------------------------------- names are data (issue 22, finding 1)
+def _malicious_name(marker: Path) -> str:
+    return (
+        f"x = 1\nopen({str(marker)!r}, 'w').write('ran')\n"
+        "from bilevel_optuna.samplers import Mechanism\nclass E(Mechanism):\n    name = 'e'\n"
+    )
+
+
+def test_control_source_text_given_for_a_name_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    load_mechanism_source(_malicious_name(marker))  # what the newline sniffing did with it
+    assert marker.exists()
+
+
+def test_loading_by_name_never_reads_a_name_as_source_or_path(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    path = tmp_path / "m.py"
+    path.write_text(SOURCE)
+    for spec in (_malicious_name(marker), str(path)):
+        with pytest.raises(ConfigurationError, match="Unknown mechanism"):
+            load_mechanism_by_name(spec)
+    assert not marker.exists()
+
+
+def test_source_text_for_a_name_still_loads_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="load_mechanism_from_source"):
+        mechanism = load_mechanism(SOURCE, shift=0.5)
+    assert type(mechanism).name == "nudge_up" and mechanism.shift == 0.5
+
+
+@pytest.mark.parametrize("name", ["a b", "x\nimport os", "../up", "m.py", "", "é"])
+def test_register_refuses_a_name_that_is_not_an_identifier(name: str) -> None:
+    cls = type("Odd", (Mechanism,), {"name": name})
+    with pytest.raises(ConfigurationError, match="must match"):
+        register_mechanism(cls)
 
 
 def test_hook_that_raises_is_switched_off_and_recorded() -> None:
