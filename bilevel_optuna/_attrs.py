@@ -40,6 +40,7 @@ REQUEST_HASH = "llm:request_hash"
 ERROR = "llm:error"  # last error when the proposal fell back
 TAKEN_BY = "llm:taken_by"  # the mechanism that took the trial over (source "mechanism")
 QUEUED_BY = "llm:queued_by"  # number of the trial whose model call proposed this queued one
+STATE = "llm:state"  # optimizer whose state the prompt showed ("cmaes", "tpe"), when it showed one
 MECHANISMS = "llm:mechanisms"  # {name: {"version", "hooks": {hook: calls}, "changed", "errors", "off", ...}}: samplers/_record.py
 
 # --- Study user attributes, written by LLMSampler (samplers/_spend.py) ---

@@ -1,4 +1,4 @@
-"""Classical sampler in control: TPE runs the study and the model proposes a share of it."""
+"""Classical sampler in control: TPE or CMA-ES runs the study and the model proposes a share."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from bilevel_optuna.samplers._hybrid import HybridMechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import format_params
+from bilevel_optuna.samplers._state import make_cmaes_sampler
 
-_SAMPLERS = ("tpe", "random", "qmc")
+_SAMPLERS = ("tpe", "random", "qmc", "cmaes")
 _ROLES = ("propose", "pick")
 
 
@@ -37,8 +38,17 @@ class ClassicalMechanism(HybridMechanism):
       the model's trials at once);
     - share: of the later trials, a seeded draw gives a ``share`` of them to the model;
     - every other trial is taken over by the classical sampler (``sampler``: ``"tpe"``,
-      ``"random"`` or ``"qmc"``, built per trial as :class:`HybridMechanism` builds it, so its
-      state lives in the storage).
+      ``"random"``, ``"qmc"`` or ``"cmaes"``, built per trial as :class:`HybridMechanism` builds
+      it, so its state lives in the storage).
+
+    ``"cmaes"`` is Optuna's :class:`~optuna.samplers.CmaEsSampler` (Centaur's choice), whose
+    optimizer is pickled into the trials' system attributes. It models the numeric parameters
+    only; categorical ones go to its independent sampler, here a seeded TPE (univariate, with
+    the same start-up as ``"tpe"``), which learns from the history where random search would
+    not. CMA-ES is asked on the model's trials too and its answer dropped: each such trial joins
+    CMA-ES's current generation, so the model's proposal is told to CMA-ES with the others
+    (Centaur's proposals, like any injected solution, move its mean and covariance). Its
+    start-up is one trial: the model's warm start is its first population.
 
     On the model's trials, ``role`` says what the model does: ``"propose"`` (it writes a
     configuration, as without the mechanism) or ``"pick"`` (the classical sampler draws
@@ -62,6 +72,7 @@ class ClassicalMechanism(HybridMechanism):
     name = "classical"
     version = "1"
     trusted = True
+    samplers = _SAMPLERS
 
     def __init__(
         self,
@@ -96,9 +107,10 @@ class ClassicalMechanism(HybridMechanism):
         }
 
     def build_sampler(self, context: ProposalContext, seed: int) -> BaseSampler:
-        if self.sampler == "tpe":
+        if self.sampler in ("tpe", "cmaes"):
             # The model's warm start stands in for TPE's random start-up.
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(self.n_start, 1))
+            tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(self.n_start, 1))
+            return tpe if self.sampler == "tpe" else make_cmaes_sampler(seed, tpe)
         return super().build_sampler(context, seed)
 
     def turn(self, context: ProposalContext, draw: float) -> str:
@@ -116,6 +128,9 @@ class ClassicalMechanism(HybridMechanism):
         if by == "sampler":
             context.params = self.sample(context, self.build_sampler(context, seed))
             return
+        if self.sampler == "cmaes" and self.role != "pick":
+            # The trial joins CMA-ES's generation; the model's proposal is what it is told.
+            self.sample(context, self.build_sampler(context, seed))
         if self.role != "pick":
             return
         picks = []

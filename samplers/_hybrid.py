@@ -12,12 +12,14 @@ from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 from optuna.samplers import BaseSampler
+from optuna.samplers import CmaEsSampler
 
 from bilevel_optuna._checks import check_int
 from bilevel_optuna._experimental import QMC_SAMPLER
 from bilevel_optuna._experimental import experimental
 from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
+from bilevel_optuna.samplers._state import cmaes_search_space
 
 _SAMPLERS = ("tpe", "random", "qmc")
 
@@ -62,6 +64,8 @@ class HybridMechanism(Mechanism):
     name = "hybrid"
     version = "1"
     trusted = True
+    #: The samplers this class builds (a subclass that builds more widens it).
+    samplers: tuple[str, ...] = _SAMPLERS
 
     def __init__(
         self,
@@ -72,8 +76,8 @@ class HybridMechanism(Mechanism):
         refine_after: int = 0,
         seed: int | None = None,
     ) -> None:
-        if sampler not in _SAMPLERS:
-            raise ValueError(f"sampler must be one of {_SAMPLERS} but got {sampler!r}.")
+        if sampler not in self.samplers:
+            raise ValueError(f"sampler must be one of {self.samplers} but got {sampler!r}.")
         check_int("n_warmup", n_warmup)
         check_int("refine_after", refine_after)
         if not 0.0 <= fraction <= 1.0:
@@ -146,9 +150,13 @@ class HybridMechanism(Mechanism):
     @staticmethod
     def sample(context: ProposalContext, sampler: BaseSampler) -> dict[str, Any]:
         """Ask ``sampler`` for this trial's parameters, as Optuna would: ``sample_relative`` over
-        the search space, then ``sample_independent`` for what it left out."""
+        the search space (its numeric part for CMA-ES), then ``sample_independent`` for what it
+        left out."""
         space = dict(context.search_space)
-        params: dict[str, Any] = dict(sampler.sample_relative(context.study, context.trial, space))
+        relative = cmaes_search_space(space) if isinstance(sampler, CmaEsSampler) else space
+        params: dict[str, Any] = dict(
+            sampler.sample_relative(context.study, context.trial, relative)
+        )
         for name, dist in space.items():
             if name not in params:
                 params[name] = sampler.sample_independent(context.study, context.trial, name, dist)

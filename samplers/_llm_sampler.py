@@ -54,6 +54,9 @@ from bilevel_optuna.samplers._prompt import PromptTemplate
 from bilevel_optuna.samplers._prompt import build_messages
 from bilevel_optuna.samplers._prompt import format_params
 from bilevel_optuna.samplers._prompt import order_history
+from bilevel_optuna.samplers._state import INSTEAD_TOP
+from bilevel_optuna.samplers._state import check_state
+from bilevel_optuna.samplers._state import state_lines
 from bilevel_optuna.samplers import _spend
 
 if TYPE_CHECKING:
@@ -140,6 +143,13 @@ class LLMSampler(BaseSampler):
         mechanisms: Mechanisms injected into the proposal path, in hook order: instances,
             classes, registered names, ``(name, params)`` pairs, file paths or source text.
         prior_knowledge: Extra text for the prompt (what is known to work).
+        optimizer_state: A classical optimizer's state for the prompt (Centaur's idea, arXiv
+            2603.24647): ``"cmaes"`` (CMA-ES's centre, likely range and correlations per
+            parameter; a CMA-ES is kept beside the model, every trial joins its population),
+            ``"tpe"`` (TPE's good/bad split and its best candidates by l(x)/g(x)), or ``None``
+            (``"none"``). See ``bilevel_optuna.samplers._state``.
+        state_mode: ``"beside"`` (the state follows the history window) or ``"instead"`` (it
+            replaces the window; the best 3 trials are shown with it).
         max_tokens: Completion token cap per call; by default sized to the answer.
         hook_timeout: Seconds a mechanism hook may take before it is switched off for the trial.
         seed: Seed for the model's sampling and the base sampler; the same seed, model and
@@ -177,6 +187,8 @@ class LLMSampler(BaseSampler):
         base_sampler: BaseSampler | None = None,
         mechanisms: Iterable[MechanismSpec] | None = None,
         prior_knowledge: str = "",
+        optimizer_state: str | None = None,
+        state_mode: str | None = None,
         max_tokens: int | None = None,
         hook_timeout: float | None = 5.0,
         seed: int | None = None,
@@ -192,6 +204,9 @@ class LLMSampler(BaseSampler):
         template = settings["template"] if template is None else template
         n_candidates = settings["n_candidates"] if n_candidates is None else n_candidates
         mechanisms = settings["mechanisms"] if mechanisms is None else mechanisms
+        if optimizer_state is None:
+            optimizer_state = settings.get("optimizer_state")
+        state_mode = settings.get("state_mode", "beside") if state_mode is None else state_mode
         self.preset = preset
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 but got {temperature}.")
@@ -218,6 +233,8 @@ class LLMSampler(BaseSampler):
             raise ValueError(f"hook_timeout must be > 0 or None but got {hook_timeout}.")
         if search_space is not None:
             check_search_space(search_space)
+        self.optimizer_state = check_state(optimizer_state, state_mode)
+        self.state_mode = state_mode
         if on_model_error not in ON_MODEL_ERROR:
             raise ConfigurationError(
                 f"on_model_error must be one of {ON_MODEL_ERROR} but got {on_model_error!r}."
@@ -363,6 +380,11 @@ class LLMSampler(BaseSampler):
         seq = np.random.SeedSequence([self._seed, trial_number, attempt + 1])
         return int(seq.generate_state(1)[0] >> 1)
 
+    def _state_seed(self, trial_number: int) -> int:
+        """Seed of the optimizer whose state the prompt shows (apart from the requests')."""
+        seq = np.random.SeedSequence([self._seed, trial_number, 0, 1])
+        return int(seq.generate_state(1)[0] >> 1)
+
 
 class _Proposal:
     """One proposal, top to bottom: the context, ``prepare``, the model calls, review, choice,
@@ -403,9 +425,14 @@ class _Proposal:
         self.exchanges: list[dict[str, Any]] = []
         self.tokens = [0, 0]
         self.latency = 0.0
+        self.state: list[str] | None = None
 
     # ---------------------------------------------------------------- steps
     def run(self) -> dict[str, Any]:
+        if self.sampler.optimizer_state == "cmaes":
+            # Read before the hooks, whoever takes the trial: CMA-ES is asked on every trial,
+            # so it learns from all of them, not only from those the model proposes.
+            self.state = self._state()
         candidate = self._prepare() or self._ask()
         self._store(candidate)
         return candidate.params
@@ -522,6 +549,19 @@ class _Proposal:
         self.attrs[_attrs.ERROR] = last_error[:500]
         return Candidate(self._fallback(), "fallback")
 
+    def _state(self) -> list[str]:
+        """The optimizer's state block (empty when it has nothing to show yet)."""
+        sampler, ctx = self.sampler, self.context
+        assert sampler.optimizer_state is not None
+        return state_lines(
+            sampler.optimizer_state,
+            self.study,
+            self.trial,
+            ctx.trials,
+            self.space,
+            seed=sampler._state_seed(self.trial.number),
+        )
+
     def _cap_reached(self) -> str | None:
         """Why the model is not asked any more: the study's spend reached the cap."""
         sampler = self.sampler
@@ -555,12 +595,23 @@ class _Proposal:
 
     def _prompt_inputs(self) -> PromptInputs:
         sampler, ctx = self.sampler, self.context
+        history, order = ctx.history, sampler.history_order
+        state: list[str] = []
+        if sampler.optimizer_state is not None:
+            state = self.state if self.state is not None else self._state()
+            if state:
+                self.attrs[_attrs.STATE] = sampler.optimizer_state
+            if state and sampler.state_mode == "instead":
+                # The state stands for the window; the best few trials show what to beat.
+                sign = 1.0 if ctx.minimize else -1.0
+                key = lambda t: (sign * float(t.value), t.number)  # noqa: E731
+                history, order = sorted(history, key=key)[:INSTEAD_TOP], "best"
         return PromptInputs(
             description=sampler.description,
             metric_name=sampler.metric_name,
             minimize=ctx.minimize,
             search_space=self.space,
-            history=ctx.history,
+            history=history,
             n_complete=sum(t.state == TrialState.COMPLETE for t in ctx.trials),
             failed=[
                 t
@@ -571,7 +622,8 @@ class _Proposal:
             notes=ctx.notes,
             prior_knowledge=sampler.prior_knowledge,
             n_candidates=1,
-            history_order=sampler.history_order,
+            history_order=order,
+            state=state,
         )
 
     def _complete(self, request: ChatRequest) -> ChatReply:

@@ -218,6 +218,8 @@ class PromptInputs:
     prior_knowledge: str
     n_candidates: int
     history_order: str
+    #: Lines of a classical optimizer's state (samplers/_state.py), shown after the history.
+    state: Sequence[str] = ()
 
 
 def build_messages(template: PromptTemplate, inputs: PromptInputs) -> list[dict[str, str]]:
@@ -257,6 +259,7 @@ def build_messages(template: PromptTemplate, inputs: PromptInputs) -> list[dict[
         lines.append(f"({len(inputs.history)} of {inputs.n_complete} evaluated shown.)")
     else:
         lines.append("Nothing has been evaluated yet.")
+    lines.extend(inputs.state)
     failed = list(inputs.failed)[-MAX_FAILED_SHOWN:]
     if failed:
         lines.append("Failed or pruned (avoid these):")

@@ -1,7 +1,8 @@
 """The arms of a bilevel run: their names, the one sampler factory, and running an arm's study.
 
 An arm is a group of inner studies run the same way: a baseline sampler (``random``, ``tpe``,
-``gp``), the Level-0 proposer (``llm-level0``) or one proposer configuration (``cfg-<hash>``).
+``cmaes``, ``gp``), the Level-0 proposer (``llm-level0``) or one proposer configuration
+(``cfg-<hash>``).
 Every sampler the package builds by name comes from :func:`make_sampler`, so a baseline is the
 same in the bilevel run, a single-study spec and the outer study.
 """
@@ -31,9 +32,11 @@ from bilevel_optuna.studies._spend import run_spend
 from bilevel_optuna.studies._spend import total
 
 #: Samplers :func:`make_sampler` builds by name.
-SAMPLERS = ("random", "tpe", "gp", "llm")
+SAMPLERS = ("random", "tpe", "cmaes", "gp", "llm")
 #: Baseline arms a bilevel run accepts.
-BASELINE_CHOICES = ("random", "tpe", "gp", "llm-level0")
+BASELINE_CHOICES = ("random", "tpe", "cmaes", "gp", "llm-level0")
+#: Arms that are a plain Optuna sampler.
+CLASSICAL_ARMS = ("random", "tpe", "cmaes", "gp")
 #: Baseline arms run by default. GP is opt-in: on 2 CPU cores it costs seconds per trial where
 #: TPE costs milliseconds (BENCHMARKS.md, "GP baseline"), and it needs torch.
 BASELINES = ("random", "tpe", "llm-level0")
@@ -53,14 +56,18 @@ def make_sampler(
 ) -> BaseSampler:
     """The sampler called ``name``, seeded.
 
-    ``"random"``, ``"tpe"`` (Optuna 5's defaults: multivariate, constant liar), ``"gp"``
-    (Optuna's GPSampler, its defaults) or ``"llm"`` (:class:`LLMSampler` with ``model``,
-    ``description``, ``search_space`` and ``llm_settings``).
+    ``"random"``, ``"tpe"`` (Optuna 5's defaults: multivariate, constant liar), ``"cmaes"``
+    (Optuna's CmaEsSampler, its defaults: categorical parameters go to its RandomSampler, here
+    without its warning on every trial), ``"gp"`` (Optuna's GPSampler, its defaults) or
+    ``"llm"`` (:class:`LLMSampler` with ``model``, ``description``, ``search_space`` and
+    ``llm_settings``).
     """
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
         try:
             import torch  # noqa: F401 - GPSampler imports it lazily, at the first trial
@@ -84,6 +91,8 @@ def sampler_pin(name: str, seed: int | None) -> str | None:
     """What a baseline's settings are, written beside its studies (Optuna's defaults drift)."""
     if name == "tpe":
         return f"TPESampler(seed={seed}) with optuna {optuna.__version__} defaults"
+    if name == "cmaes":
+        return f"CmaEsSampler(seed={seed}) with optuna {optuna.__version__} defaults"
     if name == "gp":
         return f"GPSampler(seed={seed}) with optuna {optuna.__version__} defaults"
     return None
@@ -148,7 +157,7 @@ class ArmRunner:
     def sampler_for(
         self, arm: str, objective: Objective, seed: int, config: ProposerConfig | None
     ) -> BaseSampler:
-        if arm in ("random", "tpe", "gp"):
+        if arm in CLASSICAL_ARMS:
             return make_sampler(arm, seed=seed)
         assert config is not None
         spent_elsewhere = None

@@ -25,6 +25,8 @@ from bilevel_optuna.samplers._loading import builtin_mechanism_names
 from bilevel_optuna.samplers._loading import load_mechanism
 from bilevel_optuna.samplers._loading import load_mechanism_by_name
 from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
+from bilevel_optuna.samplers._state import OPTIMIZER_STATES
+from bilevel_optuna.samplers._state import STATE_MODES
 
 #: Prefix of the outer parameters that switch a mechanism on, and of their own parameters.
 MECHANISM_PREFIX = "mech."
@@ -42,7 +44,8 @@ _SHORT = {"orthogonal": "orth", "trust_region": "trust", "candidate_choice": "ch
 class ProposerConfig:
     """One configuration of LLMSampler: what an outer trial evaluates.
 
-    ``mechanisms`` is a tuple of ``(name, params)`` in hook order.
+    ``mechanisms`` is a tuple of ``(name, params)`` in hook order. ``optimizer_state`` and
+    ``state_mode`` are LLMSampler's (``"none"`` for no state: specs are TOML, which has no null).
     """
 
     temperature: float = 0.7
@@ -51,10 +54,17 @@ class ProposerConfig:
     template: str = "default"
     n_candidates: int = 1
     mechanisms: tuple[tuple[str, dict[str, Any]], ...] = ()
+    optimizer_state: str = "none"
+    state_mode: str = "beside"
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["mechanisms"] = [[n, dict(p)] for n, p in self.mechanisms]
+        # Settings added after the first release are written only when set, so the key (and
+        # the arm and study names built from it) of every earlier configuration stays the same.
+        for name, default in _LATER_DEFAULTS.items():
+            if out[name] == default:
+                del out[name]
         return out
 
     @classmethod
@@ -88,6 +98,9 @@ class ProposerConfig:
             parts.append(self.template)
         if self.n_candidates != default.n_candidates:
             parts.append(f"k={self.n_candidates}")
+        if self.optimizer_state != default.optimizer_state:
+            mode = "" if self.state_mode == default.state_mode else f"({self.state_mode})"
+            parts.append(f"state={self.optimizer_state}{mode}")
         if self.mechanisms:
             parts.append("+".join(_SHORT.get(name, name) for name, _ in self.mechanisms))
         return " ".join(parts)
@@ -102,8 +115,13 @@ class ProposerConfig:
             "n_candidates": self.n_candidates,
             # Names come from the outer study's parameters (a storage): looked up, never run.
             "mechanisms": [load_mechanism_by_name(n, **p) for n, p in self.mechanisms],
+            "optimizer_state": self.optimizer_state,
+            "state_mode": self.state_mode,
         }
 
+
+#: Settings added after the first release, and their defaults (see :meth:`ProposerConfig.to_dict`).
+_LATER_DEFAULTS = {"optimizer_state": "none", "state_mode": "beside"}
 
 #: The Level-0 proposer: the default configuration, no mechanism.
 LEVEL0 = ProposerConfig()
@@ -116,6 +134,8 @@ class OuterSpace:
         temperature, history_size, history_order, template, n_candidates: A distribution to
             search that setting over (narrowing or widening the default), or a plain value to fix
             it.
+        optimizer_state, state_mode: The same for LLMSampler's optimizer state in the prompt;
+            ``state_mode`` is drawn only where ``optimizer_state`` is not ``"none"``.
         mechanisms: Mechanisms the outer study may switch on, each with its own parameters as
             conditional parameters (``mech.tabu`` -> ``mech.tabu.radius``). Names, classes, paths
             or source text of generated mechanisms. ``[]`` searches the bare proposer only.
@@ -136,6 +156,10 @@ class OuterSpace:
         history_order: str | BaseDistribution = CategoricalDistribution(list(HISTORY_ORDERS)),
         template: str | BaseDistribution = CategoricalDistribution(sorted(TEMPLATES)),
         n_candidates: int | BaseDistribution = IntDistribution(1, 4),
+        optimizer_state: str | BaseDistribution = CategoricalDistribution(
+            ["none", *OPTIMIZER_STATES]
+        ),
+        state_mode: str | BaseDistribution = CategoricalDistribution(list(STATE_MODES)),
         mechanisms: Sequence[str | type] = DEFAULT_MECHANISMS,
         max_mechanisms: int = 3,
     ) -> None:
@@ -145,6 +169,8 @@ class OuterSpace:
             "history_order": history_order,
             "template": template,
             "n_candidates": n_candidates,
+            "optimizer_state": optimizer_state,
+            "state_mode": state_mode,
         }
         self.max_mechanisms = check_int("max_mechanisms", max_mechanisms, minimum=0)
         self.mechanisms: dict[str, type] = {}
@@ -199,8 +225,13 @@ class OuterSpace:
         )
 
     def distributions(self) -> dict[str, BaseDistribution]:
-        """The unconditional distributions (for describing the space)."""
-        out = {k: v for k, v in self.settings.items() if isinstance(v, BaseDistribution)}
+        """The unconditional distributions (for describing the space); ``state_mode`` is
+        conditional on a state being shown, like a mechanism's parameters."""
+        out = {
+            k: v
+            for k, v in self.settings.items()
+            if isinstance(v, BaseDistribution) and k != "state_mode"
+        }
         for name in self.mechanisms:
             out[MECHANISM_PREFIX + name] = CategoricalDistribution([False, True])
         return out
@@ -209,6 +240,8 @@ class OuterSpace:
         """Suggest one configuration on an outer trial."""
         values: dict[str, Any] = {}
         for key, value in self.settings.items():
+            if key == "state_mode" and values["optimizer_state"] == "none":
+                continue  # conditional: no state, nothing to place
             values[key] = (
                 _suggest(trial, key, value) if isinstance(value, BaseDistribution) else value
             )
@@ -231,6 +264,7 @@ class OuterSpace:
             k: getattr(config, k)
             for k, v in self.settings.items()
             if isinstance(v, BaseDistribution)
+            and not (k == "state_mode" and config.optimizer_state == "none")
         }
         on = dict(config.mechanisms)
         for name in self.mechanisms:

@@ -71,6 +71,8 @@ _SPACE = {
     "history_order": ((str, list, dict), None),
     "template": ((str, list, dict), None),
     "n_candidates": ((int, dict), None),
+    "optimizer_state": ((str, list, dict), None),
+    "state_mode": ((str, list, dict), None),
     "mechanisms": (list, None),
     "max_mechanisms": (int, None),
 }
@@ -92,6 +94,8 @@ _PROPOSER = {
     "n_candidates": (int, None),
     "mechanisms": (list, None),
     "prior_knowledge": (str, None),
+    "optimizer_state": (str, None),
+    "state_mode": (str, None),
     "on_model_error": (str, None),
     "max_tokens_total": (int, None),
     "max_cost": ((int, float), None),

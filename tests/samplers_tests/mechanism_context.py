@@ -53,10 +53,13 @@ def make_context(
     *,
     seed: int = 0,
     history: Sequence[optuna.trial.FrozenTrial] | None = None,
+    number: int | None = None,
 ) -> ProposalContext:
-    """The context of the study's next trial, as LLMSampler builds it (the trial is running)."""
-    running = study.ask()
-    trial = study._storage.get_trial(running._trial_id)
+    """The context of the study's next trial, as LLMSampler builds it (the trial is running),
+    or of the running trial ``number``."""
+    if number is None:
+        number = study.ask().number
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return ProposalContext(

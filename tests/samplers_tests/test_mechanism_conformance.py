@@ -56,11 +56,25 @@ class Nudge(Mechanism):
 
 
 BUILTINS = builtin_mechanism_names()
-CASES: list[Any] = BUILTINS + [Nudge]
+# A case is a registered name, a class, or ``(name, params)`` for a built-in with other settings.
+CASES: list[Any] = BUILTINS + [
+    pytest.param(("classical", {"sampler": "cmaes"}), id="classical-cmaes"),
+    Nudge,
+]
 
 
 def _cls(case: Any) -> type[Mechanism]:
+    if isinstance(case, tuple):
+        case = case[0]
     return get_mechanism_class(case) if isinstance(case, str) else case
+
+
+#: Cases whose take-over depends on the trial's number, not only on the stored trials.
+_SEEDED_BY_NUMBER = [("classical", {"sampler": "cmaes"})]
+
+
+def _make(case: Any) -> Mechanism:
+    return _cls(case)(**(case[1] if isinstance(case, tuple) else {}))
 
 
 def _history() -> optuna.Study:
@@ -73,7 +87,7 @@ def test_class_contract(case: Any) -> None:
     cls = _cls(case)
     assert cls.name.islower() and isinstance(cls.version, str) and cls.version
     assert isinstance(cls.trusted, bool)
-    assert cls.trusted == isinstance(case, str)  # built-ins are trusted, user code is not
+    assert cls.trusted == isinstance(case, (str, tuple))  # built-ins are trusted, user code is not
     assert cls.__doc__ and cls.__doc__.strip()
     signature = inspect.signature(cls.__init__)
     kwargs = [p for n, p in signature.parameters.items() if n != "self"]
@@ -93,7 +107,7 @@ def test_class_contract(case: Any) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_hooks_return_valid_results_on_a_real_study(case: Any) -> None:
-    mechanism = _cls(case)()
+    mechanism = _make(case)
     study = _history()
     ctx = make_context(study)
     mechanism.prepare(ctx)
@@ -126,19 +140,25 @@ def test_state_is_rebuilt_from_the_storage(case: Any, tmp_path: Any) -> None:
     make_study(rows, storage=url)
     (summary,) = optuna.get_all_study_summaries(url)
 
-    def decide() -> Any:
+    def decide(number: int | None = None) -> Any:
         study = optuna.load_study(study_name=summary.study_name, storage=url)
-        ctx = make_context(study, seed=7)
+        ctx = make_context(study, seed=7, number=number)
         # The study's trials as stored before this proposal; the running trial is ours.
-        mechanism = _cls(case)()
+        mechanism = _make(case)
         mechanism.prepare(ctx)
         review = mechanism.review(config(x=-1.0, n=3), ctx)
         out = (ctx.params, list(ctx.notes), review, ctx.record)
-        study.tell(ctx.trial.number, state=optuna.trial.TrialState.FAIL)
-        return out
+        if number is None and case not in _SEEDED_BY_NUMBER:
+            study.tell(ctx.trial.number, state=optuna.trial.TrialState.FAIL)
+        return out, ctx.trial.number
 
-    first, second = decide(), decide()
-    # The second saw one more (failed, parameterless) trial; nothing it decides depends on it.
+    (first, number), (second, _) = decide(), decide()
+    if case in _SEEDED_BY_NUMBER:
+        # Optuna's CmaEsSampler seeds each draw with the trial's number: the second process
+        # decides on the same trial, after the first wrote CMA-ES's generation on it.
+        (second, _) = decide(number)
+    # The second saw one more (failed, parameterless) trial or the same one; nothing it decides
+    # depends on it.
     assert repr(first[0]) == repr(second[0])
     assert first[1] == second[1]
     assert first[2] == second[2]
@@ -155,7 +175,7 @@ def test_runs_in_a_study_and_proves_it(case: Any, tmp_path: Any) -> None:
         model=ScriptedChatModel(answer),
         search_space=SPACE,
         seed=0,
-        mechanisms=[_cls(case)()],
+        mechanisms=[_make(case)],
         **kwargs,
     )
     study = optuna.create_study(sampler=sampler, storage=f"sqlite:///{tmp_path / 's.db'}")
@@ -173,7 +193,7 @@ def test_runs_in_a_study_and_proves_it(case: Any, tmp_path: Any) -> None:
         assert not record["errors"] and record["off"] is False
         for hook, n in record["hooks"].items():
             calls[hook] = calls.get(hook, 0) + n
-    defined = set(overridden_hooks(_cls(case)()))
+    defined = set(overridden_hooks(_make(case)))
     assert set(calls) == defined
     assert calls.get("prepare", 1) >= 1 and calls.get("review", 1) >= 1
 

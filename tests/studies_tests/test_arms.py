@@ -26,6 +26,7 @@ from bilevel_optuna.studies._config import ProposerConfig
     [
         ("random", optuna.samplers.RandomSampler),
         ("tpe", optuna.samplers.TPESampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
         ("gp", optuna.samplers.GPSampler),
         ("llm", LLMSampler),
     ],
@@ -35,10 +36,10 @@ def test_every_sampler_is_built_by_name(name: str, cls: type) -> None:
 
 
 def test_an_unknown_sampler_or_baseline_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigurationError, match="'random', 'tpe', 'gp', 'llm'"):
-        make_sampler("cmaes", seed=0)
-    with pytest.raises(ConfigurationError, match=r"\['cmaes'\].*'gp'"):
-        check_baselines(["tpe", "cmaes"])
+    with pytest.raises(ConfigurationError, match="'random', 'tpe', 'cmaes', 'gp', 'llm'"):
+        make_sampler("smac", seed=0)
+    with pytest.raises(ConfigurationError, match=r"\['smac'\].*'gp'"):
+        check_baselines(["tpe", "smac"])
 
 
 def test_arm_names_and_labels() -> None:
@@ -53,6 +54,26 @@ def test_arm_names_and_labels() -> None:
     assert arm_label("tpe") == "tpe" and arm_label("llm-level0", LEVEL0) == "llm-level0"
     other = ProposerConfig(history_order="chronological", template="minimal", n_candidates=3)
     assert other.describe() == "t=0.7 h=15 chronological minimal k=3"
+    state = ProposerConfig(optimizer_state="cmaes", state_mode="instead")
+    assert state.describe() == "t=0.7 h=15 state=cmaes(instead)"
+
+
+def test_the_cmaes_baseline_is_seeded_and_pins_its_settings(tmp_path: Path) -> None:
+    runner = ArmRunner(
+        storage=open_storage(f"sqlite:///{tmp_path}/cmaes.db"),
+        run_name="cmaes",
+        n_inner_trials=12,
+        seeds=[0],
+        model=None,
+    )
+    first = runner.run("cmaes", get_objective("branin"), 0, kind="baseline")
+    study = optuna.load_study(study_name=first.study_name, storage=runner.storage)
+    assert study.user_attrs[_attrs.SAMPLER].startswith("CmaEsSampler(seed=0) with optuna ")
+    # CMA-ES proposed from the second trial on: each is one of its population.
+    assert all("cma:generation" in t.system_attrs for t in study.trials[1:])
+    again = optuna.create_study(sampler=make_sampler("cmaes", seed=0))
+    again.optimize(lambda t: get_objective("branin")(t), n_trials=12)
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
 
 
 def test_the_gp_baseline_runs_past_its_random_start_and_pins_its_settings(

@@ -90,3 +90,36 @@ def test_level0_is_enqueued_only_where_the_space_holds_it() -> None:
     assert _represents(wide, wide.params_of(LEVEL0), LEVEL0)
     narrow = OuterSpace(history_size=10)  # Level 0 shows 15 trials
     assert not _represents(narrow, narrow.params_of(LEVEL0), LEVEL0)
+
+
+def test_state_settings_are_outer_choices_and_old_keys_stay() -> None:
+    # A configuration without a state keeps the key it had before the setting existed.
+    assert "optimizer_state" not in LEVEL0.to_dict()
+    assert LEVEL0.key() == ProposerConfig.from_dict(LEVEL0.to_dict()).key()
+    state = ProposerConfig(optimizer_state="tpe", state_mode="instead")
+    assert ProposerConfig.from_dict(state.to_dict()) == state
+    assert state.key() != LEVEL0.key()
+    sampler = LLMSampler(model="local", **state.sampler_kwargs())
+    assert (sampler.optimizer_state, sampler.state_mode) == ("tpe", "instead")
+    space = OuterSpace(mechanisms=[])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        config = space.suggest(trial)
+        study.tell(trial, 0.0)
+        seen.add((config.optimizer_state, config.state_mode))
+        # The placement is drawn only where a state is shown.
+        assert ("state_mode" in trial.params) == (config.optimizer_state != "none")
+    assert {s for s, _ in seen} == {"none", "cmaes", "tpe"}
+    assert ("cmaes", "instead") in seen or ("tpe", "instead") in seen
+    for config in (state, LEVEL0):
+        enqueued = optuna.create_study()
+        enqueued.enqueue_trial(space.params_of(config))
+        assert space.suggest(enqueued.ask()) == config
+
+
+def test_the_classical_sampler_in_control_is_an_outer_choice() -> None:
+    space = OuterSpace(mechanisms=["classical"], max_mechanisms=1)
+    choices = space.mechanisms["classical"].search_space()["sampler"].choices
+    assert "cmaes" in choices and "tpe" in choices

@@ -133,6 +133,18 @@ name = "branin"
     assert spec.objective.name == "branin" and spec.proposer == {"temperature": 0.3}
 
 
+def test_state_settings_in_specs(tmp_path: Path) -> None:
+    space = GOOD + 'optimizer_state = ["none", "cmaes"]\nstate_mode = "instead"\n'
+    spec = load_spec(_write(tmp_path, space))
+    assert isinstance(spec, BilevelSpec)
+    settings = spec.kwargs["outer_space"].settings
+    assert list(settings["optimizer_state"].choices) == ["none", "cmaes"]
+    assert settings["state_mode"] == "instead"
+    study = GOOD.replace("[outer.space]", "[outer.space]\noptimizer_state = \"gp\"")
+    with pytest.raises(ConfigurationError, match="optimizer_state must be one of"):
+        load_spec(_write(tmp_path, study))
+
+
 def test_the_demo_has_power_for_the_tests_it_runs() -> None:
     import warnings
 
