@@ -33,9 +33,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-# docs/notes/ holds the helpers' drafts that the lead places into these pages; they are not
-# pages of their own.
-exclude_patterns = ["_build", "_ext", "_tools", "_static/README.md", "notes", "examples"]
+exclude_patterns = ["_build", "_ext", "_tools", "_static/README.md", "examples"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 # Headings get anchors, so a page can link to ``other.md#a-section``.
