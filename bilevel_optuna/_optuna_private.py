@@ -131,7 +131,9 @@ def _module_attr(module: str, name: str) -> Any:
 # (samplers/_state.py: CMA-ES's search distribution in the prompt)
 
 
-def restore_cmaes_optimizer(sampler: optuna.samplers.CmaEsSampler, trials: list[FrozenTrial]) -> Any:
+def restore_cmaes_optimizer(
+    sampler: optuna.samplers.CmaEsSampler, trials: list[FrozenTrial]
+) -> Any:
     """The ``cmaes`` optimizer ``sampler`` stored on ``trials`` (its newest), or None
     (``CmaEsSampler._restore_optimizer``: unpickles it from the trials' system attributes,
     in chunks ``cma:optimizer:i``).
