@@ -317,9 +317,10 @@ class LLMSampler(BaseSampler):
             self.model.check()
         except ChatModelError as err:
             if self.on_model_error == "raise":
-                storage = study._storage
-                storage.set_trial_user_attr(trial._trial_id, _attrs.FAILURE_REASON, str(err)[:500])
-                storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                storage = _optuna_private.storage_of(study)
+                trial_id = _optuna_private.trial_id_of(trial)
+                storage.set_trial_user_attr(trial_id, _attrs.FAILURE_REASON, str(err)[:500])
+                storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
                 raise
             self._model_down = f"{_spend.ENDPOINT_REASON}: {err}"
             _say_once(

@@ -6,9 +6,9 @@ module gives the prompt the same: CMA-ES's search distribution, or TPE's good/ba
 best candidates by the density ratio l(x)/g(x), in the parameters' own names and units.
 
 Both are read through Optuna's samplers, not re-implemented, so what the model reads is what
-the sampler would use. Optuna has no public API for either, so each is read by one function
-here (:func:`read_cmaes_state`, :func:`read_tpe_state`) that names the private attributes it
-relies on; a change in Optuna breaks those two functions and their tests, nothing else.
+the sampler would use. Optuna has no public API for either, so the private names each relies on
+are read through ``bilevel_optuna/_optuna_private.py``; a change in Optuna breaks that adapter
+and its tests, with an error that says so.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from optuna.samplers import TPESampler
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
+from bilevel_optuna import _optuna_private
 from bilevel_optuna.samplers._prompt import format_params
 from bilevel_optuna.samplers._prompt import format_value
 
@@ -134,14 +135,13 @@ def read_cmaes_state(
     generation finished yet (its distribution is still the one it starts from: the centre of
     the space), or a space of another dimension than the stored optimizer's.
 
-    Relies on Optuna's privates (Optuna 5.0 and 5.1): ``CmaEsSampler._restore_optimizer``
+    Relies on Optuna's privates (Optuna 5.0 and 5.1; read in ``_optuna_private``):
+    ``CmaEsSampler._restore_optimizer``
     (unpickles the optimizer it stores in trial system attributes, in chunks ``cma:optimizer:i``)
     and ``optuna._transform._SearchSpaceTransform`` (CmaEsSampler's map to the unit cube); and
     on the ``cmaes`` package's ``CMA._sigma`` and ``CMA._C`` (the step size and covariance;
     ``mean``, ``generation`` and ``population_size`` are public).
     """
-    from optuna._transform import _SearchSpaceTransform
-
     space = cmaes_search_space(search_space)
     if len(space) < 2:
         return None
@@ -149,19 +149,18 @@ def read_cmaes_state(
     if CMA_GENERATION_KEY not in trial.system_attrs:
         sampler.sample_relative(study, trial, space)
     # The optimizer a tell just stored lives on this (running) trial: read it fresh.
-    current = study._storage.get_trial(trial._trial_id)
+    current = _optuna_private.storage_of(study).get_trial(_optuna_private.trial_id_of(trial))
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.number != trial.number
     ]
-    optimizer = sampler._restore_optimizer(complete + [current])
+    optimizer = _optuna_private.restore_cmaes_optimizer(sampler, complete + [current])
     if optimizer is None or optimizer.dim != len(space):
         return None
-    trans = _SearchSpaceTransform(space, transform_step=True, transform_0_1=True)
+    trans = _optuna_private.search_space_transform(space)
     mean = np.asarray(optimizer.mean, dtype=float)
-    sigma = float(optimizer._sigma)
-    cov = np.asarray(optimizer._C, dtype=float)
+    sigma, cov = _optuna_private.cmaes_step_size_and_covariance(optimizer)
     std = sigma * np.sqrt(np.clip(np.diag(cov), 0.0, None))
     lower = np.clip(mean - std, trans.bounds[:, 0], trans.bounds[:, 1])
     upper = np.clip(mean + std, trans.bounds[:, 0], trans.bounds[:, 1])
@@ -267,14 +266,12 @@ def read_tpe_state(
     Optuna 5's default TPESampler (multivariate) would split and rank them; ``None`` below
     :data:`MIN_TPE_TRIALS` completed trials.
 
-    Relies on Optuna's privates (Optuna 5.0 and 5.1), in ``optuna.samplers._tpe.sampler``:
+    Relies on Optuna's privates (Optuna 5.0 and 5.1; read in ``_optuna_private``), in
+    ``optuna.samplers._tpe.sampler``:
     ``default_gamma`` (the good group's size), ``_split_trials`` (the split itself),
     ``TPESampler._build_parzen_estimator`` (l(x) and g(x)) and
     ``TPESampler._compute_acquisition_func`` (log l(x) - log g(x)).
     """
-    from optuna.samplers._tpe.sampler import _split_trials
-    from optuna.samplers._tpe.sampler import default_gamma
-
     space = dict(search_space)
     names = set(space)
     split = [
@@ -285,15 +282,15 @@ def read_tpe_state(
     n = sum(t.state == TrialState.COMPLETE for t in split)
     if n < MIN_TPE_TRIALS or not space:
         return None
-    n_good = default_gamma(len(split))
-    good, bad = _split_trials(study, split, n_good)
+    n_good = _optuna_private.tpe_default_gamma(len(split))
+    good, bad = _optuna_private.tpe_split_trials(study, split, n_good)
     if not good or not bad:
         return None
     sampler = TPESampler(seed=seed)
-    l_x = sampler._build_parzen_estimator(study, space, good, handle_below=True)
-    g_x = sampler._build_parzen_estimator(study, space, bad, handle_below=False)
+    l_x = _optuna_private.tpe_parzen_estimator(sampler, study, space, good, handle_below=True)
+    g_x = _optuna_private.tpe_parzen_estimator(sampler, study, space, bad, handle_below=False)
     draws = l_x.sample(np.random.RandomState(seed), N_TPE_DRAWS)
-    score = sampler._compute_acquisition_func(draws, l_x, g_x)
+    score = _optuna_private.tpe_acquisition(sampler, draws, l_x, g_x)
     candidates: list[dict[str, Any]] = []
     for i in np.argsort(-score, kind="stable"):
         params = {n: d.to_external_repr(draws[n][i].item()) for n, d in space.items()}

@@ -16,6 +16,8 @@ import optuna
 from bilevel_optuna import _attrs
 from bilevel_optuna import _optuna_private
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.samplers._loading import load_mechanism
+from bilevel_optuna.samplers._presets import preset
 from bilevel_optuna.studies._arms import arm_label
 from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
@@ -59,8 +61,6 @@ def enqueue_level0(study: optuna.Study, space: OuterSpace) -> None:
 def _spelled_out(config: ProposerConfig, space: OuterSpace) -> ProposerConfig:
     """``config`` with each mechanism's unset parameters at their defaults: a preset names only
     the ones it changes, an outer trial suggests them all."""
-    from bilevel_optuna.samplers._loading import load_mechanism
-
     mechanisms = []
     for name, params in config.mechanisms:
         if name in space.mechanisms:
@@ -71,8 +71,6 @@ def _spelled_out(config: ProposerConfig, space: OuterSpace) -> ProposerConfig:
 
 def check_presets(names: Sequence[str]) -> list[ProposerConfig]:
     """The named presets' configurations, or an error naming the valid presets."""
-    from bilevel_optuna.samplers._presets import preset
-
     try:
         return [ProposerConfig.from_dict(preset(name)) for name in names]
     except ValueError as err:

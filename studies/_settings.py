@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 from typing import Any
 
 import optuna
@@ -23,9 +22,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.studies._spec import build_objective
-
-if TYPE_CHECKING:
-    from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies._spend import ModelPolicy
 
 #: Outer study user attribute holding the run's settings.
 SETTINGS = _attrs.SETTINGS
@@ -75,8 +72,6 @@ class RunSettings:
 
     def policy(self) -> ModelPolicy:
         """The run's :class:`~bilevel_optuna.studies._spend.ModelPolicy`."""
-        from bilevel_optuna.studies._spend import ModelPolicy
-
         return ModelPolicy(
             on_model_error=self.on_model_error,
             max_tokens_total=self.max_tokens_total,

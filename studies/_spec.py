@@ -28,6 +28,7 @@ from bilevel_optuna.objectives._script import ScriptObjective
 from bilevel_optuna.objectives._space_config import distribution_from_config
 from bilevel_optuna.studies._arms import SAMPLERS
 from bilevel_optuna.studies._config import OuterSpace
+from bilevel_optuna.studies._spend import ModelPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -269,8 +270,6 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         "max_cost": run["max_cost"],
         "token_prices": run["token_prices"],
     }
-    from bilevel_optuna.studies._spend import ModelPolicy
-
     try:  # checked now, so that a wrong value fails before the run starts
         ModelPolicy(**{k: kwargs[k] for k in ModelPolicy.__dataclass_fields__})
     except ConfigurationError as err:

@@ -18,8 +18,10 @@ from optuna.storages import BaseStorage
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.chat._base import ChatModel
+from bilevel_optuna.chat._spec import get_chat_model
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.samplers._llm_sampler import ON_MODEL_ERROR
 from bilevel_optuna.samplers._spend import Spend
 from bilevel_optuna.samplers._spend import check_cap
 from bilevel_optuna.samplers._spend import check_prices
@@ -49,8 +51,6 @@ class ModelPolicy:
     token_prices: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        from bilevel_optuna.samplers._llm_sampler import ON_MODEL_ERROR
-
         if self.on_model_error not in ON_MODEL_ERROR:
             raise ConfigurationError(
                 f"on_model_error must be one of {list(ON_MODEL_ERROR)} but got "
@@ -92,8 +92,6 @@ def check_model(model: ChatModel | str | None, policy: ModelPolicy) -> None:
     Under ``"raise"`` its error ends the run before anything is stored; under ``"fallback"``
     the run goes on and each LLM sampler says once that it falls back.
     """
-    from bilevel_optuna.chat._spec import get_chat_model
-
     try:
         get_chat_model(model).check()
     except ChatModelError:

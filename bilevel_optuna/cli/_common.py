@@ -10,6 +10,9 @@ from bilevel_optuna._storage import STORAGE_ENV
 from bilevel_optuna._storage import default_storage_url
 from bilevel_optuna._storage import is_journal
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies import BilevelSpec
+from bilevel_optuna.studies import load_spec
+from bilevel_optuna.studies._single import spec_storage_url
 
 
 def storage_of(args: argparse.Namespace) -> str:
@@ -21,10 +24,6 @@ def storage_of(args: argparse.Namespace) -> str:
     if target and ("://" in target or is_journal(target)):
         return str(target)
     if target and Path(target).suffix == ".toml":
-        from bilevel_optuna.studies import BilevelSpec
-        from bilevel_optuna.studies import load_spec
-        from bilevel_optuna.studies._single import spec_storage_url
-
         spec = load_spec(target)
         if isinstance(spec, BilevelSpec):
             return default_storage_url(spec.kwargs["storage"])

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
+from bilevel_optuna import _attrs
+from bilevel_optuna._storage import open_storage
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.stats import DegenerateDataWarning
+from bilevel_optuna.stats import NoPowerWarning
+from bilevel_optuna.stats import compare
+from bilevel_optuna.stats._load import select_studies
 
 _EXAMPLES = """\
 examples:
@@ -171,10 +178,6 @@ def _objectives_of(args: argparse.Namespace) -> list[str | None]:
     if args.objective:
         names: list[str | None] = list(dict.fromkeys(args.objective))
         return names if len(names) > 1 else [None]
-    from bilevel_optuna import _attrs
-    from bilevel_optuna._storage import open_storage
-    from bilevel_optuna.stats._load import select_studies
-
     arms: Any = dict(args.arms) if args.arms else args.arm_filter
     groups = select_studies(
         open_storage(args.storage, read_only=True), run=args.run, arms=arms, kind=args.kind
@@ -191,12 +194,6 @@ def _objectives_of(args: argparse.Namespace) -> list[str | None]:
 
 
 def _compare(args: argparse.Namespace, objective: str | None) -> Any:
-    import warnings
-
-    from bilevel_optuna.stats import DegenerateDataWarning
-    from bilevel_optuna.stats import NoPowerWarning
-    from bilevel_optuna.stats import compare
-
     arms: Any = dict(args.arms) if args.arms else args.arm_filter
     paired: Any = {"auto": "auto", "yes": True, "no": False}[args.paired]
     try:

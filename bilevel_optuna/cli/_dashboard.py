@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bilevel_optuna._storage import open_storage
 from bilevel_optuna.cli._common import storage_of
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies._artifacts import recorded_artifact_store
 
 
 def register(subparsers: Any) -> None:
@@ -34,9 +36,6 @@ def register(subparsers: Any) -> None:
 def _dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
     from optuna.artifacts import FileSystemArtifactStore
-
-    from bilevel_optuna._storage import open_storage
-    from bilevel_optuna.studies._artifacts import recorded_artifact_store
 
     url = storage_of(args)
     if args.artifact_dir is not None:

@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.research import MechanismStore
+from bilevel_optuna.research import check_source
+from bilevel_optuna.research._decode import clean_text
+from bilevel_optuna.research._decode import is_registered_name
+from bilevel_optuna.research._round import run_research
 
 
 def register(subparsers: Any) -> None:
@@ -47,8 +52,6 @@ def register(subparsers: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from bilevel_optuna.research import check_source
-
     path = Path(args.file)
     if not path.is_file():
         raise ConfigurationError(f"No such file {args.file!r}; give a .py file to check.")
@@ -61,8 +64,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bilevel_optuna.research._round import run_research
-
     report = run_research(args.spec, progress=print)
     text = report.to_markdown()
     if args.report:
@@ -74,14 +75,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from bilevel_optuna.research import MechanismStore
-
     return MechanismStore(args.storage, args.run, create=False)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from bilevel_optuna.research._decode import clean_text
-
     items = _store(args).list()
     if not items:
         print(f"Run {args.run!r} has no generated mechanisms yet.")
@@ -107,8 +104,6 @@ def _number(value: Any, spec: str) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from bilevel_optuna.research._decode import clean_text
-
     item = _store(args).get(args.mechanism)
     # Stored text is generated text: no terminal escapes reach the screen.
     print(
@@ -128,15 +123,10 @@ def _show(args: argparse.Namespace) -> int:
 
 def _comment(text: Any) -> str:
     """Stored text as one comment line: a newline in it cannot start a line of code."""
-    from bilevel_optuna.research._decode import clean_text
-
     return clean_text(str(text), 2000).replace("\n", " ").replace("\t", " ")
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bilevel_optuna.research._decode import clean_text
-    from bilevel_optuna.research._decode import is_registered_name
-
     folder = Path(args.directory)
     folder.mkdir(parents=True, exist_ok=True)
     root = folder.resolve()

@@ -18,6 +18,7 @@ from bilevel_optuna.studies import BilevelSpec
 from bilevel_optuna.studies import load_spec
 from bilevel_optuna.studies import run_bilevel_study
 from bilevel_optuna.studies import run_spec_study
+from bilevel_optuna.studies._artifacts import storage_file
 
 
 def register(subparsers: Any) -> None:
@@ -90,8 +91,6 @@ def _comparison_table(comparison: Any, *, control: str | None) -> str:
 def _write_report(result: Any, run_name: str) -> Path | None:
     """The comparison report and plots as files beside a storage file (``<run>_report.md``,
     ``<run>_plots/``); the folder, or None for a database server."""
-    from bilevel_optuna.studies._artifacts import storage_file
-
     path = storage_file(result.storage_url)
     if path is None or result.comparison is None:
         return None

@@ -11,8 +11,11 @@ import logging
 from typing import Any
 
 from bilevel_optuna._urls import is_loopback
+from bilevel_optuna.chat._local import LocalChatModel
 from bilevel_optuna.chat._server import DEFAULT_HOST
 from bilevel_optuna.chat._server import DEFAULT_PORT
+from bilevel_optuna.chat._server import access_logger
+from bilevel_optuna.chat._server import make_server
 
 
 def register(subparsers: Any) -> None:
@@ -47,10 +50,6 @@ def register(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bilevel_optuna.chat._local import LocalChatModel
-    from bilevel_optuna.chat._server import access_logger
-    from bilevel_optuna.chat._server import make_server
-
     # The access log goes through the package logger to stderr (main's handler), at INFO
     # whatever -v says, unless --quiet.
     access_logger.setLevel(logging.WARNING if args.quiet else logging.INFO)

@@ -13,6 +13,12 @@ from bilevel_optuna import _attrs
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna._storage import storage_label
 from bilevel_optuna.cli._common import storage_of
+from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies._progress import run_progress
+from bilevel_optuna.studies._racing import status_lines
+from bilevel_optuna.studies._settings import RunSettings
+from bilevel_optuna.studies._spend import spend_lines
+from bilevel_optuna.studies._work import WorkQueue
 
 
 def register(subparsers: Any) -> None:
@@ -57,13 +63,9 @@ def _status(args: argparse.Namespace) -> int:
             for line in _worker_lines(storage, summary.study_name):
                 print(f"  {line}")
             # Racing: its setting (or its lack of power) and on how many repeats each was judged.
-            from bilevel_optuna.studies._racing import status_lines
-
             for line in status_lines(study, trials):
                 print(f"  {line}")
         # The model's tokens (and money, at the run's prices), its cap, and the fallbacks.
-        from bilevel_optuna.studies._spend import spend_lines
-
         settings = summary.user_attrs.get(_attrs.SETTINGS) or {}
         for line in spend_lines(storage, summary.study_name, settings):
             print(f"  {line}")
@@ -85,9 +87,6 @@ def _progress_line(
 ) -> str:
     """The run's progress as its own bar shows it: inner studies done of all, running,
     outer trials, ETA (studies/_progress.py)."""
-    from bilevel_optuna.studies._progress import run_progress
-    from bilevel_optuna.studies._settings import RunSettings
-
     outer = optuna.load_study(study_name=run, storage=storage)
     outer_done = len(
         outer.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
@@ -117,9 +116,6 @@ def _disabled_lines(summaries: list[Any], run: str) -> list[str]:
 
 def _worker_lines(storage: Any, run: str) -> list[str]:
     """The run's tasks by state and its workers: alive (what each runs) or silent."""
-    from bilevel_optuna.exceptions import ConfigurationError
-    from bilevel_optuna.studies._work import WorkQueue
-
     try:
         queue = WorkQueue(storage, run)
         tasks = queue.tasks()

@@ -48,6 +48,8 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 from optuna.distributions import json_to_distribution
 
+from bilevel_optuna.exceptions import BilevelOptunaError
+
 if TYPE_CHECKING:
     from bilevel_optuna.research._boundary import Limits
 
@@ -64,7 +66,7 @@ _OPENERS = np.array([ord("["), ord("{")], dtype=np.uint8)
 _CLOSERS = np.array([ord("]"), ord("}")], dtype=np.uint8)
 
 
-class ProtocolError(Exception):
+class ProtocolError(BilevelOptunaError):
     """The child sent something that is not a valid message; the mechanism fails."""
 
 

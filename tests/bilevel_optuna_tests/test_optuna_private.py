@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
@@ -87,6 +88,61 @@ def test_the_type_only_names_import() -> None:
 def test_a_missing_private_name_fails_loudly_naming_the_adapter() -> None:
     with pytest.raises(OptunaCompatibilityError, match="_optuna_private.py"):
         private.trial_id_of(object())  # type: ignore[arg-type]
+
+
+def _two_param_study(sampler: optuna.samplers.BaseSampler, n_trials: int) -> optuna.Study:
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(
+        lambda t: (t.suggest_float("x", -5, 5) - 1) ** 2 + t.suggest_float("y", 0, 10) ** 2,
+        n_trials=n_trials,
+    )
+    return study
+
+
+SPACE = {"x": FloatDistribution(-5, 5), "y": FloatDistribution(0, 10)}
+
+
+def test_the_cmaes_optimizer_its_step_size_and_covariance_are_read() -> None:
+    sampler = optuna.samplers.CmaEsSampler(seed=0, n_startup_trials=0)
+    study = _two_param_study(sampler, 20)
+    optimizer = private.restore_cmaes_optimizer(sampler, study.get_trials(deepcopy=False))
+    assert optimizer is not None and optimizer.dim == 2 and optimizer.generation >= 1
+    sigma, cov = private.cmaes_step_size_and_covariance(optimizer)
+    assert sigma > 0 and cov.shape == (2, 2)
+    assert np.allclose(cov, cov.T) and (np.diag(cov) > 0).all()
+    assert private.restore_cmaes_optimizer(sampler, []) is None
+
+
+def test_the_search_space_transform_maps_to_the_unit_cube_and_back() -> None:
+    trans = private.search_space_transform(SPACE)
+    assert trans.bounds.shape == (2, 2)
+    assert np.allclose(trans.bounds, [[0, 1], [0, 1]])
+    point = trans.transform({"x": 0.0, "y": 2.5})
+    assert np.allclose(point, [0.5, 0.25])
+    assert trans.untransform(point) == pytest.approx({"x": 0.0, "y": 2.5})
+
+
+def test_tpe_splits_and_ranks_as_the_sampler_would() -> None:
+    study = _two_param_study(optuna.samplers.RandomSampler(seed=0), 20)
+    trials = study.get_trials(deepcopy=False)
+    n_good = private.tpe_default_gamma(len(trials))
+    assert 1 <= n_good < len(trials)
+    good, bad = private.tpe_split_trials(study, trials, n_good)
+    assert len(good) == n_good and len(good) + len(bad) == len(trials)
+    assert max(t.values[0] for t in good) <= min(t.values[0] for t in bad)
+    sampler = optuna.samplers.TPESampler(seed=0)
+    l_x = private.tpe_parzen_estimator(sampler, study, SPACE, good, handle_below=True)
+    g_x = private.tpe_parzen_estimator(sampler, study, SPACE, bad, handle_below=False)
+    draws = l_x.sample(np.random.RandomState(0), 8)
+    score = private.tpe_acquisition(sampler, draws, l_x, g_x)
+    assert score.shape == (8,) and np.isfinite(score).all()
+
+
+def test_a_missing_private_module_name_fails_loudly_naming_the_adapter() -> None:
+    with pytest.raises(OptunaCompatibilityError, match="_optuna_private.py"):
+        private._module_attr("optuna._transform", "_NoSuchTransform")
+    with pytest.raises(OptunaCompatibilityError, match="_optuna_private.py"):
+        private.cmaes_step_size_and_covariance(object())
 
 
 def test_no_other_module_reads_an_optuna_private_name() -> None:

@@ -13,7 +13,7 @@ from chat_doubles import ScriptedChatModel
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.chat import ChatRequest
-from bilevel_optuna.samplers import ClassicalControlMechanism
+from bilevel_optuna.samplers import ClassicalMechanism
 from bilevel_optuna.samplers import LLMSampler
 
 _SPACE = {
@@ -62,7 +62,7 @@ def _by(study: optuna.Study) -> list[str]:
 )
 def test_invalid_arguments_name_the_argument(kwargs: dict[str, Any], arg: str) -> None:
     with pytest.raises(ValueError, match=arg):
-        ClassicalControlMechanism(**kwargs)
+        ClassicalMechanism(**kwargs)
 
 
 def test_warm_start_then_the_share_the_model_gets() -> None:

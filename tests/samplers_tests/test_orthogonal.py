@@ -18,7 +18,7 @@ from optuna.distributions import IntDistribution
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import normalize
-from bilevel_optuna.samplers._orthogonal import OrthogonalExplorationMechanism
+from bilevel_optuna.samplers._orthogonal import OrthogonalMechanism
 from bilevel_optuna.samplers._orthogonal import ParameterBins
 from bilevel_optuna.samplers._orthogonal import coverage
 from bilevel_optuna.samplers._geometry import denormalize
@@ -36,7 +36,7 @@ from bilevel_optuna.samplers._geometry import denormalize
 )
 def test_invalid_arguments_name_the_argument(kwargs: dict[str, Any], arg: str) -> None:
     with pytest.raises(ValueError, match=arg):
-        OrthogonalExplorationMechanism(**kwargs)
+        OrthogonalMechanism(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def _skewed_study() -> optuna.Study:
 
 
 def test_least_explored_parameter_and_its_empty_bins_are_targeted() -> None:
-    mech = OrthogonalExplorationMechanism(n_bins=5)
+    mech = OrthogonalMechanism(n_bins=5)
     ctx = make_context(_skewed_study())
     mech.prepare(ctx)
     assert ctx.record["orthogonal"]["targets"] == {"n": [0, 1, 2, 3]}
@@ -121,7 +121,7 @@ def test_least_explored_parameter_and_its_empty_bins_are_targeted() -> None:
 
 
 def test_review_replaces_only_the_target_value() -> None:
-    mech = OrthogonalExplorationMechanism(n_bins=5)
+    mech = OrthogonalMechanism(n_bins=5)
     ctx = make_context(_skewed_study())
     mech.prepare(ctx)
     candidate = config(x=1.0, n=10, c="b")
@@ -136,7 +136,7 @@ def test_review_replaces_only_the_target_value() -> None:
 
 
 def test_reject_mode_names_the_parameter_and_the_sub_ranges() -> None:
-    mech = OrthogonalExplorationMechanism(n_bins=5, on_miss="reject")
+    mech = OrthogonalMechanism(n_bins=5, on_miss="reject")
     ctx = make_context(_skewed_study())
     mech.prepare(ctx)
     review = mech.review(config(n=10), ctx)
@@ -150,14 +150,14 @@ def test_evenly_explored_parameters_are_never_targets() -> None:
         for x, n, lr, c in [(-4.0, 1, 1e-4, "a"), (4.0, 10, 1e-1, "b")]
     ]
     ctx = make_context(make_study(rows))
-    mech = OrthogonalExplorationMechanism(n_bins=2)
+    mech = OrthogonalMechanism(n_bins=2)
     mech.prepare(ctx)
     # x, n and lr cover both bins once each; c left "c" untried: the only target.
     assert ctx.record["orthogonal"]["targets"] == {"c": [2]}
 
 
 def test_probability_zero_never_acts() -> None:
-    mech = OrthogonalExplorationMechanism(probability=0.0)
+    mech = OrthogonalMechanism(probability=0.0)
     ctx = make_context(_skewed_study())
     mech.prepare(ctx)
     assert ctx.notes == [] and ctx.record["orthogonal"]["active"] is False
@@ -165,7 +165,7 @@ def test_probability_zero_never_acts() -> None:
 
 
 def test_no_completed_trial_no_target() -> None:
-    mech = OrthogonalExplorationMechanism()
+    mech = OrthogonalMechanism()
     ctx = make_context(make_study([]))
     mech.prepare(ctx)
     assert ctx.notes == [] and ctx.record["orthogonal"]["targets"] == {}

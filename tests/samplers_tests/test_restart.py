@@ -19,7 +19,7 @@ from optuna.distributions import IntDistribution
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import distance
-from bilevel_optuna.samplers._restart import StagnationRestartMechanism
+from bilevel_optuna.samplers._restart import RestartMechanism
 from bilevel_optuna.samplers._geometry import from_unit
 
 
@@ -35,7 +35,7 @@ from bilevel_optuna.samplers._geometry import from_unit
 )
 def test_invalid_arguments_name_the_argument(kwargs: dict[str, Any], arg: str) -> None:
     with pytest.raises(ValueError, match=arg):
-        StagnationRestartMechanism(**kwargs)
+        RestartMechanism(**kwargs)
 
 
 def test_from_unit_gives_every_choice_and_integer_an_equal_share() -> None:
@@ -61,31 +61,31 @@ def test_burst_cycle_after_patience_trials_without_improvement(
     n_before: int, burst: bool, index: int
 ) -> None:
     study = _values_study([1.0] + [2.0] * (n_before - 1))
-    state = StagnationRestartMechanism(patience=3, burst=2).state(make_context(study))
+    state = RestartMechanism(patience=3, burst=2).state(make_context(study))
     assert state.burst is burst and state.burst_index == index
     assert state.since_improvement == n_before - 1
 
 
 def test_an_improvement_resets_the_count() -> None:
     study = _values_study([5.0, 6.0, 6.0, 6.0, 4.0, 6.0])
-    state = StagnationRestartMechanism(patience=3, burst=2).state(make_context(study))
+    state = RestartMechanism(patience=3, burst=2).state(make_context(study))
     assert state.since_improvement == 1 and state.best_number == 4 and not state.burst
 
 
 def test_min_improvement_ignores_tiny_gains() -> None:
     study = _values_study([5.0, 4.99, 4.98, 4.97])
     assert (
-        StagnationRestartMechanism(patience=3, min_improvement=0.01)
+        RestartMechanism(patience=3, min_improvement=0.01)
         .state(make_context(study))
         .burst
     )
-    assert not StagnationRestartMechanism(patience=3).state(make_context(study)).burst
+    assert not RestartMechanism(patience=3).state(make_context(study)).burst
 
 
 def test_maximize_direction() -> None:
     rows = [(config(x=float(i) - 4), v) for i, v in enumerate([1.0, 0.5, 0.5, 0.5])]
     study = make_study(rows, direction="maximize")
-    assert StagnationRestartMechanism(patience=3).state(make_context(study)).burst
+    assert RestartMechanism(patience=3).state(make_context(study)).burst
 
 
 @pytest.mark.parametrize("action", ["sobol", "random"])
@@ -93,7 +93,7 @@ def test_burst_takes_the_trial_over_far_from_evaluated_configurations(action: st
     # Every evaluated configuration sits in one corner.
     rows = [(config(x=-5.0 + 0.1 * i, lr=1e-4, n=1, c="a"), 1.0 + (i > 0)) for i in range(5)]
     ctx = make_context(make_study(rows))
-    StagnationRestartMechanism(patience=3, burst=2, action=action).prepare(ctx)
+    RestartMechanism(patience=3, burst=2, action=action).prepare(ctx)
     assert ctx.params is not None
     assert set(ctx.params) == set(SPACE)
     for name, dist in SPACE.items():
@@ -111,7 +111,7 @@ def test_burst_takes_the_trial_over_far_from_evaluated_configurations(action: st
 def test_burst_is_reproducible_from_the_seed() -> None:
     rows = [(config(x=float(i) - 4), 1.0 + (i > 0)) for i in range(5)]
     study = make_study(rows)
-    mech = StagnationRestartMechanism(patience=3)
+    mech = RestartMechanism(patience=3)
     first, second = make_context(study, seed=3), make_context(study, seed=3)
     mech.prepare(first)
     mech.prepare(second)
@@ -122,7 +122,7 @@ def test_prompt_action_cuts_the_history_and_adds_a_note() -> None:
     values = [2.0, 1.0, 3.0, 3.0, 3.0, 3.0]
     rows = [(config(x=float(i) - 4), v) for i, v in enumerate(values)]
     ctx = make_context(make_study(rows))
-    StagnationRestartMechanism(patience=3, action="prompt").prepare(ctx)
+    RestartMechanism(patience=3, action="prompt").prepare(ctx)
     assert ctx.params is None
     assert [t.number for t in ctx.history] == [1]
     assert "has not improved for 4 trials" in ctx.notes[0]
@@ -130,7 +130,7 @@ def test_prompt_action_cuts_the_history_and_adds_a_note() -> None:
 
 def test_outside_a_burst_nothing_changes() -> None:
     ctx = make_context(_values_study([3.0, 2.0, 1.0]))
-    StagnationRestartMechanism(patience=3).prepare(ctx)
+    RestartMechanism(patience=3).prepare(ctx)
     assert ctx.params is None and ctx.notes == []
 
 
