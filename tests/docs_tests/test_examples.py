@@ -9,7 +9,6 @@ fresh folder.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import os
 import subprocess
 import sys
@@ -37,10 +36,23 @@ def _param(path: Path) -> object:
 def test_no_example_shadows_a_module() -> None:
     # ``python docs/examples/x.py`` puts docs/examples/ first on sys.path: an example named
     # like a module (statistics.py) would be imported in its place by every library.
-    for path in EXAMPLES:
-        assert path.stem not in sys.stdlib_module_names, f"{path.name} shadows the stdlib"
-        spec = importlib.util.find_spec(path.stem)
-        assert spec is None, f"{path.name} shadows the installed module {path.stem}"
+    # What is installed is what a fresh interpreter finds from a neutral folder: this test
+    # process's own sys.path holds what other tests added (benchmarks/, tests/).
+    names = [path.stem for path in EXAMPLES]
+    for name in names:
+        assert name not in sys.stdlib_module_names, f"{name}.py shadows the stdlib"
+    probe = (
+        "import importlib.util, sys; "
+        "print([n for n in sys.argv[1:] if importlib.util.find_spec(n)])"
+    )
+    found = subprocess.run(
+        [sys.executable, "-I", "-c", probe, *names],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=DOCS / "_static",
+    ).stdout.strip()
+    assert found == "[]", f"examples shadow installed modules: {found}"
 
 
 def test_every_example_has_a_docstring() -> None:
