@@ -145,28 +145,42 @@ def ensure_schema(engine: sa.Engine) -> None:
     """Make the work-queue tables at head in a fresh database, stamp the unversioned layout of
     the baseline, and stop with :class:`SchemaVersionError` on any other revision but head."""
     url = _label(engine)
-    versioned, tables = _read(engine)
-    if versioned is not None:
-        message = problem(versioned, url=url)
+    try:
+        versioned, tables = _read(engine)
+    except sa.exc.DBAPIError:  # MariaDB: a table another process is creating cannot be read
+        versioned, tables = _wait_for_version(engine, url), True
+    if versioned is None:
+        # A fresh database, or the previous layout: the version row is written here, if the
+        # previous layout is this release's head.
+        message = problem(BASELINE if tables else None, url=url)
         if message is not None:
             raise SchemaVersionError(message)
-        return
-    # A fresh database, or the previous layout: the version row is written here, if the
-    # previous layout is this release's head.
-    message = problem(BASELINE if tables else None, url=url)
+        try:
+            _logger.info(upgrade(engine))
+            return
+        except sa.exc.DBAPIError:  # another process is doing the same: wait for its version row
+            versioned = _wait_for_version(engine, url)
+    message = problem(versioned, url=url)
     if message is not None:
-        raise SchemaVersionError(message)
-    try:
-        _logger.info(upgrade(engine))
-    except sa.exc.DBAPIError:  # another process is doing the same: wait for its version row
-        deadline = time.monotonic() + _CREATE_WAIT_S
-        while (versioned := _read(engine)[0]) is None:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-        message = problem(versioned, url=url)
-        if message is not None:
-            raise SchemaVersionError(message) from None
+        raise SchemaVersionError(message) from None
+
+
+def _wait_for_version(engine: sa.Engine, url: str) -> str:
+    """The version row another process is writing, once it is there (reads that fail while
+    that process holds the tables are retried)."""
+    deadline = time.monotonic() + _CREATE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            versioned = _read(engine)[0]
+        except sa.exc.DBAPIError:
+            versioned = None
+        if versioned is not None:
+            return versioned
+        time.sleep(0.2)
+    raise SchemaVersionError(
+        f"The work-queue tables in {url} were not created within {_CREATE_WAIT_S:.0f} s by the "
+        f"process creating them: run `{UPGRADE_COMMAND.format(url=url)}` once, then start again."
+    )
 
 
 def upgrade(engine: sa.Engine) -> str:
