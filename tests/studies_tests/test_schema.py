@@ -7,11 +7,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from databases import fresh_database
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -25,23 +25,6 @@ from bilevel_optuna.studies._work import DONE
 from bilevel_optuna.studies._work import WorkQueue
 from bilevel_optuna.studies._work import metadata
 
-SERVERS = {
-    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/",
-    "mysql": "mysql+pymysql://root@127.0.0.1:3306/",
-}
-
-
-def _admin(url: str, sql: str) -> None:
-    engine = sa.create_engine(
-        url + ("postgres" if url.startswith("postgresql") else ""), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(sql))
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(
     params=[
         "sqlite",
@@ -50,20 +33,7 @@ def _admin(url: str, sql: str) -> None:
     ]
 )
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/schema.db"
-        return
-    server = SERVERS[request.param]
-    name = f"bo_schema_{uuid.uuid4().hex[:8]}"
-    try:
-        _admin(server, f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as err:
-        pytest.skip(f"{request.param} is not reachable: {err}")
-    try:
-        yield server + name
-    finally:
-        force = " WITH (FORCE)" if request.param == "postgresql" else ""  # engines still open
-        _admin(server, f"DROP DATABASE {name}{force}")
+    yield from fresh_database(request.param, "bo_schema", tmp_path)
 
 
 def _previous_layout(engine: sa.Engine) -> None:

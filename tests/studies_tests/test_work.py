@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
+from databases import fresh_database
 
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna.exceptions import ConfigurationError
@@ -18,38 +17,9 @@ from bilevel_optuna.studies._work import RUNNING
 from bilevel_optuna.studies._work import WAITING
 from bilevel_optuna.studies._work import WorkQueue
 
-SERVERS = {
-    "postgresql": "postgresql+psycopg2://postgres@127.0.0.1:5432/",
-    "mysql": "mysql+pymysql://root@127.0.0.1:3306/",
-}
-
-
-def _admin(url: str, sql: str) -> None:
-    engine = sa.create_engine(url + ("postgres" if url.startswith("postgresql") else ""),
-                              isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(sql))
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/work.db"
-        return
-    server = SERVERS[request.param]
-    name = f"bo_work_{uuid.uuid4().hex[:8]}"
-    try:
-        _admin(server, f"CREATE DATABASE {name}")
-    except sa.exc.OperationalError as err:
-        pytest.skip(f"{request.param} is not reachable: {err}")
-    try:
-        yield server + name
-    finally:
-        force = " WITH (FORCE)" if request.param == "postgresql" else ""  # engines still open
-        _admin(server, f"DROP DATABASE {name}{force}")
+    yield from fresh_database(request.param, "bo_work", tmp_path)
 
 
 def _queue(url: str, stale_after: float = 30.0) -> WorkQueue:
