@@ -461,6 +461,8 @@ def parse_seeds(text: str) -> list[int]:
     """
     text = text.strip()
     if text.isdigit():
+        if int(text) == 0:
+            raise ValueError("seeds '0' is a count of none; one seed alone is '0-0'")
         return list(range(int(text)))
     seeds: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):

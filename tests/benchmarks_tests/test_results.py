@@ -88,6 +88,8 @@ def test_parse_seeds() -> None:
     assert _results.parse_seeds("7-7") == [7]
     with pytest.raises(ValueError, match="seeds must look like"):
         _results.parse_seeds("a-b")
+    with pytest.raises(ValueError, match="'0-0'"):
+        _results.parse_seeds("0")  # a count of none would run nothing, silently
 
 
 def test_regret_at_trials_and_seconds() -> None:
