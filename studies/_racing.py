@@ -311,8 +311,8 @@ class OuterRacing:
             reports=not cost_objective,  # Optuna cannot report on a multi-objective study
         )
         if racing.enabled and not racing.power.can_stop:
+            # A warning, not also a log line: both printed the same sentence twice.
             warn(racing.power.message, NoPowerWarning)
-            _logger.warning(racing.power.message)
         return racing
 
     def pruner(self) -> BasePruner:

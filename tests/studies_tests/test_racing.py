@@ -300,3 +300,15 @@ def test_exact_p_value_with_ties_matches_scipy_enumeration(diff: list[float]) ->
     ).pvalue
     decision = decide(diff, [0.0] * len(diff))
     assert decision.pvalue == pytest.approx(expected, rel=1e-9)
+
+
+def test_no_power_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    # One repeat of one objective can never give p < 0.1: the run is told once, by a warning.
+    with caplog.at_level("WARNING", logger="bilevel_optuna"):
+        with pytest.warns(NoPowerWarning) as record:
+            racing = OuterRacing.for_run(
+                prune=True, cost_objective=False, n_repeats=1, n_objectives=1
+            )
+    assert not racing.power.can_stop
+    assert len(record) == 1
+    assert racing.power.message not in caplog.text
