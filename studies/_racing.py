@@ -43,12 +43,9 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna import _optuna_private
-from bilevel_optuna._logging import get_logger
 from bilevel_optuna._warnings import warn
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.exceptions import NoPowerWarning
-
-_logger = get_logger(__name__)
 
 #: The racing test's significance threshold (one-sided), as WilcoxonPruner's was here.
 DEFAULT_P_THRESHOLD = 0.1
