@@ -1,4 +1,5 @@
-"""The claim table on SQLite, PostgreSQL and MariaDB: one claimant per task, fencing, takeover."""
+"""The claim table (studies/_workqueue/_claims.py) on SQLite, PostgreSQL and MariaDB: one
+claimant per task, fencing, takeover."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from databases import fresh_database
 
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.studies._work import CANCELLED
-from bilevel_optuna.studies._work import DONE
-from bilevel_optuna.studies._work import RUNNING
-from bilevel_optuna.studies._work import WAITING
-from bilevel_optuna.studies._work import WorkQueue
+from bilevel_optuna.studies._workqueue import CANCELLED
+from bilevel_optuna.studies._workqueue import DONE
+from bilevel_optuna.studies._workqueue import RUNNING
+from bilevel_optuna.studies._workqueue import WAITING
+from bilevel_optuna.studies._workqueue import WorkQueue
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
