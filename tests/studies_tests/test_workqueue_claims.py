@@ -118,17 +118,6 @@ def test_times_are_the_databases_clock(url: str) -> None:
     assert claim.task.heartbeat is not None and abs(claim.task.heartbeat - now) < 5
 
 
-def test_workers_are_listed_with_their_silence(url: str) -> None:
-    queue = _queue(url)
-    queue.register_worker("host:1:abc", model="uniform")
-    queue.beat_worker("host:1:abc", task_key="t", n_done=3)
-    (row,) = queue.workers()
-    assert row["model"] == "uniform" and row["n_done"] == 3 and row["task_key"] == "t"
-    assert 0 <= row["silent_s"] < 5
-    queue.stop_worker("host:1:abc")
-    assert queue.workers()[0]["state"] == "stopped"
-
-
 def test_a_journal_storage_has_no_claim_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
     storage = open_storage(str(tmp_path / "run.log"))
     with pytest.raises(ConfigurationError, match="RDB storage"):
