@@ -25,7 +25,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import optuna
 from optuna.samplers import BaseSampler
@@ -48,6 +47,7 @@ from bilevel_optuna.studies._arms import make_sampler
 from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
+from bilevel_optuna.studies._progress import ProgressBar
 from bilevel_optuna.studies._racing import OuterRacing
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settling import SLOT
@@ -64,9 +64,6 @@ from bilevel_optuna.studies._workqueue import QueueWorker
 from bilevel_optuna.studies._workqueue import Task
 from bilevel_optuna.studies._workqueue import WorkQueue
 from bilevel_optuna.studies._workqueue import task_id
-
-if TYPE_CHECKING:
-    from bilevel_optuna.studies._progress import ProgressBar
 
 _logger = get_logger(__name__)
 
