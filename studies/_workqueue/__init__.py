@@ -3,9 +3,11 @@
 A run's units of work (an inner study of one repeat, an outer *slot*) are rows of a table of
 our own beside Optuna's, in the run's database; a worker claims one with a compare-and-set,
 keeps the claim alive with heartbeats on the database's clock, and marks it done. The tables are
-versioned by Alembic migrations shipped here. This package knows nothing of bilevel runs: the
-orchestration (``studies/_worker.py``, ``_join.py``, ``_bilevel.py``) and the CLI call it
-through the names below, and nothing outside it imports its private modules.
+versioned by Alembic migrations shipped here. This package knows the kinds of a run's tasks and
+the rows they need, not what running one means, and imports nothing of the orchestration around
+it; the orchestration (``studies/_worker.py``, ``_settling.py``, ``_join.py``, ``_progress.py``)
+and the CLI call it through the names below, and nothing outside it imports its private
+modules.
 
 The interface:
 

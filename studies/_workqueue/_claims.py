@@ -1,7 +1,7 @@
-"""The claim table: how the workers of a bilevel run share its work through the database.
+"""The claims: how the workers of a bilevel run share its work through the database.
 
-Optuna's RDB storage holds the studies and trials; beside its tables, in the same database, this
-module keeps two of its own:
+Optuna's RDB storage holds the studies and trials; beside its tables, in the same database, the
+queue keeps two of its own (``_tables``):
 
 - ``bilevel_tasks``: one row per unit of work of a run. A unit is one inner study (an arm's
   repeat on one objective, keyed by the study's name) or one outer *slot* (``<run>#outer-<k>``:

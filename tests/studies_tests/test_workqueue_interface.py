@@ -2,7 +2,7 @@
 
 ``studies/_workqueue`` is a room of its own: the orchestration and the CLI call it through the
 names its ``__init__`` exports, never through its private modules, and it imports nothing of
-the orchestration around it (it sits below it: a queue knows no bilevel run).
+the orchestration around it (it sits below it: the orchestration says what a task does).
 """
 
 from __future__ import annotations
