@@ -71,7 +71,7 @@ REPORT_ARTIFACTS = "bilevel:report_artifacts"  # outer study: {file name: artifa
 ARTIFACT_STORE = "bilevel:artifact_store"  # outer study: where its artifacts are (a folder's path)
 ROLE = "bilevel:role"  # every study of a run: what it is, in words ("inner: outer trial 3, ...")
 
-# --- Workers (studies/_work.py, studies/_worker.py) ---
+# --- Workers (studies/_worker.py, studies/_workqueue/) ---
 SETTINGS = "bilevel:settings"  # outer study: what a worker rebuilds the run from
 TASKS = "bilevel:tasks"  # outer trial: its inner studies (task keys), in (repeat, objective) order
 SLOT = "bilevel:slot"  # outer trial: the budget slot whose claim created it

@@ -97,7 +97,7 @@ def is_disconnect(exc: BaseException) -> bool:
     """Whether ``exc`` says the database cannot be reached (a cut network, a restarted server).
 
     Unlike :func:`is_transient`, retrying at once does not help: a worker waits for the
-    database to come back (``studies/_worker.py``).
+    database to come back (``studies/_workqueue/_loop.py``).
     """
     import sqlalchemy.exc
 

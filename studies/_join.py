@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage
@@ -16,11 +17,12 @@ from bilevel_optuna.studies._arms import ArmRunner
 from bilevel_optuna.studies._bilevel import outer_sampler_named
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._racing import OuterRacing
-from bilevel_optuna.studies._schema import ensure_storage_schema
+from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._settings import load_settings
 from bilevel_optuna.studies._settings import safe_model_spec
 from bilevel_optuna.studies._spend import check_model
 from bilevel_optuna.studies._worker import RunWorker
+from bilevel_optuna.studies._workqueue import ensure_storage_schema
 
 _logger = get_logger(__name__)
 
@@ -79,21 +81,48 @@ def run_worker(
         ChatModelError: The model's endpoint is down, refuses the key or does not serve the
             model (checked before any task, unless the run says ``on_model_error="fallback"``).
     """
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        from pathlib import Path
-
-        path = storage[len("sqlite:///"):].split("?")[0]
-        if not Path(path).exists():
-            raise ConfigurationError(
-                f"No SQLite file at {path!r}: a worker joins a run that exists. Check the path, "
-                "or start the run first with `bilevel-optuna run SPEC --storage URL`."
-            )
+    _check_sqlite_file(storage)
     storage_obj = open_storage(storage, heartbeat=True)
     ensure_storage_schema(storage_obj)  # a queue of another release's schema stops here
     outer, settings = load_settings(storage_obj, run_name)
     generated = _register_generated(storage_obj, run_name)
     if generated:
         _logger.info("Registered the run's generated mechanisms: %s", generated)
+    worker = _rebuild_worker(
+        settings,
+        storage=storage_obj,
+        run_name=run_name,
+        outer=outer,
+        model=model if model is not None else settings.model,
+        progress=progress or (lambda message: None),
+        show_progress_bar=show_progress_bar,
+    )
+    return worker.work()
+
+
+def _check_sqlite_file(storage: str | BaseStorage | None) -> None:
+    """A worker joins a run that exists: a SQLite URL must name a file that is there."""
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///"):].split("?")[0]
+        if not Path(path).exists():
+            raise ConfigurationError(
+                f"No SQLite file at {path!r}: a worker joins a run that exists. Check the path, "
+                "or start the run first with `bilevel-optuna run SPEC --storage URL`."
+            )
+
+
+def _rebuild_worker(
+    settings: RunSettings,
+    *,
+    storage: BaseStorage,
+    run_name: str,
+    outer: optuna.Study,
+    model: ChatModel | str | None,
+    progress: Callable[[str], None],
+    show_progress_bar: bool,
+) -> RunWorker:
+    """The run's worker, rebuilt from its stored settings: objectives, outer space and
+    sampler, racing and the arms' runner; the model is checked before it claims a task."""
     objectives, heldout = settings.build_objectives()
     missing = [n for n, o in zip(settings.objective_names, objectives, strict=True) if o is None]
     missing += [n for n, o in zip(settings.heldout_names, heldout, strict=True) if o is None]
@@ -109,12 +138,11 @@ def run_worker(
             space = OuterSpace.from_config(settings.space)
         except ConfigurationError as err:
             _logger.warning("This worker starts no outer trial: %s", err)
-    chosen_model = model if model is not None else settings.model
-    check_model(chosen_model, settings.policy())  # before this worker claims any task
+    check_model(model, settings.policy())  # before this worker claims any task
     outer_sampler = settings.outer_sampler
     if outer_sampler is not None:
         outer.sampler = outer_sampler_named(
-            outer_sampler, aggregate=settings.aggregate, seed=settings.seed, model=chosen_model
+            outer_sampler, aggregate=settings.aggregate, seed=settings.seed, model=model
         )
     racing = OuterRacing(
         enabled=settings.prune and not settings.cost_objective,
@@ -123,20 +151,19 @@ def run_worker(
         reports=not settings.cost_objective,
     )
     outer.pruner = racing.pruner()
-    say = progress or (lambda message: None)
     runner = ArmRunner(
-        storage=storage_obj,
+        storage=storage,
         run_name=run_name,
         n_inner_trials=settings.n_inner_trials,
         seeds=list(settings.seeds),
-        model=chosen_model,
-        progress=say,
+        model=model,
+        progress=progress,
         progress_bar=show_progress_bar,
         policy=settings.policy(),
     )
-    worker = RunWorker(
+    return RunWorker(
         settings=settings,
-        storage=storage_obj,
+        storage=storage,
         run_name=run_name,
         outer=outer,
         objectives=objectives,
@@ -145,7 +172,6 @@ def run_worker(
         racing=racing,
         space=space,
         outer_sampler=outer_sampler if outer_sampler != "llm" else outer.sampler,
-        progress=say,
-        model_label=safe_model_spec(chosen_model) or "local",
+        progress=progress,
+        model_label=safe_model_spec(model) or "local",
     )
-    return worker.work()

@@ -1,7 +1,7 @@
 """The outer study's trials: the Level-0 reference point, and how a trial is shown.
 
 An outer trial is one proposer configuration; its repeats are claimed and run by the run's
-workers (:mod:`bilevel_optuna.studies._worker`), which also race and settle it.
+workers (:mod:`bilevel_optuna.studies._worker`), which also race and settle it (``_settling``).
 """
 
 from __future__ import annotations

@@ -16,9 +16,12 @@ from typing import Any
 
 import optuna
 
-from bilevel_optuna.studies import _work
 from bilevel_optuna.studies._settings import RunSettings
-from bilevel_optuna.studies._work import Task
+from bilevel_optuna.studies._workqueue import CANCELLED
+from bilevel_optuna.studies._workqueue import DONE
+from bilevel_optuna.studies._workqueue import RUNNING
+from bilevel_optuna.studies._workqueue import WAITING
+from bilevel_optuna.studies._workqueue import Task
 
 #: Finish times the ETA is read from: the recent pace, not the whole run's.
 _ETA_WINDOW = 10
@@ -64,11 +67,11 @@ def run_progress(
     ``now`` is the database's clock (``WorkQueue.now()``): with it, the ETA counts the time
     since the last finish too, so a stalled run's estimate grows instead of standing still.
     """
-    inner = [t for t in tasks if t.kind != "outer" and t.state != _work.CANCELLED]
-    slots = [t for t in tasks if t.kind == "outer" and t.state != _work.CANCELLED]
+    inner = [t for t in tasks if t.kind != "outer" and t.state != CANCELLED]
+    slots = [t for t in tasks if t.kind == "outer" and t.state != CANCELLED]
     per_trial = len(settings.seeds) * len(settings.objective_names)
     # Slots not yet claimed (or claimed and being set up) will queue one trial's studies.
-    pending_slots = sum(t.state in (_work.WAITING, _work.RUNNING) for t in slots)
+    pending_slots = sum(t.state in (WAITING, RUNNING) for t in slots)
     n_heldout = len(settings.heldout_names) * len(settings.heldout_seeds)
     heldout_names = set(settings.heldout_names)
     queued_heldout_baselines = sum(
@@ -80,8 +83,8 @@ def run_progress(
         + max(len(settings.baselines) * n_heldout - queued_heldout_baselines, 0)
         + max(n_heldout - queued_heldout, 0)
     )
-    done = [t for t in inner if t.state == _work.DONE]
-    running = sum(t.state == _work.RUNNING for t in inner)
+    done = [t for t in inner if t.state == DONE]
+    running = sum(t.state == RUNNING for t in inner)
     total = len(inner) + future
     return RunProgress(
         done=len(done),

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bilevel_optuna.studies import _schema
-from bilevel_optuna.studies._work import metadata
+from bilevel_optuna.studies._workqueue import _schema
+from bilevel_optuna.studies._workqueue._tables import metadata
 
 
 def _median_ms(setup: Callable[[], sa.Engine], run: Callable[[sa.Engine], object], n: int) -> float:

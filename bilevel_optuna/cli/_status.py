@@ -18,7 +18,7 @@ from bilevel_optuna.studies._progress import run_progress
 from bilevel_optuna.studies._racing import status_lines
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._spend import spend_lines
-from bilevel_optuna.studies._work import WorkQueue
+from bilevel_optuna.studies._workqueue import WorkQueue
 
 
 def register(subparsers: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna._storage import storage_label
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.studies._schema import upgrade
+from bilevel_optuna.studies._workqueue import upgrade_schema
 
 
 def register(subparsers: Any) -> None:
@@ -43,5 +43,5 @@ def _upgrade(args: argparse.Namespace) -> int:
             f"{storage_label(args.storage)} is not a database: only an RDB storage (a "
             "sqlite://, postgresql:// or mysql:// URL) holds work-queue tables."
         )
-    print(upgrade(engine))
+    print(upgrade_schema(engine))
     return 0

@@ -21,8 +21,8 @@ from bilevel_optuna.studies import run_bilevel_study
 from bilevel_optuna.studies import run_worker
 from bilevel_optuna.studies._settings import load_settings
 from bilevel_optuna.studies._settings import safe_model_spec
-from bilevel_optuna.studies._work import DONE
-from bilevel_optuna.studies._work import WorkQueue
+from bilevel_optuna.studies._workqueue import DONE
+from bilevel_optuna.studies._workqueue import WorkQueue
 
 SPEC = """
 [run]

@@ -15,7 +15,7 @@ from bilevel_optuna.studies._progress import format_seconds
 from bilevel_optuna.studies._progress import progress_bar_default
 from bilevel_optuna.studies._progress import run_progress
 from bilevel_optuna.studies._settings import RunSettings
-from bilevel_optuna.studies._work import Task
+from bilevel_optuna.studies._workqueue import Task
 
 SETTINGS = RunSettings(
     objectives=["branin"],

@@ -204,7 +204,7 @@ def _task_rows(url: str) -> int:
 
 
 def _tasks(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
-    from bilevel_optuna.studies._work import WorkQueue
+    from bilevel_optuna.studies._workqueue import WorkQueue
 
     rows = WorkQueue(storage, RUN).tasks()
     return [row if isinstance(row, dict) else row.as_dict() for row in rows]

@@ -1,7 +1,7 @@
 """The work-queue tables' schema version: Alembic migrations shipped in the package.
 
 Optuna versions its own tables with Alembic (``alembic_version``); the work queue's tables
-(``bilevel_tasks``, ``bilevel_workers``, see ``_work``) live in the same database and are
+(``bilevel_tasks``, ``bilevel_workers``, see ``_tables``) live in the same database and are
 versioned the same way, in a version table of their own (:data:`VERSION_TABLE`), by the
 migrations in ``_migrations/versions``.
 

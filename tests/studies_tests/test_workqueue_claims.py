@@ -1,4 +1,5 @@
-"""The claim table on SQLite, PostgreSQL and MariaDB: one claimant per task, fencing, takeover."""
+"""The claim table (studies/_workqueue/_claims.py) on SQLite, PostgreSQL and MariaDB: one
+claimant per task, fencing, takeover."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from databases import fresh_database
 
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.studies._work import CANCELLED
-from bilevel_optuna.studies._work import DONE
-from bilevel_optuna.studies._work import RUNNING
-from bilevel_optuna.studies._work import WAITING
-from bilevel_optuna.studies._work import WorkQueue
+from bilevel_optuna.studies._workqueue import CANCELLED
+from bilevel_optuna.studies._workqueue import DONE
+from bilevel_optuna.studies._workqueue import RUNNING
+from bilevel_optuna.studies._workqueue import WAITING
+from bilevel_optuna.studies._workqueue import WorkQueue
 
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
@@ -115,17 +116,6 @@ def test_times_are_the_databases_clock(url: str) -> None:
     claim = queue.claim_next("a")
     assert claim is not None and claim.task.state == RUNNING
     assert claim.task.heartbeat is not None and abs(claim.task.heartbeat - now) < 5
-
-
-def test_workers_are_listed_with_their_silence(url: str) -> None:
-    queue = _queue(url)
-    queue.register_worker("host:1:abc", model="uniform")
-    queue.beat_worker("host:1:abc", task_key="t", n_done=3)
-    (row,) = queue.workers()
-    assert row["model"] == "uniform" and row["n_done"] == 3 and row["task_key"] == "t"
-    assert 0 <= row["silent_s"] < 5
-    queue.stop_worker("host:1:abc")
-    assert queue.workers()[0]["state"] == "stopped"
 
 
 def test_a_journal_storage_has_no_claim_table(tmp_path) -> None:  # type: ignore[no-untyped-def]

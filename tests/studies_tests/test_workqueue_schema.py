@@ -20,10 +20,10 @@ from bilevel_optuna._storage import open_storage
 from bilevel_optuna.cli import main
 from bilevel_optuna.exceptions import SchemaVersionError
 from bilevel_optuna.exceptions import StorageError
-from bilevel_optuna.studies import _schema
-from bilevel_optuna.studies._work import DONE
-from bilevel_optuna.studies._work import WorkQueue
-from bilevel_optuna.studies._work import metadata
+from bilevel_optuna.studies._workqueue import DONE
+from bilevel_optuna.studies._workqueue import WorkQueue
+from bilevel_optuna.studies._workqueue import _schema
+from bilevel_optuna.studies._workqueue._tables import metadata
 
 @pytest.fixture(
     params=[
@@ -140,7 +140,7 @@ def test_processes_opening_a_fresh_database_at_once_all_find_it_at_head(url: str
 _OPENER = """
 import pathlib, sys, time
 from bilevel_optuna._storage import open_storage
-from bilevel_optuna.studies._work import WorkQueue
+from bilevel_optuna.studies._workqueue import WorkQueue
 url, folder, n, me = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 storage = open_storage(url)
 (folder / me).touch()
@@ -245,10 +245,11 @@ def test_the_migrations_ship_in_the_package_data() -> None:
     root = Path(__file__).resolve().parents[2]
     config = configparser.ConfigParser()
     config.read(root / "setup.cfg")
-    patterns = config["options.package_data"]["bilevel_optuna.studies"].replace(",", " ").split()
-    studies = root / "studies"
-    shipped = {p for pattern in patterns for p in studies.glob(pattern)}
-    needed = {p for p in (studies / "_migrations").rglob("*") if p.is_file()}
+    assert "bilevel_optuna.studies._workqueue" in config["options"]["packages"].split()
+    data = config["options.package_data"]["bilevel_optuna.studies._workqueue"]
+    queue = root / "studies" / "_workqueue"
+    shipped = {p for pattern in data.replace(",", " ").split() for p in queue.glob(pattern)}
+    needed = {p for p in (queue / "_migrations").rglob("*") if p.is_file()}
     needed = {p for p in needed if "__pycache__" not in p.parts}
     assert needed and needed <= shipped, sorted(str(p) for p in needed - shipped)
 

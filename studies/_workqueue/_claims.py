@@ -1,7 +1,7 @@
-"""The claim table: how the workers of a bilevel run share its work through the database.
+"""The claims: how the workers of a bilevel run share its work through the database.
 
-Optuna's RDB storage holds the studies and trials; beside its tables, in the same database, this
-module keeps two of its own:
+Optuna's RDB storage holds the studies and trials; beside its tables, in the same database, the
+queue keeps two of its own (``_tables``):
 
 - ``bilevel_tasks``: one row per unit of work of a run. A unit is one inner study (an arm's
   repeat on one objective, keyed by the study's name) or one outer *slot* (``<run>#outer-<k>``:
@@ -30,12 +30,7 @@ their usual job on the inner trials.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import os
-import socket
-import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -46,132 +41,27 @@ from optuna.storages import BaseStorage
 
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._transient import retry_transient
-from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.studies._schema import ensure_schema
+from bilevel_optuna.studies._workqueue._database import db_now
+from bilevel_optuna.studies._workqueue._database import engine_of
+from bilevel_optuna.studies._workqueue._database import private_engine
+from bilevel_optuna.studies._workqueue._schema import ensure_schema
+from bilevel_optuna.studies._workqueue._tables import CANCELLED
+from bilevel_optuna.studies._workqueue._tables import DONE
+from bilevel_optuna.studies._workqueue._tables import FAILED
+from bilevel_optuna.studies._workqueue._tables import KINDS
+from bilevel_optuna.studies._workqueue._tables import RUNNING
+from bilevel_optuna.studies._workqueue._tables import SETTLING
+from bilevel_optuna.studies._workqueue._tables import WAITING
+from bilevel_optuna.studies._workqueue._tables import Claim
+from bilevel_optuna.studies._workqueue._tables import Task
+from bilevel_optuna.studies._workqueue._tables import task_id
+from bilevel_optuna.studies._workqueue._tables import task_of
+from bilevel_optuna.studies._workqueue._tables import tasks_table
+from bilevel_optuna.studies._workqueue._workers import WorkerRows
+from bilevel_optuna.studies._workqueue._workers import alive
+from bilevel_optuna.studies._workqueue._workers import this_host
 
 _logger = get_logger(__name__)
-
-WAITING = "waiting"
-RUNNING = "running"
-DONE = "done"
-FAILED = "failed"
-CANCELLED = "cancelled"
-SETTLING = "settling"  # a done slot whose outer trial one worker is settling now
-#: Task kinds: an outer slot, or an inner study of the given study kind.
-KINDS = ("outer", "baseline", "inner", "heldout")
-
-#: The tables as this release reads and writes them; ``_migrations`` makes them (see ``_schema``).
-metadata = sa.MetaData()
-tasks_table = sa.Table(
-    "bilevel_tasks",
-    metadata,
-    sa.Column("id", sa.String(40), primary_key=True),  # sha1 of run and key
-    sa.Column("run", sa.String(512), nullable=False, index=True),
-    sa.Column("task_key", sa.String(1024), nullable=False),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("priority", sa.BigInteger, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("worker", sa.String(128), nullable=True),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    # Database clock, epoch seconds; DOUBLE: a MySQL FLOAT would round them to 128 s.
-    sa.Column("heartbeat", sa.Double, nullable=True),
-    sa.Column("outer_trial", sa.Integer, nullable=True),  # slots: the trial the claim created
-    sa.Column("error", sa.Text, nullable=True),
-)
-workers_table = sa.Table(
-    "bilevel_workers",
-    metadata,
-    sa.Column("id", sa.String(128), primary_key=True),
-    sa.Column("run", sa.String(512), nullable=False, index=True),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("model", sa.String(255), nullable=True),
-    sa.Column("started", sa.Double, nullable=False),
-    sa.Column("heartbeat", sa.Double, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),  # running, stopped
-    sa.Column("task_key", sa.String(1024), nullable=True),
-    sa.Column("n_done", sa.Integer, nullable=False, default=0),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """One row of ``bilevel_tasks``, as read."""
-
-    id: str
-    run: str
-    key: str
-    kind: str
-    priority: int
-    payload: dict[str, Any]
-    state: str
-    worker: str | None
-    attempts: int
-    heartbeat: float | None
-    outer_trial: int | None
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """A task held by this worker: the row and the fencing token (``attempts``)."""
-
-    task: Task
-    worker: str
-    attempts: int
-
-
-def task_id(run: str, key: str) -> str:
-    return hashlib.sha1(f"{run}\x00{key}".encode()).hexdigest()
-
-
-def new_worker_id() -> str:
-    """``host:pid:random``: unique per process, readable in ``status``."""
-    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _engine_of(storage: BaseStorage) -> sa.engine.Engine:
-    engine = getattr(storage, "engine", None)
-    if engine is None:
-        raise ConfigurationError(
-            f"Workers share a run through an RDB storage (a database URL), but got "
-            f"{type(storage).__name__}. Use sqlite:///FILE.db on one machine, or a PostgreSQL or "
-            "MySQL URL across servers."
-        )
-    return engine
-
-
-_PRIVATE: dict[int, sa.engine.Engine] = {}
-
-
-def _private_engine(storage: BaseStorage) -> sa.engine.Engine:
-    """An in-memory SQLite database for the claims of a storage that has none of its own."""
-    key = id(storage)
-    if key not in _PRIVATE:
-        _PRIVATE[key] = sa.create_engine(
-            "sqlite://",
-            poolclass=sa.pool.StaticPool,
-            connect_args={"check_same_thread": False},
-        )
-    return _PRIVATE[key]
-
-
-def _db_now(engine: sa.engine.Engine) -> sa.ColumnElement[float]:
-    """The database's clock in seconds since the epoch, as a SQL expression."""
-    name = engine.dialect.name
-    if name == "postgresql":
-        return sa.literal_column("EXTRACT(EPOCH FROM CLOCK_TIMESTAMP())", sa.Double)
-    if name in ("mysql", "mariadb"):
-        return sa.literal_column("UNIX_TIMESTAMP(NOW(6))", sa.Double)
-    if name == "sqlite":
-        return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Double)
-    raise ConfigurationError(
-        f"Workers are supported on PostgreSQL, MySQL/MariaDB and SQLite, not {name}."
-    )
 
 
 class WorkQueue:
@@ -196,12 +86,13 @@ class WorkQueue:
         if local and getattr(storage, "engine", None) is None:
             # A journal file or an in-memory storage: one process, so the claims can live in
             # this process's memory (no worker can join such a run).
-            self.engine = _private_engine(storage)
+            self.engine = private_engine(storage)
         else:
-            self.engine = _engine_of(storage)
+            self.engine = engine_of(storage)
         self.run = run_name
         self.stale_after = float(stale_after)
-        self._now = _db_now(self.engine)
+        self._now = db_now(self.engine)
+        self._workers = WorkerRows(self.engine, run_name, self._now)
         retry_transient(ensure_schema, self.engine)
 
     # --- Reading ---------------------------------------------------------------------------
@@ -221,7 +112,7 @@ class WorkQueue:
 
         def read() -> list[Task]:
             with self.engine.connect() as conn:
-                return [_task(row) for row in conn.execute(query)]
+                return [task_of(row) for row in conn.execute(query)]
 
         return retry_transient(read)
 
@@ -319,7 +210,7 @@ class WorkQueue:
 
         def candidates() -> list[Task]:
             with self.engine.connect() as conn:
-                return [_task(row) for row in conn.execute(query)]
+                return [task_of(row) for row in conn.execute(query)]
 
         for task in retry_transient(candidates):
             if not accept(task):
@@ -336,7 +227,7 @@ class WorkQueue:
         no longer exists (a crashed or killed ``run``, restarted here): no grace period to
         wait out. A process on another server is judged by its heartbeat alone."""
         t = tasks_table
-        host = socket.gethostname()[:80]
+        host = this_host()
         query = (
             sa.select(t)
             .where((t.c.run == self.run) & (t.c.state == RUNNING) & t.c.worker.like(f"{host}:%"))
@@ -345,10 +236,10 @@ class WorkQueue:
 
         def candidates() -> list[Task]:
             with self.engine.connect() as conn:
-                return [_task(row) for row in conn.execute(query)]
+                return [task_of(row) for row in conn.execute(query)]
 
         for task in retry_transient(candidates):
-            if task.worker is None or _alive(task.worker) or not accept(task):
+            if task.worker is None or alive(task.worker) or not accept(task):
                 continue
             claim = self._claim_if(
                 task.id,
@@ -390,7 +281,7 @@ class WorkQueue:
                 if result.rowcount != 1:
                     return None
                 row = conn.execute(sa.select(t).where(t.c.id == tid)).one()
-            task = _task(row)
+            task = task_of(row)
             return Claim(task=task, worker=worker, attempts=task.attempts)
 
         claim = retry_transient(update)
@@ -488,103 +379,20 @@ class WorkQueue:
 
         return retry_transient(update)
 
-    # --- Workers -----------------------------------------------------------------------------
+    # --- Workers ----------------------------------------------------------------------------
 
     def register_worker(self, worker: str, *, model: str | None) -> None:
-        host, pid = worker.split(":")[0], os.getpid()
-
-        def insert() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.insert(workers_table).values(
-                        id=worker,
-                        run=self.run,
-                        host=host,
-                        pid=pid,
-                        model=(model or "")[:255] or None,
-                        started=self._now,
-                        heartbeat=self._now,
-                        state=RUNNING,
-                        n_done=0,
-                    )
-                )
-
-        retry_transient(insert)
+        """Write the row of a starting worker (``_workers``)."""
+        self._workers.register(worker, model=model)
 
     def beat_worker(self, worker: str, *, task_key: str | None, n_done: int) -> None:
-        w = workers_table
-
-        def update() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.update(w)
-                    .where(w.c.id == worker)
-                    .values(heartbeat=self._now, task_key=task_key, n_done=n_done)
-                )
-
-        retry_transient(update)
+        """Renew a worker's heartbeat, with what it runs and how many tasks it did."""
+        self._workers.beat(worker, task_key=task_key, n_done=n_done)
 
     def stop_worker(self, worker: str) -> None:
-        w = workers_table
-
-        def update() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    sa.update(w).where(w.c.id == worker).values(state="stopped", task_key=None)
-                )
-
-        retry_transient(update)
+        """Mark a worker stopped."""
+        self._workers.stop(worker)
 
     def workers(self) -> list[dict[str, Any]]:
         """The run's workers with ``silent_s``: seconds since their last heartbeat."""
-        w = workers_table
-        query = (
-            sa.select(w, (self._now - w.c.heartbeat).label("silent_s"))
-            .where(w.c.run == self.run)
-            .order_by(w.c.started)
-        )
-
-        def read() -> list[dict[str, Any]]:
-            with self.engine.connect() as conn:
-                return [dict(row._mapping) for row in conn.execute(query)]
-
-        return retry_transient(read)
-
-
-def _alive(worker: str) -> bool:
-    """Whether the process of a worker id of this machine (``host:pid:...``) still runs."""
-    try:
-        pid = int(worker.split(":")[1])
-    except (IndexError, ValueError):
-        return True  # not an id this package wrote: judge it by its heartbeat
-    if pid == os.getpid():
-        return True  # an earlier worker of this process: judge it by its heartbeat
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: gone all the same
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _task(row: Any) -> Task:
-    m = row._mapping
-    return Task(
-        id=m["id"],
-        run=m["run"],
-        key=m["task_key"],
-        kind=m["kind"],
-        priority=int(m["priority"]),
-        payload=json.loads(m["payload"]),
-        state=m["state"],
-        worker=m["worker"],
-        attempts=int(m["attempts"] or 0),
-        heartbeat=m["heartbeat"],
-        outer_trial=m["outer_trial"],
-        error=m["error"],
-    )
+        return self._workers.read()
