@@ -17,6 +17,22 @@ from bilevel_optuna.chat._openai_format import strict_qualifies
 from bilevel_optuna.chat._openai_format import with_schema_instruction
 from bilevel_optuna.samplers import answer_schema
 
+#: Schemas as in test_openai.py: one that does not qualify for strict mode, one that does.
+SCHEMA = {
+    "type": "object",
+    "properties": {"x": {"type": "number", "minimum": 0, "maximum": 15}},
+    "required": ["x"],
+}
+STRICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "x": {"type": "number", "minimum": 0, "maximum": 15},
+        "note": {"type": "string", "maxLength": 20},
+    },
+    "required": ["x", "note"],
+    "additionalProperties": False,
+}
+
 
 @pytest.mark.parametrize(
     "schema,qualifies",
