@@ -25,14 +25,13 @@ from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.samplers import _spend
 from bilevel_optuna.samplers._answer import check_search_space
 from bilevel_optuna.samplers._hooks import HookRunner
-# ON_MODEL_ERROR is read from here by studies/_spend.py.
-from bilevel_optuna.samplers._options import ON_MODEL_ERROR  # noqa: F401
+from bilevel_optuna.samplers._options import ON_MODEL_ERROR  # noqa: F401 - studies/_spend.py
 from bilevel_optuna.samplers._options import check_limits
 from bilevel_optuna.samplers._options import check_spending
 from bilevel_optuna.samplers._options import prompt_options
+from bilevel_optuna.samplers._prompt import PromptTemplate
 from bilevel_optuna.samplers._proposal import Proposal
 from bilevel_optuna.samplers._proposal import say_once
-from bilevel_optuna.samplers._prompt import PromptTemplate
 from bilevel_optuna.samplers._record import MechanismRecord
 from bilevel_optuna.samplers._state import check_state
 from bilevel_optuna.samplers.mechanisms._base import Mechanism

@@ -314,9 +314,7 @@ class Proposal:
             history=history,
             n_complete=sum(t.state == TrialState.COMPLETE for t in ctx.trials),
             failed=[
-                t
-                for t in ctx.finished_trials
-                if t.state in (TrialState.FAIL, TrialState.PRUNED)
+                t for t in ctx.finished_trials if t.state in (TrialState.FAIL, TrialState.PRUNED)
             ],
             pending=ctx.pending_params,
             notes=ctx.notes,

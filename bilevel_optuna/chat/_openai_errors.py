@@ -108,9 +108,7 @@ def not_json(endpoint: Endpoint, err: json.JSONDecodeError) -> ChatServerError:
     )
 
 
-def wrap(
-    endpoint: Endpoint, err: openai.OpenAIError, served: Callable[[], str]
-) -> ChatModelError:
+def wrap(endpoint: Endpoint, err: openai.OpenAIError, served: Callable[[], str]) -> ChatModelError:
     """Our error for a request's final failure; ``served`` lists the models, for a 404."""
     where = endpoint.where
     retries = f"{endpoint.max_retries} retries"

@@ -255,9 +255,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             try:
                 body = json.loads(self.rfile.read(length) or b"null")
             except json.JSONDecodeError as err:
-                raise _BadRequest(
-                    400, f"Body is not JSON: {err}", code="invalid_json"
-                ) from err
+                raise _BadRequest(400, f"Body is not JSON: {err}", code="invalid_json") from err
             self._send(200, _completion(self.model, _to_request(body, self.model.name)))
         except _BadRequest as err:
             self._error(err.status, str(err), code=err.code, param=err.param)

@@ -22,8 +22,7 @@ from bilevel_optuna.samplers import load_mechanism_source
 from bilevel_optuna.samplers._moved import OLD_PATHS
 
 #: A mechanism file in the old spelling: the base and the geometry from their old modules.
-OLD_FILE = textwrap.dedent(
-    """
+OLD_FILE = textwrap.dedent("""
     import numpy as np
 
     from bilevel_optuna.samplers._geometry import encode
@@ -41,12 +40,10 @@ OLD_FILE = textwrap.dedent(
             if encode([candidate], context.search_space).min() < 0.0:
                 return Review.reject("outside the cube")
             return Review.accept()
-    """
-)
+    """)
 
 #: A Level 2 source as the research prompts asked for it before and after the move.
-GENERATED = textwrap.dedent(
-    '''
+GENERATED = textwrap.dedent('''
     from optuna.distributions import FloatDistribution
     from bilevel_optuna.samplers import Mechanism, Review, normalize
 
@@ -69,8 +66,7 @@ GENERATED = textwrap.dedent(
             if min(u) < self.margin:
                 return Review.reject("on the edge")
             return Review.accept()
-    '''
-)
+    ''')
 
 
 @pytest.mark.parametrize("old", sorted(OLD_PATHS))
