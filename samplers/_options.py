@@ -11,7 +11,6 @@ import dataclasses
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import Any
 
 from optuna.distributions import BaseDistribution
 
