@@ -94,7 +94,7 @@ def _space(group: str) -> Any:
     from optuna.distributions import FloatDistribution
     from optuna.distributions import IntDistribution
 
-    from bilevel_optuna.samplers._loading import builtin_mechanism_names
+    from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names
     from bilevel_optuna.studies import OuterSpace
 
     if group == "D":

@@ -221,7 +221,7 @@ def prompt_tokens() -> str:
     from bilevel_optuna.chat._llama._loader import default_model_path
     from bilevel_optuna.objectives import get_objective
     from bilevel_optuna.samplers import LLMSampler
-    from bilevel_optuna.samplers._llm_sampler import _Proposal
+    from bilevel_optuna.samplers._proposal import Proposal
     from bilevel_optuna.samplers._prompt import build_messages
     from bilevel_optuna.samplers._state import make_cmaes_sampler
 
@@ -248,7 +248,7 @@ def prompt_tokens() -> str:
                 seed=0,
             )
             trial = study._storage.get_trial(study.ask()._trial_id)
-            proposal = _Proposal(sampler, study, trial, dict(objective.search_space))
+            proposal = Proposal(sampler, study, trial, dict(objective.search_space))
             messages = build_messages(sampler.template, proposal._prompt_inputs())
             text = "".join(m["content"] for m in messages)
             row.append(str(len(llama.tokenize(text.encode("utf-8"), add_bos=False))))

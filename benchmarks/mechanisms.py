@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _results  # noqa: E402
 
 from bilevel_optuna import _attrs  # noqa: E402
-from bilevel_optuna.samplers._loading import builtin_mechanism_names  # noqa: E402
+from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names  # noqa: E402
 
 DEFAULT_OBJECTIVES = ["branin", "hartmann6", "hpobench/kc1", "hpobench/phoneme"]
 MECHANISM_ARMS = builtin_mechanism_names()

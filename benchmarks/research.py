@@ -34,8 +34,8 @@ import sources as S  # noqa: E402
 
 from bilevel_optuna.research import check_source  # noqa: E402
 from bilevel_optuna.research._proxy import guarded_class  # noqa: E402
-from bilevel_optuna.samplers._loading import load_mechanism_source  # noqa: E402
-from bilevel_optuna.samplers._mechanism import ProposalContext  # noqa: E402
+from bilevel_optuna.samplers.mechanisms._loading import load_mechanism_source  # noqa: E402
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext  # noqa: E402
 
 
 def _study(n: int) -> optuna.Study:

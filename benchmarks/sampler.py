@@ -120,7 +120,7 @@ def overhead_table(repeats: int) -> None:
 def prompt_table() -> None:
     from bilevel_optuna.chat import get_chat_model
     from bilevel_optuna.samplers._answer import answer_schema
-    from bilevel_optuna.samplers._llm_sampler import _Proposal
+    from bilevel_optuna.samplers._proposal import Proposal
     from bilevel_optuna.samplers._prompt import PromptInputs
     from bilevel_optuna.samplers._prompt import build_messages
 
@@ -131,7 +131,7 @@ def prompt_table() -> None:
         study = _study_with(n)
         sampler = LLMSampler(preset="level0", model=InstantModel(), search_space=SPACE, seed=0)
         trial = study.ask()
-        proposal = _Proposal(sampler, study, study._storage.get_trial(trial._trial_id), SPACE)
+        proposal = Proposal(sampler, study, study._storage.get_trial(trial._trial_id), SPACE)
         inputs = PromptInputs(
             description="Train a small network.",
             metric_name="validation loss",

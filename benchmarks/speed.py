@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from bilevel_optuna.chat._base import ChatModel
-from bilevel_optuna.samplers._loading import builtin_mechanism_names
+from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
 

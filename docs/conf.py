@@ -33,7 +33,7 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "_tools", "_static/README.md", "examples"]
+exclude_patterns = ["_build", "_ext", "_tools", "_static/README.md", "examples", "notes"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 # Headings get anchors, so a page can link to ``other.md#a-section``.

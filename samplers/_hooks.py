@@ -21,10 +21,10 @@ from typing import Any
 from typing import TypeVar
 
 from bilevel_optuna._logging import get_logger
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._record import MechanismRecord
 from bilevel_optuna.exceptions import BilevelOptunaError
+from bilevel_optuna.samplers._record import MechanismRecord
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
 
 _logger = get_logger(__name__)
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 import numpy as np
-import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.samplers import TPESampler
@@ -20,69 +19,27 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna import _optuna_private
-from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
-from bilevel_optuna.chat._base import ChatReply
-from bilevel_optuna.chat._base import ChatRequest
-from bilevel_optuna.exceptions import ChatAnswerError
-from bilevel_optuna.exceptions import ChatAuthenticationError
-from bilevel_optuna.exceptions import ChatConnectionError
+from bilevel_optuna.chat._spec import get_chat_model
 from bilevel_optuna.exceptions import ChatModelError
-from bilevel_optuna.exceptions import ChatModelNotFoundError
-from bilevel_optuna.exceptions import ChatRateLimitError
-from bilevel_optuna.exceptions import ChatServerError
-from bilevel_optuna.exceptions import ChatTimeoutError
-from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.samplers._answer import AnswerError
-from bilevel_optuna.samplers._answer import answer_schema
-from bilevel_optuna.samplers._answer import check_search_space
-from bilevel_optuna.samplers._answer import parse_answers
-from bilevel_optuna.samplers._answer import repair_params
-from bilevel_optuna.samplers._candidate import Candidate
-from bilevel_optuna.samplers._geometry import covers
-from bilevel_optuna.samplers._hooks import HookRunner
-from bilevel_optuna.samplers._loading import MechanismSpec
-from bilevel_optuna.samplers._loading import load_mechanisms
-from bilevel_optuna.samplers._record import MechanismRecord
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._presets import preset as get_preset
-from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
-from bilevel_optuna.samplers._prompt import TEMPLATES
-from bilevel_optuna.samplers._prompt import PromptInputs
-from bilevel_optuna.samplers._prompt import PromptTemplate
-from bilevel_optuna.samplers._prompt import build_messages
-from bilevel_optuna.samplers._prompt import format_params
-from bilevel_optuna.samplers._prompt import order_history
-from bilevel_optuna.samplers._state import INSTEAD_TOP
-from bilevel_optuna.samplers._state import check_state
-from bilevel_optuna.samplers._state import state_lines
 from bilevel_optuna.samplers import _spend
+from bilevel_optuna.samplers._answer import check_search_space
+from bilevel_optuna.samplers._hooks import HookRunner
+from bilevel_optuna.samplers._options import ON_MODEL_ERROR  # noqa: F401 - studies/_spend.py
+from bilevel_optuna.samplers._options import check_limits
+from bilevel_optuna.samplers._options import check_spending
+from bilevel_optuna.samplers._options import prompt_options
+from bilevel_optuna.samplers._prompt import PromptTemplate
+from bilevel_optuna.samplers._proposal import Proposal
+from bilevel_optuna.samplers._proposal import say_once
+from bilevel_optuna.samplers._record import MechanismRecord
+from bilevel_optuna.samplers._state import check_state
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._loading import MechanismSpec
+from bilevel_optuna.samplers.mechanisms._loading import load_mechanisms
 
 if TYPE_CHECKING:
     from optuna import Study
-
-_logger = get_logger(__name__)
-
-#: Errors that no retry or fallback can heal: the study stops with the message.
-_FATAL_CHAT_ERRORS = (ChatAuthenticationError, ChatModelNotFoundError)
-#: The endpoint's faults, after the client's retries: ``on_model_error`` says what follows.
-_ENDPOINT_ERRORS = (ChatConnectionError, ChatTimeoutError, ChatRateLimitError, ChatServerError)
-#: What a sampler does when the endpoint fails (``on_model_error``).
-ON_MODEL_ERROR = ("raise", "fallback")
-# What has been said once in this process (a fallback, a cap reached), by what and where: a
-# bilevel run of many inner studies says each once, not once per study.
-_SAID: set[tuple[str, str]] = set()
-_SAID_LOCK = threading.Lock()
-
-
-def _say_once(what: str, study: Study, message: str, *args: Any) -> None:
-    key = (what, str(study.user_attrs.get(_attrs.RUN) or study.study_name))
-    with _SAID_LOCK:
-        if key in _SAID:
-            return
-        _SAID.add(key)
-    _logger.warning(message, *args)
 
 
 class LLMSampler(BaseSampler):
@@ -197,50 +154,32 @@ class LLMSampler(BaseSampler):
         max_cost: float | None = None,
         token_prices: Sequence[float] | None = None,
     ) -> None:
-        settings = get_preset(preset)
-        temperature = settings["temperature"] if temperature is None else temperature
-        history_size = settings["history_size"] if history_size is None else history_size
-        history_order = settings["history_order"] if history_order is None else history_order
-        template = settings["template"] if template is None else template
-        n_candidates = settings["n_candidates"] if n_candidates is None else n_candidates
-        mechanisms = settings["mechanisms"] if mechanisms is None else mechanisms
-        if optimizer_state is None:
-            optimizer_state = settings.get("optimizer_state")
-        state_mode = settings.get("state_mode", "beside") if state_mode is None else state_mode
+        options = prompt_options(
+            preset,
+            temperature=temperature,
+            history_size=history_size,
+            history_order=history_order,
+            template=template,
+            n_candidates=n_candidates,
+            mechanisms=mechanisms,
+            optimizer_state=optimizer_state,
+            state_mode=state_mode,
+        )
+        check_limits(
+            max_attempts=max_attempts,
+            max_tokens=max_tokens,
+            hook_timeout=hook_timeout,
+            search_space=search_space,
+        )
         self.preset = preset
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 but got {temperature}.")
-        if history_size < 0:
-            raise ValueError(f"history_size must be >= 0 but got {history_size}.")
-        if history_order not in HISTORY_ORDERS:
-            raise ValueError(
-                f"history_order must be one of {HISTORY_ORDERS} but got {history_order!r}."
-            )
-        if isinstance(template, str):
-            if template not in TEMPLATES:
-                raise ValueError(
-                    f"template must be one of {sorted(TEMPLATES)} or a PromptTemplate "
-                    f"but got {template!r}."
-                )
-            template = TEMPLATES[template]
-        if n_candidates < 1:
-            raise ValueError(f"n_candidates must be >= 1 but got {n_candidates}.")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1 but got {max_attempts}.")
-        if max_tokens is not None and max_tokens < 16:
-            raise ValueError(f"max_tokens must be >= 16 but got {max_tokens}.")
-        if hook_timeout is not None and hook_timeout <= 0:
-            raise ValueError(f"hook_timeout must be > 0 or None but got {hook_timeout}.")
-        if search_space is not None:
-            check_search_space(search_space)
-        self.optimizer_state = check_state(optimizer_state, state_mode)
-        self.state_mode = state_mode
-        if on_model_error not in ON_MODEL_ERROR:
-            raise ConfigurationError(
-                f"on_model_error must be one of {ON_MODEL_ERROR} but got {on_model_error!r}."
-            )
-        self.token_prices = _spend.check_prices(token_prices)
-        _spend.check_cap(max_tokens_total, max_cost, self.token_prices)
+        self.optimizer_state = check_state(options.optimizer_state, options.state_mode)
+        self.state_mode = options.state_mode
+        self.token_prices = check_spending(
+            on_model_error=on_model_error,
+            token_prices=token_prices,
+            max_tokens_total=max_tokens_total,
+            max_cost=max_cost,
+        )
         self.on_model_error = on_model_error
         self.max_tokens_total = max_tokens_total
         self.max_cost = max_cost
@@ -254,16 +193,16 @@ class LLMSampler(BaseSampler):
         self.description = description
         self.metric_name = metric_name
         self._search_space = dict(search_space) if search_space is not None else None
-        self.temperature = temperature
-        self.history_size = history_size
-        self.history_order = history_order
-        self.template = template
-        self.n_candidates = n_candidates
+        self.temperature = options.temperature
+        self.history_size = options.history_size
+        self.history_order = options.history_order
+        self.template = options.template
+        self.n_candidates = options.n_candidates
         self.max_attempts = max_attempts
         self.prior_knowledge = prior_knowledge
         self.max_tokens = max_tokens
         self.hook_timeout = hook_timeout
-        self.mechanisms: list[Mechanism] = load_mechanisms(mechanisms)
+        self.mechanisms: list[Mechanism] = load_mechanisms(options.mechanisms)
         self._seed = int(np.random.SeedSequence(seed).generate_state(1)[0] >> 1)
         self._base_sampler = base_sampler or TPESampler(seed=seed)
         self._intersection = IntersectionSearchSpace(include_pruned=True)
@@ -275,8 +214,6 @@ class LLMSampler(BaseSampler):
         if self._model is None:
             with self._model_lock:
                 if self._model is None:
-                    from bilevel_optuna.chat._spec import get_chat_model
-
                     self._model = get_chat_model(self._model_spec)  # type: ignore[arg-type]
         return self._model
 
@@ -323,7 +260,7 @@ class LLMSampler(BaseSampler):
                 storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
                 raise
             self._model_down = f"{_spend.ENDPOINT_REASON}: {err}"
-            _say_once(
+            say_once(
                 f"down:{err}",
                 study,
                 "%s The trials take their parameters from %s instead (on_model_error="
@@ -345,7 +282,7 @@ class LLMSampler(BaseSampler):
         if not search_space:
             return {}
         check_search_space(search_space)
-        return _Proposal(self, study, trial, search_space).run()
+        return Proposal(self, study, trial, search_space).run()
 
     def after_trial(
         self,
@@ -385,386 +322,3 @@ class LLMSampler(BaseSampler):
         """Seed of the optimizer whose state the prompt shows (apart from the requests')."""
         seq = np.random.SeedSequence([self._seed, trial_number, 0, 1])
         return int(seq.generate_state(1)[0] >> 1)
-
-
-class _Proposal:
-    """One proposal, top to bottom: the context, ``prepare``, the model calls, review, choice,
-    queueing, and the record stored on the trial."""
-
-    def __init__(
-        self,
-        sampler: LLMSampler,
-        study: Study,
-        trial: FrozenTrial,
-        search_space: dict[str, BaseDistribution],
-    ) -> None:
-        self.sampler = sampler
-        self.study = study
-        self.trial = trial
-        self.space = search_space
-        self.names = list(search_space)
-        trials = study.get_trials(deepcopy=False)
-        minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
-        history = order_history(
-            [t for t in trials if covers(t.params, search_space)],
-            order=sampler.history_order,
-            size=sampler.history_size,
-            minimize=minimize,
-        )
-        self.context = ProposalContext(
-            study=study,
-            trial=trial,
-            search_space=search_space,
-            trials=trials,
-            minimize=minimize,
-            history=history,
-            notes=[],
-            rng=np.random.default_rng(sampler._request_seed(trial.number, -1)),
-        )
-        self.runner = HookRunner(sampler.mechanisms, timeout=sampler.hook_timeout)
-        self.attrs: dict[str, Any] = {}
-        self.exchanges: list[dict[str, Any]] = []
-        self.tokens = [0, 0]
-        self.latency = 0.0
-        self.state: list[str] | None = None
-
-    # ---------------------------------------------------------------- steps
-    def run(self) -> dict[str, Any]:
-        if self.sampler.optimizer_state == "cmaes":
-            # Read before the hooks, whoever takes the trial: CMA-ES is asked on every trial,
-            # so it learns from all of them, not only from those the model proposes.
-            self.state = self._state()
-        candidate = self._prepare() or self._ask()
-        self._store(candidate)
-        return candidate.params
-
-    def _prepare(self) -> Candidate | None:
-        """Run the ``prepare`` hooks; the first that sets ``context.params`` takes the trial."""
-        ctx = self.context
-        for mechanism in self.runner.active("prepare"):
-            before = (len(ctx.notes), [t.number for t in ctx.history])
-            ok, _ = self.runner.call(mechanism, "prepare", ctx)
-            if not ok:
-                ctx.params = None
-                continue
-            if ctx.params is not None:
-                self.runner.changed(mechanism)
-                try:
-                    params, repairs = repair_params(ctx.params, self.space)
-                except AnswerError as err:
-                    self.runner.fail(mechanism, f"prepare: {err}")
-                    ctx.params = None
-                    continue
-                return Candidate(params, "mechanism", repairs, taken_by=mechanism.name)
-            if before != (len(ctx.notes), [t.number for t in ctx.history]):
-                self.runner.changed(mechanism)
-        return None
-
-    def _ask(self) -> Candidate:
-        """Ask the model (feeding back why an answer could not be used) until a candidate is
-        accepted, or fall back to the base sampler."""
-        sampler = self.sampler
-        not_asked = sampler._model_down or self._cap_reached()
-        if not_asked:
-            self.attrs[_attrs.ERROR] = not_asked[:500]
-            return Candidate(self._fallback(), "fallback")
-        messages = build_messages(sampler.template, self._prompt_inputs())
-        request_kwargs = dict(
-            json_schema=answer_schema(self.space, 1, rationale=sampler.template.rationale),
-            temperature=sampler.temperature,
-            max_tokens=sampler._max_tokens(len(self.space)),
-            # k candidates are k answers of one configuration each to one prompt (the
-            # request's ``n``): the embedded model writes them side by side, for little more
-            # than one, and independent samples differ where a list in one answer repeats.
-            n=sampler.n_candidates,
-        )
-        last_error = ""
-        for attempt in range(sampler.max_attempts):
-            request = ChatRequest(
-                messages=tuple(messages),
-                seed=sampler._request_seed(self.trial.number, attempt),
-                **request_kwargs,  # type: ignore[arg-type]
-            )
-            self.attrs[_attrs.ATTEMPTS] = attempt + 1
-            self.attrs[_attrs.REQUEST_HASH] = request.hash()
-            try:
-                reply = self._complete(request)
-            except _FATAL_CHAT_ERRORS:
-                raise
-            except ChatAnswerError as err:
-                last_error = f"{type(err).__name__}: {err}"
-                messages = messages + self._feedback(err.raw or "", str(err))
-                continue
-            except _ENDPOINT_ERRORS as err:
-                # The endpoint is down, slow or overloaded, after the client's retries: asking
-                # again at once won't help.
-                if sampler.on_model_error == "raise":
-                    raise
-                last_error = f"{_spend.ENDPOINT_REASON}: {type(err).__name__}: {err}"
-                _say_once(
-                    f"error:{type(err).__name__}",
-                    self.study,
-                    "%s This trial takes its parameters from %s (on_model_error='fallback'); "
-                    "such trials are counted in the study's user attribute %r.",
-                    err,
-                    type(sampler._base_sampler).__name__,
-                    _spend.FALLBACK_ATTR,
-                )
-                break
-            except ChatModelError as err:
-                # The model refused this request (a prompt past its context window, a field
-                # the endpoint rejects): the next trial's request may differ.
-                last_error = f"{_spend.REFUSED_REASON}: {type(err).__name__}: {err}"
-                _say_once(
-                    "refused",
-                    self.study,
-                    "%s This trial takes its parameters from %s; such trials are counted in the "
-                    "study's user attribute %r.",
-                    err,
-                    type(sampler._base_sampler).__name__,
-                    _spend.FALLBACK_ATTR,
-                )
-                break
-            try:
-                parsed, errors = parse_answers(
-                    reply.usable_texts, self.space, sampler.n_candidates
-                )
-            except AnswerError as err:
-                last_error = str(err)
-                messages = messages + self._feedback(reply.text, str(err))
-                continue
-            self.attrs[_attrs.RATIONALE] = parsed.rationale
-            answers = [Candidate(p, "llm", r) for p, r in zip(parsed.candidates, parsed.repairs)]
-            accepted, rejections = self._review(answers)
-            if accepted:
-                chosen = self._choose(accepted)
-                self._enqueue(chosen[1:], parsed.rationale)
-                return chosen[0]
-            last_error = "; ".join(rejections + errors)[:500]
-            messages = messages + self._feedback(
-                reply.text,
-                "These configurations were rejected: "
-                + "; ".join(rejections + errors)
-                + ". Propose different ones.",
-            )
-        self.attrs[_attrs.ERROR] = last_error[:500]
-        return Candidate(self._fallback(), "fallback")
-
-    def _state(self) -> list[str]:
-        """The optimizer's state block (empty when it has nothing to show yet)."""
-        sampler, ctx = self.sampler, self.context
-        assert sampler.optimizer_state is not None
-        return state_lines(
-            sampler.optimizer_state,
-            self.study,
-            self.trial,
-            ctx.trials,
-            self.space,
-            seed=sampler._state_seed(self.trial.number),
-        )
-
-    def _cap_reached(self) -> str | None:
-        """Why the model is not asked any more: the study's spend reached the cap."""
-        sampler = self.sampler
-        if sampler.max_tokens_total is None and sampler.max_cost is None:
-            return None
-        reached = _spend.cap_reached(
-            _spend.spend_of(self.context.trials),
-            max_tokens_total=sampler.max_tokens_total,
-            max_cost=sampler.max_cost,
-            prices=sampler.token_prices,
-        )
-        if reached is None:
-            return None
-        study = self.study
-        if _spend.CAP_ATTR not in study.user_attrs:
-            study.set_user_attr(_spend.CAP_ATTR, {"trial": self.trial.number, "cap": reached})
-        _say_once(
-            "cap",
-            study,
-            "Spend cap reached (%s) in study %s at trial %d: from now on trials take their "
-            "parameters from %s, not the model. Recorded in the study's user attributes %r "
-            "and %r.",
-            reached,
-            study.study_name,
-            self.trial.number,
-            type(sampler._base_sampler).__name__,
-            _spend.CAP_ATTR,
-            _spend.FALLBACK_ATTR,
-        )
-        return f"{_spend.CAP_REASON}: {reached}"
-
-    def _prompt_inputs(self) -> PromptInputs:
-        sampler, ctx = self.sampler, self.context
-        history, order = ctx.history, sampler.history_order
-        state: list[str] = []
-        if sampler.optimizer_state is not None:
-            state = self.state if self.state is not None else self._state()
-            if state:
-                self.attrs[_attrs.STATE] = sampler.optimizer_state
-            if state and sampler.state_mode == "instead":
-                # The state stands for the window; the best few trials show what to beat.
-                sign = 1.0 if ctx.minimize else -1.0
-                key = lambda t: (sign * float(t.value), t.number)  # noqa: E731
-                history, order = sorted(history, key=key)[:INSTEAD_TOP], "best"
-        return PromptInputs(
-            description=sampler.description,
-            metric_name=sampler.metric_name,
-            minimize=ctx.minimize,
-            search_space=self.space,
-            history=history,
-            n_complete=sum(t.state == TrialState.COMPLETE for t in ctx.trials),
-            failed=[
-                t
-                for t in ctx.finished_trials
-                if t.state in (TrialState.FAIL, TrialState.PRUNED)
-            ],
-            pending=ctx.pending_params,
-            notes=ctx.notes,
-            prior_knowledge=sampler.prior_knowledge,
-            n_candidates=1,
-            history_order=order,
-            state=state,
-        )
-
-    def _complete(self, request: ChatRequest) -> ChatReply:
-        """One model call, accounted. The backend checked the answer once against the schema
-        (:meth:`~bilevel_optuna.chat.ChatModel.complete`): a reply whose values only break a
-        bound is returned marked, and the sampler repairs it; a reply with no usable answer
-        raises ``ChatAnswerError``, accounted here before it goes on."""
-        try:
-            reply = self.sampler.model.complete(request)
-        except ChatAnswerError as err:
-            if err.reply is not None:
-                self._account(request, err.reply)
-            raise
-        self._account(request, reply)
-        return reply
-
-    @staticmethod
-    def _feedback(answer: str, error: str) -> list[dict[str, str]]:
-        return [
-            {"role": "assistant", "content": answer[:2000]},
-            {
-                "role": "user",
-                "content": f"Your answer could not be used: {error[:600]} "
-                "Answer again with one JSON object that follows the schema.",
-            },
-        ]
-
-    def _review(self, answers: list[Candidate]) -> tuple[list[Candidate], list[str]]:
-        """Run the ``review`` hooks on each answer; drop rejected ones and repeats of pending."""
-        accepted: list[Candidate] = []
-        rejections: list[str] = []
-        pending = self.context.pending_params
-        for candidate in answers:
-            rejected = False
-            for mechanism in self.runner.active("review"):
-                ok, review = self.runner.call(
-                    mechanism, "review", dict(candidate.params), self.context
-                )
-                if not ok or review is None or review.action == "accept":
-                    continue
-                self.runner.changed(mechanism)
-                if review.action == "reject":
-                    rejections.append(
-                        f"{format_params(candidate.params, self.names)}: {review.reason}"
-                    )
-                    rejected = True
-                    break
-                try:
-                    params, repairs = repair_params(review.params or {}, self.space)
-                except AnswerError as err:
-                    self.runner.fail(mechanism, f"review: {err}")
-                    continue
-                candidate.replace(params, mechanism.name, repairs, review.reason)
-            if rejected:
-                continue
-            if any(candidate.params == c.params for c in accepted) or candidate.params in pending:
-                rejections.append(
-                    f"{format_params(candidate.params, self.names)}: already pending"
-                )
-                continue
-            accepted.append(candidate)
-        return accepted, rejections
-
-    def _choose(self, accepted: list[Candidate]) -> list[Candidate]:
-        """Let the ``choose`` hooks order the accepted candidates (first: evaluated now)."""
-        if len(accepted) < 2:
-            return accepted
-        for mechanism in self.runner.active("choose"):
-            ok, ordered = self.runner.call(
-                mechanism, "choose", [dict(c.params) for c in accepted], self.context
-            )
-            if not ok or not isinstance(ordered, list):
-                continue
-            # The hook returns configurations; take each back to its candidate, once.
-            left = list(accepted)
-            reordered = []
-            for params in ordered:
-                match = next((c for c in left if c.params == params), None)
-                if match is not None:
-                    left.remove(match)
-                    reordered.append(match)
-            if not reordered:
-                continue
-            if reordered != accepted:
-                self.runner.changed(mechanism)
-            accepted = reordered
-        return accepted
-
-    def _enqueue(self, rest: list[Candidate], rationale: str) -> None:
-        for candidate in rest:
-            self.study.enqueue_trial(
-                candidate.params,
-                user_attrs={
-                    _attrs.SOURCE: candidate.source,
-                    _attrs.REPAIRS: candidate.repairs,
-                    _attrs.RATIONALE: rationale,
-                    _attrs.REQUEST_HASH: self.attrs.get(_attrs.REQUEST_HASH, ""),
-                    _attrs.MODEL: self.sampler.model.name,
-                    _attrs.QUEUED_BY: self.trial.number,
-                },
-            )
-
-    def _fallback(self) -> dict[str, Any]:
-        base = self.sampler._base_sampler
-        return {
-            name: base.sample_independent(self.study, self.trial, name, dist)
-            for name, dist in self.space.items()
-        }
-
-    def _account(self, request: ChatRequest, reply: ChatReply) -> None:
-        self.tokens[0] += reply.prompt_tokens
-        self.tokens[1] += reply.completion_tokens
-        self.latency += reply.latency_s
-        self.attrs[_attrs.MODEL] = reply.model
-        self.exchanges.append({"hash": request.hash(), "reply": reply.to_dict()})
-
-    def _store(self, candidate: Candidate) -> None:
-        attrs = dict(self.attrs)
-        attrs[_attrs.SOURCE] = candidate.source
-        if candidate.origin != "fallback":
-            attrs[_attrs.REPAIRS] = candidate.repairs
-        if candidate.taken_by is not None:
-            attrs[_attrs.TAKEN_BY] = candidate.taken_by
-        if self.exchanges or candidate.origin != "mechanism":
-            attrs[_attrs.PROMPT_TOKENS] = self.tokens[0]
-            attrs[_attrs.COMPLETION_TOKENS] = self.tokens[1]
-            attrs[_attrs.LATENCY] = round(self.latency, 4)
-        if self.sampler.mechanisms:
-            attrs[_attrs.MECHANISMS] = self.runner.as_record(self.context.record)
-        storage = _optuna_private.storage_of(self.study)
-        trial_id = _optuna_private.trial_id_of(self.trial)
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        if self.exchanges:
-            storage.set_trial_system_attr(trial_id, _attrs.EXCHANGES, self.exchanges)
-        if candidate.origin == "fallback":
-            error = str(attrs.get(_attrs.ERROR, ""))
-            with self.sampler._study_lock:
-                summary = self.study.user_attrs.get(_spend.FALLBACK_ATTR, {})
-                self.study.set_user_attr(
-                    _spend.FALLBACK_ATTR,
-                    _spend.count_fallback(summary, _spend.reason_of(error), error),
-                )

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bilevel_optuna import _attrs
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import overridden_hooks
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import overridden_hooks
 
 #: Keys of an entry that the record itself owns; anything else is the mechanism's own.
 OWN_KEYS = ("version", "hooks", "changed", "errors", "off")

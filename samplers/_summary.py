@@ -24,6 +24,7 @@ from bilevel_optuna.samplers._record import MechanismRecord
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 _logger = get_logger(__name__)
 
@@ -105,82 +106,82 @@ def summarize_mechanisms(
             for name, s in summarize_mechanisms(study).items():
                 print(name, s.status, s.n_changed, "of", s.n_trials, s.calls)
     """
-    acc: dict[str, dict[str, Any]] = {}
-
-    def entry(name: str) -> dict[str, Any]:
-        return acc.setdefault(
-            name,
-            {
-                "n_trials": 0,
-                "n_active": 0,
-                "n_changed": 0,
-                "changes": 0,
-                "n_taken": 0,
-                "calls": {},
-                "errors": [],
-                "n_off": 0,
-                "versions": [],
-            },
-        )
-
-    for name in mechanisms or ():
-        entry(name)
+    tallies: dict[str, _Tally] = {name: _Tally() for name in mechanisms or ()}
     for s in _studies(study):
         for trial in s.get_trials(deepcopy=False):
             record = MechanismRecord.of_trial(trial.user_attrs)
             for name in record.entries:
-                e = entry(name)
-                e["n_trials"] += 1
-                calls = record.calls(name)
-                for hook, n in calls.items():
-                    e["calls"][hook] = e["calls"].get(hook, 0) + n
-                if any(n > 0 for n in calls.values()):
-                    e["n_active"] += 1
-                changed = record.changes(name)
-                e["changes"] += changed
-                taken = trial.user_attrs.get(TAKEN_BY) == name
-                e["n_taken"] += taken
-                e["n_changed"] += changed > 0 or taken
-                e["errors"].extend((trial.number, m) for m in record.errors(name))
-                e["n_off"] += record.is_off(name)
-                version = record.version(name)
-                if version and version not in e["versions"]:
-                    e["versions"].append(version)
-
+                tallies.setdefault(name, _Tally()).add(trial, record, name)
     out: dict[str, MechanismSummary] = {}
-    for name, e in acc.items():
-        if sum(e["calls"].values()) == 0:
-            status = "never_ran"
-        elif e["n_changed"] == 0:
-            status = "never_changed"
-        else:
-            status = "ok"
-        out[name] = MechanismSummary(
-            name=name,
-            status=status,
-            n_trials=e["n_trials"],
-            n_active=e["n_active"],
-            n_changed=e["n_changed"],
-            changes=e["changes"],
-            n_taken=e["n_taken"],
-            calls=e["calls"],
-            n_errors=len(e["errors"]),
-            errors=e["errors"],
-            n_off=e["n_off"],
-            versions=e["versions"],
-        )
-        if e["errors"]:
+    for name, tally in tallies.items():
+        summary = out[name] = tally.summary(name)
+        if summary.errors:
             _logger.warning(
                 "Mechanism %r raised or timed out %d time(s); first: trial %d: %s",
                 name,
-                len(e["errors"]),
-                *e["errors"][0],
+                summary.n_errors,
+                *summary.errors[0],
             )
-        if warn and status != "ok":
-            message = _inactive_message(out[name])
+        if warn and summary.status != "ok":
+            message = _inactive_message(summary)
             _logger.warning(message)
             warnings.warn(message, MechanismInactiveWarning, stacklevel=2)
     return out
+
+
+@dataclasses.dataclass
+class _Tally:
+    """One mechanism's records, added up trial by trial."""
+
+    n_trials: int = 0
+    n_active: int = 0
+    n_changed: int = 0
+    changes: int = 0
+    n_taken: int = 0
+    calls: dict[str, int] = dataclasses.field(default_factory=dict)
+    errors: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    n_off: int = 0
+    versions: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, trial: FrozenTrial, record: MechanismRecord, name: str) -> None:
+        self.n_trials += 1
+        calls = record.calls(name)
+        for hook, n in calls.items():
+            self.calls[hook] = self.calls.get(hook, 0) + n
+        if any(n > 0 for n in calls.values()):
+            self.n_active += 1
+        changed = record.changes(name)
+        self.changes += changed
+        taken = trial.user_attrs.get(TAKEN_BY) == name
+        self.n_taken += taken
+        self.n_changed += changed > 0 or taken
+        self.errors.extend((trial.number, m) for m in record.errors(name))
+        self.n_off += record.is_off(name)
+        version = record.version(name)
+        if version and version not in self.versions:
+            self.versions.append(version)
+
+    def summary(self, name: str) -> MechanismSummary:
+        if sum(self.calls.values()) == 0:
+            status = "never_ran"
+        elif self.n_changed == 0:
+            status = "never_changed"
+        else:
+            status = "ok"
+        return MechanismSummary(
+            name=name,
+            status=status,
+            n_trials=self.n_trials,
+            n_active=self.n_active,
+            n_changed=self.n_changed,
+            changes=self.changes,
+            n_taken=self.n_taken,
+            calls=self.calls,
+            n_errors=len(self.errors),
+            errors=self.errors,
+            n_off=self.n_off,
+            versions=self.versions,
+        )
 
 
 def _inactive_message(s: MechanismSummary) -> str:

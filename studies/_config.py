@@ -21,9 +21,9 @@ from bilevel_optuna.objectives._base import suggest_all
 from bilevel_optuna.samplers import TEMPLATES
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import get_mechanism_class
-from bilevel_optuna.samplers._loading import builtin_mechanism_names
-from bilevel_optuna.samplers._loading import load_mechanism
-from bilevel_optuna.samplers._loading import load_mechanism_by_name
+from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names
+from bilevel_optuna.samplers.mechanisms._loading import load_mechanism
+from bilevel_optuna.samplers.mechanisms._loading import load_mechanism_by_name
 from bilevel_optuna.samplers._prompt import HISTORY_ORDERS
 from bilevel_optuna.samplers._state import OPTIMIZER_STATES
 from bilevel_optuna.samplers._state import STATE_MODES

@@ -16,7 +16,7 @@ import optuna
 from bilevel_optuna import _attrs
 from bilevel_optuna import _optuna_private
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.samplers._loading import load_mechanism
+from bilevel_optuna.samplers.mechanisms._loading import load_mechanism
 from bilevel_optuna.samplers._presets import preset
 from bilevel_optuna.studies._arms import arm_label
 from bilevel_optuna.studies._config import LEVEL0

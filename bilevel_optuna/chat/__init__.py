@@ -20,6 +20,7 @@ from bilevel_optuna.chat._local import LocalChatModel
 from bilevel_optuna.chat._replay import ReplayChatModel
 from bilevel_optuna.chat._server import serve_in_background
 from bilevel_optuna.chat._spec import get_chat_model
+from bilevel_optuna.chat._spec import openai_chat_model_class
 from bilevel_optuna.chat._validation import validate_answer
 
 if TYPE_CHECKING:
@@ -29,9 +30,7 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # The openai client takes a second or two to import; only the OpenAI backend needs it.
     if name == "OpenAIChatModel":
-        from bilevel_optuna.chat._openai import OpenAIChatModel
-
-        return OpenAIChatModel
+        return openai_chat_model_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

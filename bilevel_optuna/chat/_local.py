@@ -25,6 +25,7 @@ from typing import Any
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
+
 # Re-exported where they lived before chat/_llama/ (tests and benchmarks import them from here).
 from bilevel_optuna.chat._llama._decoder import SEED_MODULUS as _SEED_MODULUS
 from bilevel_optuna.chat._llama._decoder import chat_prompt as _chat_prompt

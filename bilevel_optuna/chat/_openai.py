@@ -11,40 +11,60 @@ into one of ours that names the problem and the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import re
 import threading
 import time
 import urllib.parse
 from typing import Any
-from typing import Literal
 
 import openai
 
 from bilevel_optuna._logging import get_logger
-from bilevel_optuna._logging import redact
 from bilevel_optuna._urls import hide_password as _display_url
 from bilevel_optuna._urls import is_loopback as _is_loopback
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
+from bilevel_optuna.chat._openai_errors import MAX_QUOTED_CHARS
+from bilevel_optuna.chat._openai_errors import MODEL_ENV
+from bilevel_optuna.chat._openai_errors import Endpoint
+from bilevel_optuna.chat._openai_errors import available_models
+from bilevel_optuna.chat._openai_errors import check_error
+from bilevel_optuna.chat._openai_errors import not_json
+from bilevel_optuna.chat._openai_errors import wrap
+from bilevel_optuna.chat._openai_format import FALLBACK
+from bilevel_optuna.chat._openai_format import FORMAT_REFUSED
+from bilevel_optuna.chat._openai_format import RESPONSE_FORMATS
+from bilevel_optuna.chat._openai_format import TOKEN_PARAMS
+from bilevel_optuna.chat._openai_format import ResponseFormat
+from bilevel_optuna.chat._openai_format import rejected_param
+from bilevel_optuna.chat._openai_format import response_format as _response_format
+from bilevel_optuna.chat._openai_format import strict_qualifies
+from bilevel_optuna.chat._openai_format import with_schema_instruction
 from bilevel_optuna.chat._validation import Validate
 from bilevel_optuna.chat._validation import _check_validate_mode
 from bilevel_optuna.exceptions import ChatAnswerError
-from bilevel_optuna.exceptions import ChatAuthenticationError
 from bilevel_optuna.exceptions import ChatConnectionError
 from bilevel_optuna.exceptions import ChatModelError
-from bilevel_optuna.exceptions import ChatModelNotFoundError
-from bilevel_optuna.exceptions import ChatRateLimitError
 from bilevel_optuna.exceptions import ChatServerError
-from bilevel_optuna.exceptions import ChatTimeoutError
 from bilevel_optuna.exceptions import ConfigurationError
 
-_logger = get_logger(__name__)
+# Names other modules and tests read from here.
+__all__ = [
+    "CHECK_TIMEOUT_S",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "MODEL_ENV",
+    "OpenAIChatModel",
+    "RESPONSE_FORMATS",
+    "ResponseFormat",
+    "strict_qualifies",
+]
 
-ResponseFormat = Literal["auto", "json_schema", "json_object", "text"]
-RESPONSE_FORMATS: tuple[str, ...] = ("auto", "json_schema", "json_object", "text")
+_logger = get_logger(__name__)
 
 #: Where requests go when neither ``base_url`` nor ``OPENAI_BASE_URL`` says otherwise.
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -52,31 +72,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT_S = 60.0
 #: Retries after the first attempt, done by the ``openai`` client with jittered backoff.
 DEFAULT_MAX_RETRIES = 3
-#: Environment variable holding the model name (the base URL and key use the client's own).
-MODEL_ENV = "BILEVEL_OPTUNA_MODEL"
-
-# The formats "auto" tries, in order, when an endpoint refuses the previous one: with a 400, or
-# a 422 from servers that validate the request body (FastAPI-based, e.g. llama_cpp.server).
-_FALLBACK = {"json_schema": "json_object", "json_object": "text"}
-_FORMAT_REFUSED = (openai.BadRequestError, openai.UnprocessableEntityError)
-# The token cap's name, newest first: OpenAI deprecated ``max_tokens`` for
-# ``max_completion_tokens``, and its reasoning models reject the old name; servers that predate
-# the new name know only ``max_tokens``. The first is sent until the endpoint refuses it.
-_TOKEN_PARAMS = ("max_completion_tokens", "max_tokens")
-# Request fields a 400 may name; one that names any of these but response_format is about that
-# field, not about the response format.
-_REQUEST_FIELDS = frozenset(
-    {"max_completion_tokens", "max_tokens", "temperature", "seed", "n", "messages", "model"}
-    | {"top_p", "stream", "response_format"}
-)
-_QUOTED = re.compile(r"""['"`]([A-Za-z_]+)['"`]""")
 # Sent as the key to loopback servers (llama.cpp, vLLM, Ollama, `bilevel-optuna serve`), which
 # ignore it; the client refuses to start without one.
 _LOOPBACK_KEY = "no-key-needed-on-loopback"
-# How long listing an endpoint's models may take when explaining a 404.
-_LIST_MODELS_TIMEOUT_S = 10.0
-_MAX_LISTED_MODELS = 30
-_MAX_QUOTED_CHARS = 300
 #: Seconds the check before the first trial (:meth:`OpenAIChatModel.check`) may take a request.
 CHECK_TIMEOUT_S = 5.0
 # Outcomes of the check, once per process per (base URL, model, key): None where it passed,
@@ -85,56 +83,16 @@ _CHECKED: dict[tuple[str, str, int], tuple[type[ChatModelError], str, int | None
 _CHECKED_LOCK = threading.Lock()
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+@dataclasses.dataclass
+class _Tries:
+    """What one request sends on its next try, and what the endpoint refused so far."""
 
-
-def _with_schema_instruction(
-    messages: list[dict[str, str]], schema: dict[str, Any]
-) -> list[dict[str, str]]:
-    """Put the schema into the prompt, for endpoints that cannot take it as response_format."""
-    instruction = (
-        "Answer with one JSON object and nothing else. It must match this JSON schema:\n"
-        + json.dumps(schema)
-    )
-    if messages and messages[0]["role"] == "system":
-        first = {"role": "system", "content": messages[0]["content"] + "\n\n" + instruction}
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": instruction}, *messages]
-
-
-def strict_qualifies(schema: Any) -> bool:
-    """Whether ``schema`` meets structured output's strict mode: every object lists all its
-    properties as required and allows no others (checked through properties, items, $defs,
-    anyOf). OpenAI refuses ``strict`` on a schema that does not."""
-    if isinstance(schema, list):
-        return all(strict_qualifies(s) for s in schema)
-    if not isinstance(schema, dict):
-        return True
-    is_object = schema.get("type") == "object" or "properties" in schema
-    if is_object:
-        properties = schema.get("properties") or {}
-        if schema.get("additionalProperties") is not False:
-            return False
-        if sorted(schema.get("required") or []) != sorted(properties):
-            return False
-    nested: list[Any] = list((schema.get("properties") or {}).values())
-    nested += list((schema.get("$defs") or {}).values())
-    nested += [schema[k] for k in ("items", "anyOf") if k in schema]
-    return all(strict_qualifies(s) for s in nested)
-
-
-def _response_format(
-    fmt: str, schema: dict[str, Any], *, strict: bool = False
-) -> dict[str, Any] | None:
-    if fmt == "json_schema":
-        json_schema: dict[str, Any] = {"name": "answer", "schema": schema}
-        if strict:
-            json_schema["strict"] = True
-        return {"type": "json_schema", "json_schema": json_schema}
-    if fmt == "json_object":
-        return {"type": "json_object"}
-    return None
+    fmt: str
+    token_param: str
+    strict: bool
+    strict_dropped: bool = False
+    refused: list[str] = dataclasses.field(default_factory=list)
+    first_error: openai.APIStatusError | None = None
 
 
 class OpenAIChatModel(ChatModel):
@@ -224,11 +182,14 @@ class OpenAIChatModel(ChatModel):
         self._auto = response_format == "auto"
         self._format: str = "json_schema" if self._auto else response_format
         self._format_lock = threading.Lock()
-        self._token_param = _TOKEN_PARAMS[0]
+        self._token_param = TOKEN_PARAMS[0]
         # Schemas (canonical JSON) for which the endpoint refused strict mode.
         self._strict_refused: set[str] = set()
         self._client = openai.OpenAI(
             api_key=api_key, base_url=base_url, timeout=self._timeout, max_retries=max_retries
+        )
+        self._endpoint = Endpoint(
+            self._base_url, model, self._secret, self._timeout, self._max_retries
         )
 
     def __repr__(self) -> str:
@@ -244,76 +205,89 @@ class OpenAIChatModel(ChatModel):
 
     def _complete(self, request: ChatRequest) -> ChatReply:
         start = time.perf_counter()
-        fmt: str = self._format
-        token_param = self._token_param
         schema_key = json.dumps(request.json_schema, sort_keys=True)
-        strict = (
-            request.json_schema is not None
-            and schema_key not in self._strict_refused
-            and strict_qualifies(request.json_schema)
+        tries = _Tries(
+            fmt=self._format,
+            token_param=self._token_param,
+            strict=(
+                request.json_schema is not None
+                and schema_key not in self._strict_refused
+                and strict_qualifies(request.json_schema)
+            ),
         )
-        strict_dropped = False
-        refused: list[str] = []
-        first_error: openai.APIStatusError | None = None
         while True:
             try:
-                completion = self._create(request, fmt, token_param=token_param, strict=strict)
+                completion = self._create(
+                    request, tries.fmt, token_param=tries.token_param, strict=tries.strict
+                )
                 break
-            except _FORMAT_REFUSED as err:
-                self._scrub(err)
-                param = self._rejected_param(err, token_param)
-                if param == token_param and token_param != _TOKEN_PARAMS[-1]:
-                    _logger.info(
-                        "%s refused %r (%s); sending the token cap as %r.",
-                        self._base_url,
-                        token_param,
-                        self._error_text(err),
-                        _TOKEN_PARAMS[-1],
-                    )
-                    token_param = _TOKEN_PARAMS[-1]
-                    continue
-                if param is not None and param != "response_format":
-                    # About another field (temperature, seed, ...): no format would help.
-                    raise self._wrap(err) from err
-                if strict and fmt == "json_schema":
-                    _logger.info(
-                        "%s refused strict structured output (%s); trying without strict.",
-                        self._base_url,
-                        self._error_text(err),
-                    )
-                    first_error = first_error or err
-                    strict, strict_dropped = False, True
-                    continue
-                if self._auto and request.json_schema is not None and fmt in _FALLBACK:
-                    first_error = first_error or err
-                    _logger.info(
-                        "%s refused the request with response_format %r (%s); trying %r.",
-                        self._base_url,
-                        fmt,
-                        self._error_text(err),
-                        _FALLBACK[fmt],
-                    )
-                    refused.append(fmt)
-                    fmt = _FALLBACK[fmt]
-                    continue
-                raise self._wrap(first_error or err) from (first_error or err)
+            except FORMAT_REFUSED as err:
+                self._endpoint.scrub(err)
+                self._step_down(request, tries, err)
             except openai.OpenAIError as err:
-                self._scrub(err)
+                self._endpoint.scrub(err)
                 raise self._wrap(err) from err
             except json.JSONDecodeError as err:
-                body = self._clean(err.doc)
-                raise ChatServerError(
-                    f"{self._base_url} answered with a body that is not JSON ({err.msg}): "
-                    f"{body[:_MAX_QUOTED_CHARS]!r}. Check that the base URL points at an "
-                    "OpenAI-compatible API (it usually ends in /v1).",
-                    raw=body,
-                ) from err
+                raise not_json(self._endpoint, err) from err
         reply = self._to_reply(completion, time.perf_counter() - start)
-        if strict_dropped and fmt == "json_schema":
+        self._learn(request, reply, tries, schema_key)
+        return reply
+
+    def _step_down(self, request: ChatRequest, tries: _Tries, err: openai.APIStatusError) -> None:
+        """After a 400/422, change what the next try sends (the token cap's name, strict, the
+        format), or raise our error where nothing is left to change."""
+        param = rejected_param(
+            err.body,
+            self._endpoint.error_text(err) + " " + self._endpoint.clean(str(err.message)),
+            tries.token_param,
+        )
+        if param == tries.token_param and tries.token_param != TOKEN_PARAMS[-1]:
+            _logger.info(
+                "%s refused %r (%s); sending the token cap as %r.",
+                self._base_url,
+                tries.token_param,
+                self._endpoint.error_text(err),
+                TOKEN_PARAMS[-1],
+            )
+            tries.token_param = TOKEN_PARAMS[-1]
+            return
+        if param is not None and param != "response_format":
+            # About another field (temperature, seed, ...): no format would help.
+            raise self._wrap(err) from err
+        if tries.strict and tries.fmt == "json_schema":
+            _logger.info(
+                "%s refused strict structured output (%s); trying without strict.",
+                self._base_url,
+                self._endpoint.error_text(err),
+            )
+            tries.first_error = tries.first_error or err
+            tries.strict, tries.strict_dropped = False, True
+            return
+        if self._auto and request.json_schema is not None and tries.fmt in FALLBACK:
+            tries.first_error = tries.first_error or err
+            _logger.info(
+                "%s refused the request with response_format %r (%s); trying %r.",
+                self._base_url,
+                tries.fmt,
+                self._endpoint.error_text(err),
+                FALLBACK[tries.fmt],
+            )
+            tries.refused.append(tries.fmt)
+            tries.fmt = FALLBACK[tries.fmt]
+            return
+        first = tries.first_error or err
+        raise self._wrap(first) from first
+
+    def _learn(
+        self, request: ChatRequest, reply: ChatReply, tries: _Tries, schema_key: str
+    ) -> None:
+        """Keep what the tries taught about the endpoint for the next requests."""
+        token_param = tries.token_param
+        if tries.strict_dropped and tries.fmt == "json_schema":
             with self._format_lock:
                 self._strict_refused.add(schema_key)
         if (
-            token_param == _TOKEN_PARAMS[0]
+            token_param == TOKEN_PARAMS[0]
             and reply.completion_tokens > request.max_tokens * len(reply.texts)
         ):
             # The endpoint took no notice of the new name: the cap never reached the model.
@@ -324,38 +298,14 @@ class OpenAIChatModel(ChatModel):
                 reply.completion_tokens,
                 request.max_tokens,
                 token_param,
-                _TOKEN_PARAMS[-1],
+                TOKEN_PARAMS[-1],
             )
-            token_param = _TOKEN_PARAMS[-1]
+            token_param = TOKEN_PARAMS[-1]
         if token_param != self._token_param:
             with self._format_lock:
                 self._token_param = token_param
-        if refused:
-            self._remember_refused(refused)
-        return reply
-
-    def _rejected_param(self, err: openai.APIStatusError, token_param: str) -> str | None:
-        """The request field a 400/422 is about, where it says: OpenAI's ``param``, the
-        ``loc`` of a FastAPI 422, the token cap's name anywhere in the message, or the first
-        quoted request field in it; ``None`` where it names none."""
-        body = err.body
-        if isinstance(body, dict):
-            param = body.get("param")
-            if isinstance(param, str) and param:
-                return re.split(r"[.\[]", param, maxsplit=1)[0]
-            detail = body.get("detail")
-            if isinstance(detail, list):
-                for item in detail:
-                    loc = item.get("loc") if isinstance(item, dict) else None
-                    if isinstance(loc, list) and len(loc) > 1 and loc[1] in _REQUEST_FIELDS:
-                        return str(loc[1])
-        text = self._error_text(err) + " " + self._clean(str(err.message))
-        if re.search(rf"\b{token_param}\b", text):
-            return token_param
-        for match in _QUOTED.finditer(text):
-            if match.group(1) in _REQUEST_FIELDS:
-                return match.group(1)
-        return None
+        if tries.refused:
+            self._remember_refused(tries.refused)
 
     def _remember_refused(self, refused: list[str]) -> None:
         """Step the format down for good only where the endpoint refuses the format itself.
@@ -367,7 +317,7 @@ class OpenAIChatModel(ChatModel):
         for candidate in refused:
             if self._format_supported(candidate):
                 break
-            fmt = _FALLBACK[candidate]
+            fmt = FALLBACK[candidate]
         with self._format_lock:
             if RESPONSE_FORMATS.index(fmt) > RESPONSE_FORMATS.index(self._format):
                 _logger.warning(
@@ -387,7 +337,7 @@ class OpenAIChatModel(ChatModel):
         )
         try:
             self._create(probe, fmt, token_param=self._token_param, strict=False)
-        except _FORMAT_REFUSED:
+        except FORMAT_REFUSED:
             return False
         except (openai.OpenAIError, json.JSONDecodeError):
             return True  # another failure says nothing about the format: keep it
@@ -401,7 +351,7 @@ class OpenAIChatModel(ChatModel):
             if response_format is not None:
                 kwargs["response_format"] = response_format
             if fmt != "json_schema":
-                messages = _with_schema_instruction(messages, request.json_schema)
+                messages = with_schema_instruction(messages, request.json_schema)
         if request.seed is not None:
             kwargs["seed"] = request.seed
         if request.n != 1:
@@ -419,7 +369,7 @@ class OpenAIChatModel(ChatModel):
             raw = completion if isinstance(completion, str) else repr(completion)
             raise ChatServerError(
                 f"{self._base_url} answered something that is not a chat completion: "
-                f"{raw[:_MAX_QUOTED_CHARS]!r}. Check that the base URL points at an "
+                f"{raw[:MAX_QUOTED_CHARS]!r}. Check that the base URL points at an "
                 "OpenAI-compatible API (it usually ends in /v1).",
                 raw=raw,
             )
@@ -504,8 +454,8 @@ class OpenAIChatModel(ChatModel):
                 "URL is right (OPENAI_BASE_URL, or the spec 'openai:MODEL@BASE_URL')."
             )
         except openai.OpenAIError as err:
-            self._scrub(err)
-            return self._check_error(err, None)
+            self._endpoint.scrub(err)
+            return check_error(self._endpoint, err, None)
         if ids is not None and self._model in ids:
             return None
         try:
@@ -516,153 +466,17 @@ class OpenAIChatModel(ChatModel):
             )
         except (openai.NotFoundError, openai.AuthenticationError, openai.PermissionDeniedError,
                 openai.APIConnectionError) as err:
-            self._scrub(err)
+            self._endpoint.scrub(err)
             if isinstance(err, openai.APITimeoutError):
                 return None  # listed its models but is slow to answer: the trials will see
-            return self._check_error(err, ids)
+            return check_error(self._endpoint, err, ids)
         except (openai.OpenAIError, json.JSONDecodeError) as err:
             # Any other answer (a 400 about a field, a 5xx, a body that is not JSON) comes
             # from a server that took the model name: the trials' own errors say the rest.
             _logger.debug("%s answered the one-token check with %s.", where, type(err).__name__)
         return None
 
-    def _check_error(self, err: openai.OpenAIError, ids: list[str] | None) -> ChatModelError:
-        where = self._base_url
-        source = "the spec 'openai:MODEL@BASE_URL'"
-        if isinstance(err, openai.APIConnectionError):
-            cause = _one_line(self._clean(str(err.__cause__ or err)))[:_MAX_QUOTED_CHARS]
-            return ChatConnectionError(
-                f"Cannot reach {where} ({cause}). Check that the server runs and the base URL "
-                f"is right (OPENAI_BASE_URL, or {source}); 'bilevel-optuna serve' serves the "
-                "embedded model."
-            )
-        if not isinstance(err, openai.APIStatusError):
-            return ChatModelError(f"The OpenAI client failed talking to {where}: {err}")
-        detail = _one_line(f"{err.status_code}: {self._error_text(err)}")
-        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return ChatAuthenticationError(
-                f"{where} refused the API key ({detail}). Set OPENAI_API_KEY to a valid key "
-                "for this endpoint (export OPENAI_API_KEY=...), or pass api_key to "
-                "OpenAIChatModel.",
-                status_code=err.status_code,
-            )
-        if isinstance(err, openai.NotFoundError):
-            if ids:
-                listed = ", ".join(ids[:_MAX_LISTED_MODELS])
-                if len(ids) > _MAX_LISTED_MODELS:
-                    listed += f", ... ({len(ids)} in all)"
-                served = f"It serves: {listed}."
-            elif ids is None:
-                served = (
-                    "It has no model list either: check the base URL (it usually ends in /v1)."
-                )
-            else:
-                served = "It lists no models."
-            return ChatModelNotFoundError(
-                f"{where} does not serve model {self._model!r} ({detail}). {served} Name a "
-                f"served model in {source}, or in {MODEL_ENV}.",
-                status_code=err.status_code,
-            )
-        return ChatModelError(
-            f"{where} answered an error ({detail}).", status_code=err.status_code
-        )
-
     # --- errors ---------------------------------------------------------------------------
 
-    def _clean(self, text: str) -> str:
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return redact(text)
-
-    def _scrub(self, err: BaseException) -> None:
-        """Take the key out of the client's exception too: it is chained to ours (``from``)."""
-        if self._secret and self._secret in str(err):
-            err.args = tuple(self._clean(a) if isinstance(a, str) else a for a in err.args)
-            if isinstance(getattr(err, "message", None), str):
-                err.message = self._clean(err.message)  # type: ignore[attr-defined]
-
-    def _error_text(self, err: openai.APIError) -> str:
-        body = err.body
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            text = body["message"]
-        elif isinstance(body, str) and body:
-            text = body
-        else:
-            text = err.message
-        return self._clean(text)[:_MAX_QUOTED_CHARS]
-
-    def _available_models(self) -> str:
-        """One sentence listing the endpoint's models, for a 404's message."""
-        client = self._client.with_options(max_retries=0, timeout=_LIST_MODELS_TIMEOUT_S)
-        try:
-            ids = sorted(m.id for m in client.models.list())
-        except openai.NotFoundError:
-            return (
-                "The endpoint has no model list either: check the base URL (it usually ends in "
-                "/v1)."
-            )
-        except (openai.OpenAIError, ValueError, TypeError, AttributeError):
-            return "The endpoint did not list its models."
-        if not ids:
-            return "The endpoint lists no models."
-        listed = ", ".join(ids[:_MAX_LISTED_MODELS])
-        if len(ids) > _MAX_LISTED_MODELS:
-            listed += f", ... ({len(ids)} in all)"
-        return f"It serves: {listed}."
-
     def _wrap(self, err: openai.OpenAIError) -> ChatModelError:
-        where = self._base_url
-        retries = f"{self._max_retries} retries"
-        if isinstance(err, openai.APITimeoutError):
-            return ChatTimeoutError(
-                f"No answer from {where} within {self._timeout:g} s (after {retries}). Raise "
-                "timeout=..., lower max_tokens, or check that the server is not overloaded."
-            )
-        if isinstance(err, openai.APIConnectionError):
-            cause = self._clean(str(err.__cause__ or err))[:_MAX_QUOTED_CHARS]
-            return ChatConnectionError(
-                f"Cannot reach {where} ({cause}; after {retries}). Check that the server runs "
-                "and the base URL is right (OPENAI_BASE_URL, or the spec "
-                "'openai:MODEL@BASE_URL'); 'bilevel-optuna serve' serves the embedded model."
-            )
-        if not isinstance(err, openai.APIStatusError):
-            return ChatModelError(f"The OpenAI client failed talking to {where}: {err}")
-        context: dict[str, Any] = {
-            "status_code": err.status_code,
-            "request_id": err.request_id,
-            "raw": self._clean(err.response.text),
-        }
-        detail = f"{err.status_code}: {self._error_text(err)}"
-        if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
-            return ChatAuthenticationError(
-                f"{where} refused the API key ({detail}). Set OPENAI_API_KEY to a valid key "
-                "for this endpoint (export OPENAI_API_KEY=...), or pass api_key to "
-                "OpenAIChatModel.",
-                **context,
-            )
-        if isinstance(err, openai.NotFoundError):
-            return ChatModelNotFoundError(
-                f"{where} does not serve model {self._model!r} ({detail}). "
-                f"{self._available_models()} Name the model in the spec 'openai:MODEL' or in "
-                f"{MODEL_ENV}.",
-                **context,
-            )
-        if isinstance(err, openai.RateLimitError):
-            return ChatRateLimitError(
-                f"{where} is still rate-limiting ({detail}) after {retries}. Run fewer workers "
-                "at once, raise max_retries, or check the account's quota.",
-                **context,
-            )
-        if isinstance(err, openai.InternalServerError):
-            return ChatServerError(
-                f"{where} kept failing ({detail}) after {retries}. Check the server's log, "
-                "or try again later.",
-                **context,
-            )
-        if isinstance(err, _FORMAT_REFUSED):
-            return ChatModelError(
-                f"{where} rejected the request ({detail}). If the prompt is too long, shorten "
-                "the history; if the response format is refused, use response_format='auto'.",
-                **context,
-            )
-        return ChatModelError(f"{where} answered an error ({detail}).", **context)
+        return wrap(self._endpoint, err, lambda: available_models(self._client))

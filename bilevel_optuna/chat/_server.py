@@ -28,6 +28,8 @@ from typing import Any
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatRequest
+from bilevel_optuna.chat._local import LocalChatModel
+from bilevel_optuna.chat._spec import get_chat_model
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ConfigurationError
 
@@ -171,107 +173,110 @@ def _completion(model: ChatModel, request: ChatRequest) -> dict[str, Any]:
     }
 
 
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Answers OpenAI chat completions and the model list with ``model`` (set per server
+    by :func:`make_server`)."""
+
+    model: ChatModel
+    protocol_version = "HTTP/1.1"
+    server_version = "bilevel-optuna"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _logger.debug("%s %s", self.address_string(), format % args)
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        pass  # handle_one_request writes one access line per request instead
+
+    def parse_request(self) -> bool:
+        # The request line is in: the clock of this request starts (not while a kept-alive
+        # connection waits for its next request).
+        self._started = time.perf_counter()
+        self._tokens = "-"
+        return super().parse_request()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = int(code)
+        super().send_response(code, message)
+
+    def handle_one_request(self) -> None:
+        self._status: int | None = None
+        self._started = time.perf_counter()
+        self._tokens = "-"
+        super().handle_one_request()
+        if self._status is not None:
+            access_logger.info(
+                "%s %s %s %d %.2f s tokens %s",
+                self.client_address[0],
+                self.command,
+                self.path,
+                self._status,
+                time.perf_counter() - self._started,
+                self._tokens,
+            )
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            self._tokens = f"{usage['prompt_tokens']}+{usage['completion_tokens']}"
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, *, code: str, param: str | None) -> None:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        self._send(
+            status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
+        )
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") in ("/v1/models", "/models"):
+            entry = {
+                "id": self.model.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "bilevel-optuna",
+            }
+            self._send(200, {"object": "list", "data": [entry]})
+        else:
+            self._error(404, f"No route GET {self.path}.", code="not_found", param=None)
+
+    def do_POST(self) -> None:
+        if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
+            self._error(404, f"No route POST {self.path}.", code="not_found", param=None)
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            if length > _MAX_BODY_BYTES:
+                self.close_connection = True
+                raise _BadRequest(413, "Request body too large.", code="too_large")
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+            except json.JSONDecodeError as err:
+                raise _BadRequest(400, f"Body is not JSON: {err}", code="invalid_json") from err
+            self._send(200, _completion(self.model, _to_request(body, self.model.name)))
+        except _BadRequest as err:
+            self._error(err.status, str(err), code=err.code, param=err.param)
+        except ConfigurationError as err:  # e.g. a schema llama.cpp cannot express
+            self._error(400, str(err), code="invalid_value", param="response_format")
+        except ChatModelError as err:
+            # A plain ChatModelError is the request's fault (e.g. a prompt longer than the
+            # context window); its subclasses are the model's or its backend's.
+            status = err.status_code or (400 if type(err) is ChatModelError else 500)
+            self._error(status, str(err), code="model_error", param=None)
+        except Exception as err:  # noqa: BLE001 - the client gets a 500, the log the trace
+            _logger.exception("Chat completion failed.")
+            self._error(500, f"{type(err).__name__}: {err}", code="server_error", param=None)
+
+
 def make_server(
     model: ChatModel, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
 ) -> http.server.ThreadingHTTPServer:
     """An HTTP server (not yet serving) answering OpenAI chat completions with ``model``."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "bilevel-optuna"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            _logger.debug("%s %s", self.address_string(), format % args)
-
-        def log_request(self, code: Any = "-", size: Any = "-") -> None:
-            pass  # handle_one_request writes one access line per request instead
-
-        def parse_request(self) -> bool:
-            # The request line is in: the clock of this request starts (not while a kept-alive
-            # connection waits for its next request).
-            self._started = time.perf_counter()
-            self._tokens = "-"
-            return super().parse_request()
-
-        def send_response(self, code: int, message: str | None = None) -> None:
-            self._status = int(code)
-            super().send_response(code, message)
-
-        def handle_one_request(self) -> None:
-            self._status: int | None = None
-            self._started = time.perf_counter()
-            self._tokens = "-"
-            super().handle_one_request()
-            if self._status is not None:
-                access_logger.info(
-                    "%s %s %s %d %.2f s tokens %s",
-                    self.client_address[0],
-                    self.command,
-                    self.path,
-                    self._status,
-                    time.perf_counter() - self._started,
-                    self._tokens,
-                )
-
-        def _send(self, status: int, body: dict[str, Any]) -> None:
-            usage = body.get("usage")
-            if isinstance(usage, dict):
-                self._tokens = f"{usage['prompt_tokens']}+{usage['completion_tokens']}"
-            data = json.dumps(body).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _error(self, status: int, message: str, *, code: str, param: str | None) -> None:
-            kind = "invalid_request_error" if status < 500 else "server_error"
-            self._send(
-                status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
-            )
-
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") in ("/v1/models", "/models"):
-                entry = {
-                    "id": model.name,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "bilevel-optuna",
-                }
-                self._send(200, {"object": "list", "data": [entry]})
-            else:
-                self._error(404, f"No route GET {self.path}.", code="not_found", param=None)
-
-        def do_POST(self) -> None:
-            if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-                self._error(404, f"No route POST {self.path}.", code="not_found", param=None)
-                return
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-                if length > _MAX_BODY_BYTES:
-                    self.close_connection = True
-                    raise _BadRequest(413, "Request body too large.", code="too_large")
-                try:
-                    body = json.loads(self.rfile.read(length) or b"null")
-                except json.JSONDecodeError as err:
-                    raise _BadRequest(
-                        400, f"Body is not JSON: {err}", code="invalid_json"
-                    ) from err
-                self._send(200, _completion(model, _to_request(body, model.name)))
-            except _BadRequest as err:
-                self._error(err.status, str(err), code=err.code, param=err.param)
-            except ConfigurationError as err:  # e.g. a schema llama.cpp cannot express
-                self._error(400, str(err), code="invalid_value", param="response_format")
-            except ChatModelError as err:
-                # A plain ChatModelError is the request's fault (e.g. a prompt longer than the
-                # context window); its subclasses are the model's or its backend's.
-                status = err.status_code or (400 if type(err) is ChatModelError else 500)
-                self._error(status, str(err), code="model_error", param=None)
-            except Exception as err:  # noqa: BLE001 - the client gets a 500, the log the trace
-                _logger.exception("Chat completion failed.")
-                self._error(500, f"{type(err).__name__}: {err}", code="server_error", param=None)
-
-    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    handler = type("Handler", (_Handler,), {"model": model})
+    server = http.server.ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
 
@@ -301,12 +306,8 @@ def serve_in_background(
             stop()
     """
     if model is None:
-        from bilevel_optuna.chat._local import LocalChatModel
-
         model = LocalChatModel(validate="none")
     elif isinstance(model, str):
-        from bilevel_optuna.chat._spec import get_chat_model
-
         model = get_chat_model(model)
     server = make_server(model, host=host, port=port)
     thread = threading.Thread(

@@ -33,9 +33,9 @@ from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._proxy import guarded_class
 from bilevel_optuna.samplers._answer import AnswerError
 from bilevel_optuna.samplers._answer import repair_params
-from bilevel_optuna.samplers._loading import source_hash
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._mechanism import Review
+from bilevel_optuna.samplers.mechanisms._loading import source_hash
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
+from bilevel_optuna.samplers.mechanisms._base import Review
 from bilevel_optuna.samplers._prompt import order_history
 
 #: Gate stages in order; a result's ``stage`` is where it stopped, ``"accepted"`` if nowhere.
@@ -304,8 +304,8 @@ def smoke_run(
 
 
 def cls_hooks(cls: type[GuardedMechanism]) -> list[str]:
-    from bilevel_optuna.samplers._mechanism import HOOKS
-    from bilevel_optuna.samplers._mechanism import Mechanism
+    from bilevel_optuna.samplers.mechanisms._base import HOOKS
+    from bilevel_optuna.samplers.mechanisms._base import Mechanism
 
     return [h for h in HOOKS if getattr(cls, h) is not getattr(Mechanism, h)]
 

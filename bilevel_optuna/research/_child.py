@@ -58,8 +58,8 @@ class _Server:
 
     # ------------------------------------------------------------------ load
     def load(self, message: dict[str, Any]) -> dict[str, Any]:
-        from bilevel_optuna.samplers._mechanism import Mechanism
-        from bilevel_optuna.samplers._mechanism import overridden_hooks
+        from bilevel_optuna.samplers.mechanisms._base import Mechanism
+        from bilevel_optuna.samplers.mechanisms._base import overridden_hooks
 
         source = message["source"]
         module_name = f"mechanism_{message['sha256'][:12]}"
@@ -102,7 +102,7 @@ class _Server:
 
     # ------------------------------------------------------------- contexts
     def context(self, data: dict[str, Any]) -> Any:
-        from bilevel_optuna.samplers._mechanism import ProposalContext
+        from bilevel_optuna.samplers.mechanisms._base import ProposalContext
 
         wire = self.wire
         if "trials" in data:
@@ -138,7 +138,7 @@ class _Server:
     def call(self, message: dict[str, Any]) -> dict[str, Any]:
         from optuna.trial import TrialState
 
-        from bilevel_optuna.samplers._mechanism import Review
+        from bilevel_optuna.samplers.mechanisms._base import Review
 
         hook = message["hook"]
         mechanism = self.mechanism
@@ -215,7 +215,12 @@ def _mechanism_api_only() -> None:
     import importlib
     import importlib.util
 
-    for name in ("bilevel_optuna", "bilevel_optuna.samplers", "bilevel_optuna.research"):
+    for name in (
+        "bilevel_optuna",
+        "bilevel_optuna.samplers",
+        "bilevel_optuna.samplers.mechanisms",
+        "bilevel_optuna.research",
+    ):
         spec = importlib.util.find_spec(name)
         if spec is None or spec.submodule_search_locations is None:
             raise ImportError(f"cannot find the package {name}")
@@ -223,7 +228,7 @@ def _mechanism_api_only() -> None:
         package.__path__ = list(spec.submodule_search_locations)
         package.__spec__ = spec
         sys.modules[name] = package
-    api = importlib.import_module("bilevel_optuna.samplers._mechanism")
+    api = importlib.import_module("bilevel_optuna.samplers.mechanisms._base")
     for package_name in ("bilevel_optuna", "bilevel_optuna.samplers"):
         package = sys.modules[package_name]
         for attr in ("Mechanism", "ProposalContext", "Review", "normalize", "distance"):

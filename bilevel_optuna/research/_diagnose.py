@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
-from bilevel_optuna.samplers._mechanism import normalize
+from bilevel_optuna.samplers.mechanisms._base import normalize
 
 
 @dataclasses.dataclass

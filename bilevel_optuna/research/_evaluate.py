@@ -28,7 +28,7 @@ from bilevel_optuna.studies import LEVEL0
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import ProposerConfig
 from bilevel_optuna.studies import run_bilevel_study
-from bilevel_optuna.samplers._loading import get_mechanism_class
+from bilevel_optuna.samplers.mechanisms._loading import get_mechanism_class
 
 
 def _incumbent(store: MechanismStore, run: str, number: int) -> Any:

@@ -44,10 +44,10 @@ from bilevel_optuna.research._decode import decode_load
 from bilevel_optuna.research._decode import decode_reply
 from bilevel_optuna.research._decode import is_name
 from bilevel_optuna.research._decode import is_registered_name
-from bilevel_optuna.samplers._mechanism import HOOKS
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._mechanism import Review
+from bilevel_optuna.samplers.mechanisms._base import HOOKS
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
+from bilevel_optuna.samplers.mechanisms._base import Review
 from bilevel_optuna.exceptions import BilevelOptunaError
 
 if TYPE_CHECKING:

@@ -54,8 +54,8 @@ from bilevel_optuna.research._diagnose import Diagnosis
 from bilevel_optuna.research._diagnose import diagnose
 from bilevel_optuna.research._store import GeneratedMechanism
 from bilevel_optuna.research._store import MechanismStore
-from bilevel_optuna.samplers._loading import source_hash
-from bilevel_optuna.samplers._mechanism import HOOKS
+from bilevel_optuna.samplers.mechanisms._loading import source_hash
+from bilevel_optuna.samplers.mechanisms._base import HOOKS
 
 from bilevel_optuna.research._report import ResearchReport
 

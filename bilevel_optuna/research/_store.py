@@ -31,8 +31,8 @@ from bilevel_optuna.research._decode import is_name
 from bilevel_optuna.research._decode import is_registered_name
 from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._proxy import guarded_class
-from bilevel_optuna.samplers._loading import register_mechanism
-from bilevel_optuna.samplers._loading import source_hash
+from bilevel_optuna.samplers.mechanisms._loading import register_mechanism
+from bilevel_optuna.samplers.mechanisms._loading import source_hash
 
 _logger = get_logger(__name__)
 

@@ -1,7 +1,8 @@
 """Sphinx glue for a package whose public names live in private modules.
 
-Optuna's layout (``samplers/_tabu.py`` holds ``TabuMechanism``, ``samplers/__init__.py``
-re-exports it) means that autodoc sees ``bilevel_optuna.samplers._tabu.TabuMechanism`` in type
+Optuna's layout (``samplers/mechanisms/_tabu.py`` holds ``TabuMechanism``,
+``samplers/__init__.py`` re-exports it) means that autodoc sees
+``bilevel_optuna.samplers.mechanisms._tabu.TabuMechanism`` in type
 hints, while the reference documents ``bilevel_optuna.samplers.TabuMechanism``. Two pieces
 connect them:
 
@@ -142,8 +143,8 @@ class ResolvePublicNames(SphinxPostTransform):
 
     Runs before Sphinx's own resolver. A bare name (``Objective``, from an annotation that
     autodoc could not evaluate) would otherwise be searched by suffix and match both the full
-    entry and the top-level alias; a private path (``...samplers._tabu.TabuMechanism``) has no
-    entry of its own.
+    entry and the top-level alias; a private path
+    (``...samplers.mechanisms._tabu.TabuMechanism``) has no entry of its own.
     """
 
     default_priority = 5  # Sphinx's ReferencesResolver runs at 10

@@ -523,49 +523,6 @@ def test_strict_is_set_where_the_schema_qualifies(scripted: Scripted) -> None:
     assert "strict" not in loose
 
 
-@pytest.mark.parametrize(
-    "schema,qualifies",
-    [
-        (STRICT_SCHEMA, True),
-        (SCHEMA, False),  # no additionalProperties: false
-        ({**STRICT_SCHEMA, "required": ["x"]}, False),  # an optional property
-        (
-            {
-                "type": "object",
-                "properties": {"c": {"type": "array", "items": {"type": "object"}}},
-                "required": ["c"],
-                "additionalProperties": False,
-            },
-            False,  # a nested object that allows anything
-        ),
-        (
-            {"type": "object", "properties": {}, "required": [], "additionalProperties": False},
-            True,
-        ),
-    ],
-)
-def test_strict_qualification(schema: dict[str, Any], qualifies: bool) -> None:
-    from bilevel_optuna.chat._openai import strict_qualifies
-
-    assert strict_qualifies(schema) is qualifies
-
-
-def test_the_answer_schema_qualifies_for_strict() -> None:
-    from optuna.distributions import CategoricalDistribution
-    from optuna.distributions import FloatDistribution
-    from optuna.distributions import IntDistribution
-
-    from bilevel_optuna.chat._openai import strict_qualifies
-    from bilevel_optuna.samplers import answer_schema
-
-    space = {
-        "lr": FloatDistribution(1e-5, 1e-1, log=True),
-        "layers": IntDistribution(1, 8),
-        "act": CategoricalDistribution(["relu", "tanh"]),
-    }
-    assert strict_qualifies(answer_schema(space, 3))
-
-
 def test_a_refused_strict_is_dropped_for_that_schema_only(scripted: Scripted) -> None:
     refusal = error(
         400,

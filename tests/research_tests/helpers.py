@@ -10,8 +10,8 @@ from bilevel_optuna.research._check import smoke_study
 from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._proxy import guarded_class
-from bilevel_optuna.samplers._loading import source_hash
-from bilevel_optuna.samplers._mechanism import ProposalContext
+from bilevel_optuna.samplers.mechanisms._loading import source_hash
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
 
 
 def proxy(source: str, layers: Layers, limits: Limits | None = None) -> GuardedMechanism:

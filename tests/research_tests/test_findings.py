@@ -31,8 +31,8 @@ from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import guarded_class
 from bilevel_optuna.research._store import MechanismStore
 from bilevel_optuna.samplers._answer import repair_params
-from bilevel_optuna.samplers._loading import load_mechanism_by_name
-from bilevel_optuna.samplers._loading import source_hash
+from bilevel_optuna.samplers.mechanisms._loading import load_mechanism_by_name
+from bilevel_optuna.samplers.mechanisms._loading import source_hash
 
 SECRET = "sk-test-issue22-secret"
 
@@ -83,7 +83,8 @@ def test_control_1_the_old_newline_sniffing_loader_ran_a_name_as_code(tmp_path: 
     marker = tmp_path / "stolen.txt"
     # What load_mechanism did with a string holding a newline: import it as source.
     code = (
-        "import sys\nfrom bilevel_optuna.samplers._loading import load_mechanism_source\n"
+        "import sys\n"
+        "from bilevel_optuna.samplers.mechanisms._loading import load_mechanism_source\n"
         "load_mechanism_source(sys.argv[1])\n"
     )
     env = dict(os.environ, OPENAI_API_KEY=SECRET)

@@ -24,7 +24,7 @@ from optuna.distributions import CategoricalDistribution
 
 from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._proxy import GuardedHookError
-from bilevel_optuna.samplers._mechanism import Review
+from bilevel_optuna.samplers.mechanisms._base import Review
 
 RNG = np.random.default_rng(0).bit_generator.state
 

@@ -11,10 +11,10 @@ from chat_doubles import answer_json
 from optuna.distributions import FloatDistribution
 
 from bilevel_optuna.samplers import LLMSampler
-from bilevel_optuna.samplers import TabuMechanism
 from bilevel_optuna.samplers import Mechanism
 from bilevel_optuna.samplers import ProposalContext
 from bilevel_optuna.samplers import Review
+from bilevel_optuna.samplers import TabuMechanism
 from bilevel_optuna.samplers._summary import MechanismInactiveWarning
 from bilevel_optuna.samplers._summary import summarize_mechanisms
 

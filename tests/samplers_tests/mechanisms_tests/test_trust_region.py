@@ -20,8 +20,8 @@ from optuna.distributions import IntDistribution
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import normalize
-from bilevel_optuna.samplers._trust_region import TrustRegionMechanism
-from bilevel_optuna.samplers._geometry import denormalize
+from bilevel_optuna.samplers.mechanisms._geometry import denormalize
+from bilevel_optuna.samplers.mechanisms._trust_region import TrustRegionMechanism
 
 
 @pytest.mark.parametrize(

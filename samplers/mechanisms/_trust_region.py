@@ -12,12 +12,12 @@ from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial
 
 from bilevel_optuna._checks import check_int
-from bilevel_optuna.samplers._geometry import denormalize
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import format_params
 from bilevel_optuna.samplers._prompt import format_value
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
+from bilevel_optuna.samplers.mechanisms._base import Review
+from bilevel_optuna.samplers.mechanisms._geometry import denormalize
 
 
 @dataclasses.dataclass

@@ -18,10 +18,10 @@ from optuna.distributions import IntDistribution
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import normalize
-from bilevel_optuna.samplers._orthogonal import OrthogonalMechanism
-from bilevel_optuna.samplers._orthogonal import ParameterBins
-from bilevel_optuna.samplers._orthogonal import coverage
-from bilevel_optuna.samplers._geometry import denormalize
+from bilevel_optuna.samplers.mechanisms._geometry import denormalize
+from bilevel_optuna.samplers.mechanisms._orthogonal import OrthogonalMechanism
+from bilevel_optuna.samplers.mechanisms._orthogonal import ParameterBins
+from bilevel_optuna.samplers.mechanisms._orthogonal import coverage
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from bilevel_optuna import _attrs
 from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import distance
-from bilevel_optuna.samplers._tabu import TabuMechanism
-from bilevel_optuna.samplers._geometry import distance_matrix
-from bilevel_optuna.samplers._geometry import encode
+from bilevel_optuna.samplers.mechanisms._geometry import distance_matrix
+from bilevel_optuna.samplers.mechanisms._geometry import encode
+from bilevel_optuna.samplers.mechanisms._tabu import TabuMechanism
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ from optuna.distributions import IntDistribution
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
 from bilevel_optuna.samplers import distance
-from bilevel_optuna.samplers._restart import RestartMechanism
-from bilevel_optuna.samplers._geometry import from_unit
+from bilevel_optuna.samplers.mechanisms._geometry import from_unit
+from bilevel_optuna.samplers.mechanisms._restart import RestartMechanism
 
 
 @pytest.mark.parametrize(

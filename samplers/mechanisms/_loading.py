@@ -31,7 +31,7 @@ from typing import Union
 
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.samplers._mechanism import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
 
 _logger = get_logger(__name__)
 
@@ -41,13 +41,15 @@ MechanismSpec = Union[
 
 #: Built-in mechanisms by name; imported on first use.
 _BUILTINS: dict[str, str] = {
-    "tabu": "bilevel_optuna.samplers._tabu:TabuMechanism",
-    "orthogonal": "bilevel_optuna.samplers._orthogonal:OrthogonalMechanism",
-    "trust_region": "bilevel_optuna.samplers._trust_region:TrustRegionMechanism",
-    "restart": "bilevel_optuna.samplers._restart:RestartMechanism",
-    "hybrid": "bilevel_optuna.samplers._hybrid:HybridMechanism",
-    "candidate_choice": "bilevel_optuna.samplers._candidate_choice:CandidateChoiceMechanism",
-    "classical": "bilevel_optuna.samplers._classical:ClassicalMechanism",
+    "tabu": "bilevel_optuna.samplers.mechanisms._tabu:TabuMechanism",
+    "orthogonal": "bilevel_optuna.samplers.mechanisms._orthogonal:OrthogonalMechanism",
+    "trust_region": "bilevel_optuna.samplers.mechanisms._trust_region:TrustRegionMechanism",
+    "restart": "bilevel_optuna.samplers.mechanisms._restart:RestartMechanism",
+    "hybrid": "bilevel_optuna.samplers.mechanisms._hybrid:HybridMechanism",
+    "candidate_choice": (
+        "bilevel_optuna.samplers.mechanisms._candidate_choice:CandidateChoiceMechanism"
+    ),
+    "classical": "bilevel_optuna.samplers.mechanisms._classical:ClassicalMechanism",
 }
 _REGISTERED: dict[str, type[Mechanism]] = {}
 

@@ -14,11 +14,11 @@ from optuna.trial import TrialState
 from scipy.stats import qmc  # imported here, not in a hook, where it could overrun hook_timeout
 
 from bilevel_optuna._checks import check_int
-from bilevel_optuna.samplers._geometry import distance_matrix
-from bilevel_optuna.samplers._geometry import encode
-from bilevel_optuna.samplers._geometry import from_unit
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
+from bilevel_optuna.samplers.mechanisms._geometry import distance_matrix
+from bilevel_optuna.samplers.mechanisms._geometry import encode
+from bilevel_optuna.samplers.mechanisms._geometry import from_unit
 
 _ACTIONS = ("sobol", "random", "prompt")
 

@@ -28,8 +28,8 @@ from bilevel_optuna.samplers import ProposalContext
 from bilevel_optuna.samplers import Review
 from bilevel_optuna.samplers import get_mechanism_class
 from bilevel_optuna.samplers._answer import repair_params
-from bilevel_optuna.samplers._loading import builtin_mechanism_names
-from bilevel_optuna.samplers._mechanism import overridden_hooks
+from bilevel_optuna.samplers.mechanisms._base import overridden_hooks
+from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names
 
 
 class Nudge(Mechanism):

@@ -56,10 +56,10 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState
 
-from bilevel_optuna.samplers._geometry import covers
-from bilevel_optuna.samplers._geometry import distance
-from bilevel_optuna.samplers._geometry import encode
-from bilevel_optuna.samplers._geometry import normalize
+from bilevel_optuna.samplers.mechanisms._geometry import covers
+from bilevel_optuna.samplers.mechanisms._geometry import distance
+from bilevel_optuna.samplers.mechanisms._geometry import encode
+from bilevel_optuna.samplers.mechanisms._geometry import normalize
 
 if TYPE_CHECKING:
     import optuna
@@ -166,7 +166,7 @@ class ProposalContext:
 
     @functools.cached_property
     def encoded_finished(self) -> np.ndarray:
-        """:attr:`finished_trials` as rows of the unit cube (see ``samplers/_geometry.py``)."""
+        """:attr:`finished_trials` as rows of the unit cube (see ``mechanisms/_geometry.py``)."""
         return encode([t.params for t in self.finished_trials], self.search_space)
 
     @property

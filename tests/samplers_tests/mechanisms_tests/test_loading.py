@@ -18,8 +18,8 @@ from bilevel_optuna.samplers import load_mechanism_by_name
 from bilevel_optuna.samplers import load_mechanism_from_source
 from bilevel_optuna.samplers import load_mechanism_source
 from bilevel_optuna.samplers import register_mechanism
-from bilevel_optuna.samplers._loading import load_mechanisms
-from bilevel_optuna.samplers._loading import source_hash
+from bilevel_optuna.samplers.mechanisms._loading import load_mechanisms
+from bilevel_optuna.samplers.mechanisms._loading import source_hash
 
 SOURCE = textwrap.dedent('''
     from optuna.distributions import FloatDistribution

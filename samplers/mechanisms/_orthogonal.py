@@ -14,11 +14,11 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
 from bilevel_optuna._checks import check_int
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import format_value
-from bilevel_optuna.samplers._geometry import denormalize
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
+from bilevel_optuna.samplers.mechanisms._base import Review
+from bilevel_optuna.samplers.mechanisms._geometry import denormalize
 
 #: Discrete parameters with at most this many values are binned exactly by enumeration.
 _MAX_ENUMERATED = 10_000

@@ -15,7 +15,7 @@ from optuna.distributions import FloatDistribution
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
-from bilevel_optuna.samplers._hybrid import HybridMechanism
+from bilevel_optuna.samplers.mechanisms._hybrid import HybridMechanism
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
 from bilevel_optuna._checks import check_int
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._geometry import distance_matrix
-from bilevel_optuna.samplers._geometry import encode
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
+from bilevel_optuna.samplers.mechanisms._geometry import distance_matrix
+from bilevel_optuna.samplers.mechanisms._geometry import encode
 
 _CRITERIA = ("novelty", "surrogate")
 

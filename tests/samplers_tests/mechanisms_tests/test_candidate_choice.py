@@ -15,9 +15,9 @@ from optuna.distributions import FloatDistribution
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.samplers import LLMSampler
-from bilevel_optuna.samplers._candidate_choice import CandidateChoiceMechanism
-from bilevel_optuna.samplers._candidate_choice import gp_posterior_mean
-from bilevel_optuna.samplers._geometry import encode
+from bilevel_optuna.samplers.mechanisms._candidate_choice import CandidateChoiceMechanism
+from bilevel_optuna.samplers.mechanisms._candidate_choice import gp_posterior_mean
+from bilevel_optuna.samplers.mechanisms._geometry import encode
 
 
 @pytest.mark.parametrize(

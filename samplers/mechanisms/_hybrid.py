@@ -17,9 +17,9 @@ from optuna.samplers import CmaEsSampler
 from bilevel_optuna._checks import check_int
 from bilevel_optuna._experimental import QMC_SAMPLER
 from bilevel_optuna._experimental import experimental
-from bilevel_optuna.samplers._mechanism import Mechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._state import cmaes_search_space
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
 
 _SAMPLERS = ("tpe", "random", "qmc")
 

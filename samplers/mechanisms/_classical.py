@@ -13,13 +13,13 @@ from optuna.distributions import IntDistribution
 from optuna.samplers import BaseSampler
 
 from bilevel_optuna._checks import check_int
-from bilevel_optuna.samplers._geometry import distance_matrix
-from bilevel_optuna.samplers._geometry import encode
-from bilevel_optuna.samplers._hybrid import HybridMechanism
-from bilevel_optuna.samplers._mechanism import ProposalContext
-from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import format_params
 from bilevel_optuna.samplers._state import make_cmaes_sampler
+from bilevel_optuna.samplers.mechanisms._base import ProposalContext
+from bilevel_optuna.samplers.mechanisms._base import Review
+from bilevel_optuna.samplers.mechanisms._geometry import distance_matrix
+from bilevel_optuna.samplers.mechanisms._geometry import encode
+from bilevel_optuna.samplers.mechanisms._hybrid import HybridMechanism
 
 _SAMPLERS = ("tpe", "random", "qmc", "cmaes")
 _ROLES = ("propose", "pick")
