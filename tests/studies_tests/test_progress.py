@@ -17,25 +17,29 @@ from bilevel_optuna.studies._progress import run_progress
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._work import Task
 
-SETTINGS = RunSettings(
-    objectives=["branin"],
-    objective_names=["branin"],
-    heldout=["hartmann6"],
-    heldout_names=["hartmann6"],
-    base_dir=".",
-    n_outer_trials=3,
-    n_inner_trials=5,
-    seeds=[0, 1],
-    heldout_seeds=[0, 1, 2],
-    aggregate="regret",
-    baselines=["random", "tpe"],
-    outer_sampler="tpe",
-    space=None,
-    prune=True,
-    cost_objective=False,
-    seed=0,
-    model=None,
-    stale_after=60.0,
+# A run's stored settings as version 1 wrote them (flat): read as they are still stored.
+SETTINGS = RunSettings.from_dict(
+    {
+        "objectives": ["branin"],
+        "objective_names": ["branin"],
+        "heldout": ["hartmann6"],
+        "heldout_names": ["hartmann6"],
+        "base_dir": ".",
+        "n_outer_trials": 3,
+        "n_inner_trials": 5,
+        "seeds": [0, 1],
+        "heldout_seeds": [0, 1, 2],
+        "aggregate": "regret",
+        "baselines": ["random", "tpe"],
+        "outer_sampler": "tpe",
+        "space": None,
+        "prune": True,
+        "cost_objective": False,
+        "seed": 0,
+        "model": None,
+        "stale_after": 60.0,
+        "version": 1,
+    }
 )
 
 
