@@ -170,19 +170,57 @@ def stale_after(storage: BaseStorage) -> float:
     return float(grace or 2 * interval) + 2.0 * float(interval)
 
 
+def _runner(
+    plan: RunPlan,
+    storage: BaseStorage,
+    run_name: str,
+    *,
+    progress: Callable[[str], None] | None,
+    callbacks: Sequence[Callback],
+) -> ArmRunner:
+    """What runs (or reads back) an arm's inner study in the run's storage."""
+    return ArmRunner(
+        storage=storage,
+        run_name=run_name,
+        n_inner_trials=plan.n_inner_trials,
+        seeds=plan.seeds,
+        model=plan.settings.model.model,
+        progress=progress or (lambda message: None),
+        callbacks=callbacks,
+        policy=plan.settings.model.policy(),
+    )
+
+
+def _store_run(
+    plan: RunPlan, outer: optuna.Study, storage: BaseStorage, store: ArtifactStore | None
+) -> RunSettings:
+    """The run's settings and artifact store, written on its outer study for its workers."""
+    stored = RunSettings.for_run(
+        plan.settings,
+        objectives=plan.objectives,
+        heldout=plan.heldout,
+        base_dir=os.getcwd(),
+        stale_after=stale_after(storage),
+    )
+    store_settings(outer, stored)
+    if store is not None:
+        record_artifact_store(outer, store)
+    return stored
+
+
 def _work(
     plan: RunPlan,
     stored: RunSettings,
     outer: optuna.Study,
     runner: ArmRunner,
     racing: OuterRacing,
-    *,
-    run_name: str,
     callbacks: Sequence[Callback],
+    *,
     show_progress_bar: bool | None,
 ) -> None:
     """The work: baselines, outer trials (one per slot of the budget), their repeats and the
     held-out evaluation, claimed task by task with every other worker of the run."""
+    run_name = runner.run_name
     bar = ProgressBar(stored, desc=run_name) if progress_bar_default(show_progress_bar) else None
     if bar is not None:
         runner.callbacks.append(bar.trial)
@@ -296,11 +334,9 @@ def run_bilevel_study(
         heldout_objectives: Objectives the chosen configuration is then evaluated on, beside the
             baselines, to test whether it generalizes.
         storage: A database URL, an Optuna journal file (``run.log``: one machine) or a storage
-            object; by default ``$OPTUNA_STORAGE``, else SQLite (``bilevel_optuna.db`` in the
-            working directory). Workers on other servers join by using the same URL and
-            ``run_name`` (``bilevel-optuna worker --storage URL --run NAME``).
-        storage_options: Engine and heartbeat options for a database URL (pool size,
-            pre-ping, timeouts, recycle, heartbeat interval and grace period: README,
+            object; by default ``$OPTUNA_STORAGE``, else ``sqlite:///bilevel_optuna.db``.
+            Workers join with the same URL and ``run_name`` (``bilevel-optuna worker``).
+        storage_options: Engine and heartbeat options for a database URL (README,
             "Connections"); the same keys in the URL's query string win.
         run_name: Name of the outer study; inner studies are named under it.
         n_outer_trials: ``settings.outer.n_trials`` (default 8): outer trials to finish.
@@ -312,76 +348,35 @@ def run_bilevel_study(
         seed: ``settings.seed`` (default 0): seed of the outer sampler and the default repeat
             seeds.
         progress: Called with one line of text per finished inner study and outer trial.
-        show_progress_bar: One tqdm bar on stderr over the whole run, like Optuna's
-            ``show_progress_bar``: inner studies done of all the run will hold (outer trials x
-            repeats x objectives, the baselines and the held-out evaluation), how many run,
-            the outer trials done, the running study's trial, and an ETA from the finished
-            ones. None (the default): a bar where stderr is a terminal, none where it is not.
-        optuna_verbosity: Optuna's logging verbosity while the run runs
-            (``optuna.logging.WARNING`` by default: no INFO line per inner trial;
-            ``optuna.logging.INFO`` brings them back; None leaves it as set). The verbosity
-            you had is restored afterwards.
+        show_progress_bar: One tqdm bar on stderr over the whole run (inner studies done of
+            all, outer trials, ETA), like Optuna's; None: where stderr is a terminal.
+        optuna_verbosity: Optuna's logging verbosity while the run runs (None: as set); yours
+            is restored afterwards.
         callbacks: Passed to ``optimize`` of every inner study and of the outer study (e.g.
-            optuna-integration's ``MLflowCallback`` or ``WeightsAndBiasesCallback``): called
-            with ``(study, frozen_trial)`` after each trial, inner and outer.
-        artifacts: Where the comparison report (Markdown) and its plots (PNG) are stored as
-            Optuna artifacts of the outer study, for optuna-dashboard: ``"auto"`` (a folder
-            ``<file stem>_artifacts`` beside an SQLite or journal file; nothing for server
-            databases), a folder, an ``optuna.artifacts`` store (S3, GCS), or None.
-        **deprecated: The previous release's keywords of the other settings (``seeds``,
-            ``heldout_seeds``, ``outer_space``, ``start_from``, ``outer_sampler``,
-            ``aggregate``, ``prune``, ``cost_objective``, ``baselines``, ``on_model_error``,
-            ``max_tokens_total``, ``max_cost``, ``token_prices``) still work, with a
+            optuna-integration's ``MLflowCallback``).
+        artifacts: Where the report and its plots are stored as Optuna artifacts of the outer
+            study: ``"auto"`` (beside an SQLite or journal file), a folder, an
+            ``optuna.artifacts`` store (S3, GCS), or None.
+        **deprecated: The previous release's keywords of the other settings (``outer_space``,
+            ``baselines``, ``prune``, ``token_prices``, ...) still work, with a
             :class:`FutureWarning` naming the settings field to set instead.
 
     Returns:
         A :class:`BilevelResult`.
     """
     # 1. Every argument checked, before any work.
-    shortcuts = {
-        "n_outer_trials": n_outer_trials,
-        "n_inner_trials": n_inner_trials,
-        "n_repeats": n_repeats,
-        "model": model,
-        "seed": seed,
-    }
+    shortcuts = dict(n_outer_trials=n_outer_trials, n_inner_trials=n_inner_trials)
+    shortcuts |= dict(n_repeats=n_repeats, model=model, seed=seed)
     plan = plan_run(objective, heldout_objectives, settings_of(settings, shortcuts, deprecated))
     racing = _check(plan)
     # 2. The storage, and what runs an arm's inner study in it.
     storage_obj, storage_url = make_storage(storage, options=storage_options)
-    runner = ArmRunner(
-        storage=storage_obj,
-        run_name=run_name,
-        n_inner_trials=plan.n_inner_trials,
-        seeds=plan.seeds,
-        model=plan.settings.model.model,
-        progress=progress or (lambda message: None),
-        callbacks=callbacks,
-        policy=plan.settings.model.policy(),
-    )
+    runner = _runner(plan, storage_obj, run_name, progress=progress, callbacks=callbacks)
     store = artifact_store(artifacts, storage_url)
     # 3. The outer study, with the settings a worker on another server rebuilds the run from.
     outer = _open_outer_study(plan, storage=storage_obj, run_name=run_name, racing=racing)
-    stored = RunSettings.for_run(
-        plan.settings,
-        objectives=plan.objectives,
-        heldout=plan.heldout,
-        base_dir=os.getcwd(),
-        stale_after=stale_after(storage_obj),
-    )
-    store_settings(outer, stored)
-    if store is not None:
-        record_artifact_store(outer, store)
+    stored = _store_run(plan, outer, storage_obj, store)
     # 4. The work, with every other worker of the run.
-    _work(
-        plan,
-        stored,
-        outer,
-        runner,
-        racing,
-        run_name=run_name,
-        callbacks=callbacks,
-        show_progress_bar=show_progress_bar,
-    )
+    _work(plan, stored, outer, runner, racing, callbacks, show_progress_bar=show_progress_bar)
     # 5. What the run found and its statistics, read back from the storage.
     return result_of(plan, outer, runner, store=store, storage_url=storage_url, stored=stored)
