@@ -35,7 +35,9 @@ from bilevel_optuna.studies.specs._toml import build_objective
 SETTINGS = _attrs.SETTINGS
 _VERSION = 2
 #: What a run's settings hold beside the settings objects' ``to_dict()``.
-_RUN_KEYS = ("objectives", "objective_names", "heldout", "heldout_names", "base_dir", "stale_after")
+_RUN_KEYS = (
+    "objectives", "objective_names", "heldout", "heldout_names", "base_dir", "stale_after"
+)
 
 
 def objective_entry(objective: Objective) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -171,8 +170,9 @@ class OuterSettings:
         object.__setattr__(self, "start_from", start_from)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form. The space is stored as a plain table; a sampler object, or a space with mechanisms no name finds on another server, is
-        stored as None: only the process that started the run has it."""
+        """A JSON-able form. The space is stored as a plain table; a sampler object, or a space
+        with mechanisms no name finds on another server, is stored as None: only the process
+        that started the run has it."""
         return {
             "n_trials": self.n_trials,
             "space": self.space.to_config(),  # type: ignore[union-attr]
@@ -227,7 +227,10 @@ class ModelSettings:
         object.__setattr__(self, "token_prices", self.policy().token_prices)
 
     def policy(self) -> ModelPolicy:
-        """The run's :class:`~bilevel_optuna.studies._spend.ModelPolicy`."""
+        """The policy the run's LLM samplers get (``studies/_spend.py``).
+
+        :meta private:
+        """
         return ModelPolicy(
             on_model_error=self.on_model_error,
             max_tokens_total=self.max_tokens_total,
@@ -328,7 +331,9 @@ class BilevelSettings:
         baselines = list(self.outer.baselines)
         if "random" not in baselines and aggregate in ("regret", "auc"):
             baselines.insert(0, "random")  # random search's regret sets the outer value's scale
-        seeds = self.inner.seeds or tuple(self.seed * 1000 + r for r in range(self.inner.n_repeats))
+        seeds = self.inner.seeds or tuple(
+            self.seed * 1000 + r for r in range(self.inner.n_repeats)
+        )
         inner = dataclasses.replace(
             self.inner,
             n_repeats=len(seeds),
@@ -341,24 +346,6 @@ class BilevelSettings:
             baselines=tuple(baselines),
         )
         return dataclasses.replace(self, inner=inner, outer=outer)
-
-    def replace(self, **keywords: Any) -> BilevelSettings:
-        """A copy with fields set by their keyword names (:data:`KEYWORDS`:
-        ``n_inner_trials=30``, ``outer_space=...``, ``model="openai:..."``)."""
-        sections: dict[str, dict[str, Any]] = {}
-        for keyword, value in keywords.items():
-            section, field = KEYWORDS[keyword]
-            sections.setdefault(section, {})[field] = value
-        top = sections.pop("", {})
-        for section, values in sections.items():
-            top[section] = dataclasses.replace(getattr(self, section), **values)
-        return dataclasses.replace(self, **top)
-
-    def value_of(self, keyword: str) -> Any:
-        """The value a keyword name (:data:`KEYWORDS`) stands for."""
-        section, field = KEYWORDS[keyword]
-        return getattr(getattr(self, section) if section else self, field)
-
 
 #: run_bilevel_study's keyword names of the settings -> (section, field); "" is the top level.
 KEYWORDS: dict[str, tuple[str, str]] = {
@@ -383,6 +370,24 @@ KEYWORDS: dict[str, tuple[str, str]] = {
 }
 
 
+def keyword_value(settings: BilevelSettings, keyword: str) -> Any:
+    """The value of the field a keyword name (:data:`KEYWORDS`) stands for."""
+    section, field = KEYWORDS[keyword]
+    return getattr(getattr(settings, section) if section else settings, field)
+
+
+def _replaced(settings: BilevelSettings, keywords: Mapping[str, Any]) -> BilevelSettings:
+    """A copy with the fields the keyword names stand for set (each section checked again)."""
+    sections: dict[str, dict[str, Any]] = {}
+    for keyword, value in keywords.items():
+        section, field = KEYWORDS[keyword]
+        sections.setdefault(section, {})[field] = value
+    top = sections.pop("", {})
+    for section, values in sections.items():
+        top[section] = dataclasses.replace(getattr(settings, section), **values)
+    return dataclasses.replace(settings, **top)
+
+
 def field_path(keyword: str) -> str:
     """Where a keyword lives in the settings, in words: ``settings.outer.space``."""
     section, field = KEYWORDS[keyword]
@@ -390,28 +395,22 @@ def field_path(keyword: str) -> str:
 
 
 def with_keywords(
-    settings: BilevelSettings | None,
-    keywords: Mapping[str, Any],
-    *,
-    warn: Callable[[str], None] | None = None,
+    settings: BilevelSettings | None, keywords: Mapping[str, Any]
 ) -> BilevelSettings:
     """``settings`` (the defaults when None) with the keywords given (not None) applied.
 
     A keyword and a ``settings`` object that sets the same field to something else are an
-    error: a field left at its default takes the keyword. ``warn`` is called with each keyword
-    name first (the deprecated ones).
+    error: a field left at its default takes the keyword.
     """
     given = {k: v for k, v in keywords.items() if v is not None}
     base = settings if settings is not None else BilevelSettings()
     if not given:
         return base
     default = BilevelSettings()
-    out = base.replace(**given)
+    out = _replaced(base, given)
     for keyword in given:
-        if warn is not None:
-            warn(keyword)
-        ours, theirs = out.value_of(keyword), base.value_of(keyword)
-        if settings is not None and theirs != default.value_of(keyword) and ours != theirs:
+        ours, theirs = keyword_value(out, keyword), keyword_value(base, keyword)
+        if settings is not None and theirs != keyword_value(default, keyword) and ours != theirs:
             raise ConfigurationError(
                 f"{keyword}={given[keyword]!r} and {field_path(keyword)}={theirs!r} disagree: "
                 f"give {keyword} once, as the keyword or in the settings object."

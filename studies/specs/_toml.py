@@ -39,6 +39,7 @@ from bilevel_optuna.studies.specs._settings import InnerSettings
 from bilevel_optuna.studies.specs._settings import ModelSettings
 from bilevel_optuna.studies.specs._settings import OuterSettings
 from bilevel_optuna.studies.specs._settings import field_path
+from bilevel_optuna.studies.specs._settings import keyword_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -214,7 +215,7 @@ class BilevelSpec:
             run_name=self.run_name,
             settings=self.settings,
         )
-        if self.storage_options is not None:  # only when given: run_bilevel_study(storage_options=)
+        if self.storage_options is not None:  # only when given, as before
             kwargs["storage_options"] = dict(self.storage_options)
         return kwargs
 
@@ -230,7 +231,7 @@ class _Keywords(dict):  # type: ignore[type-arg]
             "(BilevelSpec.settings is a BilevelSettings).",
             FutureWarning,
         )
-        value = self["settings"].value_of(key)
+        value = keyword_value(self["settings"], key)
         return list(value) if isinstance(value, tuple) else value
 
 
@@ -305,7 +306,8 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         for e in inner.pop("objectives")
     ]
     heldout = [
-        build_objective(e, base_dir=base_dir, where="[inner] heldout") for e in inner.pop("heldout")
+        build_objective(e, base_dir=base_dir, where="[inner] heldout")
+        for e in inner.pop("heldout")
     ]
     outer["space"] = _outer_space(outer["space"])
     settings = BilevelSettings(

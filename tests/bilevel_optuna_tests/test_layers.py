@@ -40,7 +40,6 @@ LOCAL_IMPORTS_LEFT = {
     "bilevel_optuna.research._report": 1,
     "bilevel_optuna.research._round": 3,
     "bilevel_optuna.samplers._llm_sampler": 1,
-    "bilevel_optuna.studies._bilevel": 2,
 }
 
 

@@ -26,7 +26,8 @@ def test_the_defaults_are_the_previous_releases_keyword_defaults() -> None:
     assert (settings.inner.n_trials, settings.inner.n_repeats) == (20, 3)
     assert settings.inner.seeds is None and settings.inner.heldout_seeds is None
     outer = settings.outer
-    assert (outer.n_trials, outer.sampler, outer.aggregate, outer.prune) == (8, "tpe", "auto", True)
+    assert (outer.n_trials, outer.sampler, outer.aggregate) == (8, "tpe", "auto")
+    assert outer.prune
     assert outer.baselines == ("random", "tpe", "llm-level0") and outer.start_from == ("level0",)
     assert outer.space == OuterSpace() and not outer.cost_objective
     assert settings.model == ModelSettings(None, "raise", None, None, None)
@@ -76,14 +77,18 @@ def test_to_dict_is_json_and_from_dict_gives_the_same_settings() -> None:
         inner=InnerSettings(n_trials=7, seeds=[3, 4], heldout_seeds=[5, 6, 7]),
         outer=OuterSettings(
             n_trials=4,
-            space=OuterSpace(temperature=0.5, history_size=IntDistribution(3, 9), mechanisms=["tabu"]),
+            space=OuterSpace(
+                temperature=0.5, history_size=IntDistribution(3, 9), mechanisms=["tabu"]
+            ),
             sampler="random",
             aggregate="best",
             prune=False,
             baselines=["tpe"],
             start_from=["default"],
         ),
-        model=ModelSettings("openai:m@https://user:sk-secret@host/v1", max_cost=2, token_prices=[1, 2]),
+        model=ModelSettings(
+            "openai:m@https://user:sk-secret@host/v1", max_cost=2, token_prices=[1, 2]
+        ),
         seed=5,
     )
     data = json.loads(json.dumps(settings.to_dict()))
@@ -111,7 +116,8 @@ def test_resolved_spells_out_what_the_run_uses() -> None:
     assert resolved.inner.seeds == (3000, 3001) and resolved.inner.heldout_seeds == (3000, 3001)
     assert resolved.outer.aggregate == "regret"  # every optimum known
     assert resolved.outer.baselines == ("random", "tpe")  # random search sets the regret's scale
-    given = BilevelSettings(inner=InnerSettings(n_repeats=3, seeds=[9, 8, 7, 6])).resolved([branin])
+    given = BilevelSettings(inner=InnerSettings(n_repeats=3, seeds=[9, 8, 7, 6]))
+    given = given.resolved([branin])
     assert given.inner.seeds == (9, 8, 7, 6) and given.inner.n_repeats == 4  # the seeds win
 
 

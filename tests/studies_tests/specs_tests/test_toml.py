@@ -81,7 +81,8 @@ def test_good_spec_gives_the_settings_objects(tmp_path: Path) -> None:
     assert spec.run_name == "t" and spec.storage == "sqlite:///t.db"
     settings = spec.settings
     assert settings.inner.n_trials == 5 and settings.inner.n_repeats == 2
-    assert settings.outer.n_trials == 3 and settings.outer.baselines == ("random", "tpe", "llm-level0")
+    assert settings.outer.n_trials == 3
+    assert settings.outer.baselines == ("random", "tpe", "llm-level0")
     assert settings.model.model is None and settings.seed == 0
     space = settings.outer.space
     assert space is not None and space.settings["template"] == "default"
@@ -106,7 +107,9 @@ def test_the_old_keywords_of_a_spec_are_still_read_with_a_warning(tmp_path: Path
 
 
 def test_the_model_table_and_the_run_keys_it_took_over(tmp_path: Path) -> None:
-    run_keys = GOOD.replace('name = "t"\n', 'name = "t"\nmodel = "uniform"\nmax_tokens_total = 9\n')
+    run_keys = GOOD.replace(
+        'name = "t"\n', 'name = "t"\nmodel = "uniform"\nmax_tokens_total = 9\n'
+    )
     spec = load_spec(_write(tmp_path, run_keys))
     assert isinstance(spec, BilevelSpec)
     assert spec.settings.model.model == "uniform" and spec.settings.model.max_tokens_total == 9
