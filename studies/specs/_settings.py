@@ -407,7 +407,12 @@ def with_keywords(
     if not given:
         return base
     default = BilevelSettings()
-    out = _replaced(base, given)
+    out = base
+    for keyword, value in given.items():  # one at a time: an error names its keyword
+        try:
+            out = _replaced(out, {keyword: value})
+        except ConfigurationError as err:
+            raise ConfigurationError(f"{keyword}={value!r}: {err}") from None
     for keyword in given:
         ours, theirs = keyword_value(out, keyword), keyword_value(base, keyword)
         if settings is not None and theirs != keyword_value(default, keyword) and ours != theirs:

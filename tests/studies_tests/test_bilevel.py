@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from bilevel_optuna import _attrs
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import InnerSettings
 from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
@@ -26,13 +27,20 @@ TINY = dict(
     n_outer_trials=2,
     n_inner_trials=4,
     n_repeats=2,
-    outer_space=OuterSpace(
-        temperature=0.7,
-        history_size=15,
-        history_order="best",
-        template="default",
-        n_candidates=1,
-        mechanisms=["tabu"],
+    settings=BilevelSettings(
+        # The held-out evaluation has its own, longer list of seeds (power without slower
+        # repeats).
+        inner=InnerSettings(heldout_seeds=[0, 1, 7]),
+        outer=OuterSettings(
+            space=OuterSpace(
+                temperature=0.7,
+                history_size=15,
+                history_order="best",
+                template="default",
+                n_candidates=1,
+                mechanisms=["tabu"],
+            )
+        ),
     ),
 )
 
@@ -46,8 +54,7 @@ def _inner_trial_counts(url: str) -> dict[str, int]:
 
 
 def _check_run(url: str, run: str) -> None:
-    # The held-out evaluation has its own, longer list of seeds (power without slower repeats).
-    extra = dict(heldout_objectives=["rosenbrock"], heldout_seeds=[0, 1, 7])
+    extra = dict(heldout_objectives=["rosenbrock"])
     result = run_bilevel_study("branin", storage=url, run_name=run, **extra, **TINY)
     outer = result.outer_study
     assert outer.user_attrs[_attrs.KIND] == "outer"
@@ -193,10 +200,14 @@ def test_a_resumed_run_does_not_propose_its_first_configurations_again(tmp_path:
         run_name="resume",
         n_inner_trials=1,
         n_repeats=1,
-        baselines=("random",),
-        outer_space=OuterSpace(
-            history_size=15, history_order="best", template="minimal", n_candidates=1,
-            mechanisms=[],
+        settings=BilevelSettings(
+            outer=OuterSettings(
+                baselines=("random",),
+                space=OuterSpace(
+                    history_size=15, history_order="best", template="minimal", n_candidates=1,
+                    mechanisms=[],
+                ),
+            )
         ),
     )
     run_bilevel_study("branin", n_outer_trials=3, **kwargs)
@@ -212,14 +223,18 @@ CONVENTIONS = dict(
     n_outer_trials=1,
     n_inner_trials=2,
     n_repeats=1,
-    baselines=("random", "tpe"),
-    outer_space=OuterSpace(
-        temperature=optuna.distributions.FloatDistribution(0.2, 0.3),
-        history_size=15,
-        history_order="best",
-        template="minimal",
-        n_candidates=1,
-        mechanisms=[],
+    settings=BilevelSettings(
+        outer=OuterSettings(
+            baselines=("random", "tpe"),
+            space=OuterSpace(
+                temperature=optuna.distributions.FloatDistribution(0.2, 0.3),
+                history_size=15,
+                history_order="best",
+                template="minimal",
+                n_candidates=1,
+                mechanisms=[],
+            ),
+        )
     ),
 )
 
@@ -338,16 +353,16 @@ def test_a_run_on_a_journal_file(tmp_path: Path) -> None:
         ({"baselines": ["random", "smac"]}, "smac"),
         ({"seeds": [1, 1]}, "distinct"),
         ({"aggregate": "median"}, "aggregate"),
+        ({"aggregate": "regret"}, "needs known optima"),  # checked on the objectives
     ],
 )
 def test_every_argument_is_checked_before_any_study_runs(
     tmp_path: Path, kwargs: dict, match: str
 ) -> None:
-    from bilevel_optuna.exceptions import ConfigurationError
-
     db = tmp_path / "none.db"
-    with pytest.raises(ConfigurationError, match=match):
-        run_bilevel_study("branin", storage=f"sqlite:///{db}", **kwargs)
+    objective = "branin" if kwargs.get("aggregate") != "regret" else lambda trial: 0.0
+    with pytest.raises(ConfigurationError, match=match), pytest.warns(FutureWarning):
+        run_bilevel_study(objective, storage=f"sqlite:///{db}", **kwargs)
     assert not db.exists()  # not even the storage was opened
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
 from bilevel_optuna.studies._progress import format_seconds
@@ -113,10 +115,14 @@ TINY = dict(
     n_outer_trials=1,
     n_inner_trials=2,
     n_repeats=1,
-    baselines=("random",),
-    outer_space=OuterSpace(
-        temperature=0.3, history_size=15, history_order="best", template="minimal",
-        n_candidates=1, mechanisms=[],
+    settings=BilevelSettings(
+        outer=OuterSettings(
+            baselines=("random",),
+            space=OuterSpace(
+                temperature=0.3, history_size=15, history_order="best", template="minimal",
+                n_candidates=1, mechanisms=[],
+            ),
+        )
     ),
 )
 
