@@ -310,10 +310,11 @@ def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSp
         for e in inner.pop("heldout")
     ]
     outer["space"] = _outer_space(outer["space"])
+    model, model_where = _model_table(data, run)
     settings = BilevelSettings(
         inner=_settings(InnerSettings, inner, "inner"),
         outer=_settings(OuterSettings, outer, "outer"),
-        model=_settings(ModelSettings, _model_table(data, run), "model"),
+        model=_settings(ModelSettings, model, model_where),
         seed=run["seed"],
     )
     return BilevelSpec(
@@ -340,16 +341,17 @@ def _outer_space(table: Any) -> OuterSpace:
         raise ConfigurationError(f"[outer.space]: {err}") from err
 
 
-def _model_table(data: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-    """``[model]``, with the keys ``[run]`` took before there was a ``[model]`` table."""
+def _model_table(data: dict[str, Any], run: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``[model]``, with the keys ``[run]`` took before there was a ``[model]`` table, and
+    the table an error names (where the keys were written)."""
     model = _table(data.get("model", {}), _MODEL, "model")
     given = {k for k in _MODEL if k in data.get("model", {})}
-    for key in _MODEL:
-        if key in data.get("run", {}):
-            if key in given:
-                raise ConfigurationError(f"`{key}` is in both [run] and [model]; keep one.")
-            model[key] = run[key]
-    return model
+    from_run = [key for key in _MODEL if key in data.get("run", {})]
+    for key in from_run:
+        if key in given:
+            raise ConfigurationError(f"`{key}` is in both [run] and [model]; keep one.")
+        model[key] = run[key]
+    return model, "run" if from_run else "model"
 
 
 def _settings(cls: type, values: dict[str, Any], table: str) -> Any:

@@ -120,6 +120,8 @@ def test_the_model_table_and_the_run_keys_it_took_over(tmp_path: Path) -> None:
     both = run_keys + '\n[model]\nmodel = "local"\n'
     with pytest.raises(ConfigurationError, match=r"`model` is in both \[run\] and \[model\]"):
         load_spec(_write(tmp_path, both))
+    with pytest.raises(ConfigurationError, match=r"\[model\]: on_model_error must be one of"):
+        load_spec(_write(tmp_path, GOOD + '\n[model]\non_model_error = "ignore"\n'))
     with pytest.raises(ConfigurationError, match=r"Unknown key\(s\) \['modle'\] in \[model\]"):
         load_spec(_write(tmp_path, GOOD + '\n[model]\nmodle = "local"\n'))
 
