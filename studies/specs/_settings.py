@@ -408,11 +408,15 @@ def with_keywords(
         return base
     default = BilevelSettings()
     out = base
-    for keyword, value in given.items():  # one at a time: an error names its keyword
+    sections: dict[str, dict[str, Any]] = {}
+    for keyword, value in given.items():
+        sections.setdefault(KEYWORDS[keyword][0], {})[keyword] = value
+    for values in sections.values():  # a section at a time: an error names its keywords
         try:
-            out = _replaced(out, {keyword: value})
+            out = _replaced(out, values)
         except ConfigurationError as err:
-            raise ConfigurationError(f"{keyword}={value!r}: {err}") from None
+            named = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            raise ConfigurationError(f"{named}: {err}") from None
     for keyword in given:
         ours, theirs = keyword_value(out, keyword), keyword_value(base, keyword)
         if settings is not None and theirs != keyword_value(default, keyword) and ours != theirs:

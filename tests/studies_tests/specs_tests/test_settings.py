@@ -139,3 +139,12 @@ def test_a_keyword_that_disagrees_with_the_settings_object_is_an_error() -> None
         match=r"n_outer_trials=5 and settings.outer.n_trials=3 disagree",
     ):
         with_keywords(given, {"n_outer_trials": 5})
+
+
+def test_keywords_of_one_section_are_checked_together() -> None:
+    # max_cost needs token_prices: given together, as keywords, they hold.
+    settings = with_keywords(None, {"max_cost": 1.0, "token_prices": [0.1, 0.2]})
+    assert settings.model.max_cost == 1.0 and settings.model.token_prices == (0.1, 0.2)
+    with pytest.raises(ConfigurationError, match=r"max_cost=1.0: .*needs the model's prices"):
+        with_keywords(None, {"max_cost": 1.0, "n_inner_trials": 3})
+
