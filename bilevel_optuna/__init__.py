@@ -15,6 +15,10 @@ from bilevel_optuna.samplers import Review
 from bilevel_optuna.samplers import summarize_mechanisms
 from bilevel_optuna.stats import compare
 from bilevel_optuna.studies import BilevelResult
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import InnerSettings
+from bilevel_optuna.studies import ModelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import ProposerConfig
 from bilevel_optuna.studies import run_bilevel_study
@@ -22,10 +26,14 @@ from bilevel_optuna.studies import run_worker
 
 __all__ = [
     "BilevelResult",
+    "BilevelSettings",
     "ChatModel",
+    "InnerSettings",
     "LLMSampler",
     "Mechanism",
+    "ModelSettings",
     "Objective",
+    "OuterSettings",
     "OuterSpace",
     "ProposerConfig",
     "Review",

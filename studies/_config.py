@@ -186,6 +186,27 @@ class OuterSpace:
         except (TypeError, ValueError) as err:
             raise ConfigurationError(f"Invalid fixed proposer setting: {err}") from err
 
+    def __eq__(self, other: object) -> bool:
+        """The same settings, the same mechanism classes and the same cap: the same space
+        (so that settings read back from storage equal the ones written)."""
+        if not isinstance(other, OuterSpace):
+            return NotImplemented
+        return (
+            self.settings == other.settings
+            and self.mechanisms == other.mechanisms
+            and self.max_mechanisms == other.max_mechanisms
+        )
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.mechanisms), self.max_mechanisms))
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{k}={v!r}" for k, v in self.settings.items())
+        return (
+            f"OuterSpace({settings}, mechanisms={list(self.mechanisms)}, "
+            f"max_mechanisms={self.max_mechanisms})"
+        )
+
     def to_config(self) -> dict[str, Any] | None:
         """A JSON-able form that :meth:`from_config` rebuilds on another server, or None when a
         mechanism is a class no name resolves to there."""

@@ -1,18 +1,23 @@
 """A bilevel run's settings, stored in its outer study so that a worker needs only the URL.
 
 ``bilevel-optuna worker --storage URL --run NAME`` rebuilds the run from what
-:func:`store_settings` wrote (the outer study's user attribute ``bilevel:settings``): the
-objectives as spec entries (registry names, ``{name = ..., **kwargs}`` tables, script tables),
-the repeats, the outer space as a plain table, the baselines and the model spec. A run started
-from Python with objects that have no such form (a plain function, a custom sampler object) is
-still stored; a worker then takes only the work it can rebuild and says what it cannot.
+:func:`store_settings` wrote (the outer study's user attribute ``bilevel:settings``): the run's
+resolved :class:`~bilevel_optuna.studies.BilevelSettings` as their ``to_dict()`` (the repeats'
+seeds spelled out, the outer space as a plain table, the model spec without credentials), and
+beside them the objectives as spec entries (registry names, ``{name = ..., **kwargs}`` tables,
+script tables). A run started from Python with objects that have no such form (a plain
+function, a custom sampler object) is still stored; a worker then takes only the work it can
+rebuild and says what it cannot.
+
+Layouts: version 2 (this one) nests the settings under ``inner``, ``outer`` and ``model``;
+version 1 (before the settings objects) was flat. :meth:`RunSettings.from_dict` reads both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -21,12 +26,18 @@ from optuna.storages import BaseStorage
 from bilevel_optuna import _attrs
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
-from bilevel_optuna.studies._spec import build_objective
 from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies.specs._settings import BilevelSettings
+from bilevel_optuna.studies.specs._settings import safe_model_spec  # noqa: F401 - callers' path
+from bilevel_optuna.studies.specs._toml import build_objective
 
 #: Outer study user attribute holding the run's settings.
 SETTINGS = _attrs.SETTINGS
-_VERSION = 1
+_VERSION = 2
+#: What a run's settings hold beside the settings objects' ``to_dict()``.
+_RUN_KEYS = (
+    "objectives", "objective_names", "heldout", "heldout_names", "base_dir", "stale_after"
+)
 
 
 def objective_entry(objective: Objective) -> Any:
@@ -34,67 +45,128 @@ def objective_entry(objective: Objective) -> Any:
     return getattr(objective, "spec_entry", None)
 
 
-def safe_model_spec(model: Any) -> str | None:
-    """The chat model spec to store: a string, with any credentials in a URL removed."""
-    if not isinstance(model, str):
-        return None
-    return re.sub(r"(https?://)[^/@\s]+@", r"\1", model)
-
-
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """What a worker needs to take part in a run (everything but the objects themselves)."""
+    """What a worker needs to take part in a run (everything but the objects themselves).
 
+    ``settings`` is the stored ``BilevelSettings.to_dict()`` of the run's resolved settings,
+    read as stored: a None there (``outer.sampler``, ``outer.space``, ``model.model``) is an
+    object only the process that started the run has. The properties give the worker its
+    values by their flat names.
+    """
+
+    settings: Mapping[str, Any]
     objectives: list[Any]  # spec entries, None where an objective has none
     objective_names: list[str]
     heldout: list[Any]
     heldout_names: list[str]
     base_dir: str
-    n_outer_trials: int
-    n_inner_trials: int
-    seeds: list[int]
-    heldout_seeds: list[int]
-    aggregate: str
-    baselines: list[str]
-    outer_sampler: str | None  # None: a sampler object only the starting process has
-    space: dict[str, Any] | None  # None: an outer space only the starting process has
-    prune: bool
-    cost_objective: bool
-    seed: int
-    model: str | None
     stale_after: float
     version: int = _VERSION
-    # The model policy (studies/_spend.py): on endpoint errors, and the run's spend cap.
-    on_model_error: str = "raise"
-    max_tokens_total: int | None = None
-    max_cost: float | None = None
-    token_prices: list[float] | None = None
+
+    @classmethod
+    def for_run(
+        cls,
+        settings: BilevelSettings,
+        *,
+        objectives: list[Objective],
+        heldout: list[Objective],
+        base_dir: str,
+        stale_after: float,
+    ) -> RunSettings:
+        """The stored form of a run with these (resolved) settings and objectives."""
+        return cls(
+            settings=settings.to_dict(),
+            objectives=[objective_entry(o) for o in objectives],
+            objective_names=[o.name for o in objectives],
+            heldout=[objective_entry(o) for o in heldout],
+            heldout_names=[o.name for o in heldout],
+            base_dir=base_dir,
+            stale_after=stale_after,
+        )
+
+    @property
+    def n_inner_trials(self) -> int:
+        return int(self.settings["inner"]["n_trials"])
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.settings["inner"]["seeds"])
+
+    @property
+    def heldout_seeds(self) -> list[int]:
+        return list(self.settings["inner"]["heldout_seeds"])
+
+    @property
+    def n_outer_trials(self) -> int:
+        return int(self.settings["outer"]["n_trials"])
+
+    @property
+    def outer_sampler(self) -> str | None:
+        """The outer sampler's name; None: a sampler object only the starting process has."""
+        return self.settings["outer"]["sampler"]
+
+    @property
+    def space(self) -> dict[str, Any] | None:
+        """The outer space as a plain table; None: one only the starting process has."""
+        return self.settings["outer"]["space"]
+
+    @property
+    def aggregate(self) -> str:
+        return str(self.settings["outer"]["aggregate"])
+
+    @property
+    def prune(self) -> bool:
+        return bool(self.settings["outer"]["prune"])
+
+    @property
+    def cost_objective(self) -> bool:
+        return bool(self.settings["outer"]["cost_objective"])
+
+    @property
+    def baselines(self) -> list[str]:
+        return list(self.settings["outer"]["baselines"])
+
+    @property
+    def model(self) -> str | None:
+        return self.settings["model"]["model"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.settings["seed"])
 
     def policy(self) -> ModelPolicy:
         """The run's :class:`~bilevel_optuna.studies._spend.ModelPolicy`."""
+        model = self.settings["model"]
         return ModelPolicy(
-            on_model_error=self.on_model_error,
-            max_tokens_total=self.max_tokens_total,
-            max_cost=self.max_cost,
-            token_prices=self.token_prices,  # type: ignore[arg-type]
+            on_model_error=model.get("on_model_error", "raise"),
+            max_tokens_total=model.get("max_tokens_total"),
+            max_cost=model.get("max_cost"),
+            token_prices=model.get("token_prices"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The stored layout: the settings' sections, the run's keys beside them."""
+        out = {"version": self.version, **dict(self.settings)}
+        out.update({key: getattr(self, key) for key in _RUN_KEYS})
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSettings:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        if data.get("version", 0) > _VERSION:
+        """A run's stored settings, of this layout or of version 1."""
+        version = data.get("version", 0)
+        if version > _VERSION:
             raise ConfigurationError(
                 f"This run was written by a newer bilevel-optuna (settings version "
-                f"{data.get('version')}); upgrade this worker's package."
+                f"{version}); upgrade this worker's package."
             )
-        return cls(**{k: v for k, v in data.items() if k in fields})
+        if not isinstance(data.get("inner"), Mapping):
+            data = from_version_1(data)
+        sections = {k: data[k] for k in ("inner", "outer", "model", "seed")}
+        return cls(settings=sections, **{k: data[k] for k in _RUN_KEYS})
 
     def build_objectives(self) -> tuple[list[Objective | None], list[Objective | None]]:
         """The objectives rebuilt from their entries (None where there is no entry)."""
-        from pathlib import Path
 
         def build(entries: list[Any], where: str) -> list[Objective | None]:
             return [
@@ -105,6 +177,39 @@ class RunSettings:
             ]
 
         return build(self.objectives, "the run's objectives"), build(self.heldout, "held-out")
+
+
+def from_version_1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The version-2 layout of settings stored flat by version 1 (before the settings
+    objects): the same values, nested as ``BilevelSettings.to_dict()`` nests them."""
+    return {
+        "version": 2,
+        "inner": {
+            "n_trials": data["n_inner_trials"],
+            "n_repeats": len(data["seeds"]),
+            "seeds": list(data["seeds"]),
+            "heldout_seeds": list(data["heldout_seeds"]),
+        },
+        "outer": {
+            "n_trials": data["n_outer_trials"],
+            "space": data["space"],
+            "sampler": data["outer_sampler"],
+            "aggregate": data["aggregate"],
+            "prune": data["prune"],
+            "cost_objective": data["cost_objective"],
+            "baselines": list(data["baselines"]),
+            "start_from": ["level0"],  # not stored by version 1; only the starting run used it
+        },
+        "model": {
+            "model": data["model"],
+            "on_model_error": data.get("on_model_error", "raise"),
+            "max_tokens_total": data.get("max_tokens_total"),
+            "max_cost": data.get("max_cost"),
+            "token_prices": data.get("token_prices"),
+        },
+        "seed": data["seed"],
+        **{key: data[key] for key in _RUN_KEYS},
+    }
 
 
 def store_settings(outer: optuna.Study, settings: RunSettings) -> None:

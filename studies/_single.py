@@ -12,7 +12,7 @@ from bilevel_optuna.studies._arms import make_sampler
 from bilevel_optuna.studies._arms import sampler_pin
 from bilevel_optuna.studies._inner import _finished
 from bilevel_optuna.studies._inner import _objective_with_true_value
-from bilevel_optuna.studies._spec import StudySpec
+from bilevel_optuna.studies.specs._toml import StudySpec
 from bilevel_optuna.studies._spend import ModelPolicy
 from bilevel_optuna.studies._spend import check_model
 

@@ -1,8 +1,8 @@
 """A run's model policy and spend: what happens when the endpoint fails, the cap, the sums.
 
-The policy (:class:`ModelPolicy`) is a run setting (``[run]`` keys of a spec, keywords of
-:func:`~bilevel_optuna.studies.run_bilevel_study`) stored with the run, so every worker applies
-it. The cap is the run's: each LLM inner study gets what the rest of the run has left as its
+The policy (:class:`ModelPolicy`) is a run setting (``ModelSettings`` of
+``studies/specs/_settings.py``, the ``[model]`` table of a spec) stored with the run, so every
+worker applies it. The cap is the run's: each LLM inner study gets what the rest of the run has left as its
 own cap when it starts (with several workers at once, the run may pass its cap by what the
 others spend on the studies they run meanwhile). The sums are read from the trials
 (``samplers/_spend.py``), for ``bilevel-optuna status`` and the report.
@@ -11,6 +11,7 @@ others spend on the studies they run meanwhile). The sums are read from the tria
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -77,7 +78,7 @@ class ModelPolicy:
         return kwargs
 
     def to_settings(self) -> dict[str, Any]:
-        """The fields of :class:`~bilevel_optuna.studies._settings.RunSettings`."""
+        """The policy's fields as stored (``ModelSettings.to_dict()`` without the model)."""
         return {
             "on_model_error": self.on_model_error,
             "max_tokens_total": self.max_tokens_total,
@@ -121,13 +122,20 @@ def total(spends: dict[str, Spend], *, excluding: str | None = None) -> Spend:
     return out
 
 
-def prices_of(settings: dict[str, Any]) -> tuple[float, float] | None:
+def stored_policy(settings: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The policy's keys of a run's stored settings (``bilevel:settings``): under ``model``
+    (version 2), or at the top (version 1, where ``model`` was the spec)."""
+    model = settings.get("model")
+    return model if isinstance(model, Mapping) else settings
+
+
+def prices_of(settings: Mapping[str, Any]) -> tuple[float, float] | None:
     """The prices stored with a run's settings, or ``None``."""
-    prices = settings.get("token_prices")
+    prices = stored_policy(settings).get("token_prices")
     return (float(prices[0]), float(prices[1])) if prices else None
 
 
-def spend_lines(storage: BaseStorage, run: str, settings: dict[str, Any]) -> list[str]:
+def spend_lines(storage: BaseStorage, run: str, settings: Mapping[str, Any]) -> list[str]:
     """``status``'s lines: the run's spend, its cap, and the studies that spent (largest
     first) or fell back."""
     spends = run_spend(storage, run)
@@ -136,11 +144,12 @@ def spend_lines(storage: BaseStorage, run: str, settings: dict[str, Any]) -> lis
     if not whole.tokens and not whole.n_fallback:
         return []
     caps = []
-    if settings.get("max_tokens_total") is not None:
-        n = settings["max_tokens_total"]
+    policy = stored_policy(settings)
+    if policy.get("max_tokens_total") is not None:
+        n = policy["max_tokens_total"]
         caps.append(f"{n:,} token{'' if n == 1 else 's'}")
-    if settings.get("max_cost") is not None:
-        caps.append(f"${settings['max_cost']:g}")
+    if policy.get("max_cost") is not None:
+        caps.append(f"${policy['max_cost']:g}")
     cap = f" (cap: {' or '.join(caps)})" if caps else ""
     lines = [f"model spend{cap}: {whole.describe(prices)}"]
     listed = sorted(
@@ -157,7 +166,7 @@ def spend_lines(storage: BaseStorage, run: str, settings: dict[str, Any]) -> lis
     return lines
 
 
-def spend_markdown(storage: BaseStorage, run: str, settings: dict[str, Any]) -> str:
+def spend_markdown(storage: BaseStorage, run: str, settings: Mapping[str, Any]) -> str:
     """The report's section on the model's spend and the fallbacks, per study and in all."""
     spends = run_spend(storage, run)
     prices = prices_of(settings)

@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     check.set_defaults(func=_check)
 
     run = sub.add_parser("run", help="run research rounds described in a TOML spec")
-    run.add_argument("spec", help="a research spec (see studies/research-demo.toml)")
+    run.add_argument("spec", help="a research spec (see studies/specs/research-demo.toml)")
     run.add_argument("--report", help="write the Markdown report to this file")
     run.set_defaults(func=_run)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import statistics
@@ -30,7 +31,9 @@ def register(subparsers: Any) -> None:
             "running it on another server with the same --storage URL joins it as a worker."
         ),
     )
-    parser.add_argument("spec", help="path to a TOML spec, e.g. studies/demo.toml")
+    parser.add_argument(
+        "spec", help="path to a TOML spec, e.g. studies/specs/demo.toml, or a shipped spec's name"
+    )
     parser.add_argument("--storage", help="database URL overriding the spec's")
     parser.add_argument(
         "--model", help="chat model spec overriding the spec's (local, openai:MODEL@URL)"
@@ -117,13 +120,6 @@ def _write_report(result: Any, run_name: str) -> Path | None:
 def _run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     start = time.perf_counter()
-
-    def progress(line: str) -> None:
-        if not args.quiet:
-            # tqdm.write clears the progress bar on stderr first and redraws it after.
-            tqdm.write(f"[{time.perf_counter() - start:7.1f}s] {line}", file=sys.stdout)
-            sys.stdout.flush()
-
     if not isinstance(spec, BilevelSpec):
         if args.model:
             spec.model = args.model
@@ -131,28 +127,47 @@ def _run(args: argparse.Namespace) -> int:
         params = ", ".join(f"{k}={_number(v)}" for k, v in study.best_params.items())
         print(f"study {study.study_name}: best value {study.best_value:.4g} with {params}")
         return 0
-    kwargs = dict(spec.kwargs)
-    if args.storage:
-        kwargs["storage"] = args.storage
-    if args.model:
-        kwargs["model"] = args.model
-    bars = not args.no_progress and not args.quiet and sys.stderr.isatty()
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            # tqdm.write clears the progress bar on stderr first and redraws it after.
+            tqdm.write(f"[{time.perf_counter() - start:7.1f}s] {line}", file=sys.stdout)
+            sys.stdout.flush()
+
+    settings = spec.settings
+    if args.model:  # --model overrides the spec's model, keeping its policy
+        settings = dataclasses.replace(
+            settings, model=dataclasses.replace(settings.model, model=args.model)
+        )
     verbose = args.optuna_logs or getattr(args, "verbose", 0) >= 2
     result = run_bilevel_study(
-        **kwargs,
+        spec.objectives,
+        heldout_objectives=spec.heldout,
+        storage=args.storage or spec.storage,
+        storage_options=spec.storage_options,
+        run_name=spec.run_name,
+        settings=settings,
         progress=progress,
-        show_progress_bar=bars,
+        show_progress_bar=not args.no_progress and not args.quiet and sys.stderr.isatty(),
         optuna_verbosity=optuna.logging.INFO if verbose else optuna.logging.WARNING,
     )
     print()
     print(
-        f"run {kwargs['run_name']} finished in {time.perf_counter() - start:.0f} s; storage {result.storage_url}"
+        f"run {spec.run_name} finished in {time.perf_counter() - start:.0f} s; "
+        f"storage {result.storage_url}"
     )
     if result.spend is not None and (result.spend.tokens or result.spend.n_fallback):
-        print(f"model spend: {result.spend.describe(kwargs.get('token_prices'))}")
+        print(f"model spend: {result.spend.describe(settings.model.token_prices)}")
     if result.best_config is None:
         print("No outer trial completed.")
         return 1
+    _print_found(result)
+    _print_where(result, spec.run_name)
+    return 0
+
+
+def _print_found(result: Any) -> None:
+    """The best configuration, the median score per arm, and the tests against the baselines."""
     print(
         f"best proposer configuration {result.best_label} "
         f"(outer value {result.best_value:.4g}):"
@@ -181,12 +196,16 @@ def _run(args: argparse.Namespace) -> int:
             print()
             print(f"The chosen configuration against the baselines {title}:")
             print(_comparison_table(comparison, control=result.best_arm))
+
+
+def _print_where(result: Any, run_name: str) -> None:
+    """Where the run's report, plots and database are, and the commands that read them."""
     url = result.storage_url
-    folder = _write_report(result, kwargs["run_name"])
+    folder = _write_report(result, run_name)
     if result.report_artifacts:
         print()
         print(
-            f"The report and its plots are artifacts of the outer study {kwargs['run_name']} "
+            f"The report and its plots are artifacts of the outer study {run_name} "
             f"({', '.join(sorted(result.report_artifacts))}): the dashboard below shows them."
         )
     print()
@@ -195,6 +214,5 @@ def _run(args: argparse.Namespace) -> int:
             f"Everything of this run is in {folder}{os.sep}: the database, the report and plots."
         )
     print(f"Inspect: bilevel-optuna dashboard {url}")
-    print(f"Compare: bilevel-optuna compare --storage {url} --run {kwargs['run_name']}")
+    print(f"Compare: bilevel-optuna compare --storage {url} --run {run_name}")
     sys.stdout.flush()
-    return 0

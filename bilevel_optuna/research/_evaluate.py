@@ -25,6 +25,8 @@ from bilevel_optuna.research._store import MechanismStore
 from bilevel_optuna.stats import compare
 from bilevel_optuna.stats import noise_floor
 from bilevel_optuna.studies import LEVEL0
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import ProposerConfig
 from bilevel_optuna.studies import run_bilevel_study
@@ -89,13 +91,13 @@ def evaluate_round(
         objectives,
         storage=store.storage,
         run_name=study_name,
-        outer_space=space,
+        settings=BilevelSettings(
+            outer=OuterSettings(space=space, baselines=tuple(spec.baselines), prune=False)
+        ),
         n_outer_trials=max(int(spec.n_outer_trials), 1 + len(names)),
         n_inner_trials=spec.n_inner_trials,
         n_repeats=spec.n_repeats,
         model=spec.model,
-        baselines=list(spec.baselines),
-        prune=False,
         seed=spec.seed,
         progress=progress,
     )

@@ -37,7 +37,6 @@ LOCAL_IMPORTS_LEFT = {
     "bilevel_optuna.research._child": 7,
     "bilevel_optuna.research._report": 1,
     "bilevel_optuna.research._round": 3,
-    "bilevel_optuna.studies._bilevel": 2,
 }
 
 

@@ -663,12 +663,12 @@ def test_description_defaults_to_the_command_and_metric() -> None:
 
 
 def test_autoresearch_spec_runs_on_a_stand_in_checkout(tmp_path: Path) -> None:
-    """studies/autoresearch.toml on a folder shaped like karpathy/autoresearch.
+    """studies/specs/autoresearch.toml on a folder shaped like karpathy/autoresearch.
 
     The stand-in train.py has the real file's constants and output format (a "\\r" progress
     line per step, then "val_bpb:" after "---"); its value is a function of the constants.
     """
-    spec = tomllib.loads((REPO / "studies" / "autoresearch.toml").read_text())
+    spec = tomllib.loads((REPO / "studies" / "specs" / "autoresearch.toml").read_text())
     config = dict(spec["objective"])
     checkout = tmp_path / "autoresearch"
     (checkout / ".venv" / "bin").mkdir(parents=True)

@@ -12,7 +12,7 @@ from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives import get_objective
 from bilevel_optuna.objectives import objective_family
 from bilevel_optuna.objectives._sleep import SleepObjective
-from bilevel_optuna.studies._spec import build_objective
+from bilevel_optuna.studies.specs._toml import build_objective
 
 
 def test_same_space_direction_optimum_and_values_as_the_base() -> None:

@@ -182,5 +182,5 @@ def test_spec_files_are_read_and_bad_settings_named(tmp_path: Path) -> None:
         ResearchSpec(storage="sqlite:///x.db", run="demo", mode="poetry")
     with pytest.raises(ConfigurationError, match="database URL"):
         run_research(storage="x.db", run="demo")
-    demo = ResearchSpec.from_toml(Path(__file__).parents[2] / "studies" / "research-demo.toml")
+    demo = ResearchSpec.from_toml(Path(__file__).parents[2] / "studies" / "specs" / "research-demo.toml")
     assert demo.run == "demo" and demo.mode == "both"

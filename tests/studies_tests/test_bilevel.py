@@ -15,20 +15,32 @@ import pytest
 from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
+from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import InnerSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
+from bilevel_optuna.studies.specs._settings import field_path
 
 TINY = dict(
     n_outer_trials=2,
     n_inner_trials=4,
     n_repeats=2,
-    outer_space=OuterSpace(
-        temperature=0.7,
-        history_size=15,
-        history_order="best",
-        template="default",
-        n_candidates=1,
-        mechanisms=["tabu"],
+    settings=BilevelSettings(
+        # The held-out evaluation has its own, longer list of seeds (power without slower
+        # repeats).
+        inner=InnerSettings(heldout_seeds=[0, 1, 7]),
+        outer=OuterSettings(
+            space=OuterSpace(
+                temperature=0.7,
+                history_size=15,
+                history_order="best",
+                template="default",
+                n_candidates=1,
+                mechanisms=["tabu"],
+            )
+        ),
     ),
 )
 
@@ -42,8 +54,7 @@ def _inner_trial_counts(url: str) -> dict[str, int]:
 
 
 def _check_run(url: str, run: str) -> None:
-    # The held-out evaluation has its own, longer list of seeds (power without slower repeats).
-    extra = dict(heldout_objectives=["rosenbrock"], heldout_seeds=[0, 1, 7])
+    extra = dict(heldout_objectives=["rosenbrock"])
     result = run_bilevel_study("branin", storage=url, run_name=run, **extra, **TINY)
     outer = result.outer_study
     assert outer.user_attrs[_attrs.KIND] == "outer"
@@ -189,10 +200,14 @@ def test_a_resumed_run_does_not_propose_its_first_configurations_again(tmp_path:
         run_name="resume",
         n_inner_trials=1,
         n_repeats=1,
-        baselines=("random",),
-        outer_space=OuterSpace(
-            history_size=15, history_order="best", template="minimal", n_candidates=1,
-            mechanisms=[],
+        settings=BilevelSettings(
+            outer=OuterSettings(
+                baselines=("random",),
+                space=OuterSpace(
+                    history_size=15, history_order="best", template="minimal", n_candidates=1,
+                    mechanisms=[],
+                ),
+            )
         ),
     )
     run_bilevel_study("branin", n_outer_trials=3, **kwargs)
@@ -208,14 +223,18 @@ CONVENTIONS = dict(
     n_outer_trials=1,
     n_inner_trials=2,
     n_repeats=1,
-    baselines=("random", "tpe"),
-    outer_space=OuterSpace(
-        temperature=optuna.distributions.FloatDistribution(0.2, 0.3),
-        history_size=15,
-        history_order="best",
-        template="minimal",
-        n_candidates=1,
-        mechanisms=[],
+    settings=BilevelSettings(
+        outer=OuterSettings(
+            baselines=("random", "tpe"),
+            space=OuterSpace(
+                temperature=optuna.distributions.FloatDistribution(0.2, 0.3),
+                history_size=15,
+                history_order="best",
+                template="minimal",
+                n_candidates=1,
+                mechanisms=[],
+            ),
+        )
     ),
 )
 
@@ -334,14 +353,74 @@ def test_a_run_on_a_journal_file(tmp_path: Path) -> None:
         ({"baselines": ["random", "smac"]}, "smac"),
         ({"seeds": [1, 1]}, "distinct"),
         ({"aggregate": "median"}, "aggregate"),
+        ({"aggregate": "regret"}, "needs known optima"),  # checked on the objectives
     ],
 )
 def test_every_argument_is_checked_before_any_study_runs(
     tmp_path: Path, kwargs: dict, match: str
 ) -> None:
-    from bilevel_optuna.exceptions import ConfigurationError
-
     db = tmp_path / "none.db"
-    with pytest.raises(ConfigurationError, match=match):
-        run_bilevel_study("branin", storage=f"sqlite:///{db}", **kwargs)
+    objective = "branin" if kwargs.get("aggregate") != "regret" else lambda trial: 0.0
+    with pytest.raises(ConfigurationError, match=match), pytest.warns(FutureWarning):
+        run_bilevel_study(objective, storage=f"sqlite:///{db}", **kwargs)
     assert not db.exists()  # not even the storage was opened
+
+
+# --- run_bilevel_study's keywords: the shortcuts, the deprecated ones, the conflicts ---
+
+DEPRECATED = dict(
+    seeds=[4],
+    heldout_seeds=[5, 6],
+    outer_space=OuterSpace(
+        temperature=0.5, history_size=10, history_order="best", template="minimal",
+        n_candidates=1, mechanisms=[],
+    ),
+    start_from=[],
+    outer_sampler="random",
+    aggregate="best",
+    prune=False,
+    cost_objective=False,
+    baselines=["random"],
+    on_model_error="fallback",
+    max_tokens_total=10_000,
+    max_cost=1.0,
+    token_prices=[0.1, 0.2],
+)
+
+
+def test_every_deprecated_keyword_warns_naming_its_field_and_still_works(tmp_path: Path) -> None:
+    with pytest.warns(FutureWarning) as said:
+        result = run_bilevel_study(
+            "branin", heldout_objectives=["rosenbrock"], storage=f"sqlite:///{tmp_path}/d.db",
+            run_name="d", n_outer_trials=1, n_inner_trials=2, model="uniform", **DEPRECATED,
+        )  # fmt: skip
+    messages = [str(w.message) for w in said if issubclass(w.category, FutureWarning)]
+    for keyword in DEPRECATED:
+        assert any(
+            f"run_bilevel_study({keyword}=...) is deprecated: set {field_path(keyword)}" in m
+            for m in messages
+        ), keyword
+    stored = result.outer_study.user_attrs[_attrs.SETTINGS]
+    assert stored["inner"]["seeds"] == [4] and stored["inner"]["heldout_seeds"] == [5, 6]
+    assert stored["outer"]["sampler"] == "random" and stored["outer"]["aggregate"] == "best"
+    assert stored["outer"]["baselines"] == ["random"] and stored["outer"]["start_from"] == []
+    assert stored["model"] == {
+        "model": "uniform", "on_model_error": "fallback", "max_tokens_total": 10_000,
+        "max_cost": 1.0, "token_prices": [0.1, 0.2],
+    }  # fmt: skip
+    assert len(result.arms["random"]["rosenbrock"]) == 2  # the held-out seeds
+
+
+def test_a_shortcut_that_disagrees_with_the_settings_object_fails_before_any_work(
+    tmp_path: Path,
+) -> None:
+    settings = BilevelSettings(outer=OuterSettings(n_trials=3, prune=False))
+    db = tmp_path / "never.db"
+    with pytest.raises(ConfigurationError, match="n_outer_trials=5 and settings.outer.n_trials=3"):
+        run_bilevel_study("branin", storage=f"sqlite:///{db}", settings=settings, n_outer_trials=5)
+    with pytest.raises(ConfigurationError, match="prune=True and settings.outer.prune=False"):
+        with pytest.warns(FutureWarning):
+            run_bilevel_study("branin", storage=f"sqlite:///{db}", settings=settings, prune=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_outer'"):
+        run_bilevel_study("branin", storage=f"sqlite:///{db}", n_outer=5)
+    assert not db.exists()

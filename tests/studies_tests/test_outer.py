@@ -19,11 +19,11 @@ def _first_config(study: optuna.Study, space: OuterSpace) -> ProposerConfig:
 
 
 def test_the_demo_starts_from_the_shipped_default() -> None:
-    spec = load_spec("studies/demo.toml")
-    space = spec.kwargs["outer_space"]
-    assert spec.kwargs["start_from"] == ["default"]
+    spec = load_spec("demo")
+    space = spec.settings.outer.space
+    assert spec.settings.outer.start_from == ("default",)
     study = optuna.create_study()
-    enqueue_presets(study, space, spec.kwargs["start_from"])
+    enqueue_presets(study, space, spec.settings.outer.start_from)
     assert study.trials[0].user_attrs[_attrs.REFERENCE] == "preset default"
     # The same sampler settings as LLMSampler(), every mechanism parameter spelled out.
     first = _first_config(study, space).sampler_kwargs()

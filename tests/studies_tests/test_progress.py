@@ -9,6 +9,8 @@ from pathlib import Path
 import optuna
 import pytest
 
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
 from bilevel_optuna.studies._progress import format_seconds
@@ -17,25 +19,29 @@ from bilevel_optuna.studies._progress import run_progress
 from bilevel_optuna.studies._settings import RunSettings
 from bilevel_optuna.studies._workqueue import Task
 
-SETTINGS = RunSettings(
-    objectives=["branin"],
-    objective_names=["branin"],
-    heldout=["hartmann6"],
-    heldout_names=["hartmann6"],
-    base_dir=".",
-    n_outer_trials=3,
-    n_inner_trials=5,
-    seeds=[0, 1],
-    heldout_seeds=[0, 1, 2],
-    aggregate="regret",
-    baselines=["random", "tpe"],
-    outer_sampler="tpe",
-    space=None,
-    prune=True,
-    cost_objective=False,
-    seed=0,
-    model=None,
-    stale_after=60.0,
+# A run's stored settings as version 1 wrote them (flat): read as they are still stored.
+SETTINGS = RunSettings.from_dict(
+    {
+        "objectives": ["branin"],
+        "objective_names": ["branin"],
+        "heldout": ["hartmann6"],
+        "heldout_names": ["hartmann6"],
+        "base_dir": ".",
+        "n_outer_trials": 3,
+        "n_inner_trials": 5,
+        "seeds": [0, 1],
+        "heldout_seeds": [0, 1, 2],
+        "aggregate": "regret",
+        "baselines": ["random", "tpe"],
+        "outer_sampler": "tpe",
+        "space": None,
+        "prune": True,
+        "cost_objective": False,
+        "seed": 0,
+        "model": None,
+        "stale_after": 60.0,
+        "version": 1,
+    }
 )
 
 
@@ -109,10 +115,14 @@ TINY = dict(
     n_outer_trials=1,
     n_inner_trials=2,
     n_repeats=1,
-    baselines=("random",),
-    outer_space=OuterSpace(
-        temperature=0.3, history_size=15, history_order="best", template="minimal",
-        n_candidates=1, mechanisms=[],
+    settings=BilevelSettings(
+        outer=OuterSettings(
+            baselines=("random",),
+            space=OuterSpace(
+                temperature=0.3, history_size=15, history_order="best", template="minimal",
+                n_candidates=1, mechanisms=[],
+            ),
+        )
     ),
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -15,17 +16,17 @@ from bilevel_optuna.cli import main
 from bilevel_optuna.exceptions import ChatConnectionError
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.samplers._spend import Spend
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import ModelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
 from bilevel_optuna.studies._spend import ModelPolicy
 
-TINY = dict(
-    n_outer_trials=1,
-    n_inner_trials=3,
-    n_repeats=1,
+OUTER = OuterSettings(
     baselines=["random"],
     prune=False,
-    outer_space=OuterSpace(
+    space=OuterSpace(
         temperature=0.5,
         history_size=10,
         history_order="best",
@@ -34,6 +35,12 @@ TINY = dict(
         mechanisms=[],
     ),
 )
+TINY = dict(n_outer_trials=1, n_inner_trials=3, n_repeats=1)
+
+
+def _settings(**model: Any) -> BilevelSettings:
+    """The tiny run's settings with the model settings given."""
+    return BilevelSettings(outer=OUTER, model=ModelSettings(**model))
 
 
 def _llm_studies(url: str) -> list[optuna.Study]:
@@ -49,7 +56,10 @@ def test_an_unreachable_endpoint_stops_the_run_before_anything_is_stored(tmp_pat
     url = f"http://127.0.0.1:{free_port()}/v1"
     db = tmp_path / "down.db"
     with pytest.raises(ChatConnectionError, match=f"Cannot reach {url}"):
-        run_bilevel_study("branin", storage=f"sqlite:///{db}", model=f"openai:m@{url}", **TINY)
+        run_bilevel_study(
+            "branin", storage=f"sqlite:///{db}", settings=_settings(model=f"openai:m@{url}"),
+            **TINY,
+        )  # fmt: skip
     assert not db.exists()
 
 
@@ -63,8 +73,7 @@ def test_a_fallback_asked_for_is_said_once_counted_and_shown_by_status(
             "branin",
             storage=storage,
             run_name="fb",
-            model=f"openai:m@{url}",
-            on_model_error="fallback",
+            settings=_settings(model=f"openai:m@{url}", on_model_error="fallback"),
             **TINY,
         )
     said = [r.getMessage() for r in caplog.records if f"Cannot reach {url}" in r.getMessage()]
@@ -97,9 +106,7 @@ def test_spend_and_cap_of_a_run_on_the_embedded_model(
         "branin",
         storage=storage,
         run_name="spend",
-        model="local",
-        max_tokens_total=1,
-        token_prices=(0.15, 0.60),
+        settings=_settings(model="local", max_tokens_total=1, token_prices=(0.15, 0.60)),
         **TINY,
     )
     # The cap lets the run's first proposal through, then every trial comes from TPE.
@@ -108,7 +115,7 @@ def test_spend_and_cap_of_a_run_on_the_embedded_model(
     assert sources[0] in ("llm", "repaired") and sources[1:] == ["fallback", "fallback"]
     assert study.user_attrs["llm:spend_cap"]["trial"] == 1
     assert result.spend.tokens > 0 and result.spend.why == {"spend cap reached": 2}
-    settings = result.outer_study.user_attrs[_attrs.SETTINGS]
+    settings = result.outer_study.user_attrs[_attrs.SETTINGS]["model"]
     assert settings["max_tokens_total"] == 1 and settings["token_prices"] == [0.15, 0.6]
     cost = result.spend.cost((0.15, 0.60))
     capsys.readouterr()

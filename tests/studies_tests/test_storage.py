@@ -126,6 +126,7 @@ def test_a_spec_passes_its_storage_options_on(tmp_path: Path) -> None:
     path.write_text(_SPEC.format(options="storage_options = {pool_size = 2, grace_period = 60}"))
     spec = load_spec(path)
     assert isinstance(spec, BilevelSpec)
+    assert spec.storage_options == {"pool_size": 2, "grace_period": 60}
     assert spec.kwargs["storage_options"] == {"pool_size": 2, "grace_period": 60}
 
 

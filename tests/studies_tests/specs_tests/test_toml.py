@@ -1,3 +1,5 @@
+"""The TOML specs (studies/specs/_toml.py): the shipped ones load, every error names the key."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies import BilevelSettings
 from bilevel_optuna.studies import BilevelSpec
 from bilevel_optuna.studies import StudySpec
 from bilevel_optuna.studies import load_spec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED = REPO / "studies" / "specs"
 
 GOOD = """
 [run]
@@ -39,30 +43,87 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["demo.toml", "full.toml"])
+@pytest.mark.parametrize("name", ["demo.toml", "full.toml", "choose-default.toml"])
 def test_shipped_specs_load(name: str) -> None:
-    spec = load_spec(REPO / "studies" / name)
-    assert isinstance(spec, BilevelSpec)
+    spec = load_spec(SHIPPED / name)
+    assert isinstance(spec, BilevelSpec) and isinstance(spec.settings, BilevelSettings)
+
+
+def test_every_shipped_toml_is_beside_the_loader() -> None:
+    names = sorted(p.name for p in SHIPPED.glob("*.toml"))
+    assert names == [
+        "autoresearch.toml", "choose-default.toml", "demo.toml", "full.toml", "research-demo.toml"
+    ]
+    assert not list((REPO / "studies").glob("*.toml"))  # one place for the specs
+
+
+def test_the_old_path_of_a_shipped_spec_still_loads(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no studies/ folder here: the shipped spec of that name
+    spec = load_spec("studies/demo.toml")
+    assert isinstance(spec, BilevelSpec) and spec.path == SHIPPED / "demo.toml"
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_spec("elsewhere/demo.toml")
 
 
 def test_autoresearch_spec_says_where_the_checkout_must_be() -> None:
     if (Path.home() / "autoresearch").is_dir():
-        assert isinstance(load_spec(REPO / "studies" / "autoresearch.toml"), StudySpec)
+        assert isinstance(load_spec(SHIPPED / "autoresearch.toml"), StudySpec)
         return
     with pytest.raises(ConfigurationError, match="autoresearch' is not a folder"):
-        load_spec(REPO / "studies" / "autoresearch.toml")
+        load_spec(SHIPPED / "autoresearch.toml")
 
 
-def test_good_spec_gives_run_bilevel_study_arguments(tmp_path: Path) -> None:
+def test_good_spec_gives_the_settings_objects(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, GOOD))
     assert isinstance(spec, BilevelSpec)
-    kwargs = spec.kwargs
-    assert [o.name for o in kwargs["objective"]] == ["branin"]
-    assert [o.name for o in kwargs["heldout_objectives"]] == ["rosenbrock"]
-    assert kwargs["n_inner_trials"] == 5 and kwargs["n_repeats"] == 2
-    space = kwargs["outer_space"]
-    assert space.settings["template"] == "default"
+    assert [o.name for o in spec.objectives] == ["branin"]
+    assert [o.name for o in spec.heldout] == ["rosenbrock"]
+    assert spec.run_name == "t" and spec.storage == "sqlite:///t.db"
+    settings = spec.settings
+    assert settings.inner.n_trials == 5 and settings.inner.n_repeats == 2
+    assert settings.outer.n_trials == 3
+    assert settings.outer.baselines == ("random", "tpe", "llm-level0")
+    assert settings.model.model is None and settings.seed == 0
+    space = settings.outer.space
+    assert space is not None and space.settings["template"] == "default"
     assert list(space.mechanisms) == ["tabu"]
+    # run_bilevel_study(**spec.kwargs) runs it: the new keywords, no deprecated one.
+    kwargs = spec.kwargs
+    assert sorted(kwargs) == ["heldout_objectives", "objective", "run_name", "settings", "storage"]
+    assert kwargs["settings"] is settings
+
+
+def test_the_old_keywords_of_a_spec_are_still_read_with_a_warning(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, GOOD))
+    assert isinstance(spec, BilevelSpec)
+    with pytest.warns(FutureWarning, match=r"spec.settings.inner.n_trials"):
+        assert spec.kwargs["n_inner_trials"] == 5
+    with pytest.warns(FutureWarning, match=r"spec.settings.outer.space"):
+        assert spec.kwargs["outer_space"] is spec.settings.outer.space
+    with pytest.warns(FutureWarning):
+        assert spec.kwargs["baselines"] == ["random", "tpe", "llm-level0"]
+    with pytest.raises(KeyError):
+        spec.kwargs["no_such_keyword"]
+
+
+def test_the_model_table_and_the_run_keys_it_took_over(tmp_path: Path) -> None:
+    run_keys = GOOD.replace(
+        'name = "t"\n', 'name = "t"\nmodel = "uniform"\nmax_tokens_total = 9\n'
+    )
+    spec = load_spec(_write(tmp_path, run_keys))
+    assert isinstance(spec, BilevelSpec)
+    assert spec.settings.model.model == "uniform" and spec.settings.model.max_tokens_total == 9
+    table = GOOD + '\n[model]\nmodel = "uniform"\ntoken_prices = [0.15, 0.6]\nmax_cost = 2.0\n'
+    spec = load_spec(_write(tmp_path, table))
+    assert isinstance(spec, BilevelSpec)
+    assert spec.settings.model.token_prices == (0.15, 0.6) and spec.settings.model.max_cost == 2.0
+    both = run_keys + '\n[model]\nmodel = "local"\n'
+    with pytest.raises(ConfigurationError, match=r"`model` is in both \[run\] and \[model\]"):
+        load_spec(_write(tmp_path, both))
+    with pytest.raises(ConfigurationError, match=r"\[model\]: on_model_error must be one of"):
+        load_spec(_write(tmp_path, GOOD + '\n[model]\non_model_error = "ignore"\n'))
+    with pytest.raises(ConfigurationError, match=r"Unknown key\(s\) \['modle'\] in \[model\]"):
+        load_spec(_write(tmp_path, GOOD + '\n[model]\nmodle = "local"\n'))
 
 
 @pytest.mark.parametrize(
@@ -85,6 +146,8 @@ def test_good_spec_gives_run_bilevel_study_arguments(tmp_path: Path) -> None:
         (("[outer]", "[outter]"), "Unknown table(s) ['outter']"),
         (('name = "t"\n', ""), "[run] needs `name`"),
         (("n_trials = 3", "n_trials = true"), "must be int but got bool"),
+        (("n_trials = 3", "n_trials = 0"), "[outer]: OuterSettings.n_trials must be a positive"),
+        (("n_repeats = 2", "n_repeats = 2\nseeds = [1, 1]"), "[inner]: InnerSettings.seeds must"),
     ],
 )
 def test_bad_specs_name_the_problem(
@@ -110,7 +173,7 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_shipped_spec_by_name() -> None:
     spec = load_spec("demo")
-    assert isinstance(spec, BilevelSpec) and spec.kwargs["run_name"] == "demo"
+    assert isinstance(spec, BilevelSpec) and spec.run_name == "demo"
     with pytest.raises(ConfigurationError, match="shipped specs by name"):
         load_spec("no_such_spec")
 
@@ -137,7 +200,8 @@ def test_state_settings_in_specs(tmp_path: Path) -> None:
     space = GOOD + 'optimizer_state = ["none", "cmaes"]\nstate_mode = "instead"\n'
     spec = load_spec(_write(tmp_path, space))
     assert isinstance(spec, BilevelSpec)
-    settings = spec.kwargs["outer_space"].settings
+    assert spec.settings.outer.space is not None
+    settings = spec.settings.outer.space.settings
     assert list(settings["optimizer_state"].choices) == ["none", "cmaes"]
     assert settings["state_mode"] == "instead"
     study = GOOD.replace("[outer.space]", "[outer.space]\noptimizer_state = \"gp\"")
@@ -152,21 +216,23 @@ def test_the_demo_has_power_for_the_tests_it_runs() -> None:
     from bilevel_optuna.stats._hypothesis import wilcoxon_min_pvalue
     from bilevel_optuna.studies._racing import OuterRacing
 
-    kwargs = load_spec(REPO / "studies" / "demo.toml").kwargs
+    spec = load_spec(SHIPPED / "demo.toml")
+    assert isinstance(spec, BilevelSpec)
+    inner, outer = spec.settings.inner, spec.settings.outer
     with warnings.catch_warnings():
         warnings.simplefilter("error", NoPowerWarning)
         racing = OuterRacing.for_run(
-            prune=kwargs["prune"],
-            cost_objective=kwargs["cost_objective"],
-            n_repeats=kwargs["n_repeats"],
-            n_objectives=len(kwargs["objective"]),
+            prune=outer.prune,
+            cost_objective=outer.cost_objective,
+            n_repeats=inner.n_repeats,
+            n_objectives=len(spec.objectives),
         )
     assert racing.enabled
     # The chosen configuration against each baseline, Holm-corrected: the smallest p-value the
     # paired test can give must clear Holm's first threshold, on training and held-out seeds.
-    threshold = 0.05 / len(kwargs["baselines"])
-    held_out = kwargs["heldout_seeds"] or [None] * kwargs["n_repeats"]
-    for n in (kwargs["n_repeats"], len(held_out)):
+    threshold = 0.05 / len(outer.baselines)
+    held_out = inner.heldout_seeds or [None] * inner.n_repeats
+    for n in (inner.n_repeats, len(held_out)):
         assert wilcoxon_min_pvalue(n) < threshold
 
 

@@ -1,14 +1,18 @@
-"""Study specs: TOML files under ``studies/`` that describe a run, validated before it starts.
+"""Study specs: TOML files that describe a run, validated before it starts.
 
 Two kinds of spec, told apart by their tables:
 
-- a bilevel run: ``[run]``, ``[inner]``, ``[outer]`` and optionally ``[outer.space]``;
+- a bilevel run: ``[run]`` (its name, storage and seed), ``[inner]``, ``[outer]`` with
+  ``[outer.space]``, and ``[model]``; the tables are the fields of
+  :class:`~bilevel_optuna.studies.BilevelSettings` (``[inner]`` and ``[outer]`` also name the
+  objectives and held-out objectives; ``[run]`` still takes the ``[model]`` keys);
 - a single study tuned by one sampler: ``[study]``, ``[objective]`` and optionally
   ``[study.proposer]`` (the LLMSampler's settings).
 
 Objectives are registry names (``"branin"``), tables naming one with arguments
 (``{name = "lm", steps = 200}``) or script objectives (``{kind = "script", command = ...}``).
-Unknown keys, wrong types and unknown names are errors that list the valid ones.
+Unknown keys, wrong types and unknown names are errors that list the valid ones. The shipped
+specs live beside this module and load by name (``load_spec("demo")``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel_optuna._storage import parse_storage_options
+from bilevel_optuna._warnings import warn
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives import get_objective
 from bilevel_optuna.objectives._base import Objective
@@ -28,7 +33,13 @@ from bilevel_optuna.objectives._script import ScriptObjective
 from bilevel_optuna.objectives._space_config import distribution_from_config
 from bilevel_optuna.studies._arms import SAMPLERS
 from bilevel_optuna.studies._config import OuterSpace
-from bilevel_optuna.studies._spend import ModelPolicy
+from bilevel_optuna.studies.specs._settings import KEYWORDS
+from bilevel_optuna.studies.specs._settings import BilevelSettings
+from bilevel_optuna.studies.specs._settings import InnerSettings
+from bilevel_optuna.studies.specs._settings import ModelSettings
+from bilevel_optuna.studies.specs._settings import OuterSettings
+from bilevel_optuna.studies.specs._settings import field_path
+from bilevel_optuna.studies.specs._settings import keyword_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,17 +47,20 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # key -> (allowed types, default); a default of ... means required.
-_RUN = {
-    "name": (str, ...),
-    "storage": (str, None),
-    "storage_options": (dict, None),
+_MODEL = {
     "model": (str, None),
-    "seed": (int, 0),
-    # The model policy (studies/_spend.py): on endpoint errors, the spend cap, the prices.
     "on_model_error": (str, "raise"),
     "max_tokens_total": (int, None),
     "max_cost": ((int, float), None),
     "token_prices": (list, None),
+}
+# [run] keeps the [model] keys it had before [model] existed.
+_RUN = {
+    "name": (str, ...),
+    "storage": (str, None),
+    "storage_options": (dict, None),
+    "seed": (int, 0),
+    **_MODEL,
 }
 _INNER = {
     "objectives": (list, ...),
@@ -165,10 +179,60 @@ def _space_value(name: str, value: Any) -> Any:
 
 @dataclasses.dataclass
 class BilevelSpec:
-    """A validated bilevel spec: keyword arguments for :func:`run_bilevel_study`."""
+    """A validated bilevel spec: the run's objectives, name, storage and settings.
+
+    ``run_bilevel_study(**spec.kwargs)`` runs it.
+
+    Attributes:
+        path: The spec file.
+        objectives: The training objectives (``[inner] objectives``).
+        heldout: The held-out objectives (``[inner] heldout``).
+        run_name: ``[run] name``.
+        settings: The run's :class:`~bilevel_optuna.studies.BilevelSettings`.
+        storage: ``[run] storage``, or None (the default storage).
+        storage_options: ``[run] storage_options``, or None.
+    """
 
     path: Path
-    kwargs: dict[str, Any]
+    objectives: list[Objective]
+    heldout: list[Objective]
+    run_name: str
+    settings: BilevelSettings
+    storage: str | None = None
+    storage_options: dict[str, Any] | None = None
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`~bilevel_optuna.studies.run_bilevel_study`.
+
+        The keywords of the previous release (``kwargs["n_inner_trials"]``) are still read,
+        with a :class:`FutureWarning` naming the settings field.
+        """
+        kwargs = _Keywords(
+            objective=self.objectives,
+            heldout_objectives=self.heldout,
+            storage=self.storage,
+            run_name=self.run_name,
+            settings=self.settings,
+        )
+        if self.storage_options is not None:  # only when given, as before
+            kwargs["storage_options"] = dict(self.storage_options)
+        return kwargs
+
+
+class _Keywords(dict):  # type: ignore[type-arg]
+    """``BilevelSpec.kwargs``: a settings field read under its old keyword warns and works."""
+
+    def __missing__(self, key: str) -> Any:
+        if key not in KEYWORDS:
+            raise KeyError(key)
+        warn(
+            f"BilevelSpec.kwargs[{key!r}] is deprecated: read spec.{field_path(key)} "
+            "(BilevelSpec.settings is a BilevelSettings).",
+            FutureWarning,
+        )
+        value = keyword_value(self["settings"], key)
+        return list(value) if isinstance(value, tuple) else value
 
 
 @dataclasses.dataclass
@@ -187,20 +251,29 @@ class StudySpec:
     proposer: dict[str, Any]
 
 
+#: The folder of the shipped specs (this subpackage's own folder).
+SHIPPED = Path(__file__).parent
+
+
+def _shipped(path: Path) -> Path:
+    """A shipped spec by name (``demo``, ``demo.toml``), so a wheel without the repository runs
+    it too; ``studies/demo.toml``, where the shipped specs were before ``studies/specs/``,
+    finds it as well."""
+    shipped = SHIPPED / (path.name if path.suffix else f"{path.name}.toml")
+    if shipped.is_file() and (len(path.parts) == 1 or path.parent.as_posix() == "studies"):
+        return shipped
+    names = sorted(p.stem for p in SHIPPED.glob("*.toml"))
+    raise ConfigurationError(
+        f"Spec file {str(path)!r} does not exist; give a path, or one of the shipped specs by "
+        f"name: {names}."
+    )
+
+
 def load_spec(path: str | Path) -> BilevelSpec | StudySpec:
     """Read and validate a spec file; every error names the key and the fix."""
     path = Path(path)
     if not path.is_file():
-        # A shipped spec by name ("demo", "demo.toml"), so a wheel without the repo runs it too.
-        shipped = Path(__file__).parent / (path.name if path.suffix else f"{path.name}.toml")
-        if len(path.parts) == 1 and shipped.is_file():
-            path = shipped
-        else:
-            names = sorted(p.stem for p in Path(__file__).parent.glob("*.toml"))
-            raise ConfigurationError(
-                f"Spec file {str(path)!r} does not exist; give a path, or one of the shipped "
-                f"specs by name: {names}."
-            )
+        path = _shipped(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
@@ -217,66 +290,76 @@ def load_spec(path: str | Path) -> BilevelSpec | StudySpec:
 
 
 def _load_bilevel(data: dict[str, Any], path: Path, base_dir: Path) -> BilevelSpec:
-    unknown = sorted(set(data) - {"run", "inner", "outer"})
+    unknown = sorted(set(data) - {"run", "inner", "outer", "model"})
     if unknown:
         raise ConfigurationError(
-            f"Unknown table(s) {unknown} in {path}; a bilevel spec has [run], [inner], [outer]."
+            f"Unknown table(s) {unknown} in {path}; a bilevel spec has [run], [inner], [outer] "
+            "and [model]."
         )
     run = _table(data.get("run", {}), _RUN, "run")
     inner = _table(data.get("inner", {}), _INNER, "inner")
     outer = _table(data.get("outer", {}), _OUTER, "outer")
-    space_table = _table(outer.pop("space"), _SPACE, "outer.space")
-
     # Checked now, so that a misspelt key fails before the run starts; kept as written.
     parse_storage_options(run["storage_options"], where="[run] storage_options")
     objectives = [
         build_objective(e, base_dir=base_dir, where="[inner] objectives")
-        for e in inner["objectives"]
+        for e in inner.pop("objectives")
     ]
     heldout = [
-        build_objective(e, base_dir=base_dir, where="[inner] heldout") for e in inner["heldout"]
+        build_objective(e, base_dir=base_dir, where="[inner] heldout")
+        for e in inner.pop("heldout")
     ]
+    outer["space"] = _outer_space(outer["space"])
+    model, model_where = _model_table(data, run)
+    settings = BilevelSettings(
+        inner=_settings(InnerSettings, inner, "inner"),
+        outer=_settings(OuterSettings, outer, "outer"),
+        model=_settings(ModelSettings, model, model_where),
+        seed=run["seed"],
+    )
+    return BilevelSpec(
+        path=path,
+        objectives=objectives,
+        heldout=heldout,
+        run_name=run["name"],
+        settings=settings,
+        storage=run["storage"],
+        storage_options=run["storage_options"],
+    )
 
+
+def _outer_space(table: Any) -> OuterSpace:
+    space_table = _table(table, _SPACE, "outer.space")
     space_kwargs = {
         key: (_space_value(key, value) if key not in ("mechanisms", "max_mechanisms") else value)
         for key, value in space_table.items()
         if value is not None
     }
     try:
-        space = OuterSpace(**space_kwargs)
+        return OuterSpace(**space_kwargs)
     except ValueError as err:
         raise ConfigurationError(f"[outer.space]: {err}") from err
-    kwargs = {
-        "objective": objectives,
-        "heldout_objectives": heldout,
-        "storage": run["storage"],
-        "run_name": run["name"],
-        "model": run["model"],
-        "seed": run["seed"],
-        "n_inner_trials": inner["n_trials"],
-        "n_repeats": inner["n_repeats"],
-        "seeds": inner["seeds"],
-        "heldout_seeds": inner["heldout_seeds"],
-        "n_outer_trials": outer["n_trials"],
-        "outer_sampler": outer["sampler"],
-        "aggregate": outer["aggregate"],
-        "prune": outer["prune"],
-        "cost_objective": outer["cost_objective"],
-        "baselines": outer["baselines"],
-        "start_from": outer["start_from"],
-        "outer_space": space,
-        "on_model_error": run["on_model_error"],
-        "max_tokens_total": run["max_tokens_total"],
-        "max_cost": run["max_cost"],
-        "token_prices": run["token_prices"],
-    }
-    try:  # checked now, so that a wrong value fails before the run starts
-        ModelPolicy(**{k: kwargs[k] for k in ModelPolicy.__dataclass_fields__})
+
+
+def _model_table(data: dict[str, Any], run: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``[model]``, with the keys ``[run]`` took before there was a ``[model]`` table, and
+    the table an error names (where the keys were written)."""
+    model = _table(data.get("model", {}), _MODEL, "model")
+    given = {k for k in _MODEL if k in data.get("model", {})}
+    from_run = [key for key in _MODEL if key in data.get("run", {})]
+    for key in from_run:
+        if key in given:
+            raise ConfigurationError(f"`{key}` is in both [run] and [model]; keep one.")
+        model[key] = run[key]
+    return model, "run" if from_run else "model"
+
+
+def _settings(cls: type, values: dict[str, Any], table: str) -> Any:
+    """A settings object from a table; its own check's message names the table."""
+    try:
+        return cls(**values)
     except ConfigurationError as err:
-        raise ConfigurationError(f"[run]: {err}") from None
-    if run["storage_options"] is not None:  # only when given: run_bilevel_study(storage_options=)
-        kwargs["storage_options"] = dict(run["storage_options"])
-    return BilevelSpec(path=path, kwargs=kwargs)
+        raise ConfigurationError(f"[{table}]: {err}") from None
 
 
 def _load_study(data: dict[str, Any], path: Path, base_dir: Path) -> StudySpec:
