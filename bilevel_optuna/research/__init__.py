@@ -18,8 +18,8 @@ from bilevel_optuna.research._diagnose import diagnose
 from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._report import ResearchReport
-from bilevel_optuna.research._round import ReplayResearchModel
-from bilevel_optuna.research._round import ResearchSpec
+from bilevel_optuna.research._recorded import ReplayResearchModel
+from bilevel_optuna.research._spec import ResearchSpec
 from bilevel_optuna.research._round import run_research
 from bilevel_optuna.research._store import GeneratedMechanism
 from bilevel_optuna.research._store import MechanismStore

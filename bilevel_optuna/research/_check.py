@@ -34,6 +34,8 @@ from bilevel_optuna.research._proxy import guarded_class
 from bilevel_optuna.samplers._answer import AnswerError
 from bilevel_optuna.samplers._answer import repair_params
 from bilevel_optuna.samplers._loading import source_hash
+from bilevel_optuna.samplers._mechanism import HOOKS
+from bilevel_optuna.samplers._mechanism import Mechanism
 from bilevel_optuna.samplers._mechanism import ProposalContext
 from bilevel_optuna.samplers._mechanism import Review
 from bilevel_optuna.samplers._prompt import order_history
@@ -304,9 +306,7 @@ def smoke_run(
 
 
 def cls_hooks(cls: type[GuardedMechanism]) -> list[str]:
-    from bilevel_optuna.samplers._mechanism import HOOKS
-    from bilevel_optuna.samplers._mechanism import Mechanism
-
+    """The hooks ``cls`` defines itself (those that differ from :class:`Mechanism`'s)."""
     return [h for h in HOOKS if getattr(cls, h) is not getattr(Mechanism, h)]
 
 

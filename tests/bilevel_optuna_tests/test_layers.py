@@ -35,10 +35,7 @@ LOCAL_IMPORTS_LEFT = {
     "bilevel_optuna.chat": 1,
     "bilevel_optuna.chat._server": 2,
     "bilevel_optuna.chat._spec": 4,
-    "bilevel_optuna.research._check": 2,
-    "bilevel_optuna.research._child": 7,
-    "bilevel_optuna.research._report": 1,
-    "bilevel_optuna.research._round": 3,
+    "bilevel_optuna.research._child": 2,
     "bilevel_optuna.samplers._llm_sampler": 1,
     "bilevel_optuna.studies._bilevel": 2,
 }
