@@ -49,7 +49,6 @@ from bilevel_optuna.objectives._script_metric import read_metric_file
 from bilevel_optuna.objectives._script_metric import shorten
 from bilevel_optuna.objectives._script_metric import to_value
 from bilevel_optuna.objectives._script_params import PARAMS_FILE_ENV  # noqa: F401 - public name
-from bilevel_optuna.objectives._script_params import PARAMS_VIA
 from bilevel_optuna.objectives._script_params import prepare
 from bilevel_optuna.objectives._script_params import rewrite_constants
 from bilevel_optuna.objectives._script_process import DevicePool
