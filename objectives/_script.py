@@ -91,7 +91,7 @@ OUTPUT_LOG_NAME = "bilevel_optuna_output.log"
 class ScriptFailedError(BilevelOptunaError):
     """A trial's script crashed, timed out or printed no usable metric.
 
-    Raised only with ``ScriptRun(on_failure="raise")``; by default the trial returns ``nan`` instead.
+    Raised only with ``ScriptRun(on_failure="raise")``; by default the trial returns ``nan``.
 
     Attributes:
         reason: One short line, the same as the trial's failure reason.
@@ -125,11 +125,11 @@ class ScriptObjective(Objective):
         search_space: Parameter name to an Optuna distribution, or the table form of
             :func:`~bilevel_optuna.objectives.distributions_from_config`
             (``{"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}``).
-        metric: A regular expression for the metric (:attr:`ScriptMetric.pattern`), or the
-            whole :class:`ScriptMetric`.
-        direction: ``"minimize"`` or ``"maximize"`` (:attr:`ScriptMetric.direction`).
-        timeout: Seconds a trial may run (:attr:`ScriptRun.timeout`); ``None`` for no limit.
-        template: The folder copied for each trial (:attr:`ScriptRun.template`).
+        metric: A regular expression for the metric (``pattern`` of :class:`ScriptMetric`), or
+            the whole :class:`ScriptMetric`.
+        direction: ``"minimize"`` or ``"maximize"`` (``direction`` of :class:`ScriptMetric`).
+        timeout: Seconds a trial may run (``timeout`` of :class:`ScriptRun`); ``None``: no limit.
+        template: The folder copied for each trial (``template`` of :class:`ScriptRun`).
         run: How the command runs; see :class:`ScriptRun`.
         params: How the parameters reach the script; ``ScriptParams(via="args")`` by default.
         name: Registry name of the objective.

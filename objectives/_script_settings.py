@@ -174,8 +174,8 @@ class ScriptParams:
 
     @property
     def file_name(self) -> str | None:
-        """The parameters file in the trial's folder: ``file``, or ``params.json`` /
-        ``params.toml`` by default; ``None`` where ``via`` writes no file."""
+        """The name of the parameters file in the trial's folder (``file``, else
+        ``params.json`` or ``params.toml``), or ``None`` where ``via`` writes no file."""
         if self.via not in ("json", "toml"):
             return None
         return self.file or f"params.{self.via}"

@@ -133,11 +133,11 @@ def compare(
 
     Args:
         storage: Storage URL (``sqlite:///...``, ``postgresql://...``) or optuna storage.
-        run: The bilevel run whose studies are compared (:attr:`StudySelection.run`).
-        arms: The arms to keep, or to make (:attr:`StudySelection.arms`).
-        n_trials: The trial budget of every study (:attr:`StudySelection.n_trials`).
-        metric: The per-study metric (:attr:`CompareSettings.metric`); ``"auto"`` by default.
-        control: Compare every arm with this one only (:attr:`CompareSettings.control`).
+        run: The bilevel run whose studies are compared (``run`` of :class:`StudySelection`).
+        arms: The arms to keep, or to make (``arms`` of :class:`StudySelection`).
+        n_trials: The trial budget of every study (``n_trials`` of :class:`StudySelection`).
+        metric: The per-study metric (``metric`` of :class:`CompareSettings`; ``"auto"``).
+        control: Compare every arm with this one only (``control`` of :class:`CompareSettings`).
         selection: Which studies, as which arms; see :class:`StudySelection` (``kind``,
             ``objective``).
         settings: How they are tested; see :class:`CompareSettings` (``alpha``, ``paired``,
