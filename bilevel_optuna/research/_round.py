@@ -32,16 +32,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
-from bilevel_optuna.chat._base import ChatRequest
 from bilevel_optuna.chat._spec import get_chat_model
-from bilevel_optuna.exceptions import ChatAnswerError
-from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.research._check import CheckResult
 from bilevel_optuna.research._check import check_source
@@ -51,6 +47,8 @@ from bilevel_optuna.research._compose import describe_rules
 from bilevel_optuna.research._compose import render
 from bilevel_optuna.research._diagnose import Diagnosis
 from bilevel_optuna.research._diagnose import diagnose
+from bilevel_optuna.research._asker import Asker
+from bilevel_optuna.research._asker import user_messages
 from bilevel_optuna.research._evaluate import evaluate_round
 from bilevel_optuna.research._recorded import RecordingModel
 from bilevel_optuna.research._recorded import ReplayResearchModel  # noqa: F401 - its old home
@@ -76,11 +74,6 @@ FIELDS = (
     "novelty search",
 )
 
-_SYSTEM = (
-    "You improve an optimizer in which a language model proposes hyperparameter configurations. "
-    "A mechanism is a small Python class with hooks that change how proposals are made."
-)
-
 _API = """The Mechanism API (from bilevel_optuna.samplers import Mechanism, Review):
 class Name(Mechanism):
     name = "short_name"
@@ -97,69 +90,6 @@ numpy, optuna.distributions, collections, itertools, functools, heapq, statistic
 
 
 # ------------------------------------------------------------------------- one round
-def _seed(seed: int, *parts: int) -> int:
-    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0] >> 1)
-
-
-class _Asker:
-    """Chat steps of one round with recorded defaults when an answer is unusable."""
-
-    def __init__(self, model: ChatModel, seed: int, round_number: int) -> None:
-        self.model = model
-        self.seed = seed
-        self.round = round_number
-        self.calls = 0
-        self.prompts: list[str] = []
-        self.failures: list[str] = []
-
-    def ask(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        schema: dict[str, Any] | None,
-        max_tokens: int,
-        step: int,
-        temperature: float = 0.7,
-    ) -> str | None:
-        request = ChatRequest(
-            messages=tuple(messages),
-            json_schema=schema,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=_seed(self.seed, self.round, step),
-        )
-        self.calls += 1
-        self.prompts.append(request.hash())
-        try:
-            return self.model.complete(request).text
-        except ChatAnswerError as err:
-            self.failures.append(f"step {step}: {err}"[:300])
-            return err.raw or (err.reply.text if err.reply else None)
-        except ChatModelError as err:
-            self.failures.append(f"step {step}: {type(err).__name__}: {err}"[:300])
-            return None
-
-    def ask_json(self, messages: list[dict[str, str]], schema: dict[str, Any], **kw: Any) -> Any:
-        text = self.ask(messages, schema=schema, **kw)
-        if text is None:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            match = re.search(r"\{.*\}", text, re.S)
-            if match:
-                try:
-                    return json.loads(match.group(0))
-                except json.JSONDecodeError:
-                    pass
-        self.failures.append(f"step {kw.get('step')}: the answer is not JSON")
-        return None
-
-
-def _user(text: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": text}]
-
-
 def _is_sentence(text: str) -> bool:
     """Whether a free-text answer holds words (a grammar keeps the JSON valid, not the prose:
     a small model fills string fields with fragments such as ``3 }, {``)."""
@@ -188,7 +118,7 @@ def research_round(
     """Run steps 2 to 6 of one round; return its record (also stored in the research study)."""
     say = progress or (lambda line: None)
     start = time.perf_counter()
-    asker = _Asker(RecordingModel(model, store), seed, round_number)
+    asker = Asker(RecordingModel(model, store), seed, round_number)
     facts = "\n".join(diagnosis.lines())
     defaulted: list[str] = []
     ideas = _ideas(asker, facts, defaulted)
@@ -254,10 +184,10 @@ _IDEAS_SCHEMA = {
 }
 
 
-def _ideas(asker: _Asker, facts: str, defaulted: list[str]) -> list[dict[str, str]]:
+def _ideas(asker: Asker, facts: str, defaulted: list[str]) -> list[dict[str, str]]:
     """Step 2: up to three ideas, each from a named field (a default one if none is usable)."""
     answer = asker.ask_json(
-        _user(
+        user_messages(
             f"What the optimizer did:\n{facts}\n\nPropose up to three mechanisms that would fix "
             f"this, each from one of these fields: {', '.join(FIELDS)}. One sentence each."
         ),
@@ -281,11 +211,11 @@ def _ideas(asker: _Asker, facts: str, defaulted: list[str]) -> list[dict[str, st
     return ideas
 
 
-def _pick(asker: _Asker, facts: str, ideas: list[dict[str, str]], defaulted: list[str]) -> int:
+def _pick(asker: Asker, facts: str, ideas: list[dict[str, str]], defaulted: list[str]) -> int:
     """Step 3: critique the ideas and pick one (the first if the answer is unusable)."""
     listing = "\n".join(f"{k}. [{i['field']}] {i['idea']}" for k, i in enumerate(ideas))
     answer = asker.ask_json(
-        _user(
+        user_messages(
             f"What the optimizer did:\n{facts}\n\nIdeas:\n{listing}\n\nJudge each by impact "
             "times feasibility over complexity and pick the best one."
         ),
@@ -310,10 +240,10 @@ def _pick(asker: _Asker, facts: str, ideas: list[dict[str, str]], defaulted: lis
     return choice
 
 
-def _specify(asker: _Asker, idea: dict[str, str], defaulted: list[str]) -> dict[str, Any]:
+def _specify(asker: Asker, idea: dict[str, str], defaulted: list[str]) -> dict[str, Any]:
     """Step 4: a name, the hooks and one sentence of behaviour ({} if the answer is unusable)."""
     answer = asker.ask_json(
-        _user(
+        user_messages(
             f"Specify a mechanism for this idea: {idea['idea']}\nGive it a short lowercase name, "
             f"the hooks it needs (of {list(HOOKS)}) and one sentence of what it does."
         ),
@@ -342,7 +272,7 @@ def _specify(asker: _Asker, idea: dict[str, str], defaulted: list[str]) -> dict[
 
 def _write_and_check(
     store: MechanismStore,
-    asker: _Asker,
+    asker: Asker,
     *,
     mode: str,
     idea: dict[str, str],
@@ -365,7 +295,7 @@ def _write_and_check(
             f"that does this: {behaviour}\nAnswer with the whole Python source in one "
             "```python block."
         )
-    messages = _user(prompt)
+    messages = user_messages(prompt)
     item: GeneratedMechanism | None = None
     for attempt in range(max_repairs + 1):
         seen_prompts = len(asker.prompts)
