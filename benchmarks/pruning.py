@@ -441,6 +441,7 @@ def _random_scales(storage: Any, args: argparse.Namespace) -> dict[str, float]:
 
 
 def _report_heldout(storage: Any, args: argparse.Namespace, best: Any) -> None:
+    from bilevel_optuna.stats import StudySelection
     from bilevel_optuna.stats import compare
 
     arm = best.user_attrs[_attrs.ARM]
@@ -450,9 +451,8 @@ def _report_heldout(storage: Any, args: argparse.Namespace, best: Any) -> None:
             storage,
             run=f"{args.prefix}-racing",
             arms=[arm, "llm-level0", "tpe", "random"],
-            kind=("heldout", "baseline"),
-            objective=list(args.heldout),
             n_trials=args.inner,
+            selection=StudySelection(kind=("heldout", "baseline"), objective=list(args.heldout)),
             control=arm,
         )
     print()

@@ -30,7 +30,9 @@ from typing import Any
 
 import optuna
 
-from bilevel_optuna.objectives._script import ScriptObjective
+from bilevel_optuna.objectives import ScriptMetric
+from bilevel_optuna.objectives import ScriptObjective
+from bilevel_optuna.objectives import ScriptParams
 
 SCRIPT = """\
 import json, os, sys
@@ -122,8 +124,10 @@ def _lm_paths() -> list[tuple[str, Callable[[optuna.trial.Trial], float]]]:
             "--steps", "40", "--eval-every", "20", "--seed", "{trial_number}", *flags,
         ],
         search_space=lm.search_space,
-        metric=r"^val_bpb:\s*(\S+)",
-        intermediate=r"^step (?P<step>\d+) val_bpb: (?P<value>\S+)",
+        metric=ScriptMetric(
+            pattern=r"^val_bpb:\s*(\S+)",
+            intermediate=r"^step (?P<step>\d+) val_bpb: (?P<value>\S+)",
+        ),
     )
     return [("LM task in-process", lm), ("LM task as a script (lm_train)", script)]
 
@@ -180,20 +184,30 @@ def main() -> None:
             ("script, args (--x v --y v)", ScriptObjective(command=py, **common)),
             (
                 "script, env",
-                ScriptObjective(command=py, params_via="env", env_prefix="HP_", **common),
+                ScriptObjective(
+                    command=py, params=ScriptParams(via="env", env_prefix="HP_"), **common
+                ),
             ),
-            ("script, json file", ScriptObjective(command=py, params_via="json", **common)),
+            (
+                "script, json file",
+                ScriptObjective(command=py, params=ScriptParams(via="json"), **common),
+            ),
             (
                 "script, constants rewritten",
                 ScriptObjective(
-                    command=["{python}", "quad.py"], params_via="constants",
-                    constants_file=script, search_space={"X": SPACE["x"], "Y": SPACE["y"]},
+                    command=["{python}", "quad.py"],
+                    params=ScriptParams(via="constants", constants_file=script),
+                    search_space={"X": SPACE["x"], "Y": SPACE["y"]},
                     metric=METRIC,
                 ),
             ),
             (
                 "script, args + intermediate values",
-                ScriptObjective(command=py, intermediate=r"^step (\d+) value: (\S+)", **common),
+                ScriptObjective(
+                    command=py,
+                    search_space=SPACE,
+                    metric=ScriptMetric(pattern=METRIC, intermediate=r"^step (\d+) value: (\S+)"),
+                ),
             ),
             (
                 "script, template copy (1 MB)",

@@ -21,7 +21,10 @@ from bilevel_optuna.objectives._registry import list_objectives
 from bilevel_optuna.objectives._registry import objective_family
 from bilevel_optuna.objectives._registry import register_objective
 from bilevel_optuna.objectives._script import ScriptFailedError
+from bilevel_optuna.objectives._script import ScriptMetric
 from bilevel_optuna.objectives._script import ScriptObjective
+from bilevel_optuna.objectives._script import ScriptParams
+from bilevel_optuna.objectives._script import ScriptRun
 from bilevel_optuna.objectives._script import rewrite_constants
 from bilevel_optuna.objectives._space_config import distributions_from_config
 from bilevel_optuna.objectives._synthetic import Ackley
@@ -47,7 +50,10 @@ __all__ = [
     "Objective",
     "Rosenbrock",
     "ScriptFailedError",
+    "ScriptMetric",
     "ScriptObjective",
+    "ScriptParams",
+    "ScriptRun",
     "SyntheticObjective",
     "TabularObjective",
     "TextCorpus",

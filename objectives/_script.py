@@ -17,7 +17,7 @@ The class is assembled from four modules along the seams of its job: parameter d
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import os
 import re
@@ -36,10 +36,10 @@ import optuna
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna._logging import redact
+from bilevel_optuna._warnings import warn
 from bilevel_optuna.exceptions import BilevelOptunaError
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
-from bilevel_optuna.objectives._script_checks import ENV_NAME
 from bilevel_optuna.objectives._script_checks import check
 from bilevel_optuna.objectives._script_metric import Outcome
 from bilevel_optuna.objectives._script_metric import MetricReader
@@ -49,12 +49,19 @@ from bilevel_optuna.objectives._script_metric import read_metric_file
 from bilevel_optuna.objectives._script_metric import shorten
 from bilevel_optuna.objectives._script_metric import to_value
 from bilevel_optuna.objectives._script_params import PARAMS_FILE_ENV  # noqa: F401 - public name
-from bilevel_optuna.objectives._script_params import PARAMS_VIA
 from bilevel_optuna.objectives._script_params import prepare
 from bilevel_optuna.objectives._script_params import rewrite_constants
 from bilevel_optuna.objectives._script_process import DevicePool
 from bilevel_optuna.objectives._script_process import run_process
 from bilevel_optuna.objectives._script_process import signal_name
+from bilevel_optuna.objectives._script_settings import FLAT_KEYS
+from bilevel_optuna.objectives._script_settings import ScriptMetric
+from bilevel_optuna.objectives._script_settings import ScriptParams
+from bilevel_optuna.objectives._script_settings import ScriptRun
+from bilevel_optuna.objectives._script_settings import group_kwargs
+from bilevel_optuna.objectives._script_settings import merge
+from bilevel_optuna.objectives._script_settings import resolve_path
+from bilevel_optuna.objectives._script_settings import spelled
 from bilevel_optuna.objectives._space_config import distributions_from_config
 
 if TYPE_CHECKING:
@@ -62,7 +69,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ScriptFailedError",
+    "ScriptMetric",
     "ScriptObjective",
+    "ScriptParams",
+    "ScriptRun",
     "rewrite_constants",
 ]
 
@@ -76,16 +86,12 @@ DEVICE_ATTR = "script:device"
 
 OUTPUT_LOG_NAME = "bilevel_optuna_output.log"
 
-_KEEP_WORKDIRS = ("never", "failed", "always")
-_ON_FAILURE = ("nan", "raise")
-_DIRECTIONS = ("minimize", "maximize")
-_DEFAULT_IGNORE = (".git", ".venv", "venv", "__pycache__", "*.pyc", ".ipynb_checkpoints")
 
 
 class ScriptFailedError(BilevelOptunaError):
     """A trial's script crashed, timed out or printed no usable metric.
 
-    Raised only with ``on_failure="raise"``; by default the trial returns ``nan`` instead.
+    Raised only with ``ScriptRun(on_failure="raise")``; by default the trial returns ``nan``.
 
     Attributes:
         reason: One short line, the same as the trial's failure reason.
@@ -100,17 +106,15 @@ class ScriptFailedError(BilevelOptunaError):
         self.output_tail = output_tail
 
 
-def _resolve(path: str | os.PathLike[str], base: Path) -> Path:
-    resolved = Path(os.path.expanduser(os.fspath(path)))
-    return resolved if resolved.is_absolute() else base / resolved
-
-
 class ScriptObjective(Objective):
     """Run a command once per trial and read the metric it prints.
 
-    Each trial runs in a folder of its own (a copy of ``template``, or a fresh temporary one),
+    Each trial runs in a folder of its own (a copy of the template, or a fresh temporary one),
     as a process group of its own, so that parallel trials never collide and a timeout or a
-    pruned trial stops the script and everything it started.
+    pruned trial stops the script and everything it started. The settings come in three
+    groups: :class:`ScriptRun` (how the command runs), :class:`ScriptParams` (how the
+    parameters reach it) and :class:`ScriptMetric` (how the value is read); the common ones
+    have keywords of their own.
 
     Args:
         command: The command, as a list of arguments or one string split like a shell would
@@ -119,57 +123,22 @@ class ScriptObjective(Objective):
             ``{params_file}``, ``{constants_file}``, ``{trial_number}``, ``{device}``, and each
             parameter by name. Write ``{{`` and ``}}`` for literal braces.
         search_space: Parameter name to an Optuna distribution, or the table form of
-            :func:`~bilevel_optuna.objectives._space_config.distributions_from_config`
+            :func:`~bilevel_optuna.objectives.distributions_from_config`
             (``{"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}}``).
-        metric: A regular expression matched against each line of the output (stdout and
-            stderr together); the last match is the trial's value. Its group named ``value``,
-            else its first group, else the whole match, is the number, e.g.
-            ``r"^val_bpb:\\s*(\\S+)"``.
-        metric_file: Instead of ``metric``: a file, relative to the trial's folder, that the
-            script writes; it holds a number, or a JSON object with the number under
-            ``metric_key``.
-        metric_key: The key of the number in a JSON ``metric_file``.
-        intermediate: A regular expression for intermediate values, reported to the trial as
-            they stream so that pruners work: groups named ``step`` and ``value``, or two groups
-            (step, value), or one group (value; steps count matches from 0). A pruned trial's
-            process group is stopped and :class:`optuna.TrialPruned` raised.
-        params_via: How parameters reach the script: ``"args"`` (placeholders in ``command``,
-            or ``--name value`` appended when it names none), ``"env"`` (variables
-            ``env_prefix + NAME``), ``"json"`` or ``"toml"`` (a file in the trial's folder whose
-            path is ``{params_file}`` and the environment variable
-            ``BILEVEL_OPTUNA_PARAMS_FILE``), or ``"constants"`` (``NAME = value`` lines
-            rewritten in a per-trial copy of ``constants_file``; parameter names are the
-            constants' names). The user's own files are never modified.
-        params_file: File name of the ``"json"``/``"toml"`` parameters, relative to the trial's
-            folder; ``params.json`` or ``params.toml`` by default.
-        env_prefix: Prefix of the variables with ``params_via="env"``.
-        constants_file: The Python file whose constants ``params_via="constants"`` rewrites;
-            with a ``template``, a path inside it (relative paths are taken from it). Without
-            one, the copy is put in the trial's folder under the same name.
-        direction: ``"minimize"`` or ``"maximize"``.
-        timeout: Seconds a trial may run before its process group is stopped and the trial
-            fails; ``None`` for no limit.
-        kill_grace: Seconds between SIGTERM and SIGKILL when a script is stopped.
-        template: A folder copied to make each trial's folder (``template_ignore`` left out);
-            ``None`` for a fresh empty folder.
-        template_ignore: Glob patterns of the template not copied (virtual environments, git).
-        workdir_root: Where trial folders are made; the system temporary folder by default.
-        keep_workdirs: ``"never"`` (delete each trial's folder), ``"failed"`` (keep those of
-            failed trials) or ``"always"``. A kept folder also holds the full output in
-            ``bilevel_optuna_output.log`` and is named in the user attribute ``script:workdir``.
-        devices: Devices handed out one per concurrent trial, e.g. ``["0", "1"]``: each trial
-            gets one through ``device_env`` and gives it back when it ends, so
-            ``study.optimize(..., n_jobs=len(devices))`` runs one trial per GPU. Within one
-            process; give each worker process its own list.
-        device_env: The variable a trial's device is set in.
-        env: Extra environment variables (placeholders allowed in values).
-        on_failure: ``"nan"`` (return ``nan``: Optuna marks the trial FAILED and the study
-            goes on) or ``"raise"`` (raise :class:`ScriptFailedError`; pass
-            ``catch=(ScriptFailedError,)`` to ``optimize`` to go on).
+        metric: A regular expression for the metric (``pattern`` of :class:`ScriptMetric`), or
+            the whole :class:`ScriptMetric`.
+        direction: ``"minimize"`` or ``"maximize"`` (``direction`` of :class:`ScriptMetric`).
+        timeout: Seconds a trial may run (``timeout`` of :class:`ScriptRun`); ``None``: no limit.
+        template: The folder copied for each trial (``template`` of :class:`ScriptRun`).
+        run: How the command runs; see :class:`ScriptRun`.
+        params: How the parameters reach the script; ``ScriptParams(via="args")`` by default.
         name: Registry name of the objective.
         description: What is optimized, for the LLM prompt.
         optimum: Best attainable value where known.
         noise: Notes on noise, for the prompt and the reports.
+        **deprecated: The flat keywords of earlier releases (``params_via``, ``metric_file``,
+            ``keep_workdirs``, ...) still work with a :class:`FutureWarning` naming the settings
+            field that replaces each.
 
     Raises:
         ConfigurationError: A setting is wrong or cannot work (a command that does not exist, a
@@ -181,13 +150,12 @@ class ScriptObjective(Objective):
 
             objective = ScriptObjective(
                 command=["{template}/.venv/bin/python", "train.py"],
-                template="~/autoresearch",
-                params_via="constants",
-                constants_file="train.py",
                 search_space={"MATRIX_LR": {"type": "float", "low": 0.01, "high": 0.1,
                                             "log": True}},
                 metric=r"^val_bpb:\\s*(\\S+)",
+                template="~/autoresearch",
                 timeout=600,
+                params=ScriptParams(via="constants", constants_file="train.py"),
             )
             study = optuna.create_study(direction=objective.direction)
             study.optimize(objective, n_trials=20)
@@ -198,29 +166,17 @@ class ScriptObjective(Objective):
         *,
         command: str | Sequence[str],
         search_space: Mapping[str, Any],
-        metric: str | None = None,
-        metric_file: str | None = None,
-        metric_key: str | None = None,
-        intermediate: str | None = None,
-        params_via: str = "args",
-        params_file: str | None = None,
-        env_prefix: str = "",
-        constants_file: str | os.PathLike[str] | None = None,
-        direction: str = "minimize",
+        metric: str | ScriptMetric | None = None,
+        direction: str | None = None,
         timeout: float | None = None,
-        kill_grace: float = 5.0,
         template: str | os.PathLike[str] | None = None,
-        template_ignore: Sequence[str] = _DEFAULT_IGNORE,
-        workdir_root: str | os.PathLike[str] | None = None,
-        keep_workdirs: str = "never",
-        devices: Sequence[str] | None = None,
-        device_env: str = "CUDA_VISIBLE_DEVICES",
-        env: Mapping[str, str] | None = None,
-        on_failure: str = "nan",
+        run: ScriptRun | None = None,
+        params: ScriptParams | None = None,
         name: str = "script",
         description: str = "",
         optimum: float | None = None,
         noise: str = "",
+        **deprecated: Any,
     ) -> None:
         if isinstance(command, str):
             command = shlex.split(command)
@@ -231,117 +187,71 @@ class ScriptObjective(Objective):
             )
         self.command = list(command)
         self.search_space: dict[str, BaseDistribution] = distributions_from_config(search_space)
-
-        for option, value, allowed in (
-            ("params_via", params_via, PARAMS_VIA),
-            ("keep_workdirs", keep_workdirs, _KEEP_WORKDIRS),
-            ("on_failure", on_failure, _ON_FAILURE),
-            ("direction", direction, _DIRECTIONS),
-        ):
-            if value not in allowed:
-                raise ConfigurationError(f"{option} must be one of {allowed} but got {value!r}.")
-        self.params_via = params_via
-        self.keep_workdirs = keep_workdirs
-        self.on_failure = on_failure
-        self.direction = direction
-
-        if (metric is None) == (metric_file is None):
-            raise ConfigurationError(
-                "Give exactly one of metric (a pattern matched against the output, e.g. "
-                r"'^val_bpb:\s*(\S+)') and metric_file (a file the script writes)."
-            )
-        self.metric = metric
-        self._metric_re = None if metric is None else compile_pattern("metric", metric)
-        if metric_file is not None and (
-            os.path.isabs(metric_file) or ".." in Path(metric_file).parts
-        ):
-            raise ConfigurationError(
-                f"metric_file must be a path inside the trial's folder, relative to it, but got "
-                f"{metric_file!r}; a shared absolute path would collide between trials."
-            )
-        if metric_key is not None and metric_file is None:
-            raise ConfigurationError("metric_key names a field of metric_file; give metric_file.")
-        self.metric_file = metric_file
-        self.metric_key = metric_key
-
-        self.intermediate = intermediate
-        self._intermediate_re = None
-        if intermediate is not None:
-            self._intermediate_re = compile_pattern("intermediate", intermediate)
-            groups = self._intermediate_re.groupindex
-            if "value" not in groups and self._intermediate_re.groups not in (1, 2):
-                raise ConfigurationError(
-                    f"intermediate pattern {intermediate!r} needs groups named 'step' and "
-                    "'value', or two groups (step, value), or one group (value)."
-                )
-
-        if timeout is not None and not timeout > 0:
-            raise ConfigurationError(f"timeout must be positive or None but got {timeout!r}.")
-        if not kill_grace >= 0:
-            raise ConfigurationError(f"kill_grace must be >= 0 but got {kill_grace!r}.")
-        self.timeout = None if timeout is None else float(timeout)
-        self.kill_grace = float(kill_grace)
-
-        cwd = Path.cwd()
-        self.template = None if template is None else _resolve(template, cwd).resolve()
-        self.template_ignore = tuple(template_ignore)
-        self.workdir_root = (
-            Path(tempfile.gettempdir())
-            if workdir_root is None
-            else _resolve(workdir_root, cwd).resolve()
+        legacy = _take_deprecated(deprecated)
+        if isinstance(metric, ScriptMetric):
+            metric_settings: ScriptMetric | None = metric
+        else:
+            metric_settings = None
+            legacy["metric"]["metric"] = metric
+        self.metric_settings: ScriptMetric = merge(
+            "metric", metric_settings, {"direction": direction, **legacy["metric"]}
         )
-
-        if devices is not None:
-            devices = [str(device) for device in devices]
-            if not devices:
-                raise ConfigurationError("devices must name at least one device, or be None.")
-        self.devices = None if devices is None else list(devices)
-        if not ENV_NAME.match(device_env):
-            raise ConfigurationError(
-                f"device_env must be an environment variable name but got {device_env!r}."
-            )
-        self.device_env = device_env
+        self.run_settings: ScriptRun = merge(
+            "run", run, {"timeout": timeout, "template": template, **legacy["run"]}
+        )
+        self.params_settings: ScriptParams = _resolve_constants(
+            merge("params", params, legacy["params"]), self.run_settings.template
+        )
+        self.direction = self.metric_settings.direction
+        self._metric_re = (
+            None if self.metric is None else compile_pattern("metric", self.metric)
+        )
+        self._intermediate_re = (
+            None
+            if self.intermediate is None
+            else compile_pattern("intermediate", self.intermediate)
+        )
         self._pool = None if self.devices is None else DevicePool(self.devices)
-
-        self.env = {str(key): str(value) for key, value in (env or {}).items()}
-        self.env_prefix = env_prefix
-
-        self.params_file: str | None = None
-        if params_via in ("json", "toml"):
-            self.params_file = params_file or f"params.{params_via}"
-            if os.path.isabs(self.params_file) or ".." in Path(self.params_file).parts:
-                raise ConfigurationError(
-                    f"params_file must be relative to the trial's folder but got {params_file!r}."
-                )
-        elif params_file is not None:
-            raise ConfigurationError(
-                f"params_file is used only with params_via='json' or 'toml', not {params_via!r}."
-            )
-
-        self.constants_file: Path | None = None
-        self._constants_rel: Path | None = None
-        if params_via == "constants":
-            if constants_file is None:
-                raise ConfigurationError(
-                    "params_via='constants' needs constants_file, the Python file whose "
-                    "`NAME = value` lines are rewritten per trial."
-                )
-            base = self.template if self.template is not None else cwd
-            self.constants_file = _resolve(constants_file, base).resolve()
-            if self.template is not None and self.constants_file.is_relative_to(self.template):
-                self._constants_rel = self.constants_file.relative_to(self.template)
-            else:
-                self._constants_rel = Path(self.constants_file.name)
-        elif constants_file is not None:
-            raise ConfigurationError(
-                f"constants_file is used only with params_via='constants', not {params_via!r}."
-            )
-
         self.name = name
         self.description = description or self._default_description()
         self.optimum = optimum
         self.noise = noise
         self.check()
+
+    # Read-only views of the settings under the flat names of earlier releases (what
+    # _script_params and _script_checks read).
+    metric = property(lambda self: self.metric_settings.pattern)
+    metric_file = property(lambda self: self.metric_settings.file)
+    metric_key = property(lambda self: self.metric_settings.key)
+    intermediate = property(lambda self: self.metric_settings.intermediate)
+    params_via = property(lambda self: self.params_settings.via)
+    params_file = property(lambda self: self.params_settings.file_name)
+    env_prefix = property(lambda self: self.params_settings.env_prefix)
+    constants_file = property(lambda self: self.params_settings.constants_file)
+    timeout = property(lambda self: self.run_settings.timeout)
+    kill_grace = property(lambda self: self.run_settings.kill_grace)
+    template = property(lambda self: self.run_settings.template)
+    template_ignore = property(lambda self: self.run_settings.template_ignore)
+    workdir_root = property(lambda self: self.run_settings.workdir_root)
+    keep_workdirs = property(lambda self: self.run_settings.keep_workdirs)
+    devices = property(
+        lambda self: None if self.run_settings.devices is None else list(self.run_settings.devices)
+    )
+    device_env = property(lambda self: self.run_settings.device_env)
+    env = property(lambda self: self.run_settings.env)
+    on_failure = property(lambda self: self.run_settings.on_failure)
+
+    @property
+    def _constants_rel(self) -> Path | None:
+        """Where the constants file lies in a trial's folder."""
+        path = self.params_settings.constants_file
+        if path is None:
+            return None
+        assert isinstance(path, Path)
+        template = self.run_settings.template
+        if template is not None and path.is_relative_to(template):
+            return path.relative_to(template)
+        return Path(path.name)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -370,9 +280,11 @@ class ScriptObjective(Objective):
     ) -> ScriptObjective:
         """Build from the table form of a study spec's ``[objective]`` section.
 
-        Keys are the constructor's arguments (``kind = "script"`` is accepted and ignored).
-        ``template``, ``workdir_root`` and, without a template, ``constants_file`` are taken
-        relative to ``base_dir`` (the spec file's folder) and may start with ``~``.
+        Keys are the flat names of the settings (``command``, ``search_space``, ``metric``,
+        ``params_via``, ``keep_workdirs``, ...; ``kind = "script"`` is accepted and ignored),
+        so that every spec written so far still loads. ``template``, ``workdir_root`` and,
+        without a template, ``constants_file`` are taken relative to ``base_dir`` (the spec
+        file's folder) and may start with ``~``.
 
         Raises:
             ConfigurationError: An unknown key (the valid ones are listed) or a bad value.
@@ -389,16 +301,20 @@ class ScriptObjective(Objective):
         for key in ("command", "search_space"):
             if key not in config:
                 raise ConfigurationError(f"The script objective needs `{key}`.")
-        kwargs = {key: value for key, value in config.items() if key != "kind"}
+        flat = {key: value for key, value in config.items() if key in FLAT_KEYS}
         base = Path.cwd() if base_dir is None else Path(base_dir)
         for key in ("template", "workdir_root"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = _resolve(kwargs[key], base)
-        if kwargs.get("constants_file") is not None and kwargs.get("template") is None:
-            kwargs["constants_file"] = _resolve(kwargs["constants_file"], base)
-        if "template_ignore" in kwargs:
-            kwargs["template_ignore"] = tuple(kwargs["template_ignore"])
-        return cls(**kwargs)
+            if flat.get(key) is not None:
+                flat[key] = resolve_path(flat[key], base)
+        if flat.get("constants_file") is not None and flat.get("template") is None:
+            flat["constants_file"] = resolve_path(flat["constants_file"], base)
+        grouped = group_kwargs(flat)
+        return cls(
+            **{key: config[key] for key in _OWN_KEYS if key in config},
+            metric=ScriptMetric(**grouped["metric"]),
+            run=ScriptRun(**grouped["run"]),
+            params=ScriptParams(**grouped["params"]),
+        )
 
     # --- pickling: the device pool is per process --------------------------------------
 
@@ -538,8 +454,35 @@ class ScriptObjective(Objective):
         return f"ScriptObjective(name={self.name!r}, command={shlex.join(self.command)!r})"
 
 
-_CONFIG_KEYS = frozenset(
-    name
-    for name, parameter in inspect.signature(ScriptObjective.__init__).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-)
+#: The constructor's keywords that are no settings field.
+_OWN_KEYS = ("command", "search_space", "name", "description", "optimum", "noise")
+#: The keys of a spec's script table: the constructor's own and every settings field, flat.
+_CONFIG_KEYS = frozenset(_OWN_KEYS) | frozenset(FLAT_KEYS)
+#: The flat keywords that stay shortcuts of the constructor (not deprecated).
+_SHORTCUTS = frozenset({"metric", "direction", "timeout", "template"})
+
+
+def _take_deprecated(kwargs: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The deprecated flat keywords, by settings group (still flat: what :func:`merge` takes),
+    each with a :class:`FutureWarning`."""
+    for key in kwargs:
+        if key not in FLAT_KEYS or key in _SHORTCUTS:
+            raise TypeError(f"ScriptObjective() got an unexpected keyword argument {key!r}")
+        warn(
+            f"ScriptObjective({key}=...) is deprecated: pass {spelled(key)} instead; the flat "
+            "keyword will be removed in a later release.",
+            FutureWarning,
+        )
+    grouped: dict[str, dict[str, Any]] = {"metric": {}, "run": {}, "params": {}}
+    for key, value in kwargs.items():
+        grouped[FLAT_KEYS[key][0]][key] = value
+    return grouped
+
+
+def _resolve_constants(params: ScriptParams, template: Path | None) -> ScriptParams:
+    """``params`` with its constants file made absolute (relative paths from the template)."""
+    if params.constants_file is None:
+        return params
+    base = template if template is not None else Path.cwd()
+    path = resolve_path(params.constants_file, base).resolve()
+    return dataclasses.replace(params, constants_file=path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +13,9 @@ from bilevel_optuna import _attrs
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.stats import DegenerateDataWarning
+from bilevel_optuna.stats import CompareSettings
 from bilevel_optuna.stats import NoPowerWarning
+from bilevel_optuna.stats import StudySelection
 from bilevel_optuna.stats import compare
 from bilevel_optuna.stats._load import select_studies
 
@@ -66,6 +69,14 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--storage", required=True, help="storage URL, e.g. sqlite:///runs.db")
+    _add_selection_arguments(parser)
+    _add_test_arguments(parser)
+    _add_output_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which studies, as which arms: the fields of :class:`StudySelection`."""
     choose = parser.add_mutually_exclusive_group(required=True)
     choose.add_argument("--run", help="bilevel run name: arms from each study's bilevel:arm")
     choose.add_argument(
@@ -98,13 +109,17 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="test the objectives together, as one sample (default: each objective on its own)",
     )
+    parser.add_argument("--n-trials", type=int, help="trial budget: count trials numbered below N")
+
+
+def _add_test_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the arms are tested: the fields of :class:`CompareSettings`."""
     parser.add_argument(
         "--metric",
         choices=("auto", "best", "regret", "auc"),
         default="auto",
         help="per-study metric (default auto: regret when the optimum is known)",
     )
-    parser.add_argument("--n-trials", type=int, help="trial budget: count trials numbered below N")
     parser.add_argument(
         "--paired",
         choices=("auto", "yes", "no"),
@@ -126,6 +141,9 @@ def register(subparsers: Any) -> None:
         help="differences below this many noise sds are inside the floor",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, help="write a Markdown report here")
     parser.add_argument(
         "--plots", type=Path, metavar="DIR", help="write PNG and HTML plots into this directory"
@@ -136,7 +154,6 @@ def register(subparsers: Any) -> None:
         choices=("png", "html"),
         help="only this format (repeatable; default both)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,14 +218,15 @@ def _compare(args: argparse.Namespace, objective: str | None) -> Any:
             # The table and report state no power and degenerate data in words.
             warnings.simplefilter("ignore", NoPowerWarning)
             warnings.simplefilter("ignore", DegenerateDataWarning)
-            return compare(
-                args.storage,
+            selection = StudySelection(
                 run=args.run,
                 arms=arms,
                 kind=args.kind,
                 objective=objective if objective is not None else args.objective,
-                metric=args.metric,
                 n_trials=args.n_trials,
+            )
+            settings = CompareSettings(
+                metric=args.metric,
                 paired=paired,
                 control=args.control,
                 alpha=args.alpha,
@@ -216,6 +234,7 @@ def _compare(args: argparse.Namespace, objective: str | None) -> Any:
                 noise_factor=args.noise_factor,
                 seed=args.seed,
             )
+            return compare(args.storage, selection=selection, settings=settings)
     except ValueError as err:
         if isinstance(err, ConfigurationError):
             raise
@@ -223,6 +242,4 @@ def _compare(args: argparse.Namespace, objective: str | None) -> Any:
 
 
 def _relative(path: Path, start: Path) -> str:
-    import os
-
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()

@@ -7,9 +7,6 @@ the storage keeps them, and they only ever run behind a process boundary.
 - :func:`run_research`: research rounds on a bilevel run.
 """
 
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
-from bilevel_optuna.research._boundary import boundary_problems
 from bilevel_optuna.research._check import CheckResult
 from bilevel_optuna.research._check import check_source
 from bilevel_optuna.research._compose import RULES
@@ -18,9 +15,12 @@ from bilevel_optuna.research._diagnose import diagnose
 from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._report import ResearchReport
-from bilevel_optuna.research._round import ReplayResearchModel
-from bilevel_optuna.research._round import ResearchSpec
+from bilevel_optuna.research._recorded import ReplayResearchModel
+from bilevel_optuna.research._spec import ResearchSpec
 from bilevel_optuna.research._round import run_research
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
+from bilevel_optuna.research._sandbox import boundary_problems
 from bilevel_optuna.research._store import GeneratedMechanism
 from bilevel_optuna.research._store import MechanismStore
 from bilevel_optuna.research._store import register_stored_mechanisms

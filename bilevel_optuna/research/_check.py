@@ -22,10 +22,11 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _optuna_private
 from bilevel_optuna.research import _gate
-from bilevel_optuna.research._boundary import FULL
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
-from bilevel_optuna.research._boundary import boundary_problems
+from bilevel_optuna.research._sandbox import FULL
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
+from bilevel_optuna.research._sandbox import boundary_problems
+from bilevel_optuna.research._decode import LoadInfo
 from bilevel_optuna.research._decode import ProtocolError
 from bilevel_optuna.research._decode import decode_load
 from bilevel_optuna.research._proxy import GuardedHookError
@@ -34,6 +35,8 @@ from bilevel_optuna.research._proxy import guarded_class
 from bilevel_optuna.samplers._answer import AnswerError
 from bilevel_optuna.samplers._answer import repair_params
 from bilevel_optuna.samplers.mechanisms._loading import source_hash
+from bilevel_optuna.samplers.mechanisms._base import HOOKS
+from bilevel_optuna.samplers.mechanisms._base import Mechanism
 from bilevel_optuna.samplers.mechanisms._base import ProposalContext
 from bilevel_optuna.samplers.mechanisms._base import Review
 from bilevel_optuna.samplers._prompt import order_history
@@ -48,7 +51,8 @@ class CheckResult:
 
     Attributes:
         accepted: Whether the source passed every stage.
-        stage: Where it stopped (one of ``STAGES``: parse, policy, contract, boundary, load, smoke), ``"accepted"`` if it passed.
+        stage: Where it stopped (one of ``STAGES``: parse, policy, contract, boundary, load,
+            smoke), ``"accepted"`` if it passed.
         reasons: Why it stopped there, each naming what was found (fed back to the model).
         sha256: The source's SHA-256.
         name: The mechanism's ``name`` as written in the source.
@@ -125,7 +129,8 @@ def check_source(
         source: Python source defining one :class:`~bilevel_optuna.samplers.Mechanism` subclass.
         limits: Limits of the guarded process for the smoke run.
         layers: The boundary's layers (all of them; tests switch single layers on).
-        study: The recorded study the smoke run reads (default: a seeded study of 12 recorded trials).
+        study: The recorded study the smoke run reads (default: a seeded study of 12 recorded
+            trials).
 
     Returns:
         A :class:`CheckResult`; ``accepted`` is ``False`` with the stage and reasons on any
@@ -133,48 +138,39 @@ def check_source(
     """
     start = time.perf_counter()
     digest = source_hash(source) if isinstance(source, str) else ""
-    limits = limits or Limits()
+    result = _run_stages(
+        source, digest, limits or Limits(), layers, study, prefilter=_prefilter
+    )
+    result.seconds = round(time.perf_counter() - start, 3)
+    return result
 
-    def done(result: CheckResult) -> CheckResult:
-        result.seconds = round(time.perf_counter() - start, 3)
-        return result
 
+def _run_stages(
+    source: str,
+    digest: str,
+    limits: Limits,
+    layers: Layers,
+    study: optuna.Study | None,
+    *,
+    prefilter: bool,
+) -> CheckResult:
+    """The stages in order (static, boundary, load, smoke); the first that rejects ends it."""
     report = _gate.static_check(source)
-    if _prefilter and not report.ok:
-        return done(
-            CheckResult(False, report.stage, report.reasons, digest, class_name=report.class_name)
+    if prefilter and not report.ok:
+        return CheckResult(
+            False, report.stage, report.reasons, digest, class_name=report.class_name
         )
     problems = boundary_problems(layers)
     if problems:
-        return done(
-            CheckResult(
-                False,
-                "boundary",
-                ["generated code is not run without its boundary: " + "; ".join(problems)],
-                digest,
-            )
+        return CheckResult(
+            False,
+            "boundary",
+            ["generated code is not run without its boundary: " + "; ".join(problems)],
+            digest,
         )
-    # Load in a guarded process to learn the name, hooks and space as Python sees them.
-    probe_cls = guarded_class(
-        source, name="probe", hooks=[], space={}, sha256=digest, limits=limits, layers=layers
-    )
-    probe = probe_cls()
-    try:
-        try:
-            process = probe._ensure_process()
-            reply = process.request(
-                {"op": "load", "source": source, "sha256": digest, "params": {}},
-                timeout=limits.start_timeout,
-            )
-        except Exception as err:  # noqa: BLE001 - BoundaryError, or a death at import
-            return done(CheckResult(False, "load", [str(err)], digest))
-        # Everything the child says passes the decoder before anything here reads it.
-        try:
-            info = decode_load(reply, limits)
-        except ProtocolError as err:
-            return done(CheckResult(False, "load", [str(err)], digest))
-    finally:
-        probe.close()
+    info = _load(source, digest, limits, layers)
+    if isinstance(info, CheckResult):
+        return info
     result = CheckResult(
         False,
         "smoke",
@@ -186,21 +182,10 @@ def check_source(
         hooks=list(info.hooks),
         space=dict(info.space),
     )
-    # Names are data: the name the class reports when run must be the one read statically.
-    if report.ok and info.name != report.name:
-        result.stage, result.reasons = "load", [
-            f"the class reports the name {info.name!r} when loaded but sets {report.name!r} in "
-            "its source; set `name` once, as a constant"
-        ]
-        return done(result)
-    if report.ok and set(report.hooks) != set(result.hooks):
-        result.stage, result.reasons = "load", [
-            f"the class defines hooks {result.hooks} when loaded but {list(report.hooks)} in its source"
-        ]
-        return done(result)
-    if not result.hooks:
-        result.stage, result.reasons = "contract", ["the class defines no hook"]
-        return done(result)
+    mismatch = _mismatch(report, result)
+    if mismatch is not None:
+        result.stage, result.reasons = mismatch
+        return result
     cls = guarded_class(
         source,
         name=result.name,
@@ -216,9 +201,54 @@ def check_source(
     result.hook_calls = calls
     if reasons:
         result.reasons = reasons
-        return done(result)
+        return result
     result.accepted, result.stage = True, "accepted"
-    return done(result)
+    return result
+
+
+def _load(source: str, digest: str, limits: Limits, layers: Layers) -> LoadInfo | CheckResult:
+    """Load the source in a guarded process to learn its name, hooks and space as Python sees
+    them; a rejection at the load stage where that fails."""
+    probe_cls = guarded_class(
+        source, name="probe", hooks=[], space={}, sha256=digest, limits=limits, layers=layers
+    )
+    probe = probe_cls()
+    try:
+        try:
+            process = probe._ensure_process()
+            reply = process.request(
+                {"op": "load", "source": source, "sha256": digest, "params": {}},
+                timeout=limits.start_timeout,
+            )
+        except Exception as err:  # noqa: BLE001 - BoundaryError, or a death at import
+            return CheckResult(False, "load", [str(err)], digest)
+        # Everything the child says passes the decoder before anything here reads it.
+        try:
+            return decode_load(reply, limits)
+        except ProtocolError as err:
+            return CheckResult(False, "load", [str(err)], digest)
+    finally:
+        probe.close()
+
+
+def _mismatch(report: _gate.StaticReport, loaded: CheckResult) -> tuple[str, list[str]] | None:
+    """Where what the class is when loaded differs from what its source says: (stage, reasons).
+
+    Names are data: the name the class reports when run must be the one read statically.
+    """
+    if report.ok and loaded.name != report.name:
+        return "load", [
+            f"the class reports the name {loaded.name!r} when loaded but sets {report.name!r} "
+            "in its source; set `name` once, as a constant"
+        ]
+    if report.ok and set(report.hooks) != set(loaded.hooks):
+        return "load", [
+            f"the class defines hooks {loaded.hooks} when loaded but {list(report.hooks)} in "
+            "its source"
+        ]
+    if not loaded.hooks:
+        return "contract", ["the class defines no hook"]
+    return None
 
 
 def _copy(study: optuna.Study) -> optuna.Study:
@@ -304,9 +334,7 @@ def smoke_run(
 
 
 def cls_hooks(cls: type[GuardedMechanism]) -> list[str]:
-    from bilevel_optuna.samplers.mechanisms._base import HOOKS
-    from bilevel_optuna.samplers.mechanisms._base import Mechanism
-
+    """The hooks ``cls`` defines itself (those that differ from :class:`Mechanism`'s)."""
     return [h for h in HOOKS if getattr(cls, h) is not getattr(Mechanism, h)]
 
 

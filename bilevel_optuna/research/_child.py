@@ -46,10 +46,14 @@ def _error(err: BaseException) -> dict[str, Any]:
 
 
 class _Server:
-    def __init__(self, stream_in: Any, stream_out: Any) -> None:
-        from bilevel_optuna.research import _wire
+    """Answers the parent's messages with the Mechanism API (``api``) and the wire format
+    (``wire``) that :func:`main` imported once the bare packages were in place."""
 
-        self.wire = _wire
+    def __init__(
+        self, stream_in: Any, stream_out: Any, *, api: types.ModuleType, wire: types.ModuleType
+    ) -> None:
+        self.api = api
+        self.wire = wire
         self.stream_in = stream_in
         self.stream_out = stream_out
         self.mechanism: Any = None
@@ -58,9 +62,7 @@ class _Server:
 
     # ------------------------------------------------------------------ load
     def load(self, message: dict[str, Any]) -> dict[str, Any]:
-        from bilevel_optuna.samplers.mechanisms._base import Mechanism
-        from bilevel_optuna.samplers.mechanisms._base import overridden_hooks
-
+        Mechanism = self.api.Mechanism
         source = message["source"]
         module_name = f"mechanism_{message['sha256'][:12]}"
         module = types.ModuleType(module_name)
@@ -96,21 +98,19 @@ class _Server:
             "version": str(cls.version),
             "class_name": cls.__name__,
             "doc": (cls.__doc__ or "").strip()[:500],
-            "hooks": list(overridden_hooks(self.mechanism)),
+            "hooks": list(self.api.overridden_hooks(self.mechanism)),
             "space": self.wire.space_to_wire(space),
         }
 
     # ------------------------------------------------------------- contexts
     def context(self, data: dict[str, Any]) -> Any:
-        from bilevel_optuna.samplers.mechanisms._base import ProposalContext
-
         wire = self.wire
         if "trials" in data:
             self.trials = wire.trials_from_wire(data["trials"])
             self.by_number = {t.number: t for t in self.trials}
         space = wire.space_from_wire(data["search_space"])
         trial = wire.trials_from_wire(data["trial"])[0]
-        return ProposalContext(
+        return self.api.ProposalContext(
             study=None,  # type: ignore[arg-type]  # the Study never crosses the boundary
             trial=trial,
             search_space=space,
@@ -138,8 +138,7 @@ class _Server:
     def call(self, message: dict[str, Any]) -> dict[str, Any]:
         from optuna.trial import TrialState
 
-        from bilevel_optuna.samplers.mechanisms._base import Review
-
+        Review = self.api.Review
         hook = message["hook"]
         mechanism = self.mechanism
         if hook == "after_trial":
@@ -204,8 +203,8 @@ class _Server:
                 )
 
 
-def _mechanism_api_only() -> None:
-    """Import the Mechanism API without the package's ``__init__`` modules.
+def _mechanism_api_only() -> types.ModuleType:
+    """Import the Mechanism API without the package's ``__init__`` modules; return it.
 
     ``bilevel_optuna`` and ``bilevel_optuna.samplers`` import the chat backends, the objectives
     and the studies (seconds, and nothing a mechanism may use); here they are bare packages that
@@ -234,6 +233,7 @@ def _mechanism_api_only() -> None:
         for attr in ("Mechanism", "ProposalContext", "Review", "normalize", "distance"):
             setattr(package, attr, getattr(api, attr))
     sys.modules["bilevel_optuna"].samplers = sys.modules["bilevel_optuna.samplers"]  # type: ignore[attr-defined]
+    return api
 
 
 def main() -> None:
@@ -246,15 +246,19 @@ def main() -> None:
     settings = json.loads(stream_in.read(size).decode("utf-8"))
     _set_limits(settings.get("rlimits", {}))
     # Everything mechanisms use is imported before the filter, which forbids exec and sockets.
-    _mechanism_api_only()
+    api = _mechanism_api_only()
+    # Late on purpose: imported only once _mechanism_api_only() has made bilevel_optuna and
+    # bilevel_optuna.research bare packages; at the top of this module it would run the
+    # package's __init__ (the chat backends, the studies) inside the sandbox.
     from bilevel_optuna.research import _wire
 
     if settings.get("seccomp"):
+        # Late on purpose, for the same reason, and only where the filter is asked for.
         from bilevel_optuna.research import _seccomp
 
         _seccomp.install(kill=settings.get("seccomp") != "errno")
     _wire.send(stream_out, {"ok": True, "pid": os.getpid(), "ready": True})
-    _Server(stream_in, stream_out).serve()
+    _Server(stream_in, stream_out, api=api, wire=_wire).serve()
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ from optuna.distributions import json_to_distribution
 from bilevel_optuna.exceptions import BilevelOptunaError
 
 if TYPE_CHECKING:
-    from bilevel_optuna.research._boundary import Limits
+    from bilevel_optuna.research._sandbox import Limits
 
 #: A mechanism's name: lowercase identifier of 2 to 40 characters (the gate's own pattern).
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,39}")

@@ -22,6 +22,8 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.research._store import MechanismStore
+from bilevel_optuna.stats import PairwiseComparison
+from bilevel_optuna.stats import StudySelection
 from bilevel_optuna.stats import compare
 from bilevel_optuna.stats import noise_floor
 from bilevel_optuna.studies import LEVEL0
@@ -67,6 +69,40 @@ def evaluate_round(
     objectives = list(spec.objectives) or _objectives(store, spec.run)
     if not objectives:
         return {"error": "no objective: set `objectives` in [evaluate]"}
+    space, study_name = _round_study(store, spec, number, names, incumbent)
+    result = run_bilevel_study(
+        objectives,
+        storage=store.storage,
+        run_name=study_name,
+        settings=BilevelSettings(
+            outer=OuterSettings(space=space, baselines=tuple(spec.baselines), prune=False)
+        ),
+        n_outer_trials=max(int(spec.n_outer_trials), 1 + len(names)),
+        n_inner_trials=spec.n_inner_trials,
+        n_repeats=spec.n_repeats,
+        model=spec.model,
+        seed=spec.seed,
+        progress=progress,
+    )
+    trials = [
+        t for t in result.outer_study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
+    ]
+    effects: dict[str, Any] = {}
+    for name in names:
+        effects[name] = _effect(store, spec, number, study_name, name, trials)
+        store.set_effect(name, effects[name])
+    return {
+        "study": study_name,
+        "incumbent": incumbent.to_dict(),
+        "best_config": result.best_config.to_dict() if result.best_config else incumbent.to_dict(),
+        "effects": effects,
+    }
+
+
+def _round_study(
+    store: MechanismStore, spec: Any, number: int, names: list[str], incumbent: ProposerConfig
+) -> tuple[OuterSpace, str]:
+    """The round's outer space and study, the incumbent and each new mechanism enqueued first."""
     inc_names = [n for n, _ in incumbent.mechanisms]
     space = OuterSpace(
         temperature=incumbent.temperature,
@@ -87,92 +123,80 @@ def evaluate_round(
         outer.enqueue_trial(base, user_attrs={"research:role": "incumbent"})
         for name in names:
             outer.enqueue_trial({**base, f"mech.{name}": True}, user_attrs={"research:role": name})
-    result = run_bilevel_study(
-        objectives,
-        storage=store.storage,
-        run_name=study_name,
-        settings=BilevelSettings(
-            outer=OuterSettings(space=space, baselines=tuple(spec.baselines), prune=False)
-        ),
-        n_outer_trials=max(int(spec.n_outer_trials), 1 + len(names)),
-        n_inner_trials=spec.n_inner_trials,
-        n_repeats=spec.n_repeats,
-        model=spec.model,
-        seed=spec.seed,
-        progress=progress,
-    )
-    trials = [
-        t for t in result.outer_study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
-    ]
+    return space, study_name
+
+
+def _effect(
+    store: MechanismStore,
+    spec: Any,
+    number: int,
+    study_name: str,
+    name: str,
+    trials: list[optuna.trial.FrozenTrial],
+) -> dict[str, Any]:
+    """One new mechanism's measured effect: its activity, and its arm against the incumbent's
+    and the baselines' (or a note saying why there is no comparison)."""
     role_arm = {t.user_attrs.get("research:role"): t.user_attrs.get(_attrs.ARM) for t in trials}
     inc_arm = role_arm.get("incumbent")
-    effects: dict[str, Any] = {}
-    for name in names:
-        arm = role_arm.get(name)
-        trial = next((t for t in trials if t.user_attrs.get("research:role") == name), None)
-        activity = (
-            ((trial.user_attrs.get(_attrs.SUMMARY) or {}).get("mechanisms") or {}).get(name)
-            if trial
-            else None
-        )
-        effect: dict[str, Any] = {
-            "round": number,
-            "study": study_name,
-            "arm": arm,
-            "incumbent_arm": inc_arm,
-            "activity": activity or "never_ran",
-        }
-        disabled = _disabled(store.storage, trial, name) if trial else None
-        if disabled:
-            effect["disabled"] = disabled
-        if arm is None or inc_arm is None or arm == inc_arm:
-            effect["note"] = "no separate arm to compare (its outer trial did not complete)"
-            effects[name] = effect
-            store.set_effect(name, effect)
-            continue
-        arms = [arm, inc_arm, *[b for b in spec.baselines if b != inc_arm]]
-        try:
-            cmp = compare(
-                store.storage, run=study_name, arms=arms, kind=("inner", "baseline"),
-                control=arm, n_trials=spec.n_inner_trials,
-            )  # fmt: skip
-        except Exception as err:  # noqa: BLE001 - reported in the effect, the run goes on
-            effect["note"] = f"no comparison: {type(err).__name__}: {err}"[:300]
-            effects[name] = effect
-            store.set_effect(name, effect)
-            continue
-        per = {}
-        for c in cmp.comparisons:
-            if arm not in (c.arm_a, c.arm_b):
-                continue
-            other = c.arm_b if c.arm_a == arm else c.arm_a
-            a12 = c.a12.statistic if c.arm_a == arm else 1.0 - c.a12.statistic
-            per[other] = {
-                "n": int(min(c.n_a, c.n_b)),
-                "test": c.test,
-                "pvalue": _num(c.pvalue),
-                "pvalue_holm": _num(c.pvalue_holm),
-                "a12": _num(a12),
-                "median": _num(c.median_a if c.arm_a == arm else c.median_b),
-                "median_other": _num(c.median_b if c.arm_a == arm else c.median_a),
-                "verdict": c.verdict,
-            }
-        inc_values = [float(v) for v in cmp.arms[inc_arm].values] if inc_arm in cmp.arms else []
-        if len(inc_values) >= 2:
-            floor = noise_floor(inc_values)
-            effect["noise_floor_sd"] = _num(floor.statistic)
-        effect["metric"] = cmp.metric
-        effect["vs_incumbent"] = per.get(inc_arm)
-        effect["vs_baselines"] = {k: v for k, v in per.items() if k != inc_arm}
-        if effect["vs_incumbent"]:
-            effect.update({k: effect["vs_incumbent"][k] for k in ("n", "test", "pvalue", "a12")})
-        effects[name] = effect
-        store.set_effect(name, effect)
-    return {
+    arm = role_arm.get(name)
+    trial = next((t for t in trials if t.user_attrs.get("research:role") == name), None)
+    activity = (
+        ((trial.user_attrs.get(_attrs.SUMMARY) or {}).get("mechanisms") or {}).get(name)
+        if trial
+        else None
+    )
+    effect: dict[str, Any] = {
+        "round": number,
         "study": study_name,
-        "incumbent": incumbent.to_dict(),
-        "best_config": result.best_config.to_dict() if result.best_config else incumbent.to_dict(),
-        "effects": effects,
+        "arm": arm,
+        "incumbent_arm": inc_arm,
+        "activity": activity or "never_ran",
+    }
+    disabled = _disabled(store.storage, trial, name) if trial else None
+    if disabled:
+        effect["disabled"] = disabled
+    if arm is None or inc_arm is None or arm == inc_arm:
+        effect["note"] = "no separate arm to compare (its outer trial did not complete)"
+        return effect
+    arms = [arm, inc_arm, *[b for b in spec.baselines if b != inc_arm]]
+    try:
+        cmp = compare(
+            store.storage, run=study_name, arms=arms, control=arm,
+            n_trials=spec.n_inner_trials,
+            selection=StudySelection(kind=("inner", "baseline")),
+        )  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - reported in the effect, the run goes on
+        effect["note"] = f"no comparison: {type(err).__name__}: {err}"[:300]
+        return effect
+    per = {_other(c, arm): _versus(c, arm) for c in cmp.comparisons if arm in (c.arm_a, c.arm_b)}
+    inc_values = [float(v) for v in cmp.arms[inc_arm].values] if inc_arm in cmp.arms else []
+    if len(inc_values) >= 2:
+        floor = noise_floor(inc_values)
+        effect["noise_floor_sd"] = _num(floor.statistic)
+    effect["metric"] = cmp.metric
+    effect["vs_incumbent"] = per.get(inc_arm)
+    effect["vs_baselines"] = {k: v for k, v in per.items() if k != inc_arm}
+    if effect["vs_incumbent"]:
+        effect.update({k: effect["vs_incumbent"][k] for k in ("n", "test", "pvalue", "a12")})
+    return effect
+
+
+def _other(c: PairwiseComparison, arm: str) -> str:
+    return c.arm_b if c.arm_a == arm else c.arm_a
+
+
+def _versus(c: PairwiseComparison, arm: str) -> dict[str, Any]:
+    """A comparison of ``arm`` with another, from ``arm``'s side."""
+    mine = c.arm_a == arm
+    return {
+        "n": int(min(c.n_a, c.n_b)),
+        "test": c.test,
+        "pvalue": _num(c.pvalue),
+        "pvalue_holm": _num(c.pvalue_holm),
+        "a12": _num(c.a12.statistic if mine else 1.0 - c.a12.statistic),
+        "median": _num(c.median_a if mine else c.median_b),
+        "median_other": _num(c.median_b if mine else c.median_a),
+        "verdict": c.verdict,
     }
 
 

@@ -194,74 +194,95 @@ def policy_violations(tree: ast.Module) -> list[str]:
             continue  # a docstring
         refuse(node, f"{type(node).__name__} at module level; put code inside the class's hooks")
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name not in ALLOWED_IMPORTS or alias.name.startswith("bilevel_optuna"):
-                    what = "import" if alias.name not in ALLOWED_IMPORTS else "plain import"
-                    refuse(
-                        node,
-                        f"{what} of {alias.name!r} is not allowed; allowed modules are "
-                        f"{sorted(m for m in ALLOWED_IMPORTS if not m.startswith('bilevel'))} and "
-                        "`from bilevel_optuna.samplers import Mechanism, Review`",
-                    )
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level or module not in ALLOWED_IMPORTS or module == "optuna":
-                refuse(node, f"import from {'.' * node.level}{module!r} is not allowed")
-            elif module.startswith("bilevel_optuna"):
-                extra = sorted(a.name for a in node.names if a.name not in MECHANISM_API)
-                if extra:
-                    refuse(
-                        node,
-                        f"only the Mechanism API ({sorted(MECHANISM_API)}) may be imported from "
-                        f"{module}, not {extra}",
-                    )
-            if any(a.name == "*" for a in node.names):
-                refuse(node, "`import *` is not allowed")
-            for alias in node.names:
-                if alias.name in FORBIDDEN_ATTRIBUTES or alias.name.startswith("_"):
-                    refuse(node, f"importing {alias.name!r} from {module!r} is not allowed")
-        elif isinstance(node, ast.Name):
-            if node.id in FORBIDDEN_NAMES:
-                refuse(node, f"the name {node.id!r} is not allowed")
-            elif _is_dunder(node.id) and node.id not in _ALLOWED_DUNDERS:
-                refuse(node, f"the name {node.id!r} is not allowed")
-        elif isinstance(node, ast.Attribute):
-            attr = node.attr
-            if _is_dunder(attr) and attr not in _ALLOWED_DUNDERS:
-                refuse(
-                    node,
-                    f"the attribute {attr!r} is not allowed (dunder attributes reach "
-                    "the interpreter's internals)",
-                )
-            elif (
-                _FRAME_ATTR.match(attr)
-                or attr in FORBIDDEN_ATTRIBUTES
-                or attr.lstrip("_") in _MODULE_ATTRIBUTES
-            ):
-                refuse(node, f"the attribute {attr!r} is not allowed")
-            elif attr.startswith("_") and not (
-                isinstance(node.value, ast.Name) and node.value.id in _OWN
-            ):
-                refuse(
-                    node,
-                    f"the private attribute {attr!r} of another object is not allowed (private "
-                    "attributes of modules reach what their imports hold); use your own, on self",
-                )
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            if node.func.id in _ATTR_FUNCS:
-                name = node.args[1] if len(node.args) > 1 else None
-                if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
-                    refuse(node, f"{node.func.id}() with a computed attribute name is not allowed")
-                elif _is_dunder(name.value) or name.value in FORBIDDEN_ATTRIBUTES:
-                    refuse(node, f"{node.func.id}() of {name.value!r} is not allowed")
-        elif isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
-            text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
-            if re.search(r"__\w+__", text) and not re.fullmatch(r"\s*__init__\s*", text):
-                refuse(node, "a string that names a dunder attribute is not allowed")
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            refuse(node, f"`{type(node).__name__.lower()}` is not allowed; keep state on self")
+        for text in _node_violations(node):
+            refuse(node, text)
     return reasons
+
+
+def _node_violations(node: ast.AST) -> list[str]:
+    """What the policy refuses in one node of the tree, in the order it is found."""
+    if isinstance(node, ast.Import):
+        return _import_violations(node)
+    if isinstance(node, ast.ImportFrom):
+        return _import_from_violations(node)
+    if isinstance(node, ast.Name):
+        if node.id in FORBIDDEN_NAMES:
+            return [f"the name {node.id!r} is not allowed"]
+        if _is_dunder(node.id) and node.id not in _ALLOWED_DUNDERS:
+            return [f"the name {node.id!r} is not allowed"]
+        return []
+    if isinstance(node, ast.Attribute):
+        return _attribute_violations(node)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if node.func.id in _ATTR_FUNCS:
+            name = node.args[1] if len(node.args) > 1 else None
+            if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
+                return [f"{node.func.id}() with a computed attribute name is not allowed"]
+            if _is_dunder(name.value) or name.value in FORBIDDEN_ATTRIBUTES:
+                return [f"{node.func.id}() of {name.value!r} is not allowed"]
+        return []
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+        text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
+        if re.search(r"__\w+__", text) and not re.fullmatch(r"\s*__init__\s*", text):
+            return ["a string that names a dunder attribute is not allowed"]
+        return []
+    if isinstance(node, (ast.Global, ast.Nonlocal)):
+        return [f"`{type(node).__name__.lower()}` is not allowed; keep state on self"]
+    return []
+
+
+def _import_violations(node: ast.Import) -> list[str]:
+    found = []
+    for alias in node.names:
+        if alias.name not in ALLOWED_IMPORTS or alias.name.startswith("bilevel_optuna"):
+            what = "import" if alias.name not in ALLOWED_IMPORTS else "plain import"
+            found.append(
+                f"{what} of {alias.name!r} is not allowed; allowed modules are "
+                f"{sorted(m for m in ALLOWED_IMPORTS if not m.startswith('bilevel'))} and "
+                "`from bilevel_optuna.samplers import Mechanism, Review`"
+            )
+    return found
+
+
+def _import_from_violations(node: ast.ImportFrom) -> list[str]:
+    found = []
+    module = node.module or ""
+    if node.level or module not in ALLOWED_IMPORTS or module == "optuna":
+        found.append(f"import from {'.' * node.level}{module!r} is not allowed")
+    elif module.startswith("bilevel_optuna"):
+        extra = sorted(a.name for a in node.names if a.name not in MECHANISM_API)
+        if extra:
+            found.append(
+                f"only the Mechanism API ({sorted(MECHANISM_API)}) may be imported from "
+                f"{module}, not {extra}"
+            )
+    if any(a.name == "*" for a in node.names):
+        found.append("`import *` is not allowed")
+    for alias in node.names:
+        if alias.name in FORBIDDEN_ATTRIBUTES or alias.name.startswith("_"):
+            found.append(f"importing {alias.name!r} from {module!r} is not allowed")
+    return found
+
+
+def _attribute_violations(node: ast.Attribute) -> list[str]:
+    attr = node.attr
+    if _is_dunder(attr) and attr not in _ALLOWED_DUNDERS:
+        return [
+            f"the attribute {attr!r} is not allowed (dunder attributes reach "
+            "the interpreter's internals)"
+        ]
+    if (
+        _FRAME_ATTR.match(attr)
+        or attr in FORBIDDEN_ATTRIBUTES
+        or attr.lstrip("_") in _MODULE_ATTRIBUTES
+    ):
+        return [f"the attribute {attr!r} is not allowed"]
+    if attr.startswith("_") and not (isinstance(node.value, ast.Name) and node.value.id in _OWN):
+        return [
+            f"the private attribute {attr!r} of another object is not allowed (private "
+            "attributes of modules reach what their imports hold); use your own, on self"
+        ]
+    return []
 
 
 def _is_dunder(name: str) -> bool:
@@ -287,11 +308,37 @@ def contract(tree: ast.Module) -> StaticReport:
             "contract",
             [
                 "the source must define exactly one subclass of Mechanism (`class X(Mechanism):` "
-                f"after `from bilevel_optuna.samplers import Mechanism`) but defines {len(classes)}"
+                "after `from bilevel_optuna.samplers import Mechanism`) but defines "
+                f"{len(classes)}"
             ],
         )
     cls = classes[0]
-    reasons: list[str] = []
+    reasons: list[str] = []  # every part below adds to it, in this order
+    attrs, methods = _class_body(cls, reasons)
+    name_node = attrs.get("name")
+    name = name_node.value if isinstance(name_node, ast.Constant) else None
+    if not isinstance(name, str) or not _NAME.match(name):
+        reasons.append(
+            "the class must set `name` to a lowercase identifier of 2 to 40 characters, "
+            f"e.g. name = \"tabu_ring\" (got {ast.unparse(name_node) if name_node else 'none'})"
+        )
+    hooks = _hooks(methods, reasons)
+    declared = _declared_space(methods.get("search_space"), reasons)
+    params = _hyperparameters(methods.get("__init__"), declared, reasons)
+    if declared and set(declared) - set(params):
+        reasons.append(
+            f"search_space() declares {sorted(set(declared) - set(params))} which __init__ "
+            "does not take as keyword arguments"
+        )
+    if reasons:
+        return StaticReport("contract", reasons, class_name=cls.name)
+    return StaticReport("ok", [], class_name=cls.name, name=str(name), hooks=hooks, params=params)
+
+
+def _class_body(
+    cls: ast.ClassDef, reasons: list[str]
+) -> tuple[dict[str, Any], dict[str, ast.FunctionDef]]:
+    """The class's constant attributes and its methods, by name; async methods are refused."""
     attrs: dict[str, Any] = {}
     methods: dict[str, ast.FunctionDef] = {}
     for item in cls.body:
@@ -307,13 +354,19 @@ def contract(tree: ast.Module) -> StaticReport:
             methods[item.name] = item
         elif isinstance(item, ast.AsyncFunctionDef):
             reasons.append(f"{item.name} is async; hooks are plain methods")
-    name_node = attrs.get("name")
-    name = name_node.value if isinstance(name_node, ast.Constant) else None
-    if not isinstance(name, str) or not _NAME.match(name):
-        reasons.append(
-            "the class must set `name` to a lowercase identifier of 2 to 40 characters, "
-            f"e.g. name = \"tabu_ring\" (got {ast.unparse(name_node) if name_node else 'none'})"
-        )
+    return attrs, methods
+
+
+_SIGNATURES = {
+    "prepare": "prepare(self, context)",
+    "review": "review(self, candidate, context)",
+    "choose": "choose(self, candidates, context)",
+    "after_trial": "after_trial(self, study, trial, state, values)",
+}
+
+
+def _hooks(methods: dict[str, ast.FunctionDef], reasons: list[str]) -> tuple[str, ...]:
+    """The hooks the class defines; each must be a plain method with the hook's signature."""
     hooks = tuple(h for h in HOOK_ARITY if h in methods)
     if not hooks:
         reasons.append(f"the class defines no hook; define one of {list(HOOK_ARITY)}")
@@ -323,50 +376,44 @@ def contract(tree: ast.Module) -> StaticReport:
         positional = [a.arg for a in args.posonlyargs + args.args]
         want = HOOK_ARITY[hook]
         if args.vararg or args.kwarg or args.kwonlyargs or len(positional) != want + 1:
-            signature = {
-                "prepare": "prepare(self, context)",
-                "review": "review(self, candidate, context)",
-                "choose": "choose(self, candidates, context)",
-                "after_trial": "after_trial(self, study, trial, state, values)",
-            }[hook]
             reasons.append(
-                f"{hook} must be `def {signature}` but is `def {hook}({ast.unparse(args)})`"
+                f"{hook} must be `def {_SIGNATURES[hook]}` but is "
+                f"`def {hook}({ast.unparse(args)})`"
             )
         if any(
             isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
             for d in fn.decorator_list
         ):
             reasons.append(f"{hook} must be a plain method")
-    declared = _declared_space(methods.get("search_space"), reasons)
-    params: tuple[str, ...] = ()
-    init = methods.get("__init__")
-    if init is not None:
-        a = init.args
-        positional = [x.arg for x in a.posonlyargs + a.args]
-        if positional != ["self"] or a.vararg or a.kwarg:
-            reasons.append(
-                "__init__ must take keyword-only hyperparameters: `def __init__(self, *, "
-                "radius: float = 0.1)`"
-            )
-        params = tuple(x.arg for x in a.kwonlyargs)
-        missing_default = [x.arg for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is None]
-        if missing_default:
-            reasons.append(f"hyperparameters {missing_default} need default values")
-        undeclared = sorted(set(params) - set(declared or ()))
-        if undeclared:
-            reasons.append(
-                f"hyperparameters {undeclared} are not declared in search_space(); return "
-                "{name: optuna.distributions.FloatDistribution(low, high), ...} from a "
-                "@classmethod search_space(cls)"
-            )
-    if declared and set(declared) - set(params):
+    return hooks
+
+
+def _hyperparameters(
+    init: ast.FunctionDef | None, declared: list[str] | None, reasons: list[str]
+) -> tuple[str, ...]:
+    """``__init__``'s keyword-only hyperparameters, each with a default and declared in
+    ``search_space()``."""
+    if init is None:
+        return ()
+    a = init.args
+    positional = [x.arg for x in a.posonlyargs + a.args]
+    if positional != ["self"] or a.vararg or a.kwarg:
         reasons.append(
-            f"search_space() declares {sorted(set(declared) - set(params))} which __init__ "
-            "does not take as keyword arguments"
+            "__init__ must take keyword-only hyperparameters: `def __init__(self, *, "
+            "radius: float = 0.1)`"
         )
-    if reasons:
-        return StaticReport("contract", reasons, class_name=cls.name)
-    return StaticReport("ok", [], class_name=cls.name, name=str(name), hooks=hooks, params=params)
+    params = tuple(x.arg for x in a.kwonlyargs)
+    missing_default = [x.arg for x, d in zip(a.kwonlyargs, a.kw_defaults) if d is None]
+    if missing_default:
+        reasons.append(f"hyperparameters {missing_default} need default values")
+    undeclared = sorted(set(params) - set(declared or ()))
+    if undeclared:
+        reasons.append(
+            f"hyperparameters {undeclared} are not declared in search_space(); return "
+            "{name: optuna.distributions.FloatDistribution(low, high), ...} from a "
+            "@classmethod search_space(cls)"
+        )
+    return params
 
 
 def _declared_space(fn: ast.FunctionDef | None, reasons: list[str]) -> list[str] | None:

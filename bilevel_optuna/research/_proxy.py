@@ -29,11 +29,8 @@ from optuna.trial import TrialState
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.research import _wire
-from bilevel_optuna.research._boundary import FULL
 from bilevel_optuna.research._boundary import BoundaryError
 from bilevel_optuna.research._boundary import GuardedProcess
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._decode import NAME_PATTERN
 from bilevel_optuna.research._decode import Changes
 from bilevel_optuna.research._decode import ProtocolError
@@ -44,6 +41,9 @@ from bilevel_optuna.research._decode import decode_load
 from bilevel_optuna.research._decode import decode_reply
 from bilevel_optuna.research._decode import is_name
 from bilevel_optuna.research._decode import is_registered_name
+from bilevel_optuna.research._sandbox import FULL
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
 from bilevel_optuna.samplers.mechanisms._base import HOOKS
 from bilevel_optuna.samplers.mechanisms._base import Mechanism
 from bilevel_optuna.samplers.mechanisms._base import ProposalContext

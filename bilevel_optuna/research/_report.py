@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from bilevel_optuna.research._diagnose import Diagnosis
 from bilevel_optuna.research._store import GeneratedMechanism
 from bilevel_optuna.research._store import MechanismStore
 
@@ -113,8 +114,6 @@ def _fmt(x: Any) -> str:
 
 
 def _diagnosis_lines(d: dict[str, Any]) -> list[str]:
-    from bilevel_optuna.research._diagnose import Diagnosis
-
     fields = {f.name for f in dataclasses.fields(Diagnosis)}
     return Diagnosis(**{k: v for k, v in d.items() if k in fields}).lines() if d else []
 

@@ -32,18 +32,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 
 from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.chat._base import ChatModel
-from bilevel_optuna.chat._base import ChatReply
-from bilevel_optuna.chat._base import ChatRequest
-from bilevel_optuna.exceptions import ChatAnswerError
-from bilevel_optuna.exceptions import ChatModelError
+from bilevel_optuna.chat._spec import get_chat_model
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.exceptions import ReplayMissError
 from bilevel_optuna.research._check import CheckResult
 from bilevel_optuna.research._check import check_source
 from bilevel_optuna.research._compose import ComposeError
@@ -52,16 +47,21 @@ from bilevel_optuna.research._compose import describe_rules
 from bilevel_optuna.research._compose import render
 from bilevel_optuna.research._diagnose import Diagnosis
 from bilevel_optuna.research._diagnose import diagnose
+from bilevel_optuna.research._asker import Asker
+from bilevel_optuna.research._asker import user_messages
+from bilevel_optuna.research._evaluate import evaluate_round
+from bilevel_optuna.research._recorded import RecordingModel
+from bilevel_optuna.research._recorded import ReplayResearchModel  # noqa: F401 - its old home
+from bilevel_optuna.research._report import ResearchReport
+from bilevel_optuna.research._report import build_report
+from bilevel_optuna.research._spec import MODES  # noqa: F401 - its old home
+from bilevel_optuna.research._spec import ResearchSpec
 from bilevel_optuna.research._store import GeneratedMechanism
 from bilevel_optuna.research._store import MechanismStore
 from bilevel_optuna.samplers.mechanisms._loading import source_hash
 from bilevel_optuna.samplers.mechanisms._base import HOOKS
 
-from bilevel_optuna.research._report import ResearchReport
-
 _logger = get_logger(__name__)
-
-MODES = ("compose", "code", "both")
 
 #: Fields ideas are drawn from (named, so the model reaches for known techniques).
 FIELDS = (
@@ -72,11 +72,6 @@ FIELDS = (
     "multi-armed bandits",
     "trust regions",
     "novelty search",
-)
-
-_SYSTEM = (
-    "You improve an optimizer in which a language model proposes hyperparameter configurations. "
-    "A mechanism is a small Python class with hooks that change how proposals are made."
 )
 
 _API = """The Mechanism API (from bilevel_optuna.samplers import Mechanism, Review):
@@ -94,183 +89,7 @@ rng (numpy Generator), record, normalize(params), distance(a, b). Allowed import
 numpy, optuna.distributions, collections, itertools, functools, heapq, statistics."""
 
 
-# ----------------------------------------------------------------------------- chat
-class RecordingModel(ChatModel):
-    """Passes requests to a model and stores each prompt and answer in the research study."""
-
-    def __init__(self, model: ChatModel, store: MechanismStore) -> None:
-        self.model = model
-        self.store = store
-        self.name = model.name
-
-    def complete(self, request: ChatRequest) -> ChatReply:
-        try:
-            reply = self.model.complete(request)
-        except ChatAnswerError as err:
-            if err.reply is not None:
-                self._record(request, err.reply)
-            raise
-        self._record(request, reply)
-        return reply
-
-    def _record(self, request: ChatRequest, reply: ChatReply) -> None:
-        self.store.record_exchange(request.hash(), json.loads(request.to_json()), reply.to_dict())
-
-
-class ReplayResearchModel(ChatModel):
-    """Serves the answers stored by a research run back, by request hash: a round replays with
-    no model at all."""
-
-    name = "replay"
-
-    def __init__(self, store: MechanismStore) -> None:
-        self.exchanges = store.exchanges()
-
-    def complete(self, request: ChatRequest) -> ChatReply:
-        found = self.exchanges.get(request.hash())
-        if found is None:
-            raise ReplayMissError(
-                f"No stored answer for request {request.hash()[:12]}; this round was not run "
-                "with these settings."
-            )
-        return ChatReply.from_dict(found["reply"])
-
-
-# ----------------------------------------------------------------------------- spec
-@dataclasses.dataclass
-class ResearchSpec:
-    """What ``bilevel-optuna research run SPEC.toml`` does (the ``[research]`` and
-    ``[evaluate]`` tables).
-
-    Args:
-        storage: The storage URL of the bilevel run.
-        run: The bilevel run's name (its outer study).
-        rounds: Research rounds in all (rounds already stored are skipped).
-        mode: ``"compose"``, ``"code"`` or ``"both"`` (each round writes one of each).
-        model: Chat model spec (``"local"``, ``"openai:MODEL@URL"``) or a ChatModel.
-        max_repairs: Repairs after a rejection, per source.
-        seed: Seed of every request (replay needs the same).
-        n_outer_trials: Outer trials of each round's evaluation study; 0 skips the evaluation.
-        objectives: Objectives of the evaluation (default: the run's training objectives).
-        n_inner_trials, n_repeats: Size of the evaluation's inner studies.
-        baselines: Baseline arms of the evaluation.
-    """
-
-    storage: str
-    run: str
-    rounds: int = 1
-    mode: str = "compose"
-    model: Any = "local"
-    max_repairs: int = 2
-    seed: int = 0
-    n_outer_trials: int = 2
-    objectives: list[str] = dataclasses.field(default_factory=list)
-    n_inner_trials: int = 6
-    n_repeats: int = 2
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["random", "tpe"])
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigurationError(f"mode must be one of {MODES} but got {self.mode!r}.")
-        for key, low in (("rounds", 1), ("max_repairs", 0), ("n_outer_trials", 0),
-                         ("n_inner_trials", 1), ("n_repeats", 1)):  # fmt: skip
-            if int(getattr(self, key)) < low:
-                raise ConfigurationError(f"{key} must be >= {low} but got {getattr(self, key)}.")
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> "ResearchSpec":
-        import tomllib
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigurationError(f"No such research spec {str(path)!r}.")
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-        research = dict(data.pop("research", {}))
-        evaluate = dict(data.pop("evaluate", {}))
-        if data:
-            raise ConfigurationError(
-                f"Unknown tables {sorted(data)} in {path}; a research spec has [research] and [evaluate]."
-            )
-        if "n_trials" in evaluate:
-            evaluate["n_outer_trials"] = evaluate.pop("n_trials")
-        values = {**research, **evaluate}
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ConfigurationError(
-                f"Unknown settings {unknown} in {path}; valid ones are {sorted(fields)}."
-            )
-        for key in ("storage", "run"):
-            if key not in values:
-                raise ConfigurationError(f"{path} must set `{key}` in [research].")
-        return cls(**values)
-
-
 # ------------------------------------------------------------------------- one round
-def _seed(seed: int, *parts: int) -> int:
-    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0] >> 1)
-
-
-class _Asker:
-    """Chat steps of one round with recorded defaults when an answer is unusable."""
-
-    def __init__(self, model: ChatModel, seed: int, round_number: int) -> None:
-        self.model = model
-        self.seed = seed
-        self.round = round_number
-        self.calls = 0
-        self.prompts: list[str] = []
-        self.failures: list[str] = []
-
-    def ask(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        schema: dict[str, Any] | None,
-        max_tokens: int,
-        step: int,
-        temperature: float = 0.7,
-    ) -> str | None:
-        request = ChatRequest(
-            messages=tuple(messages),
-            json_schema=schema,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=_seed(self.seed, self.round, step),
-        )
-        self.calls += 1
-        self.prompts.append(request.hash())
-        try:
-            return self.model.complete(request).text
-        except ChatAnswerError as err:
-            self.failures.append(f"step {step}: {err}"[:300])
-            return err.raw or (err.reply.text if err.reply else None)
-        except ChatModelError as err:
-            self.failures.append(f"step {step}: {type(err).__name__}: {err}"[:300])
-            return None
-
-    def ask_json(self, messages: list[dict[str, str]], schema: dict[str, Any], **kw: Any) -> Any:
-        text = self.ask(messages, schema=schema, **kw)
-        if text is None:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            match = re.search(r"\{.*\}", text, re.S)
-            if match:
-                try:
-                    return json.loads(match.group(0))
-                except json.JSONDecodeError:
-                    pass
-        self.failures.append(f"step {kw.get('step')}: the answer is not JSON")
-        return None
-
-
-def _user(text: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": text}]
-
-
 def _is_sentence(text: str) -> bool:
     """Whether a free-text answer holds words (a grammar keeps the JSON valid, not the prose:
     a small model fills string fields with fragments such as ``3 }, {``)."""
@@ -299,107 +118,14 @@ def research_round(
     """Run steps 2 to 6 of one round; return its record (also stored in the research study)."""
     say = progress or (lambda line: None)
     start = time.perf_counter()
-    asker = _Asker(RecordingModel(model, store), seed, round_number)
+    asker = Asker(RecordingModel(model, store), seed, round_number)
     facts = "\n".join(diagnosis.lines())
-
-    # 2. ideas
-    ideas_schema = {
-        "type": "object",
-        "properties": {
-            "ideas": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 3,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "field": {"type": "string", "enum": list(FIELDS)},
-                        "idea": {"type": "string", "maxLength": 160},
-                    },
-                    "required": ["field", "idea"],
-                },
-            }
-        },
-        "required": ["ideas"],
-    }
-    answer = asker.ask_json(
-        _user(
-            f"What the optimizer did:\n{facts}\n\nPropose up to three mechanisms that would fix "
-            f"this, each from one of these fields: {', '.join(FIELDS)}. One sentence each."
-        ),
-        ideas_schema,
-        max_tokens=200,
-        step=2,
-    )
-    ideas = [
-        {"field": str(i.get("field", "")), "idea": str(i.get("idea", "")).strip()[:200]}
-        for i in (answer or {}).get("ideas", [])
-        if isinstance(i, dict) and _is_sentence(str(i.get("idea", "")))
-    ]
-    defaulted = []
-    if not ideas:
-        defaulted.append("ideas")
-        ideas = [
-            {
-                "field": "tabu search",
-                "idea": "Reject proposals that repeat or nearly repeat earlier trials.",
-            }
-        ]
+    defaulted: list[str] = []
+    ideas = _ideas(asker, facts, defaulted)
     say(f"round {round_number}: {len(ideas)} idea(s)")
-
-    # 3. critique and pick
-    listing = "\n".join(f"{k}. [{i['field']}] {i['idea']}" for k, i in enumerate(ideas))
-    answer = asker.ask_json(
-        _user(
-            f"What the optimizer did:\n{facts}\n\nIdeas:\n{listing}\n\nJudge each by impact "
-            "times feasibility over complexity and pick the best one."
-        ),
-        {
-            "type": "object",
-            "properties": {
-                "choice": {"type": "integer", "minimum": 0, "maximum": len(ideas) - 1},
-                "reason": {"type": "string", "maxLength": 160},
-            },
-            "required": ["choice", "reason"],
-        },
-        max_tokens=90,
-        step=3,
-    )
-    try:
-        choice = int((answer or {}).get("choice", 0))
-    except (TypeError, ValueError):
-        choice = 0
-    if answer is None or not 0 <= choice < len(ideas):
-        defaulted.append("choice")
-        choice = 0 if not 0 <= choice < len(ideas) else choice
+    choice = _pick(asker, facts, ideas, defaulted)
     idea = ideas[choice]
-
-    # 4. specify
-    answer = asker.ask_json(
-        _user(
-            f"Specify a mechanism for this idea: {idea['idea']}\nGive it a short lowercase name, "
-            f"the hooks it needs (of {list(HOOKS)}) and one sentence of what it does."
-        ),
-        {
-            "type": "object",
-            "properties": {
-                "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,30}$"},
-                "hooks": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 4,
-                    "items": {"type": "string", "enum": list(HOOKS)},
-                },
-                "behaviour": {"type": "string", "maxLength": 200},
-            },
-            "required": ["name", "hooks", "behaviour"],
-        },
-        max_tokens=110,
-        step=4,
-    )
-    spec = answer if isinstance(answer, dict) else {}
-    if not spec:
-        defaulted.append("spec")
+    spec = _specify(asker, idea, defaulted)
     name = str(spec.get("name") or "novel_mechanism")
     behaviour = str(spec.get("behaviour") or idea["idea"])[:300]
 
@@ -437,9 +163,116 @@ def research_round(
     return record
 
 
+_IDEAS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "ideas": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string", "enum": list(FIELDS)},
+                    "idea": {"type": "string", "maxLength": 160},
+                },
+                "required": ["field", "idea"],
+            },
+        }
+    },
+    "required": ["ideas"],
+}
+
+
+def _ideas(asker: Asker, facts: str, defaulted: list[str]) -> list[dict[str, str]]:
+    """Step 2: up to three ideas, each from a named field (a default one if none is usable)."""
+    answer = asker.ask_json(
+        user_messages(
+            f"What the optimizer did:\n{facts}\n\nPropose up to three mechanisms that would fix "
+            f"this, each from one of these fields: {', '.join(FIELDS)}. One sentence each."
+        ),
+        _IDEAS_SCHEMA,
+        max_tokens=200,
+        step=2,
+    )
+    ideas = [
+        {"field": str(i.get("field", "")), "idea": str(i.get("idea", "")).strip()[:200]}
+        for i in (answer or {}).get("ideas", [])
+        if isinstance(i, dict) and _is_sentence(str(i.get("idea", "")))
+    ]
+    if not ideas:
+        defaulted.append("ideas")
+        ideas = [
+            {
+                "field": "tabu search",
+                "idea": "Reject proposals that repeat or nearly repeat earlier trials.",
+            }
+        ]
+    return ideas
+
+
+def _pick(asker: Asker, facts: str, ideas: list[dict[str, str]], defaulted: list[str]) -> int:
+    """Step 3: critique the ideas and pick one (the first if the answer is unusable)."""
+    listing = "\n".join(f"{k}. [{i['field']}] {i['idea']}" for k, i in enumerate(ideas))
+    answer = asker.ask_json(
+        user_messages(
+            f"What the optimizer did:\n{facts}\n\nIdeas:\n{listing}\n\nJudge each by impact "
+            "times feasibility over complexity and pick the best one."
+        ),
+        {
+            "type": "object",
+            "properties": {
+                "choice": {"type": "integer", "minimum": 0, "maximum": len(ideas) - 1},
+                "reason": {"type": "string", "maxLength": 160},
+            },
+            "required": ["choice", "reason"],
+        },
+        max_tokens=90,
+        step=3,
+    )
+    try:
+        choice = int((answer or {}).get("choice", 0))
+    except (TypeError, ValueError):
+        choice = 0
+    if answer is None or not 0 <= choice < len(ideas):
+        defaulted.append("choice")
+        choice = 0 if not 0 <= choice < len(ideas) else choice
+    return choice
+
+
+def _specify(asker: Asker, idea: dict[str, str], defaulted: list[str]) -> dict[str, Any]:
+    """Step 4: a name, the hooks and one sentence of behaviour ({} if the answer is unusable)."""
+    answer = asker.ask_json(
+        user_messages(
+            f"Specify a mechanism for this idea: {idea['idea']}\nGive it a short lowercase name, "
+            f"the hooks it needs (of {list(HOOKS)}) and one sentence of what it does."
+        ),
+        {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{2,30}$"},
+                "hooks": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 4,
+                    "items": {"type": "string", "enum": list(HOOKS)},
+                },
+                "behaviour": {"type": "string", "maxLength": 200},
+            },
+            "required": ["name", "hooks", "behaviour"],
+        },
+        max_tokens=110,
+        step=4,
+    )
+    spec = answer if isinstance(answer, dict) else {}
+    if not spec:
+        defaulted.append("spec")
+    return spec
+
+
 def _write_and_check(
     store: MechanismStore,
-    asker: _Asker,
+    asker: Asker,
     *,
     mode: str,
     idea: dict[str, str],
@@ -462,7 +295,7 @@ def _write_and_check(
             f"that does this: {behaviour}\nAnswer with the whole Python source in one "
             "```python block."
         )
-    messages = _user(prompt)
+    messages = user_messages(prompt)
     item: GeneratedMechanism | None = None
     for attempt in range(max_repairs + 1):
         seen_prompts = len(asker.prompts)
@@ -527,7 +360,7 @@ def run_research(
     *,
     progress: Callable[[str], None] | None = None,
     **settings: Any,
-) -> "ResearchReport":
+) -> ResearchReport:
     """Run research rounds on a bilevel run stored in a storage.
 
     Args:
@@ -547,10 +380,6 @@ def run_research(
             report = run_research(storage="sqlite:///bilevel_demo/demo.db", run="demo", rounds=1)
             print(report.to_markdown())
     """
-    from bilevel_optuna.chat._spec import get_chat_model
-    from bilevel_optuna.research._evaluate import evaluate_round
-    from bilevel_optuna.research._report import build_report
-
     if spec is None:
         spec = ResearchSpec(**settings)
     elif not isinstance(spec, ResearchSpec):

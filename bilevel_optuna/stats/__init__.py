@@ -1,6 +1,7 @@
 """Statistics across repeats: every claim is a test on trial values read from the storage.
 
-:func:`compare` is the entry point; the building blocks (tests, effect size, anytime curves,
+:func:`compare` is the entry point (which studies: :class:`StudySelection`; how they are
+tested: :class:`CompareSettings`); the building blocks (tests, effect size, anytime curves,
 noise floor) are public too, so they can be used on plain arrays. A result is rendered by
 functions over it, as in ``optuna.visualization``: :func:`to_text`, :func:`to_markdown`,
 :func:`write_plots` (the result's methods of the same names are aliases).
@@ -35,6 +36,8 @@ from bilevel_optuna.stats._report import to_text
 from bilevel_optuna.stats._results import ArmSummary
 from bilevel_optuna.stats._results import CompareResult
 from bilevel_optuna.stats._results import PairwiseComparison
+from bilevel_optuna.stats._settings import CompareSettings
+from bilevel_optuna.stats._settings import StudySelection
 from bilevel_optuna.stats._summary import Summary
 from bilevel_optuna.stats._summary import summarize
 from bilevel_optuna.exceptions import DegenerateDataWarning
@@ -45,6 +48,7 @@ __all__ = [
     "AnytimeCurve",
     "ArmSummary",
     "CompareResult",
+    "CompareSettings",
     "DegenerateDataWarning",
     "NemenyiResult",
     "NoPowerWarning",
@@ -52,6 +56,7 @@ __all__ = [
     "PairwiseComparison",
     "SignificanceResult",
     "StudyRecord",
+    "StudySelection",
     "Summary",
     "TRUE_VALUE",
     "anytime_curve",

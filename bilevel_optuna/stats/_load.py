@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ class StudyRecord:
 
 
 def _kinds(kind: str | Sequence[str] | None) -> set[str] | None:
+    """One name, several names or None (no filter), as a set or None."""
     if kind is None:
         return None
     return {kind} if isinstance(kind, str) else set(kind)
@@ -105,7 +107,7 @@ def select_studies(
     ``objective`` keeps only studies whose ``bilevel:objective`` is that name (or one of those).
     """
     kinds = _kinds(kind)
-    objectives = None if objective is None else ({objective} if isinstance(objective, str) else set(objective))
+    objectives = _kinds(objective)  # the same shape: a name, several, or None
     studies = storage.get_all_studies()
     if run is not None:
         _check_known("run", [run], [s.user_attrs.get(_attrs.RUN) for s in studies])
@@ -124,72 +126,83 @@ def select_studies(
         k = study.user_attrs.get(_attrs.KIND)
         return k != "outer" if kinds is None else k in kinds
 
-    groups: dict[str, list[FrozenStudy]] = {}
     if run is not None:
-        if isinstance(arms, Mapping):
-            raise ConfigurationError(
-                "With run=..., arms must be a list of arm names (or glob patterns), not a mapping."
-            )
-        in_run = [s for s in studies if s.user_attrs.get(_attrs.RUN) == run and kind_ok(s)]
-        if not in_run:  # the run is there (checked above): the filters left nothing
-            found = sorted(
-                {
-                    str(s.user_attrs.get(_attrs.KIND))
-                    for s in studies
-                    if s.user_attrs.get(_attrs.RUN) == run
-                }
-            )
-            raise ConfigurationError(
-                f"Run {run!r} has no study of kind {sorted(kinds) if kinds else 'but outer'}"
-                + (f" and objective {sorted(objectives)}" if objectives else "")
-                + f"; its studies are of kind {', '.join(found)}."
-            )
-        for s in in_run:
-            arm = s.user_attrs.get(_attrs.ARM)
-            if arm is None:
-                _logger.info(
-                    "Study %s of run %s has no %s; skipped.", s.study_name, run, _attrs.ARM
-                )
-                continue
-            arm = str(arm)
-            if arms is not None and not any(fnmatch.fnmatchcase(arm, p) for p in arms):
-                continue
-            groups.setdefault(arm, []).append(s)
-        if arms is not None:
-            for pattern in arms:
-                if not any(fnmatch.fnmatchcase(a, pattern) for a in groups):
-                    found = sorted({str(s.user_attrs.get(_attrs.ARM)) for s in in_run})
-                    close = difflib.get_close_matches(pattern, found, n=3)
-                    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-                    raise ConfigurationError(
-                        f"No arm of run {run!r} matches {pattern!r}.{hint} Arms found: {found}."
-                    )
-    elif isinstance(arms, Mapping):
-        by_name = {s.study_name: s for s in studies}
-        for label, spec in arms.items():
-            if isinstance(spec, str):
-                chosen = [
-                    s for s in studies if fnmatch.fnmatchcase(s.study_name, spec) and kind_ok(s)
-                ]
-                if not chosen:
-                    raise ConfigurationError(
-                        f"Arm {label!r}: no study name matches the pattern {spec!r}."
-                    )
-            else:
-                absent = [name for name in spec if name not in by_name]
-                if absent:
-                    raise ConfigurationError(
-                        f"Arm {label!r}: studies not in the storage: {absent}."
-                    )
-                chosen = [by_name[name] for name in spec]
-            groups[str(label)] = chosen
-    else:
+        # Arms of a run come sorted by name; a mapping keeps the caller's order.
+        groups = _arms_of_run(studies, run, arms, kind_ok, kinds, objectives)
+        return dict(sorted(groups.items()))
+    if isinstance(arms, Mapping):
+        return _arms_by_name(studies, arms, kind_ok)
+    raise ConfigurationError(
+        "Choose studies with run='NAME' (arms from the bilevel:arm attribute) or "
+        "arms={'label': 'glob-pattern' or ['study', ...], ...}."
+    )
+
+
+def _arms_of_run(
+    studies: list[FrozenStudy],
+    run: str,
+    arms: ArmsSpec,
+    kind_ok: Callable[[FrozenStudy], bool],
+    kinds: set[str] | None,
+    objectives: set[str] | None,
+) -> dict[str, list[FrozenStudy]]:
+    """The studies of ``run`` by their ``bilevel:arm``, kept where ``arms`` matches."""
+    if isinstance(arms, Mapping):
         raise ConfigurationError(
-            "Choose studies with run='NAME' (arms from the bilevel:arm attribute) or "
-            "arms={'label': 'glob-pattern' or ['study', ...], ...}."
+            "With run=..., arms must be a list of arm names (or glob patterns), not a mapping."
         )
-    # Arms of a run come sorted by name; a mapping keeps the caller's order.
-    return dict(sorted(groups.items())) if run is not None else groups
+    in_run = [s for s in studies if s.user_attrs.get(_attrs.RUN) == run and kind_ok(s)]
+    if not in_run:  # the run is there (checked by the caller): the filters left nothing
+        of_run = [s for s in studies if s.user_attrs.get(_attrs.RUN) == run]
+        found = sorted({str(s.user_attrs.get(_attrs.KIND)) for s in of_run})
+        raise ConfigurationError(
+            f"Run {run!r} has no study of kind {sorted(kinds) if kinds else 'but outer'}"
+            + (f" and objective {sorted(objectives)}" if objectives else "")
+            + f"; its studies are of kind {', '.join(found)}."
+        )
+    groups: dict[str, list[FrozenStudy]] = {}
+    for s in in_run:
+        arm = s.user_attrs.get(_attrs.ARM)
+        if arm is None:
+            _logger.info("Study %s of run %s has no %s; skipped.", s.study_name, run, _attrs.ARM)
+            continue
+        arm = str(arm)
+        if arms is not None and not any(fnmatch.fnmatchcase(arm, p) for p in arms):
+            continue
+        groups.setdefault(arm, []).append(s)
+    for pattern in arms or ():
+        if not any(fnmatch.fnmatchcase(a, pattern) for a in groups):
+            found = sorted({str(s.user_attrs.get(_attrs.ARM)) for s in in_run})
+            close = difflib.get_close_matches(pattern, found, n=3)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ConfigurationError(
+                f"No arm of run {run!r} matches {pattern!r}.{hint} Arms found: {found}."
+            )
+    return groups
+
+
+def _arms_by_name(
+    studies: list[FrozenStudy],
+    arms: Mapping[str, str | Sequence[str]],
+    kind_ok: Callable[[FrozenStudy], bool],
+) -> dict[str, list[FrozenStudy]]:
+    """Arms by study name: a label to a glob pattern, or to a list of names."""
+    by_name = {s.study_name: s for s in studies}
+    groups: dict[str, list[FrozenStudy]] = {}
+    for label, spec in arms.items():
+        if isinstance(spec, str):
+            chosen = [s for s in studies if fnmatch.fnmatchcase(s.study_name, spec) and kind_ok(s)]
+            if not chosen:
+                raise ConfigurationError(
+                    f"Arm {label!r}: no study name matches the pattern {spec!r}."
+                )
+        else:
+            absent = [name for name in spec if name not in by_name]
+            if absent:
+                raise ConfigurationError(f"Arm {label!r}: studies not in the storage: {absent}.")
+            chosen = [by_name[name] for name in spec]
+        groups[str(label)] = chosen
+    return groups
 
 
 def _check_known(

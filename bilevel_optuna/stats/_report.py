@@ -252,24 +252,8 @@ def _noise_line(result: CompareResult) -> str:
 
 def to_markdown(result: CompareResult, *, plots: Mapping[str, str | Path] | None = None) -> str:
     """A Markdown report: setup, data counts, summaries, tests, claims, plots, method."""
-    s = result.settings
-    if s.get("run") is not None:
-        selection = f"run `{s['run']}`" + (f", arms {s['arms']}" if s.get("arms") else "")
-    else:
-        selection = f"arms {s['arms']}"
-    out = [
-        "# Comparison report",
-        "",
-        f"- Generated: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
-        f"bilevel-optuna {__version__}",
-        f"- Storage: `{s['storage']}`",
-        f"- Selection: {selection}" + (f", kind {s['kind']}" if s.get("kind") else ""),
-        f"- Metric: {_metric_label(result)}",
-        f"- Trial budget: {result.n_trials if result.n_trials else 'all trials'}",
-        f"- Significance level: {result.alpha:g}, on Holm-adjusted p-values; bootstrap "
-        f"intervals at {s['confidence_level']:g} with {s['n_resamples']} resamples (seed "
-        f"{s['seed']})",
-        "",
+    out = _md_setup(result)
+    out += [
         "## Arms",
         "",
         _table(_ARM_HEADERS, _arm_rows(result), markdown=True),
@@ -277,28 +261,8 @@ def to_markdown(result: CompareResult, *, plots: Mapping[str, str | Path] | None
         "n: studies with a value; missing: studies with no complete trial; trials: trials per "
         "study within the budget; failed/pruned: trials over all the arm's studies.",
         "",
-        "## Tests",
-        "",
-        _omnibus_line(result),
-        "",
     ]
-    if result.comparisons:
-        out += [_table(_COMPARISON_HEADERS, _comparison_rows(result), markdown=True), ""]
-        out += [
-            "A12 is the probability that a study of the first arm beats one of the second "
-            "(0.5: no effect); median diff is first minus second.",
-            "",
-        ]
-    if result.posthoc is not None:
-        ph = result.posthoc
-        out += [
-            f"Nemenyi post-hoc: critical difference {ph.statistic:.3f} (q = {ph.q_alpha:.3f}, "
-            f"{ph.n_blocks} blocks){posthoc_caveat(result)}; average ranks (1 is best): "
-            + ", ".join(f"{a} {r:.2f}" for a, r in zip(ph.arms, ph.average_ranks)),
-            "",
-        ]
-    if result.noise_floor is not None:
-        out += [_noise_line(result), ""]
+    out += _md_tests(result)
     found = claims(result)
     out += ["## Claims", ""]
     out += (
@@ -316,46 +280,95 @@ def to_markdown(result: CompareResult, *, plots: Mapping[str, str | Path] | None
             else:
                 out += [f"- [{name}: every figure, interactive (HTML)]({path})", ""]
     out += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
-    out += [
-        "## Method",
-        "",
-        "- Per study, the metric is computed from the trial values read from the storage: "
-        "best value, regret (best minus the known optimum, direction-aware), or the mean of "
-        "the best-so-far curve over the trials counted (normalized area under the curve).",
-        "- Arms whose studies pair by (objective, seed) are compared with the two-sided "
-        "Wilcoxon signed-rank test (zero differences dropped), others with the two-sided "
-        "Mann-Whitney U test; three or more arms get a Friedman test (paired) with Nemenyi "
-        "post-hoc ranks, or Kruskal-Wallis (unpaired). All pairwise p-values are adjusted "
-        "together with Holm's method.",
-        "- A test with no power (its smallest attainable p-value, e.g. 2/2^n for Wilcoxon on "
-        "n pairs, is above alpha) gets no p-value.",
-        "- A12 (Vargha-Delaney) with a percentile bootstrap interval; magnitude thresholds "
-        "0.56 / 0.64 / 0.71.",
-        "- An improvement is claimed only when the Holm-adjusted p-value is below alpha and the "
-        "difference of medians is outside the noise floor (when one is given).",
-        "",
-    ]
-    out += [
-        "## Studies",
-        "",
-        _table(
-            ["arm", "study", "objective", "seed", "complete", "failed", "pruned", result.metric],
-            [
-                [
-                    r.arm,
-                    r.name,
-                    str(r.objective),
-                    str(r.seed),
-                    str(r.n_complete),
-                    str(r.n_failed),
-                    str(r.n_pruned),
-                    _num(result.arms[r.arm].values[i]),
-                ]
-                for r in result.studies
-                for i in [result.arms[r.arm].study_names.index(r.name)]
-            ],
-            markdown=True,
-        ),
-        "",
-    ]
+    out += _MD_METHOD
+    out += ["## Studies", "", _md_studies(result), ""]
     return "\n".join(out)
+
+
+def _md_setup(result: CompareResult) -> list[str]:
+    """The report's title and what was compared, how."""
+    s = result.settings
+    if s.get("run") is not None:
+        selection = f"run `{s['run']}`" + (f", arms {s['arms']}" if s.get("arms") else "")
+    else:
+        selection = f"arms {s['arms']}"
+    return [
+        "# Comparison report",
+        "",
+        f"- Generated: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} by "
+        f"bilevel-optuna {__version__}",
+        f"- Storage: `{s['storage']}`",
+        f"- Selection: {selection}" + (f", kind {s['kind']}" if s.get("kind") else ""),
+        f"- Metric: {_metric_label(result)}",
+        f"- Trial budget: {result.n_trials if result.n_trials else 'all trials'}",
+        f"- Significance level: {result.alpha:g}, on Holm-adjusted p-values; bootstrap "
+        f"intervals at {s['confidence_level']:g} with {s['n_resamples']} resamples (seed "
+        f"{s['seed']})",
+        "",
+    ]
+
+
+def _md_tests(result: CompareResult) -> list[str]:
+    """The omnibus test, the pairwise table, the post-hoc ranks and the noise floor."""
+    out = ["## Tests", "", _omnibus_line(result), ""]
+    if result.comparisons:
+        out += [_table(_COMPARISON_HEADERS, _comparison_rows(result), markdown=True), ""]
+        out += [
+            "A12 is the probability that a study of the first arm beats one of the second "
+            "(0.5: no effect); median diff is first minus second.",
+            "",
+        ]
+    if result.posthoc is not None:
+        ph = result.posthoc
+        out += [
+            f"Nemenyi post-hoc: critical difference {ph.statistic:.3f} (q = {ph.q_alpha:.3f}, "
+            f"{ph.n_blocks} blocks){posthoc_caveat(result)}; average ranks (1 is best): "
+            + ", ".join(f"{a} {r:.2f}" for a, r in zip(ph.arms, ph.average_ranks)),
+            "",
+        ]
+    if result.noise_floor is not None:
+        out += [_noise_line(result), ""]
+    return out
+
+
+def _md_studies(result: CompareResult) -> str:
+    """One row per study: its arm, counts and metric value."""
+    return _table(
+        ["arm", "study", "objective", "seed", "complete", "failed", "pruned", result.metric],
+        [
+            [
+                r.arm,
+                r.name,
+                str(r.objective),
+                str(r.seed),
+                str(r.n_complete),
+                str(r.n_failed),
+                str(r.n_pruned),
+                _num(result.arms[r.arm].values[i]),
+            ]
+            for r in result.studies
+            for i in [result.arms[r.arm].study_names.index(r.name)]
+        ],
+        markdown=True,
+    )
+
+
+_MD_METHOD = [
+    "## Method",
+    "",
+    "- Per study, the metric is computed from the trial values read from the storage: "
+    "best value, regret (best minus the known optimum, direction-aware), or the mean of "
+    "the best-so-far curve over the trials counted (normalized area under the curve).",
+    "- Arms whose studies pair by (objective, seed) are compared with the two-sided "
+    "Wilcoxon signed-rank test (zero differences dropped), others with the two-sided "
+    "Mann-Whitney U test; three or more arms get a Friedman test (paired) with Nemenyi "
+    "post-hoc ranks, or Kruskal-Wallis (unpaired). All pairwise p-values are adjusted "
+    "together with Holm's method.",
+    "- A test with no power (its smallest attainable p-value, e.g. 2/2^n for Wilcoxon on "
+    "n pairs, is above alpha) gets no p-value.",
+    "- A12 (Vargha-Delaney) with a percentile bootstrap interval; magnitude thresholds "
+    "0.56 / 0.64 / 0.71.",
+    "- An improvement is claimed only when the Holm-adjusted p-value is below alpha and the "
+    "difference of medians is outside the noise floor (when one is given).",
+    "",
+]

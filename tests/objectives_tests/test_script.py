@@ -28,7 +28,10 @@ from bilevel_optuna.objectives._script import OUTPUT_LOG_NAME
 from bilevel_optuna.objectives._script import OUTPUT_TAIL_ATTR
 from bilevel_optuna.objectives._script import WORKDIR_ATTR
 from bilevel_optuna.objectives._script import ScriptFailedError
+from bilevel_optuna.objectives._script import ScriptMetric
 from bilevel_optuna.objectives._script import ScriptObjective
+from bilevel_optuna.objectives._script import ScriptParams
+from bilevel_optuna.objectives._script import ScriptRun
 from bilevel_optuna.objectives._script import rewrite_constants
 from bilevel_optuna.objectives._space_config import distributions_from_config
 
@@ -82,23 +85,27 @@ def _run_one(objective: ScriptObjective, params: dict[str, Any], **kwargs: Any) 
 @pytest.mark.parametrize(
     "options",
     [
-        {"command": ["{python}", str(SCRIPTS / "quadratic.py")], "params_via": "args"},
+        {
+            "command": ["{python}", str(SCRIPTS / "quadratic.py")],
+            "params": ScriptParams(via="args"),
+        },
         {
             # One string, split like a shell would; "--x={x}" is a placeholder inside an argument.
             "command": f"{{python}} '{SCRIPTS / 'quadratic.py'}' "
             "--x={x} --y {y} --kind {kind}",
-            "params_via": "args",
+            "params": ScriptParams(via="args"),
         },
         {
             "command": ["{python}", str(SCRIPTS / "quadratic.py")],
-            "params_via": "env",
-            "env_prefix": "HP_",
+            "params": ScriptParams(via="env", env_prefix="HP_"),
         },
-        {"command": ["{python}", str(SCRIPTS / "quadratic.py")], "params_via": "json"},
         {
             "command": ["{python}", str(SCRIPTS / "quadratic.py")],
-            "params_via": "toml",
-            "params_file": "conf/hp.toml",
+            "params": ScriptParams(via="json"),
+        },
+        {
+            "command": ["{python}", str(SCRIPTS / "quadratic.py")],
+            "params": ScriptParams(via="toml", file="conf/hp.toml"),
         },
     ],
     ids=["args-auto", "args-template", "env", "json", "toml"],
@@ -118,7 +125,7 @@ def test_params_file_placeholder_names_the_file(tmp_path: Path) -> None:
         command=["{python}", str(script), "{params_file}"],
         search_space={"lr": {"type": "float", "low": 0.0, "high": 1.0}},
         metric=r"^value: (\S+)",
-        params_via="json",
+        params=ScriptParams(via="json"),
     )
     assert objective(FixedTrial({"lr": 0.25})) == 0.5
 
@@ -130,10 +137,8 @@ def test_constants_rewritten_in_a_copy_and_the_original_left_unchanged(tmp_path:
         command=["{python}", "quadratic.py"],
         search_space={"X": QUAD_SPACE["x"], "Y": QUAD_SPACE["y"], "KIND": QUAD_SPACE["kind"]},
         metric=METRIC,
-        params_via="constants",
-        constants_file=original,
-        workdir_root=tmp_path,
-        keep_workdirs="always",
+        params=ScriptParams(via="constants", constants_file=original),
+        run=ScriptRun(workdir_root=tmp_path, keep_workdirs="always"),
     )
     trial = _run_one(objective, {"X": 2.5, "Y": 1, "KIND": "shifted"})
     assert trial.value == pytest.approx(_quadratic(2.5, 1, "shifted"))
@@ -160,10 +165,8 @@ def test_constants_in_a_template_copy(tmp_path: Path) -> None:
         template=template,
         search_space={"LR": {"type": "float", "low": 0.01, "high": 1.0, "log": True}},
         metric=r"^val_bpb:\s*(\S+)",
-        params_via="constants",
-        constants_file="pkg/config.py",
-        workdir_root=tmp_path / "trials",
-        keep_workdirs="always",
+        params=ScriptParams(via="constants", constants_file="pkg/config.py"),
+        run=ScriptRun(workdir_root=tmp_path / "trials", keep_workdirs="always"),
     )
     trial = _run_one(objective, {"LR": 0.5})
     assert trial.value == pytest.approx(1.5)
@@ -225,10 +228,11 @@ def test_intermediate_values_reported_and_pruned_process_stopped(tmp_path: Path)
             "lr": {"type": "float", "low": 0.001, "high": 0.9, "log": True},
             "steps": {"type": "int", "low": 1, "high": 1000},
         },
-        metric=r"^final_loss:\s*(\S+)",
-        intermediate=r"^step (?P<step>\d+) \| loss: (?P<value>\S+)",
-        workdir_root=tmp_path,
-        keep_workdirs="always",
+        metric=ScriptMetric(
+            pattern=r"^final_loss:\s*(\S+)",
+            intermediate=r"^step (?P<step>\d+) \| loss: (?P<value>\S+)",
+        ),
+        run=ScriptRun(workdir_root=tmp_path, keep_workdirs="always"),
     )
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=3.0))
     study.enqueue_trial({"lr": 0.5, "steps": 4})  # loss 2.1, 1.15, ...: never pruned
@@ -262,8 +266,7 @@ def test_intermediate_pattern_forms(pattern: str, steps: list[int]) -> None:
     objective = ScriptObjective(
         command=["{python}", str(SCRIPTS / "steps.py"), "--steps", "3", "--sleep", "0"],
         search_space={"lr": {"type": "float", "low": 0.1, "high": 0.9}},
-        metric=r"^final_loss:\s*(\S+)",
-        intermediate=pattern,
+        metric=ScriptMetric(pattern=r"^final_loss:\s*(\S+)", intermediate=pattern),
     )
     trial = _run_one(objective, {"lr": 0.5})
     assert sorted(trial.intermediate_values) == steps
@@ -281,8 +284,10 @@ def test_carriage_return_progress_lines_are_lines(tmp_path: Path) -> None:
     objective = ScriptObjective(
         command=["{python}", str(script)],
         search_space={"lr": {"type": "float", "low": 0.1, "high": 0.9}},
-        metric=r"^val_bpb:\s*(\S+)",
-        intermediate=r"^step (?P<step>\d+) .*?\| loss: (?P<value>[0-9.]+)",
+        metric=ScriptMetric(
+            pattern=r"^val_bpb:\s*(\S+)",
+            intermediate=r"^step (?P<step>\d+) .*?\| loss: (?P<value>[0-9.]+)",
+        ),
     )
     trial = _run_one(objective, {"lr": 0.5})
     assert trial.value == 0.9979
@@ -345,7 +350,7 @@ def test_study_goes_on_past_crashes() -> None:
 
 
 def test_on_failure_raise() -> None:
-    objective = _crash_objective(on_failure="raise")
+    objective = _crash_objective(run=ScriptRun(on_failure="raise"))
     with pytest.raises(ScriptFailedError, match="exit code 3") as info:
         objective(FixedTrial({"mode": "exit3", "x": 0.5}))
     assert info.value.exit_code == 3
@@ -365,10 +370,9 @@ def test_timeout_stops_the_process_group(tmp_path: Path, ignore_term: bool) -> N
         command=["{python}", str(SCRIPTS / "hang.py"), *(["--ignore-term"] * ignore_term)],
         search_space={"lr": {"type": "float", "low": 0.1, "high": 0.9}},
         metric=r"^val_bpb:\s*(\S+)",
-        timeout=1.5,
-        kill_grace=0.3,
-        workdir_root=tmp_path,
-        keep_workdirs="failed",
+        run=ScriptRun(
+            timeout=1.5, kill_grace=0.3, workdir_root=tmp_path, keep_workdirs="failed"
+        ),
     )
     trial = _run_one(objective, {"lr": 0.5})
     assert trial.state == TrialState.FAIL
@@ -394,8 +398,7 @@ def test_leftover_children_are_stopped_when_the_script_ends(tmp_path: Path) -> N
         search_space={"lr": {"type": "float", "low": 0.1, "high": 0.9}},
         metric=r"^value: (\S+)",
         timeout=60,
-        workdir_root=tmp_path / "trials",
-        keep_workdirs="always",
+        run=ScriptRun(workdir_root=tmp_path / "trials", keep_workdirs="always"),
     )
     trial = _run_one(objective, {"lr": 0.5})
     assert trial.value == 1.0
@@ -416,9 +419,11 @@ def test_parallel_trials_do_not_collide_and_devices_are_exclusive(tmp_path: Path
         template=template,
         search_space={"x": {"type": "float", "low": 0.0, "high": 100.0}},
         metric=r"^value: (\S+)",
-        devices=["0", "1", "2"],
-        env={"DEVICE_LOG": str(device_log)},
-        workdir_root=tmp_path / "trials",
+        run=ScriptRun(
+            devices=("0", "1", "2"),
+            env={"DEVICE_LOG": str(device_log)},
+            workdir_root=tmp_path / "trials",
+        ),
     )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=9, n_jobs=3)
@@ -444,7 +449,7 @@ def test_parallel_trials_do_not_collide_and_devices_are_exclusive(tmp_path: Path
     [("never", []), ("failed", ["raise"]), ("always", ["ok", "raise"])],
 )
 def test_keep_workdirs(tmp_path: Path, keep: str, kept: list[str]) -> None:
-    objective = _crash_objective(workdir_root=tmp_path, keep_workdirs=keep)
+    objective = _crash_objective(run=ScriptRun(workdir_root=tmp_path, keep_workdirs=keep))
     study = optuna.create_study()
     for mode in ("ok", "raise"):
         study.enqueue_trial({"mode": mode, "x": 0.5})
@@ -475,8 +480,7 @@ def test_metric_file(
     objective = ScriptObjective(
         command=["{python}", str(script)],
         search_space={"lr": {"type": "float", "low": 0.1, "high": 0.9}},
-        metric_file="out/metric.txt",
-        metric_key=key,
+        metric=ScriptMetric(file="out/metric.txt", key=key),
         direction="maximize",
     )
     trial = _run_one(objective, {"lr": 0.5})
@@ -500,26 +504,38 @@ _PY = ["{python}", str(SCRIPTS / "quadratic.py")]
         ({"command": ["/no/such/trainer"]}, "'/no/such/trainer' does not exist"),
         ({"command": []}, "command must be a non-empty list"),
         ({"metric": "^val_bpb: ("}, "is not a valid regular expression"),
-        ({"intermediate": "loss"}, "needs groups named 'step' and 'value'"),
+        (
+            lambda: {"metric": ScriptMetric(pattern=METRIC, intermediate="loss")},
+            "needs groups named 'step' and 'value'",
+        ),
         ({"metric": None}, "Give exactly one of metric"),
-        ({"metric_file": "m.txt"}, "Give exactly one of metric"),
-        ({"metric": None, "metric_file": "/tmp/m.txt"}, "relative to it"),
-        ({"metric_key": "acc"}, "metric_key names a field of metric_file"),
+        (
+            lambda: {"metric": ScriptMetric(pattern=METRIC, file="m.txt")},
+            "Give exactly one of metric",
+        ),
+        (lambda: {"metric": ScriptMetric(file="/tmp/m.txt")}, "relative to it"),
+        (
+            lambda: {"metric": ScriptMetric(pattern=METRIC, key="acc")},
+            "metric_key names a field of",
+        ),
         ({"command": [*_PY, "--lr", "{lrr}"]}, r"Unknown placeholder\(s\) \['\{lrr\}'\]"),
         ({"command": [*_PY, "{params_file}"]}, "only with params_via='json' or 'toml'"),
         ({"command": [*_PY, "{device}"]}, "only when devices are given"),
-        ({"params_via": "yaml"}, "params_via must be one of"),
-        ({"params_file": "p.json"}, "params_file is used only with"),
-        ({"params_via": "constants"}, "needs constants_file"),
+        (lambda: {"params": ScriptParams(via="yaml")}, "params_via must be one of"),
+        (lambda: {"params": ScriptParams(file="p.json")}, "params_file is used only with"),
+        (lambda: {"params": ScriptParams(via="constants")}, "needs constants_file"),
         (
-            {"params_via": "constants", "constants_file": SCRIPTS / "quadratic.py"},
+            {"params": ScriptParams(via="constants", constants_file=SCRIPTS / "quadratic.py")},
             "no module-level assignment of \\['lr'\\]",
         ),
         (
-            {"params_via": "constants", "constants_file": "/no/such/train.py"},
+            {"params": ScriptParams(via="constants", constants_file="/no/such/train.py")},
             "does not exist",
         ),
-        ({"params_via": "env", "search_space": {"path": ["a"]}}, "overwrite .* 'PATH'"),
+        (
+            {"params": ScriptParams(via="env"), "search_space": {"path": ["a"]}},
+            "overwrite .* 'PATH'",
+        ),
         ({"search_space": {"workdir": ["a"]}}, "reserved placeholders"),
         ({"search_space": {"lr": {"type": "float", "low": 1.0}}}, r"needs \['high'\]"),
         (
@@ -529,18 +545,20 @@ _PY = ["{python}", str(SCRIPTS / "quadratic.py")]
         ({"search_space": {"n": {"type": "int", "low": 0.5, "high": 3}}}, "must be an integer"),
         ({"search_space": {"lr": {"type": "float", "low": 2.0, "high": 1.0}}}, "lr"),
         ({"search_space": {}}, "search_space is empty"),
-        ({"params_via": "toml", "search_space": {"a": [None, 1]}}, "TOML cannot hold"),
+        ({"params": ScriptParams(via="toml"), "search_space": {"a": [None, 1]}}, "TOML cannot"),
         ({"timeout": 0}, "timeout must be positive"),
         ({"template": "/no/such/folder"}, "is not a folder"),
         ({"direction": "down"}, "direction must be one of"),
-        ({"devices": []}, "devices must name at least one device"),
-        ({"keep_workdirs": "sometimes"}, "keep_workdirs must be one of"),
+        (lambda: {"run": ScriptRun(devices=())}, "devices must name at least one device"),
+        (lambda: {"run": ScriptRun(keep_workdirs="sometimes")}, "keep_workdirs must be one of"),
     ],
 )
-def test_bad_input_is_rejected_up_front(kwargs: dict[str, Any], message: str) -> None:
+def test_bad_input_is_rejected_up_front(kwargs: Any, message: str) -> None:
+    """A bad setting fails where it is built: the settings object or the objective."""
     options: dict[str, Any] = {"command": _PY, "search_space": _SPACE, "metric": METRIC}
-    options.update(kwargs)
     with pytest.raises(ConfigurationError, match=message):
+        # A lambda builds a settings object that rejects its own values.
+        options.update(kwargs() if callable(kwargs) else kwargs)
         ScriptObjective(**options)
 
 
@@ -559,7 +577,7 @@ def test_workdir_root_inside_template_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="inside the template"):
         ScriptObjective(
             command=_PY, search_space=_SPACE, metric=METRIC,
-            template=tmp_path, workdir_root=tmp_path / "runs",
+            template=tmp_path, run=ScriptRun(workdir_root=tmp_path / "runs"),
         )
 
 
@@ -643,7 +661,7 @@ def test_distributions_from_config_table() -> None:
 
 def test_pickle_round_trip_keeps_devices() -> None:
     objective = ScriptObjective(
-        command=_PY, search_space=QUAD_SPACE, metric=METRIC, devices=["0", "1"]
+        command=_PY, search_space=QUAD_SPACE, metric=METRIC, run=ScriptRun(devices=["0", "1"])
     )
     copy = pickle.loads(pickle.dumps(objective))
     assert copy.devices == ["0", "1"]
@@ -748,8 +766,10 @@ def test_lm_task_run_as_a_script_matches_the_in_process_task() -> None:
             "--lr", "{lr}", "--width", "{width}",
         ],
         search_space={"lr": lm.search_space["lr"], "width": [64, 50]},
-        metric=r"^val_bpb:\s*(\S+)",
-        intermediate=r"^step (?P<step>\d+) val_bpb: (?P<value>\S+)",
+        metric=ScriptMetric(
+            pattern=r"^val_bpb:\s*(\S+)",
+            intermediate=r"^step (?P<step>\d+) val_bpb: (?P<value>\S+)",
+        ),
         timeout=300,
         description=lm.description,
     )

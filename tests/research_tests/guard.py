@@ -2,7 +2,7 @@
 
 import pytest
 
-from bilevel_optuna.research._boundary import boundary_problems
+from bilevel_optuna.research._sandbox import boundary_problems
 
 _PROBLEMS = boundary_problems()
 needs_boundary = pytest.mark.skipif(

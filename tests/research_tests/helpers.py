@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._check import smoke_study
+from bilevel_optuna.research._proxy import guarded_class
 from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import GuardedMechanism
-from bilevel_optuna.research._proxy import guarded_class
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
 from bilevel_optuna.samplers.mechanisms._loading import source_hash
 from bilevel_optuna.samplers.mechanisms._base import ProposalContext
 

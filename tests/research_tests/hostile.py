@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from bilevel_optuna.research._boundary import GuardedProcess
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
-from bilevel_optuna.research._proxy import GuardedMechanism
 from bilevel_optuna.research._proxy import guarded_class
+from bilevel_optuna.research._proxy import GuardedMechanism
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
 
 NONE = Layers(namespaces=False, rlimits=False, seccomp=False)
 _FAKE = Path(__file__).with_name("fake_child.py")

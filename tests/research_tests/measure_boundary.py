@@ -20,11 +20,11 @@ import sources as S  # noqa: E402
 from helpers import context  # noqa: E402
 from helpers import proxy  # noqa: E402
 
-from bilevel_optuna.research._boundary import Layers  # noqa: E402
-from bilevel_optuna.research._boundary import Limits  # noqa: E402
 from bilevel_optuna.research._check import check_source  # noqa: E402
-from bilevel_optuna.research._proxy import GuardedHookError  # noqa: E402
 from bilevel_optuna.research._proxy import guarded_class  # noqa: E402
+from bilevel_optuna.research._proxy import GuardedHookError  # noqa: E402
+from bilevel_optuna.research._sandbox import Layers  # noqa: E402
+from bilevel_optuna.research._sandbox import Limits  # noqa: E402
 
 HANG = (
     "from bilevel_optuna.samplers import Mechanism\nclass H(Mechanism):\n    name = 'hang'\n"

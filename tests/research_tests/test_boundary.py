@@ -12,10 +12,9 @@ from guard import needs_boundary
 from helpers import prepare_once
 from helpers import proxy
 
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
-from bilevel_optuna.research._boundary import boundary_problems
 from bilevel_optuna.research._proxy import GuardedHookError
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
 
 NONE = Layers(namespaces=False, rlimits=False, seccomp=False)
 NAMESPACES = Layers(namespaces=True, rlimits=False, seccomp=False)
@@ -171,18 +170,6 @@ def test_an_overrunning_hook_is_killed_and_the_next_call_starts_afresh() -> None
 def test_a_hard_exit_is_a_hook_error_not_the_samplers_exit() -> None:
     _, error = prepare_once(S.HARD_EXIT, Layers())
     assert error is not None and "exited with status 7" in error
-
-
-def test_missing_layers_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bilevel_optuna.research import _boundary
-
-    _boundary._bwrap_problem.cache_clear()
-    monkeypatch.setattr(_boundary.shutil, "which", lambda name: None)
-    try:
-        problems = boundary_problems()
-        assert any("apt-get install bubblewrap" in p for p in problems)
-    finally:
-        _boundary._bwrap_problem.cache_clear()
 
 
 def test_the_guarded_process_is_another_process() -> None:

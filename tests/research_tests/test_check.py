@@ -8,9 +8,9 @@ import pytest
 import sources as S
 from guard import needs_boundary
 
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._check import check_source
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
 
 pytestmark = needs_boundary
 

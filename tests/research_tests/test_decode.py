@@ -18,8 +18,6 @@ from optuna.distributions import CategoricalDistribution
 from optuna.distributions import FloatDistribution
 from optuna.distributions import distribution_to_json
 
-from bilevel_optuna.research._boundary import Limits
-from bilevel_optuna.research._decode import ProtocolError
 from bilevel_optuna.research._decode import bounded_record
 from bilevel_optuna.research._decode import check_params
 from bilevel_optuna.research._decode import decode_load
@@ -27,6 +25,8 @@ from bilevel_optuna.research._decode import decode_ready
 from bilevel_optuna.research._decode import decode_reply
 from bilevel_optuna.research._decode import nesting_depth
 from bilevel_optuna.research._decode import parse
+from bilevel_optuna.research._decode import ProtocolError
+from bilevel_optuna.research._sandbox import Limits
 
 LIMITS = Limits()
 HOOKS = ("prepare", "review", "choose", "after_trial")

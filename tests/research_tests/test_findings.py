@@ -23,12 +23,12 @@ from hostile import hostile
 from bilevel_optuna import _attrs
 from bilevel_optuna.cli import main as cli_main
 from bilevel_optuna.exceptions import ConfigurationError
-from bilevel_optuna.research._boundary import Layers
-from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._check import check_source
 from bilevel_optuna.research._gate import static_check
-from bilevel_optuna.research._proxy import GuardedHookError
 from bilevel_optuna.research._proxy import guarded_class
+from bilevel_optuna.research._proxy import GuardedHookError
+from bilevel_optuna.research._sandbox import Layers
+from bilevel_optuna.research._sandbox import Limits
 from bilevel_optuna.research._store import MechanismStore
 from bilevel_optuna.samplers._answer import repair_params
 from bilevel_optuna.samplers.mechanisms._loading import load_mechanism_by_name

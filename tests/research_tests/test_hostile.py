@@ -22,8 +22,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 
-from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._proxy import GuardedHookError
+from bilevel_optuna.research._sandbox import Limits
 from bilevel_optuna.samplers.mechanisms._base import Review
 
 RNG = np.random.default_rng(0).bit_generator.state

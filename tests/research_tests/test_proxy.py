@@ -10,9 +10,9 @@ from guard import needs_boundary
 from optuna.distributions import FloatDistribution
 
 from bilevel_optuna import _attrs
-from bilevel_optuna.research._boundary import Limits
 from bilevel_optuna.research._check import check_source
 from bilevel_optuna.research._proxy import guarded_class
+from bilevel_optuna.research._sandbox import Limits
 from bilevel_optuna.samplers import LLMSampler
 
 pytestmark = needs_boundary

@@ -159,28 +159,6 @@ def test_hostile_code_is_recorded_and_no_stored_trial_changes(base_run: str) -> 
     assert snapshot() == before
 
 
-def test_spec_files_are_read_and_bad_settings_named(tmp_path: Path) -> None:
-    from bilevel_optuna.research import ResearchSpec
-
-    good = tmp_path / "r.toml"
-    good.write_text(
-        '[research]\nstorage = "sqlite:///x.db"\nrun = "demo"\nmode = "both"\n'
-        '[evaluate]\nn_trials = 3\nobjectives = ["branin"]\n'
-    )
-    spec = ResearchSpec.from_toml(good)
-    assert (spec.run, spec.mode, spec.n_outer_trials, spec.objectives) == (
-        "demo",
-        "both",
-        3,
-        ["branin"],
-    )
-    bad = tmp_path / "bad.toml"
-    bad.write_text('[research]\nstorage = "sqlite:///x.db"\nrun = "demo"\nroundz = 2\n')
-    with pytest.raises(ConfigurationError, match="Unknown settings \\['roundz'\\]"):
-        ResearchSpec.from_toml(bad)
-    with pytest.raises(ConfigurationError, match="mode must be one of"):
-        ResearchSpec(storage="sqlite:///x.db", run="demo", mode="poetry")
+def test_a_storage_that_is_not_a_url_is_named() -> None:
     with pytest.raises(ConfigurationError, match="database URL"):
         run_research(storage="x.db", run="demo")
-    demo = ResearchSpec.from_toml(Path(__file__).parents[2] / "studies" / "specs" / "research-demo.toml")
-    assert demo.run == "demo" and demo.mode == "both"

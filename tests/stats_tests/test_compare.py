@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import optuna
@@ -14,8 +15,10 @@ from stats_tests.conftest import DEMO_SEEDS
 from stats_tests.conftest import Db
 
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.stats import CompareSettings
 from bilevel_optuna.stats import DegenerateDataWarning
 from bilevel_optuna.stats import NoPowerWarning
+from bilevel_optuna.stats import StudySelection
 from bilevel_optuna.stats import compare
 from bilevel_optuna.stats import noise_floor
 
@@ -239,13 +242,16 @@ def test_noise_floor_from_a_study_labels_small_differences(db: Db) -> None:
     db.add("repeat", [1.0, 1.1, 0.9, 1.05, 0.95], run=None, kind="heldout")
     plain = compare(db.url, run="run", metric="best")
     assert plain.comparison("a", "b").better == "a"
-    floored = compare(db.url, run="run", metric="best", noise_floor="repeat")
+    floored = compare(
+        db.url, run="run", metric="best", settings=CompareSettings(noise_floor="repeat")
+    )
     c = floored.comparison("a", "b")
     assert floored.noise_floor is not None and floored.noise_floor.n == 5
     assert floored.noise_floor.sd == pytest.approx(noise_floor([1.0, 1.1, 0.9, 1.05, 0.95]).sd)
     assert c.significant and c.inside_noise_floor and c.better is None
     assert "inside noise floor" in c.verdict and floored.claims == []
-    assert compare(db.url, run="run", metric="best", noise_floor=0.001).comparison("a", "b").better
+    floor = CompareSettings(noise_floor=0.001)
+    assert compare(db.url, run="run", metric="best", settings=floor).comparison("a", "b").better
 
 
 def test_three_unpaired_arms_use_kruskal(db: Db) -> None:
@@ -319,23 +325,25 @@ def test_paired_true_needs_seeds(db: Db) -> None:
     db.add("a-0", [1.0], arm="a")
     db.add("b-0", [2.0], arm="b")
     with pytest.raises(ConfigurationError, match="cannot be paired"):
-        compare(db.url, run="run", paired=True)
+        compare(db.url, run="run", settings=CompareSettings(paired=True))
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"metric": "median"}, "metric"),
-        ({"alpha": 2.0}, "alpha"),
-        ({"paired": "yes"}, "paired"),
+        (lambda: {"settings": CompareSettings(alpha=2.0)}, "alpha"),
+        (lambda: {"settings": CompareSettings(paired="yes")}, "paired"),
         ({"n_trials": 0}, "n_trials"),
-        ({"noise_factor": -1.0}, "noise_factor"),
+        (lambda: {"selection": StudySelection(n_trials=0)}, "n_trials"),
+        (lambda: {"settings": CompareSettings(noise_factor=-1.0)}, "noise_factor"),
     ],
 )
-def test_option_errors(db: Db, kwargs: dict[str, object], match: str) -> None:
+def test_option_errors(db: Db, kwargs: Any, match: str) -> None:
     db.add("a-0", [1.0], arm="a")
     with pytest.raises(ValueError, match=match):
-        compare(db.url, run="run", **kwargs)  # type: ignore[arg-type]
+        # A lambda builds a settings object, which checks its own values.
+        compare(db.url, run="run", **(kwargs() if callable(kwargs) else kwargs))
 
 
 def test_storage_password_never_enters_the_report(db: Db) -> None:
