@@ -216,6 +216,8 @@ def _train(
     eval_every: int,
     callback: Callable[[int, float], None] | None,
 ) -> LMRunResult:
+    # One piece on purpose: a training loop read top to bottom (build, step, evaluate, stop), as
+    # autoresearch's train.py keeps it; split, its budget and divergence checks would hide.
     start = time.perf_counter()
     # The layers' default initialization draws from torch's global random state before ours
     # overwrites it: build the model on a forked copy so the caller's state is left alone.

@@ -25,6 +25,7 @@ PACKAGE_DIRS = {
     f"{PACKAGE}.studies": "studies",
 }
 LONG_FUNCTION = 80
+LONG_MODULE = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +212,36 @@ def _functions(tree: ast.AST) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             yield node
+
+
+def says_why(fn: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) -> bool:
+    """Whether a comment line opens the function's body (after its docstring, if any): the
+    place to say why a long function is one piece."""
+    body = fn.body
+    first = body[0]
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        if len(body) == 1:
+            return False
+        after, statement = first.end_lineno or first.lineno, body[1]
+    else:
+        after, statement = fn.lineno, first
+    gap = lines[after : statement.lineno - 1]  # between the docstring (or def) and the code
+    return any(line.strip().startswith("#") for line in gap)
+
+
+def long_functions(modules: dict[str, Module]) -> list[tuple[str, int, bool]]:
+    """(module:function, lines, says why) for every function over LONG_FUNCTION lines."""
+    out = []
+    for name, m in modules.items():
+        for fn in _functions(m.tree):
+            n = fn.end_lineno - fn.lineno + 1  # type: ignore[operator]
+            if n > LONG_FUNCTION:
+                out.append((f"{name}:{fn.name}", n, says_why(fn, m.lines)))
+    return sorted(out)
 
 
 def _n_params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:

@@ -4,7 +4,9 @@ Each subpackage imports only the layers below it; peers in one layer do not impo
 no two files or subpackages import each other in a circle. Imports under ``if TYPE_CHECKING:``
 are left out (they never run). A function-local import of the package's own modules is allowed
 only with a comment naming the optional dependency it defers; the ones left from before the
-rule are listed in LOCAL_IMPORTS_LEFT, per module, and that list may only shrink.
+rule are listed in LOCAL_IMPORTS_LEFT, per module, and that list may only shrink. The rooms
+stay small: no module over 500 lines, no function over 80 lines unless a comment opening its
+body says why it is one piece.
 """
 
 from __future__ import annotations
@@ -109,3 +111,34 @@ def test_the_checker_sees_cycles_local_imports_and_leaves_type_only_ones_out(
     assert "optional" in local[("bilevel_optuna.chat", "bilevel_optuna._a")].comment
     assert "optional" not in local[("bilevel_optuna._b", "bilevel_optuna._a")].comment
     assert [i.type_only for i in found if i.target == "bilevel_optuna.cli"] == [True]
+
+
+def test_no_module_over_the_line_limit() -> None:
+    modules = code_shape.find_modules(ROOT)
+    limit = code_shape.LONG_MODULE
+    over = {name: len(m.lines) for name, m in modules.items() if len(m.lines) > limit}
+    assert over == {}, f"split these modules by idea (at most {limit} lines each)"
+
+
+def test_a_long_function_says_why_it_is_one_piece() -> None:
+    silent = [
+        (name, n) for name, n, why in code_shape.long_functions(code_shape.find_modules(ROOT))
+        if not why
+    ]
+    assert silent == [], (
+        f"functions over {code_shape.LONG_FUNCTION} lines: split them into named steps, or open "
+        "the body with a comment saying why it is one piece"
+    )
+
+
+def test_the_checker_sees_a_long_function_and_its_comment(tmp_path: Path) -> None:
+    package = tmp_path / "bilevel_optuna"
+    package.mkdir()
+    filler = "    x = 1\n" * code_shape.LONG_FUNCTION
+    (package / "__init__.py").write_text(
+        f"def quiet():\n{filler}"
+        f"def told():\n    \"\"\"Doc.\"\"\"\n    # One piece: a loop read top to bottom.\n{filler}"
+        f"def short():\n    x = 1\n"
+    )
+    found = code_shape.long_functions(code_shape.find_modules(tmp_path))
+    assert found == [("bilevel_optuna:quiet", 81, False), ("bilevel_optuna:told", 83, True)]
