@@ -19,7 +19,7 @@ from bilevel_optuna.objectives import ScriptMetric
 from bilevel_optuna.objectives import ScriptObjective
 from bilevel_optuna.objectives import ScriptParams
 from bilevel_optuna.objectives import ScriptRun
-from bilevel_optuna.studies._spec import build_objective
+from bilevel_optuna.studies.specs._toml import build_objective
 
 SCRIPTS = Path(__file__).parent / "scripts"
 METRIC = r"^objective:\s*(\S+)"
