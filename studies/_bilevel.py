@@ -9,8 +9,8 @@ configuration's hash, so a rerun after a crash reuses every finished inner study
 
 The parts live beside this module: the run's settings objects and the TOML specs
 (``specs/``), storage (``bilevel_optuna._storage``), arms and the sampler factory (``_arms``),
-scoring (``_scoring``), the run's stored settings (``_settings``), the claim table (``_work``)
-and the worker loop (``_worker``) that runs baselines, outer trials and their repeats task by
+scoring (``_scoring``), the run's stored settings (``_settings``), the work queue
+(``_workqueue``: claims, heartbeats, the worker loop) and the run's worker (``_worker``) that runs baselines, outer trials and their repeats task by
 task, beside any ``bilevel-optuna worker`` on other servers (``_join``);
 :func:`run_bilevel_study` calls them in order.
 """

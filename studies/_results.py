@@ -17,6 +17,7 @@ from bilevel_optuna import _attrs
 from bilevel_optuna._logging import get_logger
 from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
+from bilevel_optuna.stats import StudySelection
 from bilevel_optuna.stats import compare
 from bilevel_optuna.studies._artifacts import store_report
 from bilevel_optuna.studies._arms import ArmRunner
@@ -140,9 +141,8 @@ def compare_arms(
                 storage,
                 run=run_name,
                 arms=arms,
-                kind=kinds,
-                objective=[o.name for o in objectives],
                 n_trials=n_trials,
+                selection=StudySelection(kind=kinds, objective=[o.name for o in objectives]),
                 control=arms[0],
             )
         except ConfigurationError as err:  # e.g. objectives of both directions, optima unknown

@@ -45,11 +45,12 @@ TINY = dict(
 )
 
 
-def _inner_trial_counts(url: str) -> dict[str, int]:
+def _inner_trial_counts(url: str, run: str | None = None) -> dict[str, int]:
     return {
         s.study_name: s.n_trials
         for s in optuna.get_all_study_summaries(storage=url, include_best_trial=False)
         if s.user_attrs.get(_attrs.KIND) in ("inner", "baseline", "heldout")
+        and run in (None, s.user_attrs.get(_attrs.RUN))
     }
 
 
@@ -85,7 +86,12 @@ def _check_run(url: str, run: str) -> None:
     for arm in result.arm_scores.values():
         assert set(arm) == {"branin", "rosenbrock"}
         assert len(arm["branin"]) == 2 and len(arm["rosenbrock"]) == 3
-    heldout = [s for s in summaries.values() if s.user_attrs.get(_attrs.KIND) == "heldout"]
+    # The PostgreSQL database is shared with other test runs: only this run's studies count.
+    heldout = [
+        s
+        for s in summaries.values()
+        if s.user_attrs.get(_attrs.KIND) == "heldout" and s.user_attrs.get(_attrs.RUN) == run
+    ]
     assert heldout and all(s.user_attrs[_attrs.OBJECTIVE] == "rosenbrock" for s in heldout)
     assert sorted(s.user_attrs[_attrs.SEED] for s in heldout) == [0, 1, 7]
     assert result.heldout_comparison is not None
@@ -95,9 +101,9 @@ def _check_run(url: str, run: str) -> None:
     )
     assert all(_attrs.SOURCE in t.user_attrs for t in inner.trials)
     # Running again resumes: nothing is recomputed.
-    before = _inner_trial_counts(url)
+    before = _inner_trial_counts(url, run)
     again = run_bilevel_study("branin", storage=url, run_name=run, **extra, **TINY)
-    assert _inner_trial_counts(url) == before
+    assert _inner_trial_counts(url, run) == before
     assert again.best_config == result.best_config
 
 
