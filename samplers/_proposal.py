@@ -154,7 +154,7 @@ class Proposal:
         """Ask the model (feeding back why an answer could not be used) until a candidate is
         accepted, or fall back to the base sampler."""
         sampler = self.sampler
-        not_asked = sampler._model_down or self._cap_reached()
+        not_asked = sampler._model_down or self._cap_reached() or self._resting()
         if not_asked:
             self.attrs[_attrs.ERROR] = not_asked[:500]
             return Candidate(self._fallback(), "fallback")
@@ -182,6 +182,7 @@ class Proposal:
             except _FATAL_CHAT_ERRORS:
                 raise
             except ChatAnswerError as err:
+                sampler._breaker.answered()
                 last_error = f"{type(err).__name__}: {err}"
                 messages = messages + self._feedback(err.raw or "", str(err))
                 continue
@@ -190,6 +191,7 @@ class Proposal:
                     raise
                 last_error = self._model_failed(err)
                 break
+            sampler._breaker.answered()
             chosen, last_error, feedback = self._take(reply)
             if chosen is not None:
                 return chosen
@@ -197,12 +199,24 @@ class Proposal:
         self.attrs[_attrs.ERROR] = last_error[:500]
         return Candidate(self._fallback(), "fallback")
 
+    def _resting(self) -> str | None:
+        """Why the model is rested this trial (the breaker is open), or ``None``."""
+        why = self.sampler._breaker.resting()
+        return None if why is None else f"{_spend.ENDPOINT_REASON}: {why}"
+
     def _model_failed(self, err: ChatModelError) -> str:
         """Why this trial falls back after the model call failed, said once per run."""
         base = type(self.sampler._base_sampler).__name__
         if isinstance(err, _ENDPOINT_ERRORS):
             # The endpoint is down, slow or overloaded, after the client's retries: asking
-            # again at once won't help.
+            # again at once won't help, and after a few such trials the breaker rests it.
+            if self.sampler._breaker.failed(f"{type(err).__name__}: {err}"):
+                _logger.warning(
+                    "Resting the model: %s. Until then the trials take their parameters from "
+                    "%s.",
+                    self.sampler._breaker.resting(),
+                    base,
+                )
             say_once(
                 f"error:{type(err).__name__}",
                 self.study,
@@ -214,7 +228,8 @@ class Proposal:
             )
             return f"{_spend.ENDPOINT_REASON}: {type(err).__name__}: {err}"
         # The model refused this request (a prompt past its context window, a field the
-        # endpoint rejects): the next trial's request may differ.
+        # endpoint rejects): the next trial's request may differ, and the endpoint is up.
+        self.sampler._breaker.answered()
         say_once(
             "refused",
             self.study,
