@@ -63,7 +63,6 @@ def make_arm_sampler(arm: str, seed: int, objective: Any) -> optuna.samplers.Bas
 
     if arm in ("tpe", "cmaes", "random"):
         return make_sampler(arm, seed=seed)
-    from bilevel_optuna.chat._local import LocalChatModel
     from bilevel_optuna.samplers._presets import preset
 
     settings = preset("default")
@@ -75,10 +74,15 @@ def make_arm_sampler(arm: str, seed: int, objective: Any) -> optuna.samplers.Bas
     state = None
     if arm.endswith("+state"):
         state = "cmaes" if arm.startswith("cl-cmaes") else "tpe"
+    model: Any = os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL")  # as benchmarks/mechanisms.py
+    if not model:
+        from bilevel_optuna.chat._local import LocalChatModel
+
+        model = LocalChatModel(n_threads=1)
     return make_sampler(
         "llm",
         seed=seed,
-        model=LocalChatModel(n_threads=1),
+        model=model,
         description=objective.description,
         search_space=objective.search_space,
         mechanisms=mechanisms,

@@ -37,6 +37,7 @@ import optuna
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _results  # noqa: E402
+from mechanisms import STATE_ARMS  # noqa: E402
 from mechanisms import _fmt  # noqa: E402
 from mechanisms import _storage  # noqa: E402
 from mechanisms import run_tasks  # noqa: E402
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--arms",
         default=",".join(ARMS),
-        help="comma list of default, llm (or level0), tpe, random, gp, cmaes",
+        help="comma list of default, llm (or level0), tpe, random, gp, cmaes, cl-cmaes, "
+        "cl-cmaes+state, default+state",
     )
     parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads per job")
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tables = _results.parse_list(args.tables)
     arms = ["llm" if a == "level0" else a for a in _results.parse_list(args.arms)]
-    known = ["default", "level0", "tpe", "random", "gp", "cmaes"]
+    known = ["default", "level0", "tpe", "random", "gp", "cmaes", *STATE_ARMS]
     unknown = sorted(set(arms) - set(known) - {"llm"})
     if unknown:
         parser.error(f"unknown arms {unknown}; choose from {', '.join(known)}")
@@ -219,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         # Seed-major and cheap arms first: a stopped run holds complete, paired blocks.
         tasks = [(t, a, s) for s in seeds for t in tables for a in arms]
-        tasks.sort(key=lambda x: (x[2], x[1] in ("default", "llm"), x[1] == "llm", x[0]))
+        cheap = ("tpe", "random", "cmaes")
+        tasks.sort(key=lambda x: (x[2], x[1] not in cheap, x[1] == "llm", x[0]))
         record = {
             "results": args.results,
             "benchmark": "heldout",

@@ -53,6 +53,9 @@ from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names 
 DEFAULT_OBJECTIVES = ["branin", "hartmann6", "hpobench/kc1", "hpobench/phoneme"]
 MECHANISM_ARMS = builtin_mechanism_names()
 ALL_ARMS = ["llm", "default", *MECHANISM_ARMS, "tpe", "random", "gp"]
+#: The default with CMA-ES in control (``cl-cmaes``), plus CMA-ES's state beside the history
+#: (``cl-cmaes+state``: Centaur's setup), or TPE's state (``default+state``).
+STATE_ARMS = ["cl-cmaes", "cl-cmaes+state", "default+state"]
 TRUE_VALUE = "bilevel:true_value"
 PREFIX = "mech-bench"
 
@@ -72,6 +75,10 @@ def make_sampler(
         return optuna.samplers.GPSampler(seed=seed)
     if arm == "cmaes":  # needs the `cmaes` package; categorical parameters go to random search
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if arm in STATE_ARMS:  # issue 24 item 2, one definition: benchmarks/classical_state.py
+        from classical_state import make_arm_sampler
+
+        return make_arm_sampler(arm, seed, objective)
     from bilevel_optuna.samplers import LLMSampler
 
     # "llm" is Level 0; each mechanism arm is Level 0 with that one mechanism, so its effect is

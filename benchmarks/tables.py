@@ -58,6 +58,17 @@ FOCAL = {
     "heldout": ("default", ["tpe", "random", "level0", "cmaes", "gp"]),
     "lm": ("bilevel", ["default", "tpe", "random"]),
 }
+#: Further pairs a benchmark tests where both arms have rows, each pair its own Holm family:
+#: the optimizer's state in the prompt, held out (issue 24 item 2; arms in benchmarks/mechanisms.py).
+EXTRA_PAIRS = {
+    "heldout": [
+        ("cl-cmaes+state", "tpe"),
+        ("cl-cmaes+state", "cmaes"),
+        ("cl-cmaes+state", "default"),
+        ("cl-cmaes", "default"),
+        ("default+state", "default"),
+    ],
+}
 #: Where the focal arm has no rows yet, the next one takes its place.
 STAND_IN = {"bilevel": "default"}
 REFERENCE_ARM = "tpe"  # whose median wall time sets the equal-wall-time budget
@@ -329,12 +340,12 @@ def render_versus(name: str, rows: Sequence[dict[str, str]]) -> list[str]:
         opponents = [o for o in opponents if o != focal]
     arms = _arms_in_order(cells, [focal, *opponents])
     objectives = _objectives(cells)
-    present = [o for o in opponents if o in arms]
+    pairs = [(focal, o) for o in opponents if o in arms]
+    pairs += [(a, b) for a, b in EXTRA_PAIRS.get(name, []) if a in arms and b in arms]
     lines = provenance(rows, COMMANDS[name]) + [""]
     lines += summary_table(cells, budgets, arms, objectives) + [""]
     lines += test_table(
-        cells, budgets, [(focal, o) for o in present], objectives,
-        family=lambda f, o, _objective: (f, o),
+        cells, budgets, pairs, objectives, family=lambda f, o, _objective: (f, o)
     ) + [""]  # fmt: skip
     lines += [
         "Pooled over objectives at equal trials (regret / the objective's median random-search "
@@ -343,11 +354,11 @@ def render_versus(name: str, rows: Sequence[dict[str, str]]) -> list[str]:
         "| arm | opponent | n pairs | Wilcoxon p | A12, arm better [95% CI] |",
         "|---|---|---|---|---|",
     ]
-    for opponent in present:
-        t = pooled(cells, focal, opponent, objectives)
+    for arm, opponent in pairs:
+        t = pooled(cells, arm, opponent, objectives)
         if t is not None:
             lines.append(
-                f"| {focal} | {opponent} | {t.n} | {_fmt(t.p)} "
+                f"| {arm} | {opponent} | {t.n} | {_fmt(t.p)} "
                 f"| {t.a12:.2f} [{t.low:.2f}, {t.high:.2f}] |"
             )
     return lines
@@ -474,6 +485,12 @@ def render_headline(data: dict[str, list[dict[str, str]]]) -> str:
         ("heldout", "default", "tpe", "The shipped default against TPE, held-out tables"),
         ("heldout", "default", "random", "The shipped default against random search, held out"),
         ("heldout", "default", "level0", "The shipped default against Level 0, held out"),
+        (
+            "heldout",
+            "cl-cmaes+state",
+            "tpe",
+            "CMA-ES in control, its state in the prompt (Centaur's setup), against TPE, held out",
+        ),
         ("ablation", "D", "A", "Ablation: everything (D) against the default sampler alone (A)"),
         ("lm", "bilevel", "tpe", "LM task: the bilevel-chosen configuration against TPE"),
         ("lm", "default", "tpe", "LM task: the shipped default against TPE"),

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 
 import _results
 import ablation
 import heldout
 import lm
+
+from bilevel_optuna import _attrs
 
 
 def test_heldout_runs_a_slice_and_resumes(tmp_path: Path) -> None:
@@ -24,6 +27,25 @@ def test_heldout_runs_a_slice_and_resumes(tmp_path: Path) -> None:
         ("random", "2"), ("random", "3"), ("tpe", "2"), ("tpe", "3"),
     ]  # fmt: skip
     assert {r["benchmark"] for r in rows} == {"heldout"}
+
+
+def test_heldout_runs_the_classical_state_arms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BILEVEL_OPTUNA_CHAT_MODEL", "uniform")  # the protocol, not the model
+    csv = tmp_path / "heldout.csv"
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    argv = ["--storage", url, "--trials", "30", "--tables", "hpobench/vehicle", "--arms",
+            "cl-cmaes+state,default+state", "--seeds", "0-0", "--results", str(csv)]  # fmt: skip
+    assert heldout.main(argv) == 0
+    rows = {r["arm"]: r for r in _results.read_rows(csv)}
+    assert sorted(rows) == ["cl-cmaes+state", "default+state"]
+    for arm, state in (("cl-cmaes+state", "cmaes"), ("default+state", "tpe")):
+        study = optuna.load_study(
+            study_name=heldout.study_name("hpobench/vehicle", arm, 0), storage=url
+        )
+        shown = {t.user_attrs.get(_attrs.STATE) for t in study.trials}
+        assert state in shown, (arm, shown)  # the prompt carried the optimizer's state
 
 
 def test_heldout_rejects_an_unknown_arm(tmp_path: Path) -> None:

@@ -76,6 +76,29 @@ def test_check_fails_on_stale_tables_and_passes_once_written(tmp_path: Path) -> 
     assert tables.main([*argv, "--check"]) == 1
 
 
+def test_the_classical_state_arms_get_their_own_tests_where_they_have_rows(
+    tmp_path: Path,
+) -> None:
+    results, md, readme = _setup(tmp_path)
+    argv = ["--results-dir", str(results), "--benchmarks-md", str(md), "--readme", str(readme)]
+    csv = results / "heldout.csv"
+    _results.append_rows(csv, _rows("default", [0.1 * i + 0.2 for i in range(10)], 100.0))
+    _results.append_rows(csv, _rows("tpe", [0.1 * i + 0.5 for i in range(10)], 1.0))
+    _results.append_rows(csv, _rows("random", [0.1 * i + 1 for i in range(10)], 1.0))
+    assert tables.main(argv) == 0
+    assert "cl-cmaes+state" not in md.read_text()  # no rows, no lines
+    # Worse than TPE on every seed.
+    _results.append_rows(csv, _rows("cl-cmaes+state", [0.1 * i + 0.9 for i in range(10)], 90.0))
+    assert tables.main(argv) == 0
+    text = md.read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| equal trials | cl-cmaes")]
+    assert lines[0].startswith("| equal trials | cl-cmaes+state | tpe | branin | 10 | 0.00195 |")
+    assert lines[0].endswith("| cl-cmaes+state worse |")
+    assert "| equal trials | cl-cmaes+state | default | branin | 10 |" in text
+    assert "| cl-cmaes+state | tpe | 10 |" in text  # pooled
+    assert "Centaur's setup" in readme.read_text()  # and a headline line
+
+
 def test_a_results_file_without_its_block_is_an_error(tmp_path: Path) -> None:
     results, md, readme = _setup(tmp_path)
     readme.unlink()  # no README: its headline is skipped, not an error
