@@ -200,19 +200,26 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self._status: int | None = None
+        self._logged = False
         self._started = time.perf_counter()
         self._tokens = "-"
         super().handle_one_request()
-        if self._status is not None:
-            access_logger.info(
-                "%s %s %s %d %.2f s tokens %s",
-                self.client_address[0],
-                self.command,
-                self.path,
-                self._status,
-                time.perf_counter() - self._started,
-                self._tokens,
-            )
+        self._access_line()  # a reply not sent by _send (the base class's own errors)
+
+    def _access_line(self) -> None:
+        """One access line per request, once its status is known."""
+        if self._status is None or self._logged:
+            return
+        self._logged = True
+        access_logger.info(
+            "%s %s %s %d %.2f s tokens %s",
+            self.client_address[0],
+            self.command,
+            self.path,
+            self._status,
+            time.perf_counter() - self._started,
+            self._tokens,
+        )
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         usage = body.get("usage")
@@ -220,6 +227,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._tokens = f"{usage['prompt_tokens']}+{usage['completion_tokens']}"
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
+        # Before the reply leaves: a client that sends its next request as soon as this one is
+        # answered finds the access lines in the order it sent the requests.
+        self._access_line()
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()

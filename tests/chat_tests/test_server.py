@@ -244,3 +244,32 @@ def test_the_client_sends_the_new_name_and_strict_and_the_server_takes_them(
     assert model._token_param == "max_completion_tokens"  # no fallback was needed
     assert model.response_format == "json_schema"  # strict was taken, not refused
     assert model.complete(dataclasses.replace(request, max_tokens=30)).text
+
+
+def test_the_access_line_is_written_before_the_reply_leaves(base_url: str) -> None:
+    # A client that sends its next request as soon as a reply arrives must find the access
+    # lines in its own order: the line is written before the reply can reach it. The handler
+    # below holds the line's write until the client has its reply, or 2 s have passed.
+    import logging
+
+    from bilevel_optuna.chat._server import access_logger
+
+    answered = threading.Event()
+    seen: list[bool] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(answered.wait(timeout=2.0))
+
+    hold = Hold()
+    access_logger.addHandler(hold)
+    level = access_logger.level
+    access_logger.setLevel(logging.INFO)
+    try:
+        with urllib.request.urlopen(base_url + "/models", timeout=60) as response:
+            response.read()
+        answered.set()
+    finally:
+        access_logger.removeHandler(hold)
+        access_logger.setLevel(level)
+    assert seen == [False]  # the client had no reply while its access line was being written
