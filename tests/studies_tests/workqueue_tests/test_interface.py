@@ -11,12 +11,12 @@ import ast
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))
 import code_shape  # noqa: E402
 
 import bilevel_optuna.studies._workqueue as workqueue  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 QUEUE = "bilevel_optuna.studies._workqueue"
 
 

@@ -242,7 +242,7 @@ def test_the_migrations_ship_in_the_package_data() -> None:
     import configparser
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     config = configparser.ConfigParser()
     config.read(root / "setup.cfg")
     assert "bilevel_optuna.studies._workqueue" in config["options"]["packages"].split()
