@@ -7,13 +7,21 @@ so asking on every trial turns a dead endpoint into minutes per trial. After
 :data:`FAILURES_TO_OPEN` endpoint failures in a row the breaker opens: the model is not asked
 for :data:`FIRST_REST_S` seconds, doubled after each failed retry up to :data:`LONGEST_REST_S`.
 The first trial after the rest asks again; one answer closes the breaker.
+
+Samplers given the same model spec string share one breaker in a process (:func:`breaker_for`),
+as they share the endpoint's check: the inner studies of a bilevel run learn from each other
+that the endpoint is down, instead of each spending three trials to find out.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+
+from bilevel_optuna.chat._spec import CHAT_MODEL_ENV
+from bilevel_optuna.chat._spec import DEFAULT_SPEC
 
 #: Endpoint failures in a row (after the client's own retries) that open the breaker.
 FAILURES_TO_OPEN = 3
@@ -76,3 +84,18 @@ class EndpointBreaker:
         """The current rest in seconds (0 while the breaker is closed)."""
         with self._lock:
             return self._rest_s
+
+
+_SHARED: dict[str, EndpointBreaker] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def breaker_for(spec: object) -> EndpointBreaker:
+    """The breaker for a sampler's ``model`` argument: one per spec string in the process
+    (``None`` is the spec the environment names), a new one for a model object."""
+    if spec is None:
+        spec = os.environ.get(CHAT_MODEL_ENV) or DEFAULT_SPEC
+    if not isinstance(spec, str):
+        return EndpointBreaker()
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(spec.strip(), EndpointBreaker())

@@ -24,7 +24,7 @@ from bilevel_optuna.chat._spec import get_chat_model
 from bilevel_optuna.exceptions import ChatModelError
 from bilevel_optuna.samplers import _spend
 from bilevel_optuna.samplers._answer import check_search_space
-from bilevel_optuna.samplers._breaker import EndpointBreaker
+from bilevel_optuna.samplers._breaker import breaker_for
 from bilevel_optuna.samplers._hooks import HookRunner
 from bilevel_optuna.samplers._options import ON_MODEL_ERROR  # noqa: F401 - studies/_spend.py
 from bilevel_optuna.samplers._options import check_limits
@@ -186,7 +186,7 @@ class LLMSampler(BaseSampler):
         self.max_cost = max_cost
         # Why the model is not asked (the endpoint failed its check, under "fallback").
         self._model_down: str | None = None
-        self._breaker = EndpointBreaker()  # rests an endpoint failing trial after trial
+        self._breaker = breaker_for(model)  # rests an endpoint failing trial after trial
         self._checked = False
         self._study_lock = threading.Lock()
         self._model_spec = model

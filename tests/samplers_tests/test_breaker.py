@@ -121,3 +121,19 @@ def test_unusable_answers_are_not_endpoint_failures() -> None:
     study.optimize(objective, n_trials=2 * FAILURES_TO_OPEN)
     assert len(model.requests) == 2 * FAILURES_TO_OPEN  # every trial still asks
     assert sampler._breaker.resting() is None
+
+
+def test_samplers_of_one_spec_share_a_breaker_and_model_objects_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The inner studies of a bilevel run each build a sampler from the same spec string: what
+    # one learns of the endpoint, the next knows.
+    spec = "openai:m@http://127.0.0.1:9/v1"
+    first = LLMSampler(model=spec, search_space=SPACE, on_model_error="fallback")
+    second = LLMSampler(model=f" {spec} ", search_space=SPACE, on_model_error="fallback")
+    other = LLMSampler(model="openai:m@http://127.0.0.1:10/v1", search_space=SPACE)
+    assert first._breaker is second._breaker and first._breaker is not other._breaker
+    monkeypatch.setenv("BILEVEL_OPTUNA_CHAT_MODEL", spec)
+    assert LLMSampler(search_space=SPACE)._breaker is first._breaker  # None: the env's spec
+    model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5}))
+    assert LLMSampler(model=model)._breaker is not LLMSampler(model=model)._breaker
