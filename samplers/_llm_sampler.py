@@ -118,7 +118,9 @@ class LLMSampler(BaseSampler):
             client's own retries). ``"raise"`` (default): the study
             stops with the error, one line naming the URL, the cause and the fix.
             ``"fallback"``: the trials take their parameters from ``base_sampler``, said once
-            as a warning and counted in the study's user attribute ``llm:fallback``.
+            as a warning and counted in the study's user attribute ``llm:fallback``; after 3
+            failing calls in a row the model is rested (not asked) for 30 s, doubled per
+            failed retry up to 10 minutes, until it answers again.
         max_tokens_total: Cap on the tokens (prompt plus completion) this study spends on the
             model; once reached, the trials come from ``base_sampler``: said once, recorded in
             the study's user attribute ``llm:spend_cap`` and counted in ``llm:fallback``. A
