@@ -182,7 +182,6 @@ class Proposal:
             except _FATAL_CHAT_ERRORS:
                 raise
             except ChatAnswerError as err:
-                sampler._breaker.answered()
                 last_error = f"{type(err).__name__}: {err}"
                 messages = messages + self._feedback(err.raw or "", str(err))
                 continue
@@ -191,7 +190,6 @@ class Proposal:
                     raise
                 last_error = self._model_failed(err)
                 break
-            sampler._breaker.answered()
             chosen, last_error, feedback = self._take(reply)
             if chosen is not None:
                 return chosen
@@ -228,8 +226,7 @@ class Proposal:
             )
             return f"{_spend.ENDPOINT_REASON}: {type(err).__name__}: {err}"
         # The model refused this request (a prompt past its context window, a field the
-        # endpoint rejects): the next trial's request may differ, and the endpoint is up.
-        self.sampler._breaker.answered()
+        # endpoint rejects): the next trial's request may differ.
         say_once(
             "refused",
             self.study,
@@ -346,10 +343,13 @@ class Proposal:
         raises ``ChatAnswerError``, accounted here before it goes on."""
         try:
             reply = self.sampler.model.complete(request)
-        except ChatAnswerError as err:
-            if err.reply is not None:
+        except ChatModelError as err:
+            if not isinstance(err, _ENDPOINT_ERRORS):
+                self.sampler._breaker.answered()  # an unusable answer or a refusal: it is up
+            if isinstance(err, ChatAnswerError) and err.reply is not None:
                 self._account(request, err.reply)
             raise
+        self.sampler._breaker.answered()
         self._account(request, reply)
         return reply
 
