@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import math
-import os
 import sys
 import time
 import warnings
@@ -38,8 +37,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from mechanisms import STATE_ARMS  # the held-out runner runs these arms too
+from mechanisms import chat_model
+
 TABLES = ["hpobench/vehicle", "hpolib/protein_structure"]
-ARMS = ["tpe", "cmaes", "default", "cl-cmaes", "cl-cmaes+state", "default+state"]
+ARMS = ["tpe", "cmaes", "default", *STATE_ARMS]
 #: (first arm, second arm): what each comparison isolates.
 COMPARISONS = [
     ("cl-cmaes", "default"),  # (a) CMA-ES vs TPE in control
@@ -74,15 +76,10 @@ def make_arm_sampler(arm: str, seed: int, objective: Any) -> optuna.samplers.Bas
     state = None
     if arm.endswith("+state"):
         state = "cmaes" if arm.startswith("cl-cmaes") else "tpe"
-    model: Any = os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL")  # as benchmarks/mechanisms.py
-    if not model:
-        from bilevel_optuna.chat._local import LocalChatModel
-
-        model = LocalChatModel(n_threads=1)
     return make_sampler(
         "llm",
         seed=seed,
-        model=model,
+        model=chat_model(),
         description=objective.description,
         search_space=objective.search_space,
         mechanisms=mechanisms,

@@ -90,19 +90,25 @@ def make_sampler(
     if arm in MECHANISM_ARMS:
         assert mechanisms is not None
         mechanisms.append(arm)
-    model: Any = os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL")
-    if not model:
-        from bilevel_optuna.chat._local import LocalChatModel
-
-        model = LocalChatModel(n_threads=threads)  # one thread: jobs run side by side
     return LLMSampler(
-        model=model,
+        model=chat_model(threads),
         description=objective.description,
         search_space=objective.search_space,
         mechanisms=mechanisms,
         seed=seed,
         **kwargs,
     )
+
+
+def chat_model(threads: int = 1) -> Any:
+    """The benchmarks' chat model: ``$BILEVEL_OPTUNA_CHAT_MODEL`` (tests name a double), else the
+    embedded model on ``threads`` threads (one: jobs run side by side)."""
+    model: Any = os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL")
+    if not model:
+        from bilevel_optuna.chat._local import LocalChatModel
+
+        model = LocalChatModel(n_threads=threads)
+    return model
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
