@@ -16,16 +16,18 @@ configurations on the unigram plateau, so the comparison would measure who start
 earliest), 20 trials per study: about 3 minutes a TPE or random study there, plus the model's
 proposals for the LLM arms. Each finished study appends one row to benchmarks/results/lm.csv
 (objective ``lm/300steps``); cells already there are skipped, and every study is stored, so a
-stopped run resumes.
+stopped run resumes. ``--jobs 2`` runs two studies at a time in their own processes (each trial
+trains on one thread), which is what two cores afford.
 
     nohup nice -n 10 python benchmarks/lm.py --storage sqlite:////tmp/lm.db --seeds 10 \
-        > /tmp/lm.log 2>&1 &
+        --jobs 2 > /tmp/lm.log 2>&1 &
     python benchmarks/tables.py
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=STEPS, help="optimizer steps per trial")
     parser.add_argument("--trials", type=int, default=TRIALS, help="trials per study")
     parser.add_argument("--model", default="local", help="chat model spec (default: embedded)")
+    parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
     parser.add_argument("--config", default=None, help="the bilevel arm's configuration (JSON)")
     parser.add_argument("--from-run", nargs=2, metavar=("STORAGE", "RUN"), default=None)
     _results.add_results_arguments(parser, "lm")
@@ -144,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         parser.error(f"unknown arms {unknown}; choose from {ARMS}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, got {args.jobs}")
     config = load_config(args.config, args.from_run)
     if config is None and "bilevel" in arms:
         arms.remove("bilevel")
@@ -155,19 +160,33 @@ def main(argv: list[str] | None = None) -> int:
         "machine": args.machine or _results.machine(),
     }
     done = _results.done_cells(args.results)
+    cells = [  # seed-major: a stopped run holds complete, paired blocks
+        (seed, arm) for seed in seeds for arm in arms
+        if _results.cell_key({
+            "benchmark": "lm", "arm": arm, "objective": f"lm/{args.steps}steps",
+            "seed": seed, "n_trials": args.trials,
+        }) not in done
+    ]  # fmt: skip
+    print(f"{len(cells)} cells to run ({args.results} holds {len(done)})", flush=True)
+    _storage(args.storage)  # the tables, once, before any workers race to create them
     start = time.perf_counter()
-    _storage(args.storage)  # the tables, once
-    for seed in seeds:  # seed-major: a stopped run holds complete, paired blocks
-        for arm in arms:
-            key = _results.cell_key({
-                "benchmark": "lm", "arm": arm, "objective": f"lm/{args.steps}steps",
-                "seed": seed, "n_trials": args.trials,
-            })  # fmt: skip
-            if key in done:
-                continue
-            line = run_cell(args.storage, arm, seed, args.steps, args.trials, args.model,
-                            config, record)  # fmt: skip
+
+    def cell_args(seed: int, arm: str) -> tuple[Any, ...]:
+        return (args.storage, arm, seed, args.steps, args.trials, args.model, config, record)
+
+    if args.jobs == 1:
+        for seed, arm in cells:
+            line = run_cell(*cell_args(seed, arm))
             print(f"[{time.perf_counter() - start:.0f} s] {line}", flush=True)
+        return 0
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_cell, *cell_args(seed, arm)) for seed, arm in cells]
+        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            try:
+                line = future.result()
+            except Exception as err:  # noqa: BLE001 - report it and go on with the other cells
+                line = f"ERROR {type(err).__name__}: {err}"
+            print(f"[{i}/{len(cells)} {time.perf_counter() - start:.0f} s] {line}", flush=True)
     return 0
 
 

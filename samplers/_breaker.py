@@ -8,8 +8,9 @@ so asking on every trial turns a dead endpoint into minutes per trial. After
 for :data:`FIRST_REST_S` seconds, doubled after each failed retry up to :data:`LONGEST_REST_S`.
 The first trial after the rest asks again; one answer closes the breaker.
 
-Samplers given the same model spec string share one breaker in a process (:func:`breaker_for`),
-as they share the endpoint's check: the inner studies of a bilevel run learn from each other
+Samplers whose model specs name the same endpoint share one breaker in a process
+(:func:`breaker_for`; ``openai:a@http://h/v1`` and ``openai:b@http://H/v1/`` name one), as they
+share the endpoint's check: the inner studies of a bilevel run learn from each other
 that the endpoint is down, instead of each spending three trials to find out.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 
 from bilevel_optuna.chat._spec import CHAT_MODEL_ENV
 from bilevel_optuna.chat._spec import DEFAULT_SPEC
+from bilevel_optuna.chat._spec import endpoint_key
 
 #: Endpoint failures in a row (after the client's own retries) that open the breaker.
 FAILURES_TO_OPEN = 3
@@ -91,11 +93,12 @@ _SHARED_LOCK = threading.Lock()
 
 
 def breaker_for(spec: object) -> EndpointBreaker:
-    """The breaker for a sampler's ``model`` argument: one per spec string in the process
-    (``None`` is the spec the environment names), a new one for a model object."""
+    """The breaker for a sampler's ``model`` argument: one per endpoint in the process
+    (:func:`~bilevel_optuna.chat._spec.endpoint_key`; ``None`` is the spec the environment
+    names), a new one for a model object."""
     if spec is None:
         spec = os.environ.get(CHAT_MODEL_ENV) or DEFAULT_SPEC
     if not isinstance(spec, str):
         return EndpointBreaker()
     with _SHARED_LOCK:
-        return _SHARED.setdefault(spec.strip(), EndpointBreaker())
+        return _SHARED.setdefault(endpoint_key(spec), EndpointBreaker())

@@ -27,6 +27,8 @@ from bilevel_optuna._urls import is_loopback as _is_loopback
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
+from bilevel_optuna.chat._base_url import DEFAULT_BASE_URL
+from bilevel_optuna.chat._base_url import resolve_base_url
 from bilevel_optuna.chat._openai_errors import MAX_QUOTED_CHARS
 from bilevel_optuna.chat._openai_errors import MODEL_ENV
 from bilevel_optuna.chat._openai_errors import Endpoint
@@ -66,8 +68,6 @@ __all__ = [
 
 _logger = get_logger(__name__)
 
-#: Where requests go when neither ``base_url`` nor ``OPENAI_BASE_URL`` says otherwise.
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: Seconds one attempt may take. Generous: a CPU-served model can take tens of seconds.
 DEFAULT_TIMEOUT_S = 60.0
 #: Retries after the first attempt, done by the ``openai`` client with jittered backoff.
@@ -156,7 +156,7 @@ class OpenAIChatModel(ChatModel):
                 "No model name for the OpenAI-compatible backend: use the spec 'openai:MODEL', "
                 f"pass model=..., or set {MODEL_ENV}."
             )
-        base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        base_url = resolve_base_url(base_url)
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             raise ConfigurationError(
                 f"The base URL {_display_url(base_url)!r} must start with http:// or https://, "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 
 from bilevel_optuna.chat._base import ChatModel
+from bilevel_optuna.chat._base_url import resolve_base_url
 from bilevel_optuna.chat._local import LocalChatModel
 from bilevel_optuna.chat._replay import ReplayChatModel
 from bilevel_optuna.chat._uniform import UniformChatModel
@@ -26,6 +28,21 @@ SPEC_FORMS = (
 
 # "openai:MODEL@http(s)://...": the URL starts at the first "@http://" or "@https://".
 _OPENAI = re.compile(r"^openai(?::(?P<model>.*?))?(?:@(?P<base_url>https?://.+))?$", re.DOTALL)
+
+
+def endpoint_key(spec: str) -> str:
+    """Where a spec string's requests go, as one string, so two spellings of one endpoint match.
+
+    An ``openai`` spec gives its resolved base URL with the scheme and host in lower case,
+    whatever the model name (a server that is down is down for every model it serves); any
+    other spec gives itself, stripped.
+    """
+    text = spec.strip()
+    match = _OPENAI.match(text) if text.startswith("openai") else None
+    if match is None or "://" in (match.group("model") or ""):
+        return text
+    url = urllib.parse.urlsplit(resolve_base_url(match.group("base_url")))
+    return f"openai@{url.scheme.lower()}://{url.netloc.lower()}{url.path}"
 
 
 def openai_chat_model_class() -> type[ChatModel]:

@@ -68,6 +68,22 @@ def test_lm_rows_measure_the_distance_to_the_floor(tmp_path: Path) -> None:
     assert len(_results.read_rows(csv)) == 1
 
 
+def test_lm_runs_cells_in_parallel_processes_and_skips_them_after(tmp_path: Path) -> None:
+    csv = tmp_path / "lm.csv"
+    argv = ["--storage", f"sqlite:///{tmp_path / 'lm.db'}", "--seeds", "0-1", "--arms", "random",
+            "--steps", "5", "--trials", "2", "--jobs", "2", "--results", str(csv)]  # fmt: skip
+    assert lm.main(argv) == 0
+    rows = _results.read_rows(csv)
+    assert sorted(int(r["seed"]) for r in rows) == [0, 1]
+    assert lm.main(argv) == 0
+    assert len(_results.read_rows(csv)) == 2
+
+
+def test_lm_rejects_zero_jobs(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        lm.main(["--jobs", "0", "--results", str(tmp_path / "x.csv")])
+
+
 def test_ablation_quick_groups_a_and_b_on_the_null_model(tmp_path: Path) -> None:
     csv = tmp_path / "ablation.csv"
     argv = ["--quick", "--model", "uniform", "--storage", f"sqlite:///{tmp_path / 'a.db'}",

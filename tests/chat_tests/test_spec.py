@@ -12,6 +12,7 @@ from bilevel_optuna.chat import OpenAIChatModel
 from bilevel_optuna.chat import ReplayChatModel
 from bilevel_optuna.chat import get_chat_model
 from bilevel_optuna.chat._local import default_model_path
+from bilevel_optuna.chat._spec import endpoint_key
 from bilevel_optuna.exceptions import ConfigurationError
 
 
@@ -111,3 +112,27 @@ def test_unknown_specs_list_the_valid_forms(spec: str) -> None:
 def test_spec_of_wrong_type() -> None:
     with pytest.raises(ConfigurationError, match="must be a string or a ChatModel but got int"):
         get_chat_model(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ("openai:m@http://127.0.0.1:8000/v1", "openai@http://127.0.0.1:8000/v1"),
+        (" openai:other@http://LocalHost:8000/v1/ ", "openai@http://localhost:8000/v1"),
+        ("openai@https://api.deepseek.com", "openai@https://api.deepseek.com"),
+        ("local", "local"),
+        (" local:/m.gguf ", "local:/m.gguf"),
+        ("uniform", "uniform"),
+    ],
+)
+def test_endpoint_key_names_where_requests_go(spec: str, key: str) -> None:
+    assert endpoint_key(spec) == key
+
+
+def test_endpoint_key_of_a_bare_openai_spec_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert endpoint_key("openai:m") == "openai@https://api.openai.com/v1"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/")
+    assert endpoint_key("openai") == "openai@http://127.0.0.1:9/v1"

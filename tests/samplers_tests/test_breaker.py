@@ -137,3 +137,14 @@ def test_samplers_of_one_spec_share_a_breaker_and_model_objects_do_not(
     assert LLMSampler(search_space=SPACE)._breaker is first._breaker  # None: the env's spec
     model = ScriptedChatModel(lambda r, i: answer_json({"x": 0.5}))
     assert LLMSampler(model=model)._breaker is not LLMSampler(model=model)._breaker
+
+
+def test_two_spellings_of_one_endpoint_share_a_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that is down is down for every model name and every spelling of its URL.
+    first = LLMSampler(model="openai:a@http://127.0.0.1:11/v1", search_space=SPACE)
+    for spec in ("openai:b@http://127.0.0.1:11/v1/", "openai:a@http://127.0.0.1:11/v1/"):
+        assert LLMSampler(model=spec, search_space=SPACE)._breaker is first._breaker, spec
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11/v1")
+    assert LLMSampler(model="openai:c", search_space=SPACE)._breaker is first._breaker
+    other_path = LLMSampler(model="openai:a@http://127.0.0.1:11/v2", search_space=SPACE)
+    assert other_path._breaker is not first._breaker
