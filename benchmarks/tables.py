@@ -51,7 +51,7 @@ COMMANDS = {
     "mechanisms": "nice -n 10 python benchmarks/mechanisms.py --storage sqlite:///mech.db "
     "--seeds 10 --jobs 2",
     "ablation": "nice -n 10 python benchmarks/ablation.py --storage sqlite:///ablation.db",
-    "lm": "nice -n 10 python benchmarks/lm.py --storage sqlite:///lm.db --seeds 10",
+    "lm": "nice -n 10 python benchmarks/lm.py --storage sqlite:///lm.db --seeds 10 --jobs 2",
 }
 #: The arm each benchmark is about, and what it is compared with.
 FOCAL = {
@@ -65,7 +65,10 @@ EXTRA_PAIRS = {
         ("cl-cmaes+state", "tpe"),
         ("cl-cmaes+state", "cmaes"),
         ("cl-cmaes+state", "default"),
+        ("cl-cmaes", "tpe"),
+        ("cl-cmaes", "cmaes"),
         ("cl-cmaes", "default"),
+        ("default+state", "tpe"),
         ("default+state", "default"),
     ],
 }
@@ -490,6 +493,12 @@ def render_headline(data: dict[str, list[dict[str, str]]]) -> str:
             "cl-cmaes+state",
             "tpe",
             "CMA-ES in control, its state in the prompt (Centaur's setup), against TPE, held out",
+        ),
+        (
+            "heldout",
+            "default+state",
+            "tpe",
+            "The shipped default with TPE's state in the prompt, against TPE, held out",
         ),
         ("ablation", "D", "A", "Ablation: everything (D) against the default sampler alone (A)"),
         ("lm", "bilevel", "tpe", "LM task: the bilevel-chosen configuration against TPE"),
