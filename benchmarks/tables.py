@@ -47,7 +47,7 @@ ALPHA = 0.05
 #: Reproduce a benchmark's rows, then its tables.
 COMMANDS = {
     "heldout": "nice -n 10 python benchmarks/heldout.py --storage sqlite:///heldout.db --seeds 10 "
-    "--jobs 2 --arms default,level0,tpe,random,cmaes,cl-cmaes+state",
+    "--jobs 2 --arms default,level0,tpe,random,cmaes,cl-cmaes,cl-cmaes+state,default+state",
     "mechanisms": "nice -n 10 python benchmarks/mechanisms.py --storage sqlite:///mech.db "
     "--seeds 10 --jobs 2",
     "ablation": "nice -n 10 python benchmarks/ablation.py --storage sqlite:///ablation.db",
