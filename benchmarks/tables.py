@@ -65,6 +65,7 @@ EXTRA_PAIRS = {
         ("cl-cmaes+state", "tpe"),
         ("cl-cmaes+state", "cmaes"),
         ("cl-cmaes+state", "default"),
+        ("cl-cmaes+state", "cl-cmaes"),
         ("cl-cmaes", "tpe"),
         ("cl-cmaes", "cmaes"),
         ("cl-cmaes", "default"),
