@@ -27,7 +27,6 @@ from bilevel_optuna._urls import is_loopback as _is_loopback
 from bilevel_optuna.chat._base import ChatModel
 from bilevel_optuna.chat._base import ChatReply
 from bilevel_optuna.chat._base import ChatRequest
-from bilevel_optuna.chat._base_url import DEFAULT_BASE_URL
 from bilevel_optuna.chat._base_url import resolve_base_url
 from bilevel_optuna.chat._openai_errors import MAX_QUOTED_CHARS
 from bilevel_optuna.chat._openai_errors import MODEL_ENV
@@ -56,7 +55,6 @@ from bilevel_optuna.exceptions import ConfigurationError
 # Names other modules and tests read from here.
 __all__ = [
     "CHECK_TIMEOUT_S",
-    "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT_S",
     "MODEL_ENV",

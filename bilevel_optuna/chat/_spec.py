@@ -38,11 +38,21 @@ def endpoint_key(spec: str) -> str:
     other spec gives itself, stripped.
     """
     text = spec.strip()
-    match = _OPENAI.match(text) if text.startswith("openai") else None
-    if match is None or "://" in (match.group("model") or ""):
+    parts = _openai_parts(text)
+    if parts is None:
         return text
-    url = urllib.parse.urlsplit(resolve_base_url(match.group("base_url")))
+    url = urllib.parse.urlsplit(resolve_base_url(parts[1]))
     return f"openai@{url.scheme.lower()}://{url.netloc.lower()}{url.path}"
+
+
+def _openai_parts(text: str) -> tuple[str | None, str | None] | None:
+    """``(model, base_url)`` of an ``openai`` spec (each ``None`` where it names none), or
+    ``None`` when ``text`` is not one. A "://" left in the model name is a base URL that is not
+    http(s): not an ``openai`` spec."""
+    match = _OPENAI.match(text)
+    if match is None or "://" in (match.group("model") or ""):
+        return None
+    return match.group("model") or None, match.group("base_url")
 
 
 def openai_chat_model_class() -> type[ChatModel]:
@@ -88,13 +98,9 @@ def get_chat_model(spec: str | ChatModel | None = None) -> ChatModel:
     kind, _, rest = text.partition(":")
     if kind == "local":
         return LocalChatModel(model_path=rest or None)
-    if kind == "openai" or text.startswith("openai@"):
-        match = _OPENAI.match(text)
-        # A "://" left in the model name is a base URL that is not http(s): reject it below.
-        if match is not None and "://" not in (match.group("model") or ""):
-            return openai_chat_model_class()(
-                model=match.group("model") or None, base_url=match.group("base_url")
-            )
+    parts = _openai_parts(text)
+    if parts is not None:
+        return openai_chat_model_class()(model=parts[0], base_url=parts[1])
     if text == "uniform":
         return UniformChatModel()
     if kind == "replay":
