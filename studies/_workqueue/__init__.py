@@ -23,7 +23,8 @@ The interface:
 
 The rooms: ``_tables`` (the tables and rows), ``_database`` (which database, its clock),
 ``_claims`` (:class:`WorkQueue` and the claim protocol), ``_workers`` (worker rows and ids),
-``_loop`` (:class:`QueueWorker`), ``_schema`` and ``_migrations`` (the schema's version).
+``_fence`` (no statement of Optuna's for a claim not confirmed lately), ``_loop``
+(:class:`QueueWorker`), ``_schema`` and ``_migrations`` (the schema's version).
 """
 
 from bilevel_optuna.studies._workqueue._claims import WorkQueue

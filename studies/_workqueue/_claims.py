@@ -44,6 +44,7 @@ from bilevel_optuna._transient import retry_transient
 from bilevel_optuna.studies._workqueue._database import db_now
 from bilevel_optuna.studies._workqueue._database import engine_of
 from bilevel_optuna.studies._workqueue._database import private_engine
+from bilevel_optuna.studies._workqueue._fence import QUEUE_OPTION
 from bilevel_optuna.studies._workqueue._schema import ensure_schema
 from bilevel_optuna.studies._workqueue._tables import CANCELLED
 from bilevel_optuna.studies._workqueue._tables import DONE
@@ -83,12 +84,18 @@ class WorkQueue:
         stale_after: float = 60.0,
         local: bool = False,
     ) -> None:
+        #: The storage's own engine, whose statements a worker fences (``_fence``); None when
+        #: the claims live in a private database (one process: nothing to fence).
+        self.storage_engine: sa.engine.Engine | None
         if local and getattr(storage, "engine", None) is None:
             # A journal file or an in-memory storage: one process, so the claims can live in
             # this process's memory (no worker can join such a run).
+            self.storage_engine = None
             self.engine = private_engine(storage)
         else:
-            self.engine = engine_of(storage)
+            self.storage_engine = engine_of(storage)
+            # The same pool, with the option that lets the queue's statements through the fence.
+            self.engine = self.storage_engine.execution_options(**{QUEUE_OPTION: True})
         self.run = run_name
         self.stale_after = float(stale_after)
         self._now = db_now(self.engine)

@@ -3,14 +3,17 @@
 :class:`QueueWorker` is what every process that takes part in a run does with the queue, whatever
 its tasks are: it registers its row, claims the next task it can run, keeps the claim alive from
 a heartbeat thread, hands the claim back at once on Ctrl-C, notices when another worker took the
-claim over (:class:`LostClaim`: it then writes nothing more for that task), and waits out an
-outage of the database (resuming the claim in hand if it still holds it). What a task *is*, and
+claim over (:class:`LostClaim`: it then writes nothing more for that task, and ``_fence`` stops
+any statement of a task whose claim was not confirmed lately), and waits out an outage of the
+database (resuming the claim in hand if it still holds it). What a task *is*, and
 when the run is done, a subclass says (``bilevel_optuna.studies._worker.RunWorker`` for a bilevel
 run), through the hooks below.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -20,6 +23,7 @@ from bilevel_optuna._transient import is_disconnect
 from bilevel_optuna.exceptions import BilevelOptunaError
 from bilevel_optuna.exceptions import RunFailedError
 from bilevel_optuna.studies._workqueue._claims import WorkQueue
+from bilevel_optuna.studies._workqueue._fence import Fence
 from bilevel_optuna.studies._workqueue._tables import RUNNING
 from bilevel_optuna.studies._workqueue._tables import WAITING
 from bilevel_optuna.studies._workqueue._tables import Claim
@@ -65,6 +69,10 @@ class QueueWorker:
         # The claim the heartbeat found taken over. A claim, not a flag: a beat of the claim
         # just finished can return after the next one is claimed, and must not mark that one.
         self._lost: Claim | None = None
+        # When the claim in hand was last confirmed by the database (time.monotonic(), taken
+        # before the statement that confirmed it), and how long that stays good for the fence.
+        self._confirmed_at = -math.inf
+        self._lease_s = queue.stale_after / 2.0
         self._stop = threading.Event()
 
     # --- The hooks -----------------------------------------------------------------------------
@@ -96,6 +104,31 @@ class QueueWorker:
             return True
         return False
 
+    def check_lease(self) -> None:
+        """Let a statement of the claimed task go, or raise :class:`LostClaim` (the fence).
+
+        Free while a heartbeat the database accepted is less than half the stale window old;
+        past that, the claim is renewed here first (a worker whose heartbeats failed, or whose
+        process was stopped, must not write on the strength of an old claim).
+        """
+        claim = self._claim
+        if claim is None:
+            return
+        if self._lost is claim:
+            raise LostClaim(f"{claim.task.key} went to another worker; nothing more is written.")
+        if time.monotonic() - self._confirmed_at <= self._lease_s:
+            return
+        started = time.monotonic()
+        if self.queue.beat(claim):
+            self._confirm(claim, started)
+            return
+        self._lost = claim
+        raise LostClaim(f"{claim.task.key} went to another worker; nothing more is written.")
+
+    def _confirm(self, claim: Claim, at: float) -> None:
+        if self._claim is claim:
+            self._confirmed_at = max(self._confirmed_at, at)
+
     def finish(self, claim: Claim) -> None:
         """Mark the claimed task done and count it; :class:`LostClaim` if it is not ours."""
         if self._lost is claim or not self.queue.finish(claim):
@@ -116,26 +149,11 @@ class QueueWorker:
         self.queue.register_worker(self.worker_id, model=self.model_label)
         beater = threading.Thread(target=self._beat, name="bilevel-heartbeat", daemon=True)
         beater.start()
-        interrupted: Claim | None = None  # a claim the database went away under
-        outage: float | None = None
+        engine = self.queue.storage_engine
+        fence = Fence(engine, self.check_lease) if engine is not None else contextlib.nullcontext()
         try:
-            while True:
-                try:
-                    if interrupted is not None:
-                        claim, interrupted = interrupted, None
-                        if self.queue.holds(claim):
-                            self._run_claim(claim)  # resumes its task
-                        else:
-                            _logger.warning("Lost %s while the database was away.", claim.task.key)
-                        continue
-                    if self._step():
-                        return self.n_done
-                    outage = None
-                except Exception as err:
-                    if not is_disconnect(err):
-                        raise
-                    interrupted, self._interrupted = self._interrupted, None
-                    outage = self._wait_out(err, outage)
+            with fence:
+                return self._loop()
         finally:
             self._stop.set()
             beater.join(timeout=5)
@@ -144,9 +162,32 @@ class QueueWorker:
             except Exception as err:  # noqa: BLE001 - the database may be what failed
                 _logger.debug("Could not mark worker %s stopped: %s", self.worker_id, err)
 
+    def _loop(self) -> int:
+        interrupted: Claim | None = None  # a claim the database went away under
+        outage: float | None = None
+        while True:
+            try:
+                if interrupted is not None:
+                    claim, interrupted = interrupted, None
+                    if self.queue.holds(claim):
+                        # Resumed: its lease is renewed before the task's first statement.
+                        self._run_claim(claim, confirmed_at=-math.inf)
+                    else:
+                        _logger.warning("Lost %s while the database was away.", claim.task.key)
+                    continue
+                if self._step():
+                    return self.n_done
+                outage = None
+            except Exception as err:
+                if not is_disconnect(err):
+                    raise
+                interrupted, self._interrupted = self._interrupted, None
+                outage = self._wait_out(err, outage)
+
     def _step(self) -> bool:
         """One turn of the loop; True when the run is done."""
         self.before_claim()
+        asked_at = time.monotonic()
         claim = self.queue.claim_next(self.worker_id, accept=self.can_run)
         if claim is None:
             tasks = self.queue.tasks()
@@ -155,7 +196,7 @@ class QueueWorker:
             self.check_blocked(tasks)
             time.sleep(_IDLE_POLL_S)
             return False
-        self._run_claim(claim)
+        self._run_claim(claim, confirmed_at=asked_at)
         return False
 
     def _wait_out(self, err: BaseException, since: float | None) -> float:
@@ -182,8 +223,12 @@ class QueueWorker:
         while not self._stop.wait(self.heartbeat_interval):
             claim = self._claim
             try:
-                if claim is not None and not self.queue.beat(claim) and self._claim is claim:
-                    self._lost = claim
+                started = time.monotonic()
+                if claim is not None:
+                    if self.queue.beat(claim):
+                        self._confirm(claim, started)
+                    elif self._claim is claim:
+                        self._lost = claim
                 self.queue.beat_worker(
                     self.worker_id,
                     task_key=claim.task.key if claim is not None else None,
@@ -192,7 +237,8 @@ class QueueWorker:
             except Exception as err:  # noqa: BLE001 - cut off: try again next beat
                 _logger.warning("Heartbeat failed (%s); retrying.", type(err).__name__)
 
-    def _run_claim(self, claim: Claim) -> None:
+    def _run_claim(self, claim: Claim, *, confirmed_at: float) -> None:
+        self._confirmed_at = confirmed_at
         self._claim = claim
         try:
             self.run_task(claim)
