@@ -88,7 +88,10 @@ def test_a_claim_taken_over_while_silent_writes_nothing_more(url: str) -> None:
     assert _stored(url) == [(0, "RUNNING")]  # no value, no new trial
     (task,) = queue.tasks()
     assert task.state == DONE and task.worker == "other:1:0000"
-    # The fence is gone with the worker: this process writes again.
+    # The fence is gone with the worker: no listener is left, and this process writes again.
+    engine = queue.storage_engine
+    assert engine is not None
+    assert len(engine.dispatch.before_cursor_execute) == len(engine.dispatch.commit) == 0
     study.tell(study.ask(), 2.0)
     assert _stored(url) == [(0, "RUNNING"), (1, "COMPLETE")]
 
