@@ -47,7 +47,7 @@ ALPHA = 0.05
 #: Reproduce a benchmark's rows, then its tables.
 COMMANDS = {
     "heldout": "nice -n 10 python benchmarks/heldout.py --storage sqlite:///heldout.db --seeds 10 "
-    "--jobs 2 --arms default,level0,tpe,random,cmaes,cl-cmaes,cl-cmaes+state,default+state",
+    "--jobs 2 --arms default,level0,tpe,random,cmaes,gp,cl-cmaes,cl-cmaes+state,default+state",
     "mechanisms": "nice -n 10 python benchmarks/mechanisms.py --storage sqlite:///mech.db "
     "--seeds 10 --jobs 2",
     "ablation": "nice -n 10 python benchmarks/ablation.py --storage sqlite:///ablation.db",
@@ -489,6 +489,7 @@ def render_headline(data: dict[str, list[dict[str, str]]]) -> str:
         ("heldout", "default", "tpe", "The shipped default against TPE, held-out tables"),
         ("heldout", "default", "random", "The shipped default against random search, held out"),
         ("heldout", "default", "level0", "The shipped default against Level 0, held out"),
+        ("heldout", "default", "gp", "The shipped default against Optuna's GPSampler, held out"),
         (
             "heldout",
             "cl-cmaes+state",
