@@ -177,7 +177,7 @@ def format_rows(rows: Iterable[dict[str, Any]]) -> str:
 
 
 @contextlib.contextmanager
-def _locked_append(path: Path) -> Iterator[int]:
+def locked_append(path: Path) -> Iterator[int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -199,7 +199,7 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     rows = list(rows)
     if not rows:
         return 0
-    with _locked_append(path) as fd:
+    with locked_append(path) as fd:
         data = format_rows(rows)
         if os.fstat(fd).st_size == 0:
             data = ",".join(FIELDS) + "\n" + data

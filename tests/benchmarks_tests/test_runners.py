@@ -101,6 +101,50 @@ def test_ablation_quick_groups_a_and_b_on_the_null_model(tmp_path: Path) -> None
     assert len(_results.read_rows(csv)) == 3
 
 
+def test_ablation_shares_the_heldout_cells_among_the_outer_seeds() -> None:
+    from collections import Counter
+
+    tables = heldout.HELDOUT_TABLES
+    owner = {(t, s): ablation.outer_seed_for(t, s, (0, 1, 2)) for t in tables for s in range(10)}
+    assert Counter(owner.values()) == {0: 40, 1: 40, 2: 40}
+    for table in tables:  # every table is judged by every outer seed's choice, 3 or 4 times
+        per_table = Counter(o for (t, _), o in owner.items() if t == table)
+        assert sorted(per_table) == [0, 1, 2] and min(per_table.values()) >= 3
+    # One process per outer seed (--judge-with 0-2) agrees with one process for all three.
+    assert ablation.outer_seed_for(tables[4], 7, (0, 1, 2)) == (4 + 7) % 3
+
+
+def test_ablation_kept_tuning_is_judged_again_without_tuning(tmp_path: Path) -> None:
+    csv = tmp_path / "ablation.csv"
+    argv = ["--quick", "--model", "uniform", "--groups", "B", "--results", str(csv)]
+    assert ablation.main([*argv, "--storage", f"sqlite:///{tmp_path / 'a.db'}",
+                          "--seeds", "100-100"]) == 0  # fmt: skip
+    kept = ablation.kept_choices(ablation.tuning_path(csv))
+    assert list(kept) == [("quick", "B", 0)]
+    # A fresh storage (a new machine): the kept choice judges the next cell, nothing is tuned.
+    fresh = f"sqlite:///{tmp_path / 'b.db'}"
+    assert ablation.main([*argv, "--storage", fresh, "--seeds", "100-101"]) == 0
+    names = {s.study_name for s in optuna.get_all_study_summaries(fresh)}
+    assert names == {"ablation/heldout/B/o0/hpobench/vehicle/seed101"}
+    rows = _results.read_rows(csv)
+    assert [r["seed"] for r in rows] == ["100", "101"]
+    assert len({json.dumps(json.loads(r["extra"])["config"], sort_keys=True) for r in rows}) == 1
+    assert len(ablation.kept_choices(ablation.tuning_path(csv))) == 1
+
+
+def test_ablation_names_a_broken_tuning_line(tmp_path: Path) -> None:
+    path = tmp_path / "ablation_tuning.jsonl"
+    path.write_text('{"size": "full", "group": "B", "outer_seed": 0, "choice": {}}\n{oops\n')
+    with pytest.raises(ValueError, match="line 2"):
+        ablation.kept_choices(path)
+
+
+def test_ablation_judge_with_must_include_the_outer_seeds(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        ablation.main(["--outer-seeds", "3-3", "--judge-with", "0-2",
+                       "--results", str(tmp_path / "x.csv")])  # fmt: skip
+
+
 @pytest.mark.slow
 def test_ablation_quick_level2_groups_on_the_null_model(tmp_path: Path) -> None:
     csv = tmp_path / "ablation.csv"
