@@ -7,7 +7,9 @@ the sampler, the model's sampling and every trial's training seed):
 
 - ``default``: ``LLMSampler()``, the shipped default;
 - ``bilevel``: the configuration a bilevel run chose (``--config`` takes a ``bilevel:best_config``
-  dict as JSON or a file, or ``--from-run STORAGE_URL RUN`` reads it from the outer study);
+  dict as JSON or a file, ``--from-run STORAGE_URL RUN`` reads it from the outer study, and
+  ``--from-ablation B/o0`` takes the one the ablation's tuning of group B on outer seed 0 kept
+  in benchmarks/results/ablation_tuning.jsonl, tuned on Branin and HPOBench kc1);
 - ``tpe`` and ``random``.
 
 The size: the task's default 300 optimizer steps per trial (8.4 s on one core of the development
@@ -49,8 +51,13 @@ STEPS = 300
 TRIALS = 20
 
 
-def load_config(text: str | None, from_run: list[str] | None) -> dict[str, Any] | None:
-    """The bilevel-chosen configuration from ``--config`` or ``--from-run``, or None."""
+def load_config(
+    text: str | None, from_run: list[str] | None, from_ablation: str | None = None
+) -> dict[str, Any] | None:
+    """The bilevel-chosen configuration from ``--config``, ``--from-run`` or
+    ``--from-ablation``, or None."""
+    if from_ablation:
+        return ablation_config(from_ablation)
     if text:
         path = Path(text)
         return dict(json.loads(path.read_text() if path.is_file() else text))
@@ -62,6 +69,31 @@ def load_config(text: str | None, from_run: list[str] | None) -> dict[str, Any] 
             raise SystemExit(f"The outer study {run!r} has no best configuration yet.")
         return dict(config)
     return None
+
+
+def ablation_config(spec: str, kept: Path | None = None) -> dict[str, Any]:
+    """The configuration the ablation kept for ``GROUP/oSEED`` (its full size), e.g. ``B/o0``."""
+    from ablation import kept_choices
+    from ablation import tuning_path
+
+    kept = kept or tuning_path(_results.results_path("ablation"))
+    group, _, outer = spec.partition("/o")
+    if not outer.isdigit():
+        raise SystemExit(f"--from-ablation takes GROUP/oSEED, such as B/o0, not {spec!r}.")
+    choices = kept_choices(kept)
+    choice = choices.get(("full", group, int(outer)))
+    if choice is None:
+        have = ", ".join(f"{g}/o{o}" for size, g, o in sorted(choices) if size == "full")
+        raise SystemExit(
+            f"{kept} keeps no tuning of {spec} (it has: {have or 'none'}); run "
+            f"benchmarks/ablation.py --groups {group} --outer-seeds {outer}-{outer} first."
+        )
+    if choice.get("research", {}).get("accepted"):
+        raise SystemExit(
+            f"{spec}'s choice uses generated mechanisms that live in its tuning storage; pass "
+            "--from-run STORAGE RUN with that storage instead."
+        )
+    return dict(choice["config"])
 
 
 def make_sampler(arm: str, seed: int, objective: Any, model: str,
@@ -137,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="studies run in parallel processes")
     parser.add_argument("--config", default=None, help="the bilevel arm's configuration (JSON)")
     parser.add_argument("--from-run", nargs=2, metavar=("STORAGE", "RUN"), default=None)
+    parser.add_argument(
+        "--from-ablation", default=None, metavar="GROUP/oSEED",
+        help="the configuration the ablation kept for a group and outer seed, e.g. B/o0",
+    )  # fmt: skip
     _results.add_results_arguments(parser, "lm")
     args = parser.parse_args(argv)
     try:
@@ -149,10 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown arms {unknown}; choose from {ARMS}")
     if args.jobs < 1:
         parser.error(f"--jobs must be 1 or more, got {args.jobs}")
-    config = load_config(args.config, args.from_run)
+    config = load_config(args.config, args.from_run, args.from_ablation)
     if config is None and "bilevel" in arms:
         arms.remove("bilevel")
-        print("No --config or --from-run: the bilevel arm is left out.", flush=True)
+        print(
+            "No --config, --from-run or --from-ablation: the bilevel arm is left out.", flush=True
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     record = {
         "results": args.results,

@@ -145,6 +145,24 @@ def test_ablation_judge_with_must_include_the_outer_seeds(tmp_path: Path) -> Non
                        "--results", str(tmp_path / "x.csv")])  # fmt: skip
 
 
+def test_lm_takes_the_configuration_the_ablation_kept(tmp_path: Path) -> None:
+    kept = tmp_path / "ablation_tuning.jsonl"
+    record = {"commit": "abc1234", "machine": "test machine"}
+    config = {"temperature": 0.5, "history_size": 12}
+    ablation.keep_choice(kept, "full", "B", 0, {"config": config, "research": {}}, record)
+    ablation.keep_choice(kept, "quick", "B", 1, {"config": {}, "research": {}}, record)
+    ablation.keep_choice(
+        kept, "full", "C", 0, {"config": config, "research": {"accepted": ["gen_1"]}}, record
+    )
+    assert lm.ablation_config("B/o0", kept) == config
+    with pytest.raises(SystemExit, match="keeps no tuning of B/o1 .*has: B/o0, C/o0"):
+        lm.ablation_config("B/o1", kept)  # the quick size's tuning is not the full one's
+    with pytest.raises(SystemExit, match="generated mechanisms"):
+        lm.ablation_config("C/o0", kept)
+    with pytest.raises(SystemExit, match="GROUP/oSEED"):
+        lm.ablation_config("B0", kept)
+
+
 @pytest.mark.slow
 def test_ablation_quick_level2_groups_on_the_null_model(tmp_path: Path) -> None:
     csv = tmp_path / "ablation.csv"
