@@ -448,12 +448,13 @@ def render_ablation(rows: Sequence[dict[str, str]]) -> list[str]:
                 f"| {f'{np.mean(model):.2f}' if model else '-'} / "
                 f"{_fmt(float(np.mean([c.fallback for c in mine])))} | {ran} | {research} |"
             )
-    pairs = [(g, o) for g, o in [("B", "A"), ("C", "B"), ("D", "C"), ("D", "A"), ("D", "tpe")]
-             if g in groups and o in groups]  # fmt: skip
+    order = [("B", "A"), ("C", "B"), ("D", "C"), ("D", "A"), ("B", "tpe"), ("D", "tpe")]
+    pairs = [(g, o) for g, o in order if g in groups and o in groups]
     lines += [
         "",
-        "Groups against each other, held out (a group's regret averaged over its outer seeds, "
-        "paired by table and seed; Holm across the tables of each pair):",
+        "Groups against each other, held out (each cell judged with one outer seed's choice, "
+        "taken in turn, so a group's cells carry the outer loop's variance; paired by table and "
+        "seed; Holm across the tables of each pair):",
         "",
     ]
     lines += test_table(
