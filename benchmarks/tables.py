@@ -422,6 +422,54 @@ def _tuning_proof(cells: Sequence[Cell]) -> tuple[str, str]:
     return ran, "-" if written is None else f"{len(accepted)} / {written}"
 
 
+def _config_summary(config: dict[str, object]) -> str:
+    """A kept configuration in one line: the proposer's settings, then its mechanisms."""
+    keys = ("temperature", "history_size", "history_order", "template", "n_candidates")
+    parts = []
+    for key in keys:
+        value = config.get(key)
+        if value is not None:
+            parts.append(f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}")
+    mechanisms = [m[0] if isinstance(m, list) else str(m) for m in config.get("mechanisms") or []]
+    return ", ".join(parts) + f"; mechanisms: {' + '.join(mechanisms) or 'none'}"
+
+
+def render_tunings(path: Path) -> list[str]:
+    """The ablation's kept tunings (benchmarks/ablation.py, one JSON line each): what each group
+    chose on each outer seed, what it cost, and the proof that every offered mechanism ran."""
+    if not path.exists():
+        return []
+    lines = [
+        "",
+        f"Tunings kept ({path.name}; a held-out cell is judged with one of them):",
+        "",
+        "| group | outer seed | size | tuning evaluations (inner trials) | tuning time (s) "
+        "| chosen configuration | offered mechanisms that ran (trial records) "
+        "| Level 2 sources accepted / written | commit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        choice = record["choice"]
+        statuses = choice.get("mechanisms") or {}
+        never = sorted(n for n, s in statuses.items() if s == "never_ran")
+        ran = f"{len(statuses) - len(never)} of {len(statuses)}"
+        ran += f" (never: {', '.join(never)})" if never else ""
+        research = choice.get("research") or {}
+        written = research.get("written")
+        accepted = research.get("accepted") or []
+        lines.append(
+            f"| {record['group']} | {record['outer_seed']} | {record['size']} "
+            f"| {choice.get('tuning_evals', '-')} | {choice.get('tuning_s', '-')} "
+            f"| {_config_summary(choice.get('config') or {})} | {ran} "
+            f"| {'-' if written is None else f'{len(accepted)} / {written}'} "
+            f"| {record.get('commit', '-')} |"
+        )
+    return lines
+
+
 def render_ablation(rows: Sequence[dict[str, str]]) -> list[str]:
     """Groups A-D held out: per group and outer seed, then the groups against each other."""
     cells = cells_of(rows)
@@ -587,6 +635,9 @@ def generate(
     text = benchmarks_md.read_text(encoding="utf-8")
     names = sorted(set(COMMANDS) | set(data))
     blocks = {name: render(name, data.get(name, [])) for name in names}
+    tunings = render_tunings(directory / "ablation_tuning.jsonl")
+    if tunings:
+        blocks["ablation"] += "\n" + "\n".join(tunings)
     blocks["headline"] = render_headline(data)
     for name, body in blocks.items():
         new = fill(text, name, body)

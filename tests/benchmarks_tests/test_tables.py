@@ -99,6 +99,30 @@ def test_the_classical_state_arms_get_their_own_tests_where_they_have_rows(
     assert "Centaur's setup" in readme.read_text()  # and a headline line
 
 
+def test_the_kept_tunings_get_a_table_and_a_stale_one_fails_the_check(tmp_path: Path) -> None:
+    import json
+
+    results, md, readme = _setup(tmp_path)
+    argv = ["--results-dir", str(results), "--benchmarks-md", str(md), "--readme", str(readme)]
+    results.mkdir()
+    choice = {
+        "config": {"temperature": 0.5, "history_size": 12, "mechanisms": [["tabu", {}]]},
+        "tuning_evals": 720, "tuning_s": 3982.8, "research": {},
+        "mechanisms": {"tabu": "ok", "restart": "never_ran", "classical": "never_changed"},
+    }  # fmt: skip
+    line = {"size": "full", "group": "B", "outer_seed": 0, "choice": choice, "commit": "abc1234"}
+    kept = results / "ablation_tuning.jsonl"
+    kept.write_text(json.dumps(line) + "\n")
+    assert tables.main(argv) == 0
+    block = md.read_text().split("<!-- tables:begin ablation -->")[1]
+    assert "| B | 0 | full | 720 | 3982.8 |" in block
+    assert "temperature 0.50, history_size 12; mechanisms: tabu" in block
+    assert "| 2 of 3 (never: restart) |" in block
+    assert tables.main([*argv, "--check"]) == 0
+    kept.write_text(kept.read_text() + json.dumps({**line, "outer_seed": 1}) + "\n")
+    assert tables.main([*argv, "--check"]) == 1
+
+
 def test_a_results_file_without_its_block_is_an_error(tmp_path: Path) -> None:
     results, md, readme = _setup(tmp_path)
     readme.unlink()  # no README: its headline is skipped, not an error
