@@ -406,20 +406,24 @@ def render_mechanisms(rows: Sequence[dict[str, str]]) -> list[str]:
     return lines
 
 
-def _tuning_proof(cells: Sequence[Cell]) -> tuple[str, str]:
-    """From a group's ``extra``: how many offered mechanisms ran (naming those that did not),
-    and the Level-2 sources accepted of those written."""
-    extra = next((json.loads(c.extra) for c in cells if c.extra), {})
-    statuses = extra.get("mechanisms") or {}
+def _proof(choice: dict[str, object]) -> tuple[str, str]:
+    """From a tuning's choice (or a row's ``extra``): how many offered mechanisms ran (naming
+    those that did not), and the Level-2 sources accepted of those written."""
+    statuses = dict(choice.get("mechanisms") or {})  # type: ignore[call-overload]
     ran = "-"
     if statuses:
         never = sorted(n for n, s in statuses.items() if s == "never_ran")
         ran = f"{len(statuses) - len(never)} of {len(statuses)}"
         ran += f" (never: {', '.join(never)})" if never else ""
-    research = extra.get("research") or {}
+    research = dict(choice.get("research") or {})  # type: ignore[call-overload]
     written = research.get("written")
     accepted = research.get("accepted") or []
     return ran, "-" if written is None else f"{len(accepted)} / {written}"
+
+
+def _tuning_proof(cells: Sequence[Cell]) -> tuple[str, str]:
+    """:func:`_proof` of a group's cells (their ``extra``)."""
+    return _proof(next((json.loads(c.extra) for c in cells if c.extra), {}))
 
 
 def _config_summary(config: dict[str, object]) -> str:
@@ -453,19 +457,12 @@ def render_tunings(path: Path) -> list[str]:
             continue
         record = json.loads(line)
         choice = record["choice"]
-        statuses = choice.get("mechanisms") or {}
-        never = sorted(n for n, s in statuses.items() if s == "never_ran")
-        ran = f"{len(statuses) - len(never)} of {len(statuses)}"
-        ran += f" (never: {', '.join(never)})" if never else ""
-        research = choice.get("research") or {}
-        written = research.get("written")
-        accepted = research.get("accepted") or []
+        ran, research = _proof(choice)
         lines.append(
             f"| {record['group']} | {record['outer_seed']} | {record['size']} "
             f"| {choice.get('tuning_evals', '-')} | {choice.get('tuning_s', '-')} "
             f"| {_config_summary(choice.get('config') or {})} | {ran} "
-            f"| {'-' if written is None else f'{len(accepted)} / {written}'} "
-            f"| {record.get('commit', '-')} |"
+            f"| {research} | {record.get('commit', '-')} |"
         )
     return lines
 
