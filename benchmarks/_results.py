@@ -177,7 +177,7 @@ def format_rows(rows: Iterable[dict[str, Any]]) -> str:
 
 
 @contextlib.contextmanager
-def locked_append(path: Path) -> Iterator[int]:
+def _locked_append(path: Path) -> Iterator[int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -199,7 +199,7 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     rows = list(rows)
     if not rows:
         return 0
-    with locked_append(path) as fd:
+    with _locked_append(path) as fd:
         data = format_rows(rows)
         if os.fstat(fd).st_size == 0:
             data = ",".join(FIELDS) + "\n" + data
@@ -213,6 +213,30 @@ def append_rows(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
                 )
         os.write(fd, data.encode("utf-8"))
     return len(rows)
+
+
+def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The JSON records of a JSON-lines results file (none when it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(dict(json.loads(line)))
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"{path}, line {number}, is not a JSON record ({err}); fix or delete that line."
+            ) from None
+    return records
+
+
+def append_record(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Append one record to a JSON-lines results file (the lock of :func:`append_rows`)."""
+    with _locked_append(Path(path)) as fd:
+        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
 
 
 # ------------------------------------------------------------------ where and when it ran

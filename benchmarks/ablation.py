@@ -19,9 +19,9 @@ cost of judging every cell with every choice.
 
 The held-out cells are the held-out benchmark's (benchmarks/heldout.py: 12 tables, seeds 0-9,
 30 trials), and ``A``, ``tpe`` and ``random`` run on them again here, at this runner's commit,
-so every group is judged by the same code. (heldout.csv's ``default`` rows, written at an older
-commit, are not reproduced at the current one: the same seed gives the same first trials and
-then other proposals.)
+in one environment with every group. (heldout.csv's ``default`` rows came from other machines
+and llama.cpp builds, on which the embedded model's answers differ in the last bits: the same
+seed gives the same first trials and then other proposals; docs/benchmarks.md.)
 
 Each held-out study appends one row to benchmarks/results/ablation.csv: arm = the group, the outer
 seed, ``tuning_evals`` = the inner trials the group's tuning spent (outer loop, the random
@@ -121,17 +121,12 @@ def tuning_path(results: str | os.PathLike[str]) -> Path:
 def kept_choices(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
     """(size, group, outer seed) -> the choice a finished tuning kept in ``path``."""
     kept: dict[tuple[str, str, int], dict[str, Any]] = {}
-    if not path.exists():
-        return kept
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, record in enumerate(_results.read_records(path), 1):
         try:
-            record = json.loads(line)
             kept[(record["size"], record["group"], int(record["outer_seed"]))] = record["choice"]
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(
-                f"{path}, line {number}, is not a kept tuning ({err}); fix or delete that line "
+                f"{path}, record {number}, is not a kept tuning ({err}); fix or delete that line "
                 "(the tuning it held then runs again)."
             ) from None
     return kept
@@ -146,13 +141,11 @@ def keep_choice(
     record: dict[str, Any],
 ) -> None:
     """Append one finished tuning to ``path`` (one JSON line, under the results file's lock)."""
-    line = json.dumps({
+    _results.append_record(path, {
         "size": size, "group": group, "outer_seed": outer_seed, "choice": choice,
         "commit": record["commit"], "machine": record["machine"],
         "date": time.strftime("%Y-%m-%d"),
-    }, sort_keys=True) + "\n"  # fmt: skip
-    with _results.locked_append(path) as fd:
-        os.write(fd, line.encode("utf-8"))
+    })  # fmt: skip
 
 
 def _space(group: str) -> Any:
@@ -440,17 +433,20 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(f"[{time.perf_counter() - start:.0f} s] {line}", flush=True)
 
+    def key(group: str, table: str, seed: int, outer_seed: int | None) -> tuple[str, ...]:
+        return _results.cell_key({
+            "benchmark": "ablation", "arm": group, "objective": table, "seed": seed,
+            "n_trials": size.heldout_trials, "outer_seed": outer_seed,
+        })  # fmt: skip
+
     def pending(group: str, outer_seed: int | None) -> list[tuple[str, int]]:
         return [
             (table, seed)
             for seed in size.heldout_seeds
             for table in size.tables
             if (outer_seed is None or outer_seed_for(table, seed, shared) == outer_seed)
-            and _results.cell_key({
-                "benchmark": "ablation", "arm": group, "objective": table, "seed": seed,
-                "n_trials": size.heldout_trials, "outer_seed": outer_seed,
-            }) not in done
-        ]  # fmt: skip
+            and key(group, table, seed, outer_seed) not in done
+        ]
 
     _storage(args.storage)  # the tables, once
     for group in [g for g in groups if g not in TUNED]:  # A and the references: no tuning
@@ -474,13 +470,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for table, seed in cells:
             for group, choice in choices.items():
-                if (table, seed) in pending(group, outer_seed):
-                    say(judge(args.storage, group, outer_seed, table, seed, size, args.model,
-                              choice, record))  # fmt: skip
-                    done.add(_results.cell_key({
-                        "benchmark": "ablation", "arm": group, "objective": table,
-                        "seed": seed, "n_trials": size.heldout_trials, "outer_seed": outer_seed,
-                    }))  # fmt: skip
+                if key(group, table, seed, outer_seed) in done:
+                    continue
+                say(judge(args.storage, group, outer_seed, table, seed, size, args.model,
+                          choice, record))  # fmt: skip
+                done.add(key(group, table, seed, outer_seed))
     return 0
 
 

@@ -441,7 +441,8 @@ def _config_summary(config: dict[str, object]) -> str:
 def render_tunings(path: Path) -> list[str]:
     """The ablation's kept tunings (benchmarks/ablation.py, one JSON line each): what each group
     chose on each outer seed, what it cost, and the proof that every offered mechanism ran."""
-    if not path.exists():
+    records = _results.read_records(path)
+    if not records:
         return []
     lines = [
         "",
@@ -452,10 +453,7 @@ def render_tunings(path: Path) -> list[str]:
         "| Level 2 sources accepted / written | commit |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
+    for record in records:
         choice = record["choice"]
         ran, research = _proof(choice)
         lines.append(
