@@ -229,6 +229,8 @@ def tune(
     ``ablation:choice:<group>``, so a later run judges the same configuration without tuning
     again.
     """
+    from bilevel_optuna import BilevelSettings
+    from bilevel_optuna import OuterSettings
     from bilevel_optuna import run_bilevel_study
     from bilevel_optuna import run_research
 
@@ -245,10 +247,11 @@ def tune(
     space = _space("B" if group == "C" else group)
     started = time.perf_counter()
     n_outer = _enqueue_each_mechanism(storage, name, space, size.n_outer)
+    settings = BilevelSettings(outer=OuterSettings(space=space, baselines=(), prune=False))
     result = run_bilevel_study(
-        list(size.train), storage=url, run_name=name, n_outer_trials=n_outer,
-        n_inner_trials=size.n_inner, n_repeats=size.n_repeats, model=model, outer_space=space,
-        baselines=[], prune=False, seed=outer_seed, progress=say, artifacts=None,
+        list(size.train), settings=settings, storage=url, run_name=name, n_outer_trials=n_outer,
+        n_inner_trials=size.n_inner, n_repeats=size.n_repeats, model=model, seed=outer_seed,
+        progress=say, artifacts=None,
     )  # fmt: skip
     config = result.best_config.to_dict() if result.best_config else {}
     offered = sorted(space.mechanisms)

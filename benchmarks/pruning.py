@@ -92,6 +92,9 @@ def _recorded_answers(storage: Any, run: str) -> dict[str, ChatReply]:
 
 def _run(args: argparse.Namespace, racing: bool) -> None:
     from bilevel_optuna.chat import LocalChatModel
+    from bilevel_optuna.studies import BilevelSettings
+    from bilevel_optuna.studies import InnerSettings
+    from bilevel_optuna.studies import OuterSettings
     from bilevel_optuna.studies import run_bilevel_study
     from bilevel_optuna.studies._bilevel import make_storage
 
@@ -122,18 +125,22 @@ def _run(args: argparse.Namespace, racing: bool) -> None:
                     attrs["bilevel:reference"] = t.user_attrs["bilevel:reference"]
                 outer.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
         model = _ReplayOrLive(_recorded_answers(storage, full_name), model)
+    heldout_seeds = tuple(range(100, 100 + args.heldout_seeds)) if racing else None
+    settings = BilevelSettings(
+        inner=InnerSettings(heldout_seeds=heldout_seeds),
+        outer=OuterSettings(
+            prune=racing, sampler="tpe", baselines=("random", "tpe", "llm-level0")
+        ),
+    )
     run_bilevel_study(
         args.objectives,
+        settings=settings,
         heldout_objectives=args.heldout if racing else (),
-        heldout_seeds=list(range(100, 100 + args.heldout_seeds)) if racing else None,
         storage=storage,
         run_name=racing_name if racing else full_name,
         n_outer_trials=args.outer,
         n_inner_trials=args.inner,
         n_repeats=args.repeats,
-        prune=racing,
-        outer_sampler="tpe",
-        baselines=("random", "tpe", "llm-level0"),
         seed=args.seed,
         model=model,
         progress=lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True),

@@ -99,6 +99,8 @@ def hook_cost(n_trials: int, calls: int) -> None:
 
 def rounds(n_rounds: int) -> None:
     from bilevel_optuna.research import run_research
+    from bilevel_optuna.studies import BilevelSettings
+    from bilevel_optuna.studies import OuterSettings
     from bilevel_optuna.studies import OuterSpace
     from bilevel_optuna.studies import run_bilevel_study
 
@@ -106,10 +108,10 @@ def rounds(n_rounds: int) -> None:
     folder = tempfile.mkdtemp(prefix="bench-research-")
     url = f"sqlite:///{folder}/r.db"
     t0 = time.perf_counter()
+    outer = OuterSettings(space=OuterSpace(mechanisms=[]), baselines=("random",), prune=False)
     run_bilevel_study(
-        "branin", storage=url, run_name="bench", n_outer_trials=1, n_inner_trials=4,
-        n_repeats=1, model="local", outer_space=OuterSpace(mechanisms=[]),
-        baselines=("random",), prune=False,
+        "branin", settings=BilevelSettings(outer=outer), storage=url, run_name="bench",
+        n_outer_trials=1, n_inner_trials=4, n_repeats=1, model="local",
     )  # fmt: skip
     print(f"\nBase run on the embedded model: {time.perf_counter() - t0:.0f} s")
     report = None

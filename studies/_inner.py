@@ -46,6 +46,9 @@ class InnerResult:
         n_complete: Completed trials.
         tokens: Prompt plus completion tokens the LLM spent (0 for other samplers).
         n_new: Trials this call ran (0 when the study was finished already).
+        sources: Trials by who proposed them (``llm:source``: ``"llm"``, ``"fallback"``, ...);
+            empty for samplers that write none.
+        seconds: Wall time of the trials, proposal and objective together.
     """
 
     study_name: str
@@ -56,6 +59,8 @@ class InnerResult:
     n_complete: int
     tokens: int
     n_new: int = 0
+    sources: dict[str, int] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
 
 
 def _has_true_value(objective: Objective) -> bool:
@@ -209,12 +214,19 @@ def read_inner_result(
     curve: list[float] = []
     tokens = 0
     n_complete = 0
+    sources: dict[str, int] = {}
+    seconds = 0.0
     trials = _finished(study)
     trials = trials[:n_trials] if n_trials is not None else trials
     for t in trials:
         tokens += int(t.user_attrs.get(_attrs.PROMPT_TOKENS, 0)) + int(
             t.user_attrs.get(_attrs.COMPLETION_TOKENS, 0)
         )
+        source = t.user_attrs.get(_attrs.SOURCE)
+        if isinstance(source, str):
+            sources[source] = sources.get(source, 0) + 1
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            seconds += (t.datetime_complete - t.datetime_start).total_seconds()
         if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value):
             n_complete += 1
             if best is None or (t.value < best if minimize else t.value > best):
@@ -239,4 +251,6 @@ def read_inner_result(
         curve=curve,
         n_complete=n_complete,
         tokens=tokens,
+        sources=sources,
+        seconds=seconds,
     )

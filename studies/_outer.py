@@ -25,7 +25,8 @@ from bilevel_optuna.studies._config import ProposerConfig
 
 
 def outer_line(trial: optuna.trial.FrozenTrial) -> str:
-    """``outer trial 3 complete: cfg-d65f7017 (t=0.7 h=24 tabu) value 0.8123``."""
+    """``outer trial 3 complete: cfg-d65f7017 (t=0.7 h=24 tabu) value 0.8123``, with the share of
+    inner trials the base sampler proposed where it proposed any."""
     config = trial.user_attrs.get(_attrs.CONFIG)
     arm = str(trial.user_attrs.get(_attrs.ARM, ""))
     label = arm_label(arm, ProposerConfig.from_dict(config) if config else None)
@@ -36,6 +37,9 @@ def outer_line(trial: optuna.trial.FrozenTrial) -> str:
         shown = f"{last:.4g} (after {len(trial.intermediate_values)} instances)"
     else:
         shown = "none"
+    share = (trial.user_attrs.get(_attrs.SUMMARY) or {}).get("fallback_share")
+    if share:  # the base sampler proposed some of its trials: say how many
+        shown += f" ({share:.0%} of inner trials from the fallback)"
     return f"outer trial {trial.number} {trial.state.name.lower()}: {label} value {shown}"
 
 

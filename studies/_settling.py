@@ -48,6 +48,43 @@ Progress = Callable[[str], None]
 Callback = Callable[[optuna.Study, FrozenTrial], None]
 
 
+#: Share of a configuration's inner trials proposed by the base sampler from which the outer
+#: trial's line warns: its value then measures the base sampler more than the model.
+FALLBACK_WARN = 0.5
+
+
+def spend_of(results: Sequence[InnerResult]) -> dict[str, Any]:
+    """What an outer trial's inner studies cost and who proposed their trials.
+
+    ``sources`` counts the trials by ``llm:source``, ``fallback_share`` is the share the base
+    sampler proposed (absent when no trial carries a source), ``seconds`` the inner trials' wall
+    time. The outer value scores regret at equal trials and charges neither, so a configuration
+    whose model answers are refused can look as good as TPE at many times its cost; these
+    fields let a user (and the dashboard) see it.
+    """
+    sources: dict[str, int] = {}
+    for result in results:
+        for source, n in result.sources.items():
+            sources[source] = sources.get(source, 0) + n
+    spend: dict[str, Any] = {"seconds": round(sum(r.seconds for r in results), 3)}
+    if sources:
+        spend["sources"] = dict(sorted(sources.items()))
+        spend["fallback_share"] = round(sources.get("fallback", 0) / sum(sources.values()), 4)
+    return spend
+
+
+def _warn_fallback(number: int, summary: dict[str, Any]) -> None:
+    share = summary.get("fallback_share")
+    if share is not None and share >= FALLBACK_WARN:
+        _logger.warning(
+            "Outer trial %d: the base sampler proposed %.0f%% of its inner trials (the model's "
+            "answers were refused or failed; see each inner study's llm:fallback). Its value "
+            "measures the base sampler more than this configuration.",
+            number,
+            100 * share,
+        )
+
+
 class OuterSettler:
     """Races, scores and finishes the running outer trials of a run, from any worker.
 
@@ -172,6 +209,7 @@ class OuterSettler:
         per_repeat: list[float] = []
         names: list[str] = []
         tokens = 0
+        results: list[InnerResult] = []
         handle = _StoredTrial(self.outer, trial)
         for repeat in range(len(self.seeds)):
             repeat_keys = keys[repeat * n_obj : (repeat + 1) * n_obj]
@@ -182,6 +220,7 @@ class OuterSettler:
                 objective = self.objectives[name]
                 result = self._result(key, objective)
                 names.append(key)
+                results.append(result)
                 tokens += result.tokens
                 scores.append(self.scorer(result, objective))
             per_repeat.append(statistics.fmean(scores))
@@ -196,7 +235,7 @@ class OuterSettler:
                     repeat=repeat,
                     scores=scores,
                     inner_studies=names,
-                    summary={"per_repeat": per_repeat, "tokens": tokens},
+                    summary={"per_repeat": per_repeat, "tokens": tokens, **spend_of(results)},
                 )
             except optuna.TrialPruned:
                 self.finish_outer(trial, state=TrialState.PRUNED)
@@ -214,7 +253,9 @@ class OuterSettler:
             "mean": mean,
             "tokens": tokens,
             "aggregate": self.scorer.aggregate,
+            **spend_of(results),
         }
+        _warn_fallback(trial.number, summary)
         config = ProposerConfig.from_dict(trial.user_attrs[_attrs.CONFIG])
         if config.mechanisms:
             # Proof of injection: a mechanism that never ran or never changed a proposal is

@@ -342,6 +342,46 @@ def test_arm_names_say_what_the_configuration_is(conventions_run: dict) -> None:
     assert "minimal" in result.best_label
 
 
+def test_an_outer_trial_says_who_proposed_its_inner_trials_and_their_time(
+    conventions_run: dict,
+) -> None:
+    url = conventions_run["url"]
+    outer = conventions_run["result"].outer_study
+    (trial,) = outer.get_trials(states=(TrialState.COMPLETE,))
+    summary = trial.user_attrs[_attrs.SUMMARY]
+    sources: dict[str, int] = {}
+    seconds = 0.0
+    for name in trial.user_attrs[_attrs.INNER_STUDIES]:
+        for t in optuna.load_study(study_name=name, storage=url).trials:
+            sources[t.user_attrs[_attrs.SOURCE]] = sources.get(t.user_attrs[_attrs.SOURCE], 0) + 1
+            seconds += (t.datetime_complete - t.datetime_start).total_seconds()
+    assert summary["sources"] == sources and sum(sources.values()) == 2
+    assert summary["fallback_share"] == sources.get("fallback", 0) / 2
+    assert summary["seconds"] == pytest.approx(seconds, abs=0.01) and seconds > 0
+
+
+def test_a_configuration_whose_model_answers_fail_is_named_with_its_fallback_share(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.chat_doubles import ScriptedChatModel
+
+    lines: list[str] = []
+    model = ScriptedChatModel(lambda request, i: "no JSON here")
+    space = CONVENTIONS["settings"].outer.space  # type: ignore[attr-defined]
+    outer = OuterSettings(baselines=("random",), start_from=(), space=space, prune=False)
+    settings = BilevelSettings(outer=outer)
+    with caplog.at_level("WARNING", logger="bilevel_optuna"):
+        result = run_bilevel_study(
+            "branin", storage=f"sqlite:///{tmp_path}/run.db", settings=settings, model=model,
+            n_outer_trials=1, n_inner_trials=2, n_repeats=1, progress=lines.append,
+        )  # fmt: skip
+    (trial,) = result.outer_study.get_trials(states=(TrialState.COMPLETE,))
+    summary = trial.user_attrs[_attrs.SUMMARY]
+    assert summary["sources"] == {"fallback": 2} and summary["fallback_share"] == 1.0
+    assert "100% of its inner trials" in caplog.text
+    assert any("(100% of inner trials from the fallback)" in line for line in lines), lines
+
+
 def test_a_run_on_a_journal_file(tmp_path: Path) -> None:
     path = str(tmp_path / "run.log")
     result = run_bilevel_study("branin", storage=path, **CONVENTIONS)
