@@ -79,7 +79,7 @@ def _check(plan: RunPlan) -> OuterRacing:
     check_model(plan.settings.model.model, plan.settings.model.policy())
     return OuterRacing.for_run(
         prune=plan.settings.outer.prune,
-        cost_objective=plan.settings.outer.cost_objective,
+        cost_objective=bool(plan.settings.outer.cost_objective),
         n_repeats=len(plan.seeds),
         n_objectives=len(plan.objectives),
     )
@@ -130,7 +130,7 @@ def _open_outer_study(
         if outer.user_attrs.get(key) != value:
             outer.set_user_attr(key, value)
     metrics = [metric_name(plan.aggregate)]
-    set_metric_names(outer, metrics + ["tokens per repeat"] if cost else metrics)
+    set_metric_names(outer, metrics + [f"{cost} per repeat"] if cost else metrics)
     _save_note(outer, plan, run_name, racing)
     enqueue_presets(outer, outer_settings.space, outer_settings.start_from)
     return outer

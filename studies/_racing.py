@@ -289,7 +289,7 @@ class OuterRacing:
         cls,
         *,
         prune: bool,
-        cost_objective: bool,
+        cost_objective: bool | str,
         n_repeats: int,
         n_objectives: int,
         p_threshold: float = DEFAULT_P_THRESHOLD,

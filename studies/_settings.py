@@ -120,8 +120,10 @@ class RunSettings:
         return bool(self.settings["outer"]["prune"])
 
     @property
-    def cost_objective(self) -> bool:
-        return bool(self.settings["outer"]["cost_objective"])
+    def cost_objective(self) -> str | None:
+        """The outer study's second objective (``"tokens"``, ``"seconds"``), or None."""
+        cost = self.settings["outer"]["cost_objective"]
+        return "tokens" if cost is True else (cost or None)
 
     @property
     def baselines(self) -> list[str]:

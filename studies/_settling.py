@@ -266,7 +266,8 @@ class OuterSettler:
             }
         handle.set_user_attr(_attrs.INNER_STUDIES, names)
         handle.set_user_attr(_attrs.SUMMARY, summary)
-        values = [mean, tokens / len(self.seeds)] if self.cost else [mean]
+        cost = {"tokens": tokens, "seconds": summary["seconds"]}.get(self.cost or "")
+        values = [mean] if cost is None else [mean, cost / len(self.seeds)]
         self.finish_outer(trial, state=TrialState.COMPLETE, values=values)
 
     def finish_outer(

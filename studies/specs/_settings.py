@@ -33,6 +33,8 @@ from bilevel_optuna.studies._spend import ModelPolicy
 
 #: The outer study's samplers by name (or give a sampler object).
 OUTER_SAMPLERS = ("tpe", "random", "llm")
+#: What ``OuterSettings.cost_objective`` may add as the outer study's second objective.
+COSTS = ("tokens", "seconds")
 
 
 def safe_model_spec(model: Any) -> str | None:
@@ -53,6 +55,18 @@ def _bool(where: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{where} must be True or False but got {value!r}.")
     return value
+
+
+def _cost(value: Any) -> str | bool:
+    """``cost_objective`` spelled as the stored runs spell it: False, or the cost's name (True
+    is ``"tokens"``, the one cost of earlier releases)."""
+    if value is True:
+        return "tokens"
+    if value is False or value in COSTS:
+        return value  # type: ignore[no-any-return]
+    raise ConfigurationError(
+        f"OuterSettings.cost_objective must be False, True or one of {COSTS} but got {value!r}."
+    )
 
 
 def _seeds(where: str, value: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -128,7 +142,12 @@ class OuterSettings:
             every optimum is known, else best).
         prune: Race the configurations: one stops (PRUNED) once a one-sided signed-rank test
             on its (repeat, objective) scores finds it worse than the best complete one.
-        cost_objective: Add the LLM tokens spent as a second outer objective (no racing then).
+        cost_objective: A second outer objective, the cost per repeat (no racing then):
+            ``"tokens"`` (or True) the LLM tokens spent, ``"seconds"`` the inner trials' wall
+            time, proposals and objective together. The first value alone scores regret at
+            equal trials, so a configuration whose model answers are slow, or refused and
+            replaced by the base sampler, costs nothing there; the Pareto front of this pair
+            shows it. False (default): the one objective.
         baselines: Arms run with the same seeds: ``"random"``, ``"tpe"``, ``"llm-level0"``,
             ``"cmaes"`` and ``"gp"`` (opt-in: seconds per trial on a CPU, needs torch).
         start_from: LLMSampler presets (``"level0"``, ``"default"``) that are the outer study's
@@ -140,7 +159,7 @@ class OuterSettings:
     sampler: str | BaseSampler = "tpe"
     aggregate: str = "auto"
     prune: bool = True
-    cost_objective: bool = False
+    cost_objective: bool | str = False
     baselines: tuple[str, ...] = BASELINES
     start_from: tuple[str, ...] = ("level0",)
 
@@ -162,7 +181,7 @@ class OuterSettings:
                 f"OuterSettings.aggregate must be one of {AGGREGATES} but got {self.aggregate!r}."
             )
         _bool("OuterSettings.prune", self.prune)
-        _bool("OuterSettings.cost_objective", self.cost_objective)
+        object.__setattr__(self, "cost_objective", _cost(self.cost_objective))
         baselines = _names("OuterSettings.baselines", self.baselines)
         object.__setattr__(self, "baselines", tuple(check_baselines(baselines)))
         start_from = _names("OuterSettings.start_from", self.start_from)

@@ -75,7 +75,7 @@ _OUTER = {
     "sampler": (str, "tpe"),
     "aggregate": (str, "auto"),
     "prune": (bool, True),
-    "cost_objective": (bool, False),
+    "cost_objective": ((bool, str), False),
     "baselines": (list, ["random", "tpe", "llm-level0"]),
     "start_from": (list, ["level0"]),
     "space": (dict, {}),

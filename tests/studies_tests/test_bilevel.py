@@ -382,6 +382,25 @@ def test_a_configuration_whose_model_answers_fail_is_named_with_its_fallback_sha
     assert any("(100% of inner trials from the fallback)" in line for line in lines), lines
 
 
+def test_the_seconds_cost_objective_is_the_inner_trials_wall_time_per_repeat(
+    tmp_path: Path,
+) -> None:
+    space = CONVENTIONS["settings"].outer.space  # type: ignore[attr-defined]
+    outer = OuterSettings(
+        baselines=("random",), start_from=(), space=space, cost_objective="seconds"
+    )
+    result = run_bilevel_study(
+        "branin", storage=f"sqlite:///{tmp_path}/run.db", settings=BilevelSettings(outer=outer),
+        n_outer_trials=1, n_inner_trials=2, n_repeats=2,
+    )  # fmt: skip
+    study = result.outer_study
+    assert study.metric_names == ["normalized regret", "seconds per repeat"]
+    (trial,) = study.get_trials(states=(TrialState.COMPLETE,))
+    seconds = trial.user_attrs[_attrs.SUMMARY]["seconds"]
+    assert seconds > 0 and trial.values[1] == pytest.approx(seconds / 2)
+    assert result.best_config is not None
+
+
 def test_a_run_on_a_journal_file(tmp_path: Path) -> None:
     path = str(tmp_path / "run.log")
     result = run_bilevel_study("branin", storage=path, **CONVENTIONS)

@@ -46,6 +46,10 @@ def test_the_defaults_are_the_previous_releases_keyword_defaults() -> None:
         (lambda: OuterSettings(sampler="cmaes"), r"OuterSettings.sampler must be one of"),
         (lambda: OuterSettings(aggregate="mean"), r"OuterSettings.aggregate must be one of"),
         (lambda: OuterSettings(prune="yes"), "OuterSettings.prune must be True or False"),
+        (
+            lambda: OuterSettings(cost_objective="time"),
+            r"cost_objective must be False, True or one of \('tokens', 'seconds'\)",
+        ),
         (lambda: OuterSettings(baselines=["smac"]), r"Unknown baselines \['smac'\]"),
         (lambda: OuterSettings(baselines="random"), "OuterSettings.baselines must be a list"),
         (lambda: OuterSettings(start_from=["defualt"]), "start_from"),
@@ -70,6 +74,15 @@ def test_settings_are_frozen_and_sequences_become_tuples() -> None:
     assert OuterSettings(baselines=["tpe"], start_from=[]).baselines == ("tpe",)
     with pytest.raises(dataclasses.FrozenInstanceError):
         inner.n_trials = 3  # type: ignore[misc]
+
+
+def test_the_cost_objective_is_named_and_true_is_the_tokens_of_earlier_releases() -> None:
+    assert OuterSettings(cost_objective=True).cost_objective == "tokens"
+    assert OuterSettings(cost_objective="seconds").cost_objective == "seconds"
+    assert OuterSettings().cost_objective is False
+    # A run stored by an earlier release (True) reads back as the tokens it meant.
+    stored = {**OuterSettings().to_dict(), "cost_objective": True}
+    assert OuterSettings.from_dict(stored).cost_objective == "tokens"
 
 
 def test_to_dict_is_json_and_from_dict_gives_the_same_settings() -> None:

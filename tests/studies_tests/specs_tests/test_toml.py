@@ -147,6 +147,11 @@ def test_the_model_table_and_the_run_keys_it_took_over(tmp_path: Path) -> None:
         (('name = "t"\n', ""), "[run] needs `name`"),
         (("n_trials = 3", "n_trials = true"), "must be int but got bool"),
         (("n_trials = 3", "n_trials = 0"), "[outer]: OuterSettings.n_trials must be a positive"),
+        (("n_trials = 3", "n_trials = 3\ncost_objective = 1"), "must be bool or str but got int"),
+        (
+            ("n_trials = 3", 'n_trials = 3\ncost_objective = "money"'),
+            "[outer]: OuterSettings.cost_objective must be False, True or one of",
+        ),
         (("n_repeats = 2", "n_repeats = 2\nseeds = [1, 1]"), "[inner]: InnerSettings.seeds must"),
     ],
 )
