@@ -36,6 +36,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def run_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from bilevel_optuna.studies import BilevelSettings
+    from bilevel_optuna.studies import OuterSettings
     from bilevel_optuna.studies import OuterSpace
     from bilevel_optuna.studies import run_bilevel_study
 
@@ -48,16 +50,20 @@ def run_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         n_outer_trials=1,
         n_inner_trials=3,
         n_repeats=1,
-        baselines=("random", "tpe"),
-        outer_space=OuterSpace(
-            temperature=0.5,
-            history_size=15,
-            history_order="best",
-            template="default",  # asks for a rationale
-            n_candidates=1,
-            mechanisms=[],
+        settings=BilevelSettings(
+            outer=OuterSettings(
+                baselines=("random", "tpe"),
+                space=OuterSpace(
+                    temperature=0.5,
+                    history_size=15,
+                    history_order="best",
+                    template="default",  # asks for a rationale
+                    n_candidates=1,
+                    mechanisms=[],
+                ),
+                start_from=(),
+            )
         ),
-        start_from=(),
     )
     return url
 

@@ -20,6 +20,8 @@ from bilevel_optuna.research import ReplayResearchModel
 from bilevel_optuna.research import diagnose
 from bilevel_optuna.research import run_research
 from bilevel_optuna.research._round import research_round
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
 
@@ -37,9 +39,11 @@ def base_run(tmp_path: Path) -> str:
         n_inner_trials=3,
         n_repeats=2,
         model=research_model(),
-        outer_space=OuterSpace(mechanisms=[]),
-        baselines=("random",),
-        prune=False,
+        settings=BilevelSettings(
+            outer=OuterSettings(
+                space=OuterSpace(mechanisms=[]), baselines=("random",), prune=False
+            )
+        ),
     )
     return url
 

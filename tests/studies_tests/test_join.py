@@ -16,6 +16,8 @@ from optuna.trial import TrialState
 from bilevel_optuna import _attrs
 from bilevel_optuna._storage import open_storage
 from bilevel_optuna.exceptions import ConfigurationError
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
 from bilevel_optuna.studies import run_worker
@@ -23,6 +25,11 @@ from bilevel_optuna.studies._settings import load_settings
 from bilevel_optuna.studies._settings import safe_model_spec
 from bilevel_optuna.studies._workqueue import DONE
 from bilevel_optuna.studies._workqueue import WorkQueue
+
+#: No mechanism, no racing, random search as the one baseline: the smallest run.
+BARE = BilevelSettings(
+    outer=OuterSettings(space=OuterSpace(mechanisms=[]), baselines=("random",), prune=False)
+)
 
 SPEC = """
 [run]
@@ -63,8 +70,7 @@ def test_an_unknown_run_names_the_runs_there(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/runs.db"
     run_bilevel_study(
         "sleep", storage=url, run_name="there", n_outer_trials=1, n_inner_trials=2,
-        n_repeats=1, baselines=["random"], model="uniform", prune=False,
-        outer_space=OuterSpace(mechanisms=[]),
+        n_repeats=1, model="uniform", settings=BARE,
     )
     with pytest.raises(ConfigurationError, match=r"No bilevel run named 'elsewhere'.*\['there'\]"):
         load_settings(open_storage(url), "elsewhere")
@@ -120,8 +126,7 @@ def test_a_worker_process_joins_with_the_url_and_name_alone(tmp_path: Path) -> N
 def test_a_journal_file_runs_in_one_process(tmp_path: Path) -> None:
     result = run_bilevel_study(
         "sleep", storage=str(tmp_path / "run.log"), run_name="journal", n_outer_trials=2,
-        n_inner_trials=2, n_repeats=1, baselines=["random"], model="uniform", prune=False,
-        outer_space=OuterSpace(mechanisms=[]),
+        n_inner_trials=2, n_repeats=1, model="uniform", settings=BARE,
     )
     assert len(result.outer_study.get_trials(states=(TrialState.COMPLETE,))) == 2
 
