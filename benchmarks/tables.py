@@ -491,7 +491,9 @@ def render_ablation(rows: Sequence[dict[str, str]]) -> list[str]:
                 f"| {f'{np.mean(model):.2f}' if model else '-'} / "
                 f"{_fmt(float(np.mean([c.fallback for c in mine])))} | {ran} | {research} |"
             )
-    order = [("B", "A"), ("C", "B"), ("D", "C"), ("D", "A"), ("B", "tpe"), ("D", "tpe")]
+    # A against TPE first: the reference every group is read against, rerun inside the ablation.
+    order = [("A", "tpe"), ("B", "A"), ("C", "B"), ("D", "C"), ("D", "A"), ("B", "tpe"),
+             ("D", "tpe")]  # fmt: skip
     pairs = [(g, o) for g, o in order if g in groups and o in groups]
     lines += [
         "",
