@@ -351,7 +351,13 @@ def render_versus(name: str, rows: Sequence[dict[str, str]]) -> list[str]:
     lines += test_table(
         cells, budgets, pairs, objectives, family=lambda f, o, _objective: (f, o)
     ) + [""]  # fmt: skip
-    lines += [
+    return lines + pooled_table(cells, pairs, objectives)
+
+
+def pooled_table(cells: Sequence[Cell], pairs: Sequence[tuple[str, str]],
+                 objectives: Sequence[str]) -> list[str]:
+    """One line per pair: :func:`pooled`'s test, where the pair shares two cells."""
+    lines = [
         "Pooled over objectives at equal trials (regret / the objective's median random-search "
         "regret, paired by objective and seed):",
         "",
@@ -505,7 +511,7 @@ def render_ablation(rows: Sequence[dict[str, str]]) -> list[str]:
     lines += test_table(
         cells, budgets, pairs, objectives, family=lambda f, o, _objective: (f, o)
     )
-    return lines
+    return lines + [""] + pooled_table(cells, pairs, objectives)
 
 
 def render_generic(name: str, rows: Sequence[dict[str, str]]) -> list[str]:

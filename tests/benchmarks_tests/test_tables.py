@@ -129,7 +129,7 @@ def test_the_ablation_tests_the_default_against_tpe_before_any_group_is_tuned(
     results, md, readme = _setup(tmp_path)
     argv = ["--results-dir", str(results), "--benchmarks-md", str(md), "--readme", str(readme)]
     # A (the default) behind TPE on every one of 10 seeds; no tuned group has a cell yet.
-    for arm, base in (("A", 0.5), ("tpe", 0.0)):
+    for arm, base in (("A", 0.5), ("tpe", 0.0), ("random", 1.0)):
         rows = _rows(arm, [base + 0.1 * i for i in range(10)], 1.0)
         rows = [{**r, "benchmark": "ablation"} for r in rows]
         _results.append_rows(results / "ablation.csv", rows)
@@ -138,6 +138,7 @@ def test_the_ablation_tests_the_default_against_tpe_before_any_group_is_tuned(
     assert "No pair of arms shares two seeds yet." not in block
     assert "| equal trials | A | tpe | branin | 10 | 0.00195 |" in block
     assert "| A worse |" in block
+    assert "| A | tpe | 10 | 0.00195 |" in block  # pooled over the objectives
 
 
 def test_a_results_file_without_its_block_is_an_error(tmp_path: Path) -> None:
