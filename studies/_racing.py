@@ -98,12 +98,13 @@ def check_power(*, n_repeats: int, n_objectives: int, p_threshold: float) -> Pow
     message = ""
     if not can_stop:
         message = (
-            f"Racing (prune=True) cannot stop any configuration: with {n_repeats} repeats of "
-            f"{n_objectives} training objective(s) the one-sided signed-rank test needs "
-            f"{min_instances(p_threshold)} instances to reach p < {p_threshold:g}, i.e. "
+            f"Racing (OuterSettings.prune) cannot stop any configuration: with {n_repeats} "
+            f"repeats of {n_objectives} training objective(s) the one-sided signed-rank test "
+            f"needs {min_instances(p_threshold)} instances to reach p < {p_threshold:g}, i.e. "
             f"{first_stop} repeats, and a stop after the last repeat saves nothing. Set "
-            f"n_repeats >= {min_repeats} (spec: [inner] n_repeats) to race, or prune=False "
-            "(spec: [outer] prune = false) to say that every configuration runs every repeat."
+            f"InnerSettings.n_repeats >= {min_repeats} (spec: [inner] n_repeats) to race, or "
+            "OuterSettings(prune=False) (spec: [outer] prune = false) to say that every "
+            "configuration runs every repeat."
         )
     return PowerCheck(
         can_stop, min_repeats, first_stop, n_repeats, n_objectives, p_threshold, message

@@ -17,6 +17,8 @@ from optuna.trial import TrialState
 
 from bilevel_optuna import _attrs
 from bilevel_optuna.stats import NoPowerWarning
+from bilevel_optuna.studies import BilevelSettings
+from bilevel_optuna.studies import OuterSettings
 from bilevel_optuna.studies import OuterSpace
 from bilevel_optuna.studies import run_bilevel_study
 from bilevel_optuna.studies._racing import OuterRacing
@@ -219,8 +221,7 @@ def test_a_losing_configuration_stops_early_and_is_kept_marked(
         n_inner_trials=2,
         n_repeats=3,
         model=_double(),
-        outer_space=space,
-        baselines=("random",),
+        settings=BilevelSettings(outer=OuterSettings(space=space, baselines=("random",))),
     )
     trials = result.outer_study.get_trials()
     states = [t.state for t in trials]
@@ -268,15 +269,19 @@ def test_a_run_without_power_says_so(tmp_path: Path) -> None:
             n_inner_trials=2,
             n_repeats=2,
             model=_double(),
-            outer_space=OuterSpace(
-                temperature=0.7,
-                history_size=15,
-                history_order="best",
-                template="default",
-                n_candidates=1,
-                mechanisms=[],
+            settings=BilevelSettings(
+                outer=OuterSettings(
+                    space=OuterSpace(
+                        temperature=0.7,
+                        history_size=15,
+                        history_order="best",
+                        template="default",
+                        n_candidates=1,
+                        mechanisms=[],
+                    ),
+                    baselines=("random",),
+                )
             ),
-            baselines=("random",),
         )
     outer = optuna.load_study(study_name="weak", storage=url)
     assert not outer.user_attrs[_attrs.RACING]["can_stop"]
