@@ -79,7 +79,7 @@ def _check(plan: RunPlan) -> OuterRacing:
     check_model(plan.settings.model.model, plan.settings.model.policy())
     return OuterRacing.for_run(
         prune=plan.settings.outer.prune,
-        cost_objective=bool(plan.settings.outer.cost_objective),
+        cost_objective=plan.settings.outer.cost_objective,
         n_repeats=len(plan.seeds),
         n_objectives=len(plan.objectives),
     )

@@ -225,8 +225,8 @@ def read_inner_result(
         source = t.user_attrs.get(_attrs.SOURCE)
         if isinstance(source, str):
             sources[source] = sources.get(source, 0) + 1
-        if t.datetime_start is not None and t.datetime_complete is not None:
-            seconds += (t.datetime_complete - t.datetime_start).total_seconds()
+        if t.duration is not None:
+            seconds += t.duration.total_seconds()
         if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value):
             n_complete += 1
             if best is None or (t.value < best if minimize else t.value > best):

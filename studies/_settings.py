@@ -28,6 +28,7 @@ from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.objectives._base import Objective
 from bilevel_optuna.studies._spend import ModelPolicy
 from bilevel_optuna.studies.specs._settings import BilevelSettings
+from bilevel_optuna.studies.specs._settings import cost_name
 from bilevel_optuna.studies.specs._settings import safe_model_spec  # noqa: F401 - callers' path
 from bilevel_optuna.studies.specs._toml import build_objective
 
@@ -122,8 +123,7 @@ class RunSettings:
     @property
     def cost_objective(self) -> str | None:
         """The outer study's second objective (``"tokens"``, ``"seconds"``), or None."""
-        cost = self.settings["outer"]["cost_objective"]
-        return "tokens" if cost is True else (cost or None)
+        return cost_name(self.settings["outer"]["cost_objective"]) or None
 
     @property
     def baselines(self) -> list[str]:

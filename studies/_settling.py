@@ -10,6 +10,7 @@ whose inner study failed is failed here too, and its slot is reopened for a new 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Any
@@ -56,20 +57,22 @@ FALLBACK_WARN = 0.5
 def spend_of(results: Sequence[InnerResult]) -> dict[str, Any]:
     """What an outer trial's inner studies cost and who proposed their trials.
 
-    ``sources`` counts the trials by ``llm:source``, ``fallback_share`` is the share the base
-    sampler proposed (absent when no trial carries a source), ``seconds`` the inner trials' wall
-    time. The outer value scores regret at equal trials and charges neither, so a configuration
+    ``tokens`` the model spent, ``seconds`` the inner trials' wall time, ``sources`` the trials
+    by ``llm:source`` and ``fallback_share`` the share the base sampler proposed (these two
+    absent when no trial carries a source). The outer value scores regret at equal trials and charges neither, so a configuration
     whose model answers are refused can look as good as TPE at many times its cost; these
     fields let a user (and the dashboard) see it.
     """
-    sources: dict[str, int] = {}
+    sources: Counter[str] = Counter()
     for result in results:
-        for source, n in result.sources.items():
-            sources[source] = sources.get(source, 0) + n
-    spend: dict[str, Any] = {"seconds": round(sum(r.seconds for r in results), 3)}
+        sources.update(result.sources)
+    spend: dict[str, Any] = {
+        "tokens": sum(r.tokens for r in results),
+        "seconds": round(sum(r.seconds for r in results), 3),
+    }
     if sources:
         spend["sources"] = dict(sorted(sources.items()))
-        spend["fallback_share"] = round(sources.get("fallback", 0) / sum(sources.values()), 4)
+        spend["fallback_share"] = round(sources["fallback"] / sources.total(), 4)
     return spend
 
 
@@ -208,7 +211,6 @@ class OuterSettler:
         n_obj = len(self.objective_names)
         per_repeat: list[float] = []
         names: list[str] = []
-        tokens = 0
         results: list[InnerResult] = []
         handle = _StoredTrial(self.outer, trial)
         for repeat in range(len(self.seeds)):
@@ -221,7 +223,6 @@ class OuterSettler:
                 result = self._result(key, objective)
                 names.append(key)
                 results.append(result)
-                tokens += result.tokens
                 scores.append(self.scorer(result, objective))
             per_repeat.append(statistics.fmean(scores))
             steps = set(trial.intermediate_values)
@@ -235,7 +236,7 @@ class OuterSettler:
                     repeat=repeat,
                     scores=scores,
                     inner_studies=names,
-                    summary={"per_repeat": per_repeat, "tokens": tokens, **spend_of(results)},
+                    summary={"per_repeat": per_repeat, **spend_of(results)},
                 )
             except optuna.TrialPruned:
                 self.finish_outer(trial, state=TrialState.PRUNED)
@@ -251,7 +252,6 @@ class OuterSettler:
         summary: dict[str, Any] = {
             "per_repeat": per_repeat,
             "mean": mean,
-            "tokens": tokens,
             "aggregate": self.scorer.aggregate,
             **spend_of(results),
         }
@@ -266,8 +266,7 @@ class OuterSettler:
             }
         handle.set_user_attr(_attrs.INNER_STUDIES, names)
         handle.set_user_attr(_attrs.SUMMARY, summary)
-        cost = {"tokens": tokens, "seconds": summary["seconds"]}.get(self.cost or "")
-        values = [mean] if cost is None else [mean, cost / len(self.seeds)]
+        values = [mean, summary[self.cost] / len(self.seeds)] if self.cost else [mean]
         self.finish_outer(trial, state=TrialState.COMPLETE, values=values)
 
     def finish_outer(

@@ -57,7 +57,7 @@ def _bool(where: str, value: Any) -> bool:
     return value
 
 
-def _cost(value: Any) -> str | bool:
+def cost_name(value: Any) -> str | bool:
     """``cost_objective`` spelled as the stored runs spell it: False, or the cost's name (True
     is ``"tokens"``, the one cost of earlier releases)."""
     if value is True:
@@ -181,7 +181,7 @@ class OuterSettings:
                 f"OuterSettings.aggregate must be one of {AGGREGATES} but got {self.aggregate!r}."
             )
         _bool("OuterSettings.prune", self.prune)
-        object.__setattr__(self, "cost_objective", _cost(self.cost_objective))
+        object.__setattr__(self, "cost_objective", cost_name(self.cost_objective))
         baselines = _names("OuterSettings.baselines", self.baselines)
         object.__setattr__(self, "baselines", tuple(check_baselines(baselines)))
         start_from = _names("OuterSettings.start_from", self.start_from)
