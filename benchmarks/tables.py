@@ -2,8 +2,9 @@
 
 Every generated table sits between ``<!-- tables:begin NAME -->`` and ``<!-- tables:end NAME
 -->``; nothing between the markers is typed by hand. ``NAME`` is a results file's benchmark
-(``heldout``, ``mechanisms``, ``ablation``, ``lm``, ...) or ``headline``. README.md's
-``headline`` block is filled when the README has the markers, and skipped otherwise.
+(``heldout``, ``mechanisms``, ``ablation``, ``lm``, ...), ``headline`` or ``progress`` (what
+is left of each grid, benchmarks/_grids.py). README.md's ``headline`` block is filled when the
+README has the markers, and skipped otherwise.
 
     python benchmarks/tables.py            # rewrite the blocks
     python benchmarks/tables.py --check    # exit 1 when a file and the data disagree
@@ -38,6 +39,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _results  # noqa: E402
+from _grids import HELDOUT_ARMS  # noqa: E402
+from _grids import render_progress  # noqa: E402
 
 ROOT = _results.ROOT
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -47,7 +50,7 @@ ALPHA = 0.05
 #: Reproduce a benchmark's rows, then its tables.
 COMMANDS = {
     "heldout": "nice -n 10 python benchmarks/heldout.py --storage sqlite:///heldout.db --seeds 10 "
-    "--jobs 2 --arms default,level0,tpe,random,cmaes,gp,cl-cmaes,cl-cmaes+state,default+state",
+    f"--jobs 2 --arms {','.join(HELDOUT_ARMS)}",
     "mechanisms": "nice -n 10 python benchmarks/mechanisms.py --storage sqlite:///mech.db "
     "--seeds 10 --jobs 2",
     "ablation": "nice -n 10 python benchmarks/ablation.py --storage sqlite:///ablation.db",
@@ -58,8 +61,8 @@ FOCAL = {
     "heldout": ("default", ["tpe", "random", "level0", "cmaes", "gp"]),
     "lm": ("bilevel", ["default", "tpe", "random"]),
 }
-#: Further pairs a benchmark tests where both arms have rows, each pair its own Holm family:
-#: the optimizer's state in the prompt, held out (issue 24 item 2; arms in benchmarks/mechanisms.py).
+#: Further pairs a benchmark tests where both arms have rows, each pair its own Holm family: the
+#: optimizer's state in the prompt, held out (issue 24 item 2; arms in benchmarks/mechanisms.py).
 EXTRA_PAIRS = {
     "heldout": [
         ("cl-cmaes+state", "tpe"),
@@ -642,6 +645,7 @@ def generate(
     if tunings:
         blocks["ablation"] += "\n" + "\n".join(tunings)
     blocks["headline"] = render_headline(data)
+    blocks["progress"] = "\n".join(render_progress(data, directory / "ablation_tuning.jsonl"))
     for name, body in blocks.items():
         new = fill(text, name, body)
         if new is None:
