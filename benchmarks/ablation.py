@@ -269,7 +269,13 @@ def tune(
         store = MechanismStore(storage, name, create=False)
         record = store.rounds().get(1) or {}
         accepted = [m["name"] for m in record.get("mechanisms", []) if m["status"] == "accepted"]
-        research = {"written": len(record.get("mechanisms", [])), "accepted": accepted}
+        research = {
+            "written": len(record.get("mechanisms", [])),
+            "accepted": accepted,
+            # Kept with the choice, so a new storage (a later session, another server) can judge
+            # it: register_kept_mechanisms gates each source again before it runs.
+            "sources": {name: store.get(name).source for name in accepted},
+        }
         evaluation = record.get("evaluation") or {}
         if evaluation.get("best_config"):
             config = evaluation["best_config"]
@@ -295,6 +301,47 @@ def tune(
     return choice
 
 
+def register_kept_mechanisms(url: str, choice: dict[str, Any]) -> list[str]:
+    """Register the generated mechanisms a kept choice uses, and return their names.
+
+    They come from the tuning's research study where this storage holds it. In a new storage
+    (the tuning ran in another session or on another server) each source kept with the choice
+    is stored there after the gate checked it again, as any generated code is: a source that no
+    longer passes, or passes under another name, is refused, never run.
+    """
+    from bilevel_optuna.research import MechanismStore
+    from bilevel_optuna.research import check_source
+    from bilevel_optuna.research import register_stored_mechanisms
+
+    research = choice.get("research") or {}
+    accepted = list(research.get("accepted") or [])
+    if not accepted:
+        return []
+    sources = research.get("sources") or {}
+    store = MechanismStore(_storage(url), choice["run"])
+    stored = {m.name for m in store.list() if m.accepted}
+    for name in [n for n in accepted if n not in stored]:
+        if name not in sources:
+            raise SystemExit(
+                f"The kept tuning of {choice['run']} uses the generated mechanism {name}, which "
+                "neither this storage nor the kept record holds: judge it with the storage the "
+                "tuning ran in, or delete its line from ablation_tuning.jsonl to tune again."
+            )
+        item = store.add(
+            sources[name], check_source(sources[name]), round=0, idea="kept tuning", mode="kept"
+        )
+        if item.name != name:
+            raise SystemExit(
+                f"The kept source of {name} ({choice['run']}) does not pass the gate under that "
+                f"name now ({item.check.summary()}); delete its tuning's line from "
+                "ablation_tuning.jsonl to tune again."
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = register_stored_mechanisms(store.storage, choice["run"])
+    return names
+
+
 def make_sampler(
     arm: str,
     choice: dict[str, Any] | None,
@@ -312,14 +359,10 @@ def make_sampler(
 
     kwargs: dict[str, Any] = {}
     if arm != "A" and choice and choice["config"]:
-        from bilevel_optuna.research import register_stored_mechanisms
         from bilevel_optuna.studies import ProposerConfig
 
         assert outer_seed is not None
-        if choice["research"].get("accepted"):  # generated mechanisms load from the storage
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                register_stored_mechanisms(_storage(url), choice["run"])
+        register_kept_mechanisms(url, choice)
         kwargs = ProposerConfig.from_dict(choice["config"]).sampler_kwargs()
     return LLMSampler(
         model=model, description=objective.description, search_space=objective.search_space,
@@ -367,7 +410,7 @@ def judge(
             "run": choice["run"],
             "config": choice["config"],
             "mechanisms": choice["mechanisms"],
-            "research": choice["research"],
+            "research": {k: v for k, v in choice["research"].items() if k != "sources"},
         }
     row = _results.study_row(
         study, objective, benchmark="ablation", arm=arm, objective_name=table, seed=seed,

@@ -171,6 +171,57 @@ def test_ablation_quick_level2_groups_on_the_null_model(tmp_path: Path) -> None:
     assert ablation.main(argv) == 0
     rows = {r["arm"]: r for r in _results.read_rows(csv)}
     assert sorted(rows) == ["C", "D"]
+    kept = ablation.kept_choices(ablation.tuning_path(csv))
     for group in "CD":
         research = json.loads(rows[group]["extra"])["research"]
         assert research["written"] >= 1
+        # The kept tuning carries the accepted sources (a new storage can judge it); rows don't.
+        sources = kept[("quick", group, 0)]["research"]["sources"]
+        assert sorted(sources) == sorted(research["accepted"]) and "sources" not in research
+    assert json.loads(rows["C"]["extra"])["research"]["accepted"]  # compose rules pass the gate
+
+
+def test_ablation_judges_a_kept_generated_mechanism_in_a_new_storage(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "research_tests"))
+    import sources as S
+    from guard import needs_boundary
+
+    if needs_boundary.args[0]:
+        pytest.skip(needs_boundary.kwargs["reason"])
+    from bilevel_optuna.objectives import get_objective
+    from bilevel_optuna.research import MechanismStore
+    from bilevel_optuna.research import check_source
+
+    checked = check_source(S.GOOD)
+    name = f"{checked.name}_{checked.sha256[:8]}"
+    config = {"temperature": 0.5, "history_size": 8, "mechanisms": [[name, {"radius": 0.01}]]}
+    research = {"written": 1, "accepted": [name], "sources": {name: S.GOOD}}
+    choice = {"run": "ablation/C/o0", "config": config, "research": research}
+    # A new storage holds no research study: the kept source is gated again, stored, registered.
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert ablation.register_kept_mechanisms(url, choice) == [name]
+    stored = MechanismStore(url, "ablation/C/o0", create=False).list()
+    assert [(m.name, m.mode, m.accepted) for m in stored] == [(name, "kept", True)]
+    assert ablation.register_kept_mechanisms(url, choice) == [name]  # from the storage now
+    objective = get_objective("branin", seed=0)
+    sampler = ablation.make_sampler("C", choice, objective, 0, "uniform", url, 0)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=3)
+    records = [t.user_attrs[_attrs.MECHANISMS][name] for t in study.trials]
+    assert all(r["errors"] == [] for r in records) and records[-1]["hooks"]["prepare"] == 1
+    for mechanism in sampler.mechanisms:
+        mechanism.close()
+
+    def judged(sources: dict[str, str]) -> None:
+        other = f"sqlite:///{tmp_path / 'other.db'}"
+        kept = {**choice, "research": {**research, "sources": sources}}
+        ablation.register_kept_mechanisms(other, kept)
+
+    with pytest.raises(SystemExit, match="does not pass the gate under that name"):
+        judged({name: S.GOOD + "\n# edited after the tuning\n"})  # another hash, another name
+    with pytest.raises(SystemExit, match="rejected at policy"):
+        judged({name: S.fill(S.FORBIDDEN_IMPORT)})
+    with pytest.raises(SystemExit, match="neither this storage nor the kept record"):
+        judged({})
