@@ -168,7 +168,8 @@ def render_progress(data: dict[str, list[dict[str, str]]], tunings_path: Path) -
     unknown = [f"{r.benchmark} {r.arm}" for r in rows if r.hours_left is None]
     total = f"{known:.0f} CPU-hours left at the recorded pace"
     if unknown:
-        total += f", plus {', '.join(unknown)}, which have no finished cell to time"
+        verb = "has" if len(unknown) == 1 else "have"
+        total += f", plus {', '.join(unknown)}, which {verb} no finished cell to time"
     left = sum(r.left for r in rows)
     lines += ["", f"{left} cells and tunings left; {total}." if left else "Every grid complete."]
     return lines
