@@ -9,7 +9,8 @@ the sampler, the model's sampling and every trial's training seed):
 - ``bilevel``: the configuration a bilevel run chose (``--config`` takes a ``bilevel:best_config``
   dict as JSON or a file, ``--from-run STORAGE_URL RUN`` reads it from the outer study, and
   ``--from-ablation B/o0`` takes the one the ablation's tuning of group B on outer seed 0 kept
-  in benchmarks/results/ablation_tuning.jsonl, tuned on Branin and HPOBench kc1);
+  in benchmarks/results/ablation_tuning.jsonl, tuned on Branin and HPOBench kc1; a C or D
+  choice brings its generated mechanisms' sources, which pass the gate again in each process);
 - ``tpe`` and ``random``.
 
 The size: the task's default 300 optimizer steps per trial (8.4 s on one core of the development
@@ -53,26 +54,35 @@ TRIALS = 20
 
 def load_config(
     text: str | None, from_run: list[str] | None, from_ablation: str | None = None
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The bilevel-chosen configuration from ``--config``, ``--from-run`` or
-    ``--from-ablation``, or None."""
+    ``--from-ablation`` (or None), and the ablation's kept choice where its generated
+    mechanisms must be registered in every process that runs a cell."""
     if from_ablation:
-        return ablation_config(from_ablation)
+        choice = ablation_choice(from_ablation)
+        generated = choice if (choice.get("research") or {}).get("accepted") else None
+        return dict(choice["config"]), generated
     if text:
         path = Path(text)
-        return dict(json.loads(path.read_text() if path.is_file() else text))
+        return dict(json.loads(path.read_text() if path.is_file() else text)), None
     if from_run:
         url, run = from_run
         outer = optuna.load_study(study_name=run, storage=_storage(url))
         config = outer.user_attrs.get("bilevel:best_config")
         if not config:
             raise SystemExit(f"The outer study {run!r} has no best configuration yet.")
-        return dict(config)
-    return None
+        return dict(config), None
+    return None, None
 
 
 def ablation_config(spec: str, kept: Path | None = None) -> dict[str, Any]:
     """The configuration the ablation kept for ``GROUP/oSEED`` (its full size), e.g. ``B/o0``."""
+    return dict(ablation_choice(spec, kept)["config"])
+
+
+def ablation_choice(spec: str, kept: Path | None = None) -> dict[str, Any]:
+    """The choice the ablation kept for ``GROUP/oSEED``: its configuration and, for C and D,
+    the sources of the generated mechanisms it uses (registered behind the gate per cell)."""
     from ablation import kept_choices
     from ablation import tuning_path
 
@@ -88,12 +98,15 @@ def ablation_config(spec: str, kept: Path | None = None) -> dict[str, Any]:
             f"{kept} keeps no tuning of {spec} (it has: {have or 'none'}); run "
             f"benchmarks/ablation.py --groups {group} --outer-seeds {outer}-{outer} first."
         )
-    if choice.get("research", {}).get("accepted"):
+    research = choice.get("research") or {}
+    missing = set(research.get("accepted") or []) - set(research.get("sources") or {})
+    if missing:
         raise SystemExit(
-            f"{spec}'s choice uses generated mechanisms that live in its tuning storage; pass "
-            "--from-run STORAGE RUN with that storage instead."
+            f"{spec}'s choice uses generated mechanisms {sorted(missing)} whose sources were not "
+            "kept (a tuning kept before they were); pass --from-run STORAGE RUN with the "
+            "storage it was tuned in instead."
         )
-    return dict(choice["config"])
+    return dict(choice)
 
 
 def make_sampler(arm: str, seed: int, objective: Any, model: str,
@@ -117,10 +130,15 @@ def make_sampler(arm: str, seed: int, objective: Any, model: str,
 
 
 def run_cell(url: str, arm: str, seed: int, steps: int, n_trials: int, model: str,
-             config: dict[str, Any] | None, record: dict[str, Any]) -> str:
+             config: dict[str, Any] | None, record: dict[str, Any],
+             generated: dict[str, Any] | None = None) -> str:
     """Run (or finish) one study and append its row."""
     from bilevel_optuna.objectives import LMObjective
 
+    if arm == "bilevel" and generated:  # in this process, before the sampler names them
+        from ablation import register_kept_mechanisms
+
+        register_kept_mechanisms(url, generated)
     storage = _storage(url)
     objective = LMObjective(steps=steps, seed=seed)
     name = f"lm-bench/{steps}steps/{arm}/seed{seed:03d}"
@@ -185,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown arms {unknown}; choose from {ARMS}")
     if args.jobs < 1:
         parser.error(f"--jobs must be 1 or more, got {args.jobs}")
-    config = load_config(args.config, args.from_run, args.from_ablation)
+    config, generated = load_config(args.config, args.from_run, args.from_ablation)
     if config is None and "bilevel" in arms:
         arms.remove("bilevel")
         print(
@@ -210,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
 
     def cell_args(seed: int, arm: str) -> tuple[Any, ...]:
-        return (args.storage, arm, seed, args.steps, args.trials, args.model, config, record)
+        return (args.storage, arm, seed, args.steps, args.trials, args.model, config, record,
+                generated)  # fmt: skip
 
     if args.jobs == 1:
         for seed, arm in cells:

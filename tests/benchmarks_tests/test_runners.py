@@ -154,10 +154,14 @@ def test_lm_takes_the_configuration_the_ablation_kept(tmp_path: Path) -> None:
     ablation.keep_choice(
         kept, "full", "C", 0, {"config": config, "research": {"accepted": ["gen_1"]}}, record
     )
+    research = {"accepted": ["gen_2"], "sources": {"gen_2": "class X: ..."}}
+    ablation.keep_choice(kept, "full", "D", 0, {"config": config, "research": research}, record)
     assert lm.ablation_config("B/o0", kept) == config
-    with pytest.raises(SystemExit, match="keeps no tuning of B/o1 .*has: B/o0, C/o0"):
+    # D's sources were kept: its choice comes whole, for each cell's process to register.
+    assert lm.ablation_choice("D/o0", kept)["research"] == research
+    with pytest.raises(SystemExit, match="keeps no tuning of B/o1 .*has: B/o0, C/o0, D/o0"):
         lm.ablation_config("B/o1", kept)  # the quick size's tuning is not the full one's
-    with pytest.raises(SystemExit, match="generated mechanisms"):
+    with pytest.raises(SystemExit, match=r"generated mechanisms \['gen_1'\] whose sources"):
         lm.ablation_config("C/o0", kept)
     with pytest.raises(SystemExit, match="GROUP/oSEED"):
         lm.ablation_config("B0", kept)
@@ -225,3 +229,33 @@ def test_ablation_judges_a_kept_generated_mechanism_in_a_new_storage(tmp_path: P
         judged({name: S.fill(S.FORBIDDEN_IMPORT)})
     with pytest.raises(SystemExit, match="neither this storage nor the kept record"):
         judged({})
+
+
+def test_lm_runs_a_kept_choice_with_a_generated_mechanism(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "research_tests"))
+    from guard import needs_boundary
+
+    if needs_boundary.args[0]:
+        pytest.skip(needs_boundary.kwargs["reason"])
+    kept = ablation.kept_choices(ablation.tuning_path(_results.results_path("ablation")))
+    generated = [
+        (group, outer) for (size, group, outer), choice in sorted(kept.items())
+        if size == "full" and choice["research"].get("accepted")
+    ]  # fmt: skip
+    if not generated:
+        pytest.skip("no kept tuning with a generated mechanism in benchmarks/results")
+    group, outer = generated[0]
+    csv = tmp_path / "lm.csv"
+    argv = ["--storage", f"sqlite:///{tmp_path / 'lm.db'}", "--seeds", "0-0", "--arms",
+            "bilevel", "--from-ablation", f"{group}/o{outer}", "--model", "uniform",
+            "--steps", "5", "--trials", "2", "--results", str(csv)]  # fmt: skip
+    assert lm.main(argv) == 0
+    (row,) = _results.read_rows(csv)
+    names = [m[0] for m in json.loads(row["extra"])["config"]["mechanisms"]]
+    assert set(kept[("full", group, outer)]["research"]["accepted"]) <= set(names)
+    study = optuna.load_study(study_name="lm-bench/5steps/bilevel/seed000",
+                              storage=f"sqlite:///{tmp_path / 'lm.db'}")  # fmt: skip
+    for name in kept[("full", group, outer)]["research"]["accepted"]:
+        assert all(t.user_attrs[_attrs.MECHANISMS][name]["errors"] == [] for t in study.trials)
