@@ -311,7 +311,6 @@ def register_kept_mechanisms(url: str, choice: dict[str, Any]) -> list[str]:
     """
     from bilevel_optuna.research import MechanismStore
     from bilevel_optuna.research import check_source
-    from bilevel_optuna.research import register_stored_mechanisms
 
     research = choice.get("research") or {}
     accepted = list(research.get("accepted") or [])
@@ -338,8 +337,7 @@ def register_kept_mechanisms(url: str, choice: dict[str, Any]) -> list[str]:
             )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        names = register_stored_mechanisms(store.storage, choice["run"])
-    return names
+        return store.register()
 
 
 def make_sampler(

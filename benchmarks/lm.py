@@ -75,14 +75,10 @@ def load_config(
     return None, None
 
 
-def ablation_config(spec: str, kept: Path | None = None) -> dict[str, Any]:
-    """The configuration the ablation kept for ``GROUP/oSEED`` (its full size), e.g. ``B/o0``."""
-    return dict(ablation_choice(spec, kept)["config"])
-
-
 def ablation_choice(spec: str, kept: Path | None = None) -> dict[str, Any]:
-    """The choice the ablation kept for ``GROUP/oSEED``: its configuration and, for C and D,
-    the sources of the generated mechanisms it uses (registered behind the gate per cell)."""
+    """The choice the ablation kept for ``GROUP/oSEED`` (its full size), e.g. ``B/o0``: its
+    configuration and, for C and D, the sources of the generated mechanisms it uses (registered
+    behind the gate per cell)."""
     from ablation import kept_choices
     from ablation import tuning_path
 

@@ -156,15 +156,15 @@ def test_lm_takes_the_configuration_the_ablation_kept(tmp_path: Path) -> None:
     )
     research = {"accepted": ["gen_2"], "sources": {"gen_2": "class X: ..."}}
     ablation.keep_choice(kept, "full", "D", 0, {"config": config, "research": research}, record)
-    assert lm.ablation_config("B/o0", kept) == config
+    assert lm.ablation_choice("B/o0", kept)["config"] == config
     # D's sources were kept: its choice comes whole, for each cell's process to register.
     assert lm.ablation_choice("D/o0", kept)["research"] == research
     with pytest.raises(SystemExit, match="keeps no tuning of B/o1 .*has: B/o0, C/o0, D/o0"):
-        lm.ablation_config("B/o1", kept)  # the quick size's tuning is not the full one's
+        lm.ablation_choice("B/o1", kept)  # the quick size's tuning is not the full one's
     with pytest.raises(SystemExit, match=r"generated mechanisms \['gen_1'\] whose sources"):
-        lm.ablation_config("C/o0", kept)
+        lm.ablation_choice("C/o0", kept)
     with pytest.raises(SystemExit, match="GROUP/oSEED"):
-        lm.ablation_config("B0", kept)
+        lm.ablation_choice("B0", kept)
 
 
 @pytest.mark.slow
