@@ -258,7 +258,7 @@ def tune(
     runs = {name}
     research: dict[str, Any] = {}
     if group in ("C", "D"):
-        report = run_research(
+        run_research(
             storage=url, run=name, rounds=1, mode="compose" if group == "C" else "both",
             model=model, seed=outer_seed, n_outer_trials=size.research_outer,
             objectives=list(size.train), n_inner_trials=size.n_inner,

@@ -22,7 +22,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 
 from bilevel_optuna.chat import ChatReply
 from bilevel_optuna.chat import ChatRequest

@@ -19,7 +19,6 @@ from bilevel_optuna.exceptions import ConfigurationError
 from bilevel_optuna.samplers.mechanisms._loading import load_mechanism
 from bilevel_optuna.samplers._presets import preset
 from bilevel_optuna.studies._arms import arm_label
-from bilevel_optuna.studies._config import LEVEL0
 from bilevel_optuna.studies._config import OuterSpace
 from bilevel_optuna.studies._config import ProposerConfig
 

@@ -35,7 +35,7 @@ from bilevel_optuna.chat._llama._decoder import sample_side_by_side as _sample_s
 from bilevel_optuna.chat._llama._loader import DEFAULT_MODEL_PACKAGE  # noqa: F401
 from bilevel_optuna.chat._llama._loader import DEFAULT_MODEL_STEM  # noqa: F401
 from bilevel_optuna.chat._llama._loader import MAX_CHOICES
-from bilevel_optuna.chat._llama._loader import PREFIX_CHUNK
+from bilevel_optuna.chat._llama._loader import PREFIX_CHUNK  # noqa: F401
 from bilevel_optuna.chat._llama._loader import _Loaded
 from bilevel_optuna.chat._llama._loader import default_model_path
 from bilevel_optuna.chat._llama._loader import load as _load

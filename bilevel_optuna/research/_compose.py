@@ -187,7 +187,7 @@ def render(answer: Mapping[str, Any], *, idea: str = "") -> str:
         "",
         _HELPERS,
         "",
-        f"class Composed(Mechanism):",
+        "class Composed(Mechanism):",
         f'    name = "{name}"',
         '    version = "1"',
         "",

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from bilevel_optuna.stats._results import CompareResult
-    from bilevel_optuna.stats._results import PairwiseComparison
 
 _TEST_NAMES = {
     "wilcoxon": "Wilcoxon signed-rank",

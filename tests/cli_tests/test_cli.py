@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -83,8 +85,6 @@ def test_run_prints_numbers_and_arm_labels_without_experimental_warnings(
     tmp_path: Path,
 ) -> None:
     import re
-    import subprocess
-    import sys
 
     spec = tmp_path / "terminal.toml"
     spec.write_text(RUN_SPEC.format(db=tmp_path / "terminal.db"))
@@ -129,10 +129,7 @@ mechanisms = []
 """
 
 
-def _cli(*args: str, timeout: float = 600, **kwargs) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-
+def _cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bilevel_optuna", *args],
         capture_output=True,
@@ -168,9 +165,6 @@ def test_run_prints_the_comparison_as_a_small_table_and_names_its_folder(
 
 
 def test_status_in_a_pipe_closed_early_exits_quietly(two_objective_run: dict) -> None:
-    import subprocess
-    import sys
-
     # `bilevel-optuna status URL | head -1`, with the reader gone before the writer is done.
     writer = subprocess.Popen(
         [sys.executable, "-m", "bilevel_optuna", "status", two_objective_run["url"]],
@@ -255,8 +249,6 @@ def _serve(*flags: str) -> tuple[str, str]:
     """Start `bilevel-optuna serve`, send three requests, stop it; (stdout, stderr)."""
     import json
     import signal
-    import subprocess
-    import sys
     import urllib.error
     import urllib.request
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
 from optuna.distributions import IntDistribution
 
 from bilevel_optuna.exceptions import ConfigurationError

@@ -8,7 +8,6 @@ import optuna
 import pytest
 from chat_doubles import ScriptedChatModel
 from chat_doubles import answer_json
-from mechanism_context import SPACE
 from mechanism_context import config
 from mechanism_context import make_context
 from mechanism_context import make_study
