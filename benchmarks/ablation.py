@@ -58,10 +58,9 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _cells  # noqa: E402
 import _results  # noqa: E402
 from heldout import HELDOUT_TABLES  # noqa: E402
-from mechanisms import TRUE_VALUE  # noqa: E402
-from mechanisms import _storage  # noqa: E402
 
 from bilevel_optuna import _attrs  # noqa: E402
 
@@ -234,7 +233,7 @@ def tune(
     from bilevel_optuna import run_bilevel_study
     from bilevel_optuna import run_research
 
-    storage = _storage(url)
+    storage = _cells.storage(url)
     name = run_name("B" if group == "C" else group, outer_seed)
     key = f"ablation:choice:{group}"
     try:
@@ -317,7 +316,7 @@ def register_kept_mechanisms(url: str, choice: dict[str, Any]) -> list[str]:
     if not accepted:
         return []
     sources = research.get("sources") or {}
-    store = MechanismStore(_storage(url), choice["run"])
+    store = MechanismStore(_cells.storage(url), choice["run"])
     stored = {m.name for m in store.list() if m.accepted}
     for name in [n for n in accepted if n not in stored]:
         if name not in sources:
@@ -382,26 +381,15 @@ def judge(
     """Run (or finish) one held-out study and append its row."""
     from bilevel_optuna.objectives import get_objective
 
-    storage = _storage(url)
     objective = get_objective(table, seed=seed)
     tag = "" if outer_seed is None else f"/o{outer_seed}"
     name = f"ablation/heldout/{arm}{tag}/{table}/seed{seed:03d}"
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction=objective.direction,
+    study, done = _cells.open_cell(
+        _cells.storage(url), name, direction=objective.direction,
         sampler=make_sampler(arm, choice, objective, seed, model, url, outer_seed),
-        load_if_exists=True,
     )  # fmt: skip
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-    def evaluate(trial: optuna.Trial) -> float:
-        value = objective(trial)
-        trial.set_user_attr(TRUE_VALUE, objective.true_value(dict(trial.params)))
-        return value
-
     if done < size.heldout_trials:
-        study.optimize(evaluate, n_trials=size.heldout_trials - done)
+        study.optimize(_cells.recording_true_value(objective), n_trials=size.heldout_trials - done)
     extra: dict[str, Any] = {}
     if choice is not None:
         extra = {
@@ -492,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             and key(group, table, seed, outer_seed) not in done
         ]
 
-    _storage(args.storage)  # the tables, once
+    _cells.storage(args.storage)  # the tables, once
     for group in [g for g in groups if g not in TUNED]:  # A and the references: no tuning
         for table, seed in pending(group, None):
             say(judge(args.storage, group, None, table, seed, size, args.model, None, record))

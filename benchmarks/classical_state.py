@@ -37,6 +37,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+import _cells
+from _results import TRUE_VALUE
 from mechanisms import STATE_ARMS  # the held-out runner runs these arms too
 from mechanisms import chat_model
 
@@ -52,7 +54,6 @@ COMPARISONS = [
     ("cl-cmaes", "cmaes"),
     ("cmaes", "tpe"),
 ]
-TRUE_VALUE = "bilevel:true_value"
 PREFIX = "classical-state"
 
 
@@ -92,31 +93,15 @@ def run_one(url: str, table: str, arm: str, seed: int, n_trials: int) -> str:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore")
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
     objective = get_objective(table, seed=seed)
     name = study_name(table, arm, seed)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction=objective.direction,
+    study, done = _cells.open_cell(
+        _cells.storage(url), name, direction=objective.direction,
         sampler=make_arm_sampler(arm, seed, objective),
-        load_if_exists=True,
-    )
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    )  # fmt: skip
     if done >= n_trials:
         return f"{name}: done"
-
-    def evaluate(trial: optuna.Trial) -> float:
-        value = objective(trial)
-        trial.set_user_attr(TRUE_VALUE, objective.true_value(dict(trial.params)))
-        return value
-
-    start = time.perf_counter()
-    study.optimize(evaluate, n_trials=n_trials - done)
-    wall = time.perf_counter() - start + float(study.user_attrs.get("bench:wall_s", 0.0))
-    study.set_user_attr("bench:wall_s", wall)
+    wall = _cells.optimize_timed(study, _cells.recording_true_value(objective), n_trials - done)
     return f"{name}: {n_trials - done} trials in {wall:.0f} s"
 
 
@@ -140,7 +125,7 @@ def report(url: str, tables: list[str], arms: list[str], seeds: list[int], n_tri
     from bilevel_optuna.stats import paired_test
     from bilevel_optuna.stats import vargha_delaney_a12
 
-    storage = optuna.storages.RDBStorage(url)
+    storage = _cells.storage(url)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     regret: dict[str, dict[str, dict[int, float]]] = {}
     wall: dict[str, dict[str, list[float]]] = {}
@@ -157,7 +142,7 @@ def report(url: str, tables: list[str], arms: list[str], seeds: list[int], n_tri
                 n = sum(t.state == TrialState.COMPLETE for t in study.trials)
                 if n >= n_trials:
                     regret[table][arm][seed] = _regret(study, objective)
-                    wall[table][arm].append(float(study.user_attrs.get("bench:wall_s", "nan")))
+                    wall[table][arm].append(float(study.user_attrs.get(_cells.WALL, "nan")))
     lines = ["| table | arm | n | regret, median [IQR] | wall s/study |", "|---|---|---|---|---|"]
     for table in tables:
         for arm in arms:
@@ -279,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = [a for a in args.arms.split(",") if a]
     seeds = list(range(args.seeds))
     if not args.report:
-        optuna.storages.RDBStorage(args.storage)  # the tables, before the workers race to
+        _cells.storage(args.storage)  # the tables, before the workers race to
         # Seed-major: a stopped run holds complete, paired blocks.
         tasks = [(t, a, s) for s in seeds[args.run_from :] for t in tables for a in arms]
         start = time.perf_counter()

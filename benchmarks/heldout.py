@@ -36,10 +36,10 @@ import optuna
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _cells  # noqa: E402
 import _results  # noqa: E402
 from mechanisms import STATE_ARMS  # noqa: E402
 from mechanisms import _fmt  # noqa: E402
-from mechanisms import _storage  # noqa: E402
 from mechanisms import run_tasks  # noqa: E402
 from mechanisms import study_metrics  # noqa: E402
 from mechanisms import study_name  # noqa: E402
@@ -70,7 +70,7 @@ def report(url: str, tables: list[str], arms: list[str], seeds: list[int], n_tri
     from bilevel_optuna.stats import paired_test
     from bilevel_optuna.stats import vargha_delaney_a12
 
-    storage = _storage(url)
+    storage = _cells.storage(url)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     metrics: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
     for table in tables:

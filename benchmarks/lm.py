@@ -43,9 +43,8 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _cells  # noqa: E402
 import _results  # noqa: E402
-from mechanisms import TRUE_VALUE  # noqa: E402
-from mechanisms import _storage  # noqa: E402
 
 ARMS = ["tpe", "random", "default", "bilevel"]
 STEPS = 300
@@ -67,7 +66,7 @@ def load_config(
         return dict(json.loads(path.read_text() if path.is_file() else text)), None
     if from_run:
         url, run = from_run
-        outer = optuna.load_study(study_name=run, storage=_storage(url))
+        outer = optuna.load_study(study_name=run, storage=_cells.storage(url))
         config = outer.user_attrs.get("bilevel:best_config")
         if not config:
             raise SystemExit(f"The outer study {run!r} has no best configuration yet.")
@@ -135,23 +134,16 @@ def run_cell(url: str, arm: str, seed: int, steps: int, n_trials: int, model: st
         from ablation import register_kept_mechanisms
 
         register_kept_mechanisms(url, generated)
-    storage = _storage(url)
     objective = LMObjective(steps=steps, seed=seed)
     name = f"lm-bench/{steps}steps/{arm}/seed{seed:03d}"
     # No pruner: every trial trains to the end, so the arms differ by their sampler alone.
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction="minimize",
+    study, done = _cells.open_cell(
+        _cells.storage(url), name, direction="minimize",
         sampler=make_sampler(arm, seed, objective, model, config),
-        pruner=optuna.pruners.NopPruner(), load_if_exists=True,
+        pruner=optuna.pruners.NopPruner(),
     )  # fmt: skip
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-
-    def evaluate(trial: optuna.Trial) -> float:
-        value = objective(trial)
-        trial.set_user_attr(TRUE_VALUE, value)  # what the user gets; no retraining for regret
-        return value
+    # The noise-free value is the observed one: what the user gets, with no retraining.
+    evaluate = _cells.recording_true_value(objective, lambda trial, value: value)
 
     for _ in range(3):  # a diverged training (NaN) fails its trial: try again, a few times
         if done >= n_trials:
@@ -220,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         }) not in done
     ]  # fmt: skip
     print(f"{len(cells)} cells to run ({args.results} holds {len(done)})", flush=True)
-    _storage(args.storage)  # the tables, once, before any workers race to create them
+    _cells.storage(args.storage)  # the tables, once, before any workers race to create them
     start = time.perf_counter()
 
     def cell_args(seed: int, arm: str) -> tuple[Any, ...]:

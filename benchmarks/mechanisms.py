@@ -45,7 +45,9 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _cells  # noqa: E402
 import _results  # noqa: E402
+from _results import TRUE_VALUE  # noqa: E402
 
 from bilevel_optuna import _attrs  # noqa: E402
 from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names  # noqa: E402
@@ -56,7 +58,6 @@ ALL_ARMS = ["llm", "default", *MECHANISM_ARMS, "tpe", "random", "gp"]
 #: The default with CMA-ES in control (``cl-cmaes``), plus CMA-ES's state beside the history
 #: (``cl-cmaes+state``: Centaur's setup), or TPE's state (``default+state``).
 STATE_ARMS = ["cl-cmaes", "cl-cmaes+state", "default+state"]
-TRUE_VALUE = "bilevel:true_value"
 PREFIX = "mech-bench"
 
 
@@ -111,12 +112,6 @@ def chat_model(threads: int = 1) -> Any:
     return model
 
 
-def _storage(url: str) -> optuna.storages.BaseStorage:
-    if url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
-    return optuna.storages.RDBStorage(url)
-
-
 def run_one(
     url: str,
     objective_name: str,
@@ -135,19 +130,12 @@ def run_one(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.simplefilter("ignore")
-    storage = _storage(url)
     objective = get_objective(objective_name, seed=seed)
     name = study_name(objective_name, arm, seed)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction=objective.direction,
+    study, done = _cells.open_cell(
+        _cells.storage(url), name, direction=objective.direction,
         sampler=make_sampler(arm, seed, objective, threads),
-        load_if_exists=True,
-    )
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # left by a killed run
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    )  # fmt: skip
     if done >= n_trials:
         _record(study, objective, objective_name, arm, seed, n_trials, record)
         return f"{name}: done"
@@ -156,16 +144,7 @@ def run_one(
     study.set_user_attr(_attrs.SEED, seed)
     if objective.optimum is not None:
         study.set_user_attr(_attrs.OPTIMUM, objective.optimum)
-
-    def evaluate(trial: optuna.Trial) -> float:
-        value = objective(trial)
-        trial.set_user_attr(TRUE_VALUE, objective.true_value(dict(trial.params)))
-        return value
-
-    start = time.perf_counter()
-    study.optimize(evaluate, n_trials=n_trials - done)
-    wall = time.perf_counter() - start + float(study.user_attrs.get("bench:wall_s", 0.0))
-    study.set_user_attr("bench:wall_s", wall)
+    wall = _cells.optimize_timed(study, _cells.recording_true_value(objective), n_trials - done)
     _record(study, objective, objective_name, arm, seed, n_trials, record)
     return f"{name}: {n_trials - done} trials in {wall:.0f} s"
 
@@ -215,7 +194,7 @@ def study_metrics(study: optuna.Study, objective: Any) -> dict[str, float]:
         "model": sum(s in ("llm", "repaired") for s in sources) / len(complete),
         "fallback": sum(s == "fallback" for s in sources) / len(complete),
         "regret": objective.regret(true),
-        "wall": float(study.user_attrs.get("bench:wall_s", math.nan)),
+        "wall": float(study.user_attrs.get(_cells.WALL, math.nan)),
     }
 
 
@@ -238,7 +217,7 @@ def report(
     except ImportError:  # pragma: no cover - statistics not installed
         paired_test = vargha_delaney_a12 = holm = None  # type: ignore[assignment]
 
-    storage = _storage(url)
+    storage = _cells.storage(url)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     lines = [
         "| objective | arm | n | distinct rate, median [IQR] | final regret, median [IQR] "
@@ -336,7 +315,7 @@ def run_tasks(
             }) not in done
         ]  # fmt: skip
         print(f"{len(tasks)} cells to run ({record['results']} holds {len(done)})", flush=True)
-    _storage(url)  # create the tables once, before the workers race to
+    _cells.storage(url)  # create the tables once, before the workers race to
     start = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = [
