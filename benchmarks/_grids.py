@@ -21,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _arms import STATE_ARMS  # noqa: E402
 import _results  # noqa: E402
 from ablation import SIZES  # noqa: E402
 from ablation import TUNED  # noqa: E402
@@ -31,7 +32,6 @@ from lm import STEPS as LM_STEPS  # noqa: E402
 from lm import TRIALS as LM_TRIALS  # noqa: E402
 from mechanisms import ALL_ARMS as MECHANISM_ARMS  # noqa: E402
 from mechanisms import DEFAULT_OBJECTIVES as MECHANISM_OBJECTIVES  # noqa: E402
-from mechanisms import STATE_ARMS  # noqa: E402
 
 #: The held-out benchmark's arms: the shipped default, Level 0, the classical samplers and the
 #: optimizer's state in the prompt (issue 24 items 2 and 4).

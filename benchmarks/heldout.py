@@ -36,9 +36,9 @@ import optuna
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _arms import STATE_ARMS  # noqa: E402
 import _cells  # noqa: E402
 import _results  # noqa: E402
-from mechanisms import STATE_ARMS  # noqa: E402
 from mechanisms import _fmt  # noqa: E402
 from mechanisms import run_tasks  # noqa: E402
 from mechanisms import study_metrics  # noqa: E402

@@ -45,71 +45,21 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _arms import MECHANISM_ARMS  # noqa: E402
+from _arms import make_sampler  # noqa: E402
 import _cells  # noqa: E402
 import _results  # noqa: E402
 from _results import TRUE_VALUE  # noqa: E402
 
 from bilevel_optuna import _attrs  # noqa: E402
-from bilevel_optuna.samplers.mechanisms._loading import builtin_mechanism_names  # noqa: E402
 
 DEFAULT_OBJECTIVES = ["branin", "hartmann6", "hpobench/kc1", "hpobench/phoneme"]
-MECHANISM_ARMS = builtin_mechanism_names()
 ALL_ARMS = ["llm", "default", *MECHANISM_ARMS, "tpe", "random", "gp"]
-#: The default with CMA-ES in control (``cl-cmaes``), plus CMA-ES's state beside the history
-#: (``cl-cmaes+state``: Centaur's setup), or TPE's state (``default+state``).
-STATE_ARMS = ["cl-cmaes", "cl-cmaes+state", "default+state"]
 PREFIX = "mech-bench"
 
 
 def study_name(objective: str, arm: str, seed: int) -> str:
     return f"{PREFIX}/{objective}/{arm}/seed{seed:03d}"
-
-
-def make_sampler(
-    arm: str, seed: int, objective: Any, threads: int = 1
-) -> optuna.samplers.BaseSampler:
-    if arm == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if arm == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if arm == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if arm == "cmaes":  # needs the `cmaes` package; categorical parameters go to random search
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if arm in STATE_ARMS:  # issue 24 item 2, one definition: benchmarks/classical_state.py
-        from classical_state import make_arm_sampler
-
-        return make_arm_sampler(arm, seed, objective)
-    from bilevel_optuna.samplers import LLMSampler
-
-    # "llm" is Level 0; each mechanism arm is Level 0 with that one mechanism, so its effect is
-    # the mechanism's; "default" is what LLMSampler() gives.
-    kwargs: dict[str, Any] = {"preset": "default" if arm == "default" else "level0"}
-    mechanisms: list[Any] | None = None if arm == "default" else []
-    if arm == "candidate_choice":
-        kwargs["n_candidates"] = 3
-    if arm in MECHANISM_ARMS:
-        assert mechanisms is not None
-        mechanisms.append(arm)
-    return LLMSampler(
-        model=chat_model(threads),
-        description=objective.description,
-        search_space=objective.search_space,
-        mechanisms=mechanisms,
-        seed=seed,
-        **kwargs,
-    )
-
-
-def chat_model(threads: int = 1) -> Any:
-    """The benchmarks' chat model: ``$BILEVEL_OPTUNA_CHAT_MODEL`` (tests name a double), else the
-    embedded model on ``threads`` threads (one: jobs run side by side)."""
-    model: Any = os.environ.get("BILEVEL_OPTUNA_CHAT_MODEL")
-    if not model:
-        from bilevel_optuna.chat._local import LocalChatModel
-
-        model = LocalChatModel(n_threads=threads)
-    return model
 
 
 def run_one(
