@@ -52,21 +52,17 @@ def open_cell(
 
 
 def recording_true_value(
-    objective: Any, true_value: Callable[[optuna.Trial, float], float] | None = None
+    objective: Any, *, observed: bool = False
 ) -> Callable[[optuna.Trial], float]:
     """``objective`` as Optuna calls it, storing each trial's noise-free value beside it.
 
-    The noise-free value is ``objective.true_value(params)`` unless ``true_value(trial, value)``
-    says otherwise (the LM task: the observed value is what the user gets).
+    The noise-free value is ``objective.true_value(params)``, or with ``observed`` the observed
+    value itself (the LM task: what the user gets, with no retraining).
     """
 
     def evaluate(trial: optuna.Trial) -> float:
         value = objective(trial)
-        true = (
-            objective.true_value(dict(trial.params))
-            if true_value is None
-            else true_value(trial, value)
-        )
+        true = value if observed else objective.true_value(dict(trial.params))
         trial.set_user_attr(TRUE_VALUE, true)
         return value
 

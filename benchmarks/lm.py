@@ -142,8 +142,7 @@ def run_cell(url: str, arm: str, seed: int, steps: int, n_trials: int, model: st
         sampler=make_sampler(arm, seed, objective, model, config),
         pruner=optuna.pruners.NopPruner(),
     )  # fmt: skip
-    # The noise-free value is the observed one: what the user gets, with no retraining.
-    evaluate = _cells.recording_true_value(objective, lambda trial, value: value)
+    evaluate = _cells.recording_true_value(objective, observed=True)
 
     for _ in range(3):  # a diverged training (NaN) fails its trial: try again, a few times
         if done >= n_trials:

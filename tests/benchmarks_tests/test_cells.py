@@ -49,7 +49,7 @@ def test_the_true_value_can_be_the_observed_one(tmp_path: Path) -> None:
         storage=f"sqlite:///{tmp_path / 'lm.db'}", direction=noisy.direction,
         sampler=optuna.samplers.RandomSampler(seed=0),
     )  # fmt: skip
-    study.optimize(_cells.recording_true_value(noisy, lambda trial, value: value), n_trials=3)
+    study.optimize(_cells.recording_true_value(noisy, observed=True), n_trials=3)
     assert any(t.value != noisy.true_value(dict(t.params)) for t in study.trials)
     for t in study.trials:
         assert t.user_attrs[_results.TRUE_VALUE] == t.value
